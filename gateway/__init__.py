@@ -1,0 +1,1 @@
+"""Tollgate's MCP proxy: one Streamable HTTP endpoint in front of many upstream MCP servers."""

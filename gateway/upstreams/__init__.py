@@ -1,0 +1,1 @@
+"""Upstream MCP transports (stdio, Streamable HTTP, legacy SSE) behind one small interface."""

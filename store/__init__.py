@@ -1,0 +1,1 @@
+"""The only package that knows ClickHouse: schema, client, batching writer, queries."""
