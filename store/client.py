@@ -1,0 +1,277 @@
+"""The Store: one clickhouse-connect client (embedded chDB or HTTP) driven from one worker thread.
+
+Owns DSN parsing, the data-directory lock, columnar inserts shaped by the table schema, and error mapping.
+It never runs a blocking call on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse, urlunparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from store.errors import StoreError, StoreLocked, StoreQueryError, map_error
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_DATABASE = "tollgate"
+LOCK_FILE = ".tollgate.lock"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    server_default: bool  # has a DEFAULT expression: omitted from inserts when no row gives it
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced, for logs and messages."""
+    parsed = urlparse(dsn)
+    if not parsed.password:
+        return dsn
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return urlunparse(parsed._replace(netloc=netloc))
+
+
+def chdb_path(dsn: str) -> str:
+    """`chdb:///abs/dir` is absolute; `chdb:///./dir` and `chdb://./dir` are relative to the cwd."""
+    rest = dsn[len("chdb://") :].split("?", 1)[0]
+    if rest.startswith(("/./", "/../")):
+        rest = rest[1:]
+    if not rest or rest in ("/", "memory", ":memory:"):
+        raise StoreError(f"chdb DSN needs a data directory: {dsn!r} (for example chdb:///var/lib/tollgate)")
+    return os.path.realpath(unquote(rest))
+
+
+def zero_value(type_name: str) -> Any:
+    """The value ClickHouse itself would use for a column the row does not mention."""
+    if type_name.startswith("Nullable("):
+        return None
+    if type_name.startswith("LowCardinality("):
+        return zero_value(type_name[len("LowCardinality(") : -1])
+    if type_name.startswith(("String", "FixedString", "Enum")):
+        return ""
+    if type_name.startswith(("Int", "UInt", "Float", "Decimal")):
+        return 0
+    if type_name.startswith("DateTime"):
+        return _EPOCH
+    if type_name.startswith("Date"):
+        return dt.date(1970, 1, 1)
+    if type_name == "Bool":
+        return False
+    if type_name.startswith("Array("):
+        return []
+    if type_name.startswith("Map("):
+        return {}
+    return None
+
+
+class _DirLock:
+    """An exclusive flock on `<dir>/.tollgate.lock` holding the owner's pid; released on close or death."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, LOCK_FILE)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise StoreLocked(
+                f"data directory {directory} is in use by another Tollgate process (pid {owner})"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class Store:
+    """Async facade over a blocking clickhouse-connect client; every call runs on the store's own thread."""
+
+    def __init__(
+        self,
+        client: Client,
+        executor: ThreadPoolExecutor,
+        *,
+        database: str,
+        cluster: str | None,
+        embedded: bool,
+        secret: str | None = None,
+        lock: _DirLock | None = None,
+        display_dsn: str = "",
+    ) -> None:
+        self.database = database
+        self.cluster = cluster
+        self.embedded = embedded
+        self.display_dsn = display_dsn
+        self._client = client
+        self._executor = executor
+        self._secret = secret
+        self._lock = lock
+        self._columns: dict[str, list[Column]] = {}
+        self._closed = False
+
+    @classmethod
+    async def open(cls, dsn: str, *, cluster: str | None = None) -> Store:
+        """Open `chdb:///<dir>` (embedded, locked to this process) or `http(s)://user:pass@host:port/db`."""
+        embedded = dsn.startswith("chdb:")
+        if not embedded and not dsn.startswith(("http://", "https://")):
+            raise StoreError(f"unsupported store DSN {redact_dsn(dsn)!r}: use chdb:///<dir> or http(s)://...")
+        secret = urlparse(dsn).password if not embedded else None
+        lock = _DirLock(chdb_path(dsn)) if embedded else None
+        # chDB handles must stay on one thread; HTTP gets the same single thread so calls keep their order.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-store")
+        loop = asyncio.get_running_loop()
+        try:
+            client, database = await loop.run_in_executor(executor, _connect, dsn, cluster)
+        except BaseException as exc:
+            executor.shutdown(wait=False)
+            if lock:
+                lock.release()
+            raise map_error(exc, secret=secret) from exc
+        return cls(
+            client,
+            executor,
+            database=database,
+            cluster=cluster,
+            embedded=embedded,
+            secret=secret,
+            lock=lock,
+            display_dsn=redact_dsn(dsn),
+        )
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except Exception as exc:
+            raise map_error(exc, secret=self._secret) from exc
+
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts; bind values with server-side `{name:Type}` placeholders."""
+        result = await self._call(lambda: self._client.query(sql, parameters=params or None))
+        names = result.column_names
+        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+    async def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        """DDL and other statements without a result; forgets cached table schemas."""
+        await self._call(lambda: self._client.command(sql, parameters=params or None))
+        self._columns.clear()
+
+    async def ping(self) -> bool:
+        try:
+            return await self._call(self._client.ping)
+        except StoreError:
+            return False
+
+    async def columns(self, table: str) -> list[Column]:
+        """The insertable columns of `table`, in table order (cached until the next command)."""
+        cached = self._columns.get(table)
+        if cached is None:
+            described = await self.query(f"DESCRIBE TABLE {table}")
+            cached = [
+                Column(row["name"], row["type"], row["default_type"] == "DEFAULT")
+                for row in described
+                if row["default_type"] not in ("MATERIALIZED", "ALIAS", "EPHEMERAL")
+            ]
+            self._columns[table] = cached
+        return cached
+
+    async def insert(
+        self, table: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None
+    ) -> int:
+        """Insert dict rows column-wise; absent keys get the column's zero value (or its DEFAULT when no row
+        has them). `columns` restricts the insert to those columns. Returns the row count."""
+        if not rows:
+            return 0
+        schema = await self.columns(table)
+        known = {c.name for c in schema}
+        wanted = set(columns) if columns is not None else _keys(rows)
+        unknown = wanted - known
+        if unknown:
+            raise StoreQueryError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
+        if columns is not None:
+            chosen = [c for c in schema if c.name in wanted]
+        else:
+            chosen = [c for c in schema if c.name in wanted or not c.server_default]
+        names = [c.name for c in chosen]
+        types = [c.type for c in chosen]
+        data = [_column(rows, c) for c in chosen]
+        await self._call(
+            lambda: self._client.insert(
+                table, data, column_names=names, column_type_names=types, column_oriented=True
+            )
+        )
+        return len(rows)
+
+    async def close(self) -> None:
+        """Release the client, the worker thread and the directory lock; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._client.close)
+        except Exception:
+            log.warning("closing store %s failed", self.display_dsn, exc_info=True)
+        finally:
+            self._executor.shutdown(wait=True)
+            if self._lock:
+                self._lock.release()
+
+
+def _keys(rows: Sequence[dict[str, Any]]) -> set[str]:
+    keys: set[str] = set()
+    for row in rows:
+        keys.update(row)
+    return keys
+
+
+def _column(rows: Sequence[dict[str, Any]], column: Column) -> list[Any]:
+    zero = zero_value(column.type)
+    name = column.name
+    return [zero if (v := row.get(name)) is None else v for row in rows]
+
+
+def _connect(dsn: str, cluster: str | None) -> tuple[Client, str]:
+    """Blocking: create the client, create the database if missing, and make it the client default."""
+    if dsn.startswith("chdb:"):
+        client = clickhouse_connect.get_client(interface="chdb", path=chdb_path(dsn), tz_mode="aware")
+        database = DEFAULT_DATABASE
+    else:
+        parsed = urlparse(dsn)
+        database = unquote(parsed.path.strip("/")) or DEFAULT_DATABASE
+        client = clickhouse_connect.get_client(
+            dsn=urlunparse(parsed._replace(path="")), tz_mode="aware", autogenerate_session_id=False
+        )
+    try:
+        on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
+        client.database = database
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.close()
+        raise
+    return client, database
