@@ -7,6 +7,8 @@ inside one record becomes None plus an issue; only a body that cannot be parsed 
 from __future__ import annotations
 
 import base64
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +21,12 @@ Signal = Literal["logs", "metrics", "traces"]
 Attributes = dict[str, Any]
 TEMPORALITY = {0: "unspecified", 1: "delta", 2: "cumulative"}
 MAX_ISSUES = 50
+INT_RE = re.compile(r"[+-]?\d+")
+SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+class BadValue(ValueError):
+    """One value is malformed; the caller stores None and notes the reason."""
 
 
 class OtlpDecodeError(ValueError):
@@ -124,6 +132,34 @@ def decode(signal: Signal, body: bytes, encoding: Literal["protobuf", "json"]) -
 
         return decode_json(signal, body)
     return decode_protobuf(signal, body)
+
+
+def to_int(value: Any) -> int:
+    """An OTLP JSON integer: a number or a decimal string, exact."""
+    if isinstance(value, bool):
+        raise BadValue("boolean where an integer was expected")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and len(value) <= 40 and INT_RE.fullmatch(value.strip()):
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise BadValue("not an integer")
+
+
+def to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise BadValue("boolean where a number was expected")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        if value in SPECIAL_FLOATS:
+            return SPECIAL_FLOATS[value]
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise BadValue("not a number")
 
 
 # --- protobuf ---------------------------------------------------------------------------------

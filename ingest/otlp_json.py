@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +19,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as PbStatus
 
 from ingest.otlp import (
+    INT_RE,
     TEMPORALITY,
     Attributes,
+    BadValue,
     Decoded,
     LogRecord,
     MetricPoint,
@@ -29,21 +30,17 @@ from ingest.otlp import (
     OtlpDecodeError,
     Signal,
     Span,
+    to_float,
+    to_int,
 )
 
-_INT_RE = re.compile(r"[+-]?\d+")
 _SNAKE: dict[str, str] = {}
-_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _ROOTS: dict[Signal, tuple[str, str, str]] = {
     "logs": ("resourceLogs", "scopeLogs", "logRecords"),
     "metrics": ("resourceMetrics", "scopeMetrics", "metrics"),
     "traces": ("resourceSpans", "scopeSpans", "spans"),
 }
 _METRIC_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
-
-
-class BadValue(ValueError):
-    """One value is malformed; the caller stores None and notes the reason."""
 
 
 def decode_json(signal: Signal, body: bytes) -> Decoded:
@@ -98,34 +95,6 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def to_int(value: Any) -> int:
-    """An OTLP JSON integer: a number or a decimal string, exact."""
-    if isinstance(value, bool):
-        raise BadValue("boolean where an integer was expected")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise BadValue("not an integer")
-
-
-def to_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise BadValue("boolean where a number was expected")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        if value in _SPECIAL_FLOATS:
-            return _SPECIAL_FLOATS[value]
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise BadValue("not a number")
-
-
 def to_id(value: Any, size: int) -> str:
     """A trace or span id: hex per OTLP/JSON, base64 as protobuf's JSON mapping writes it."""
     if value is None or value == "":
@@ -146,7 +115,7 @@ def to_id(value: Any, size: int) -> str:
 
 
 def _enum(value: Any, lookup: Callable[[str], int]) -> int:
-    if isinstance(value, str) and not _INT_RE.fullmatch(value):
+    if isinstance(value, str) and not INT_RE.fullmatch(value):
         try:
             return int(lookup(value))
         except ValueError as exc:
