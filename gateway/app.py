@@ -1,0 +1,50 @@
+"""Builds the one aiohttp application: `/mcp`, `/healthz`, and the routes other packages add.
+
+`gateway.cli` composes the store, ingest and UI around what is built here; this module imports
+none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.downstream import McpEndpoint
+from gateway.hub import Hub, TransportFactory
+from gateway.records import Observer
+from gateway.relay import Policy, Relay
+from gateway.upstreams.factory import make_transport
+
+HUB_KEY = web.AppKey("hub", Hub)
+RELAY_KEY = web.AppKey("relay", Relay)
+
+
+def create_app(config: Config, *, observers: list[Observer] | None = None, policy: Policy | None = None,
+               transport_factory: TransportFactory = make_transport,
+               extend: Callable[[web.Application, Hub], None] | None = None) -> web.Application:
+    """The gateway app; upstreams start with the app and stop with it."""
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    hub = Hub(config, transport_factory, observers)
+    relay = Relay(hub, policy)
+    app[HUB_KEY] = hub
+    app[RELAY_KEY] = relay
+    McpEndpoint(hub, relay, config.server).register(app)
+    app.router.add_get("/healthz", _healthz)
+    if extend is not None:
+        extend(app, hub)
+    app.cleanup_ctx.append(_hub_lifetime)
+    return app
+
+
+async def _hub_lifetime(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB_KEY]
+    await hub.start()
+    yield
+    await hub.close()
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    health = request.app[HUB_KEY].health()
+    return web.json_response(health, status=200 if health["status"] != "down" else 503)

@@ -1,0 +1,104 @@
+"""The merged catalog: every healthy upstream's tools, prompts and resources under exposed names.
+
+Rebuilt whenever an upstream's lists or health change; deterministic order (upstream, then
+name). Routing goes through the maps built here, never by splitting exposed names.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway import naming
+from gateway.records import ToolListSnapshot
+from gateway.upstreams.client import State, UpstreamClient
+
+Route = tuple[str, str]  # (upstream name, upstream's own name for the item)
+
+
+@dataclass
+class MergedCatalog:
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_routes: dict[str, Route] = field(default_factory=dict)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    prompt_routes: dict[str, Route] = field(default_factory=dict)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    resource_owners: dict[str, str] = field(default_factory=dict)
+    templates: list[dict[str, Any]] = field(default_factory=list)
+    template_owners: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    renamed: list[naming.Renamed] = field(default_factory=list)
+
+    def items(self, key: str) -> list[dict[str, Any]]:
+        return {"tools": self.tools, "prompts": self.prompts, "resources": self.resources,
+                "resourceTemplates": self.templates}[key]
+
+    def resource_owner(self, uri: str) -> str | None:
+        owner = self.resource_owners.get(uri)
+        if owner is not None:
+            return owner
+        return next((name for pattern, name in self.template_owners if pattern.fullmatch(uri)), None)
+
+
+def merge(registered_name: str, upstreams: Iterable[UpstreamClient]) -> MergedCatalog:
+    ready = sorted((u for u in upstreams if u.state is State.READY), key=lambda u: u.name)
+    merged = MergedCatalog()
+    _merge_named(merged, registered_name, ready, "tools")
+    _merge_named(merged, registered_name, ready, "prompts")
+    for upstream in ready:
+        for resource in sorted(upstream.catalog.items.get("resources", []), key=_by("uri")):
+            uri = str(resource.get("uri", ""))
+            if uri and uri not in merged.resource_owners:
+                merged.resource_owners[uri] = upstream.name
+                merged.resources.append(resource)
+        for template in sorted(upstream.catalog.items.get("resourceTemplates", []), key=_by("uriTemplate")):
+            merged.templates.append(template)
+            merged.template_owners.append((_template_pattern(str(template.get("uriTemplate", ""))),
+                                           upstream.name))
+    return merged
+
+
+def _merge_named(merged: MergedCatalog, registered_name: str, ready: list[UpstreamClient], key: str) -> None:
+    originals: dict[Route, dict[str, Any]] = {}
+    for upstream in ready:
+        for item in upstream.catalog.items.get(key, []):
+            name = item.get("name")
+            if isinstance(name, str) and name:
+                originals.setdefault((upstream.name, name), item)
+    names = naming.expose(registered_name, list(originals))
+    routes = merged.tool_routes if key == "tools" else merged.prompt_routes
+    target = merged.tools if key == "tools" else merged.prompts
+    for route in sorted(originals):
+        exposed = names.exposed_name(*route)
+        routes[exposed] = route
+        target.append(naming.annotate_tool(originals[route], route[0], exposed))
+    if key == "tools":
+        merged.renamed = list(names.renamed)
+
+
+def snapshots(merged: MergedCatalog) -> list[ToolListSnapshot]:
+    """Per upstream, the size of each tool definition exactly as clients receive it."""
+    per_upstream: dict[str, list[tuple[str, str, int]]] = {}
+    for tool in merged.tools:
+        upstream, original = merged.tool_routes[tool["name"]]
+        per_upstream.setdefault(upstream, []).append((original, tool["name"], len(orjson.dumps(tool))))
+    taken = time.time()
+    return [ToolListSnapshot(name, taken, tools) for name, tools in sorted(per_upstream.items())]
+
+
+def _by(key: str) -> Any:
+    return lambda item: str(item.get(key, ""))
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """RFC 6570 level-1 style: each {var} matches one path segment ({+var} matches anything)."""
+    parts = re.split(r"(\{[^}]*\})", template)
+    regex = "".join(
+        (".+" if part.startswith("{+") else "[^/]+") if part.startswith("{") else re.escape(part)
+        for part in parts
+    )
+    return re.compile(regex)

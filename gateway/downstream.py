@@ -1,0 +1,286 @@
+"""The Streamable HTTP server side of `/mcp`: sessions, POST answers as JSON or SSE, GET, DELETE.
+
+HTTP concerns only (Origin, auth, media types, size caps, session headers, SSE framing);
+message meaning is `gateway.relay`'s. Refuses the 2026-07-28 stateless probe the way a
+legacy server does (400, plain JSON-RPC error) so clients fall back to `initialize`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import itertools
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway import jsonrpc, mcp
+from gateway.config import ServerConfig
+from gateway.hub import Hub
+from gateway.jsonrpc import Kind, Message
+from gateway.relay import DuplicateRequest, Relay
+from gateway.sessions import Session
+
+log = logging.getLogger("tollgate.downstream")
+
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+KEEPALIVE_SECONDS = 15.0
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
+               "X-Accel-Buffering": "no"}
+SERVER_INFO = {"name": "tollgate", "title": "Tollgate MCP gateway", "version": "0.1.0"}
+
+
+class HttpError(Exception):
+    """Refuse a request with an HTTP status and a JSON-RPC error body."""
+
+    def __init__(self, status: int, code: int, message: str, request_id: jsonrpc.RequestId | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.request_id, self.headers = request_id, headers or {}
+
+    def response(self) -> web.Response:
+        body = jsonrpc.encode(jsonrpc.error_body(self.request_id, self.code, self.message))
+        return web.Response(status=self.status, body=body, content_type="application/json",
+                            headers=self.headers)
+
+
+class McpEndpoint:
+    """aiohttp handlers for `/mcp`."""
+
+    def __init__(self, hub: Hub, relay: Relay, server: ServerConfig) -> None:
+        self.hub, self.relay, self.server = hub, relay, server
+        self._post_streams = itertools.count(1)
+
+    def register(self, app: web.Application, path: str = "/mcp") -> None:
+        app.router.add_post(path, self.post)
+        app.router.add_get(path, self.get)
+        app.router.add_delete(path, self.delete)
+
+    # ----- POST -----------------------------------------------------------------------------
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        try:
+            identity = self._admit(request)
+            message = await self._read_message(request)
+            if message.method == "initialize" and message.kind is Kind.REQUEST:
+                return self._initialize(request, message, identity)
+            session = self._session(request, message)
+            self._check_version_header(request, session, message.id)
+        except HttpError as exc:
+            return exc.response()
+        if message.kind is Kind.NOTIFICATION:
+            await self.relay.handle_notification(session, message)
+            return web.Response(status=202)
+        if message.kind is Kind.RESPONSE:
+            await self.relay.handle_response(session, message)
+            return web.Response(status=202)
+        return await self._answer(request, session, message)
+
+    async def _read_message(self, request: web.Request) -> Message:
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise HttpError(415, jsonrpc.INVALID_REQUEST, "Unsupported Media Type: use application/json")
+        body = await _read_capped(request, self.server.max_body_bytes)
+        try:
+            return jsonrpc.parse(body)
+        except jsonrpc.ProtocolError as exc:
+            log.info("rejected message from %s: %s", request.remote, exc.message)
+            raise HttpError(400, exc.code, exc.message, exc.request_id) from None
+
+    def _initialize(self, request: web.Request, message: Message, identity: str) -> web.Response:
+        params = message.params
+        version = mcp.negotiate(params.get("protocolVersion"))
+        client_info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
+        capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
+        session = self.hub.sessions.create(
+            protocol_version=version, client_info=client_info or {}, client_capabilities=capabilities or {},
+            auth_identity=identity, user_agent=request.headers.get("User-Agent", ""))
+        self.hub.session_started(session)
+        assert message.id is not None
+        result = {"protocolVersion": version, "capabilities": mcp.server_capabilities(),
+                  "serverInfo": SERVER_INFO, "instructions": self._instructions()}
+        log.info("session %s initialized by %s %s (%s)", session.session_id[:8], session.client_name,
+                 session.client_version, version)
+        return web.Response(body=jsonrpc.encode(jsonrpc.result_body(message.id, result)),
+                            content_type="application/json", headers={SESSION_HEADER: session.session_id})
+
+    def _instructions(self) -> str:
+        parts = [f"[{u.name}] {u.instructions}" for u in self.hub.upstreams.values() if u.instructions]
+        return "\n\n".join(parts)
+
+    async def _answer(self, request: web.Request, session: Session, message: Message) -> web.StreamResponse:
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        try:
+            task = self.relay.start_request(session, message, events.put_nowait)
+        except DuplicateRequest as exc:
+            return HttpError(400, jsonrpc.INVALID_REQUEST, f"Invalid Request: {exc}", message.id).response()
+        first_event = asyncio.ensure_future(events.get())
+        try:
+            await asyncio.wait({task, first_event}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not first_event.done():
+                first_event.cancel()
+        if task.done() and not first_event.done() and events.empty():
+            return self._json_answer(task)
+        stream = await self._open_sse(request)
+        if first_event.done() and not first_event.cancelled():
+            await _write_event(stream, f"p{next(self._post_streams)}", jsonrpc.encode(first_event.result()))
+        await self._stream_until_done(stream, task, events)
+        return stream
+
+    def _json_answer(self, task: asyncio.Task[bytes | None]) -> web.Response:
+        encoded = None if task.cancelled() else task.result()
+        if encoded is None:  # cancelled by the client: it expects no answer
+            return web.Response(status=202)
+        return web.Response(body=encoded, content_type="application/json")
+
+    async def _open_sse(self, request: web.Request) -> web.StreamResponse:
+        stream = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        await stream.prepare(request)
+        return stream
+
+    async def _stream_until_done(self, stream: web.StreamResponse, task: asyncio.Task[bytes | None],
+                                 events: asyncio.Queue[dict[str, Any]]) -> None:
+        stream_id = f"p{next(self._post_streams)}"
+        alive = True
+        while not (task.done() and events.empty()):
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                continue
+            alive = alive and await _write_event(stream, stream_id, jsonrpc.encode(getter.result()))
+        encoded = None if task.cancelled() else task.result()
+        if encoded is not None and alive:
+            await _write_event(stream, stream_id, encoded)
+        with contextlib.suppress(ConnectionError):
+            await stream.write_eof()
+
+    # ----- GET and DELETE -------------------------------------------------------------------
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._admit(request)
+            if "text/event-stream" not in request.headers.get("Accept", ""):
+                raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream")
+            session = self._session(request, None)
+            if session.general.attached:
+                raise HttpError(409, jsonrpc.INVALID_REQUEST, "Conflict: this session already has a GET stream")
+        except HttpError as exc:
+            return exc.response()
+        stream = await self._open_sse(request)
+        session.general.attached = True
+        try:
+            await self._pump_general(stream, session, request.headers.get("Last-Event-ID"))
+        finally:
+            session.general.attached = False
+        return stream
+
+    async def _pump_general(self, stream: web.StreamResponse, session: Session, last_event_id: str | None) -> None:
+        general = session.general
+        if last_event_id is not None:
+            while not general.queue.empty():
+                general.queue.get_nowait()
+            for event_id, data in general.replay_after(last_event_id):
+                if not await _write_event(stream, None, data, event_id):
+                    return
+        while self.hub.sessions.get(session.session_id) is session:
+            try:
+                event_id, data = await asyncio.wait_for(general.queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                if not await _write_raw(stream, b": keepalive\n\n"):
+                    return
+                continue
+            if not data or not await _write_event(stream, None, data, event_id):
+                return
+
+    async def delete(self, request: web.Request) -> web.Response:
+        try:
+            self._admit(request)
+            session = self._session(request, None)
+        except HttpError as exc:
+            return exc.response()
+        self.hub.sessions.end(session.session_id, "deleted by client")
+        return web.Response(status=200)
+
+    # ----- checks ---------------------------------------------------------------------------
+
+    def _admit(self, request: web.Request) -> str:
+        """Origin and bearer-token checks; returns the caller's identity ('' when anonymous)."""
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin):
+            log.warning("refused request with Origin %s", origin[:100])
+            raise HttpError(403, jsonrpc.INVALID_REQUEST, "Forbidden: Origin not allowed")
+        if not self.server.auth_tokens:
+            return ""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        for index, allowed in enumerate(self.server.auth_tokens):
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), allowed.encode()):
+                return f"token-{index + 1}"
+        raise HttpError(401, jsonrpc.INVALID_REQUEST, "Unauthorized: bearer token required",
+                        headers={"WWW-Authenticate": 'Bearer realm="tollgate"'})
+
+    def _origin_allowed(self, origin: str) -> bool:
+        if origin in self.server.allowed_origins or "*" in self.server.allowed_origins:
+            return True
+        host = urlsplit(origin).hostname or ""
+        if host == "localhost":
+            return True
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_address(host).is_loopback
+        return False
+
+    def _session(self, request: web.Request, message: Message | None) -> Session:
+        request_id = message.id if message else None
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            # The 2026-07-28 probe lands here too: a plain 400 makes clients fall back to initialize.
+            raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: Missing session ID", request_id)
+        session = self.hub.sessions.get(session_id)
+        if session is None:
+            raise HttpError(404, jsonrpc.INVALID_REQUEST, "Not Found: unknown or expired session", request_id)
+        return session
+
+    def _check_version_header(self, request: web.Request, session: Session,
+                              request_id: jsonrpc.RequestId | None) -> None:
+        header = request.headers.get(VERSION_HEADER)
+        if header is None or header == session.protocol_version:
+            return
+        if header not in mcp.SUPPORTED_VERSIONS:
+            raise HttpError(400, jsonrpc.INVALID_REQUEST,
+                            f"Bad Request: unsupported {VERSION_HEADER} {header[:40]!r}", request_id)
+        log.info("session %s negotiated %s but sent %s %s", session.session_id[:8],
+                 session.protocol_version, VERSION_HEADER, header)
+
+
+async def _read_capped(request: web.Request, cap: int) -> bytes:
+    if request.content_length is not None and request.content_length > cap:
+        raise HttpError(413, jsonrpc.INVALID_REQUEST, f"Payload Too Large: the limit is {cap} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_any():
+        total += len(chunk)
+        if total > cap:
+            raise HttpError(413, jsonrpc.INVALID_REQUEST, f"Payload Too Large: the limit is {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _write_event(stream: web.StreamResponse, stream_id: str | None, data: bytes,
+                       event_id: str | None = None) -> bool:
+    header = f"event: message\nid: {event_id}\n" if event_id else "event: message\n"
+    return await _write_raw(stream, header.encode() + b"data: " + data + b"\n\n")
+
+
+async def _write_raw(stream: web.StreamResponse, payload: bytes) -> bool:
+    try:
+        await stream.write(payload)
+    except (ConnectionError, RuntimeError):
+        return False  # the client went away; the call still completes and is metered
+    return True

@@ -1,0 +1,158 @@
+"""The gateway's shared state: upstream clients, the merged catalog, sessions and observers.
+
+Starts upstreams concurrently (one that fails never blocks the others), rebuilds the catalog
+when an upstream changes, tells sessions when their tool list changed, and fans relay events
+out to observers. No HTTP here: `gateway.downstream` is the wire side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from gateway import catalog as catalog_mod
+from gateway import jsonrpc
+from gateway.catalog import MergedCatalog
+from gateway.config import Config, UpstreamConfig
+from gateway.records import CallRecord, Observer
+from gateway.sessions import Session, SessionRegistry
+from gateway.upstreams.base import Transport
+from gateway.upstreams.client import State, UpstreamClient
+
+log = logging.getLogger("tollgate.hub")
+
+TransportFactory = Callable[[UpstreamConfig], Transport]
+
+
+class Hub:
+    """Everything the relay and the downstream share, for one running gateway."""
+
+    def __init__(self, config: Config, make_transport: TransportFactory,
+                 observers: list[Observer] | None = None) -> None:
+        self.config = config
+        self.observers: list[Observer] = list(observers or [])
+        self.upstreams: dict[str, UpstreamClient] = {
+            u.name: UpstreamClient(u, _bind(make_transport, u), self)
+            for u in config.upstreams if u.enabled
+        }
+        self.catalog = MergedCatalog()
+        self._tool_names: tuple[str, ...] = ()
+        self.sessions = SessionRegistry(config.server.session_idle_seconds, self._session_ended)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start every upstream and wait (bounded by each one's init timeout) for them."""
+        for upstream in self.upstreams.values():
+            upstream.start()
+        waits = [u.wait_ready(u.config.timeouts.init_seconds) for u in self.upstreams.values()]
+        ready = await asyncio.gather(*waits)
+        for upstream, ok in zip(self.upstreams.values(), ready, strict=True):
+            if ok:
+                log.info("upstream %s ready: %d tools (%s)", upstream.name,
+                         len(upstream.catalog.items.get("tools", [])), upstream.protocol_version)
+            else:
+                log.warning("upstream %s not ready: %s", upstream.name, upstream.last_error or "still starting")
+        self._reaper = asyncio.create_task(self._reap_idle_sessions())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for session in list(self.sessions):
+            self.sessions.end(session.session_id, "shutdown")
+        await asyncio.gather(*(u.close() for u in self.upstreams.values()), return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reap_idle_sessions(self) -> None:
+        interval = max(1.0, min(60.0, self.config.server.session_idle_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            expired = self.sessions.expire_idle()
+            if expired:
+                log.info("expired %d idle session(s)", expired)
+
+    # ----- UpstreamObserver -----------------------------------------------------------------
+
+    def upstream_changed(self, upstream: UpstreamClient) -> None:
+        merged = catalog_mod.merge(self.config.server.registered_name, self.upstreams.values())
+        self.catalog = merged
+        names = tuple(tool["name"] for tool in merged.tools)
+        if names != self._tool_names:
+            self._tool_names = names
+            for renamed in merged.renamed:
+                log.info("exposed %s/%s as %s (%s)", renamed.upstream, renamed.tool, renamed.exposed,
+                         renamed.reason)
+            self._broadcast(jsonrpc.notification_body("notifications/tools/list_changed"))
+        if upstream.state is State.READY:
+            for snapshot in catalog_mod.snapshots(merged):
+                if snapshot.upstream == upstream.name:
+                    self._each_observer(lambda o, s=snapshot: o.tool_list_changed(s))  # type: ignore[misc]
+
+    def upstream_notification(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
+        self._broadcast(body)
+
+    def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
+        """A server-to-client request tied to no call: no client can be chosen safely."""
+        error = jsonrpc.error_body(body.get("id"), jsonrpc.METHOD_NOT_FOUND,
+                                   f"Tollgate cannot route {body.get('method')} outside a request")
+        self.spawn(upstream.respond(error))
+
+    def upstream_event(self, upstream: UpstreamClient, kind: str, detail: str) -> None:
+        self._each_observer(lambda o: o.upstream_event(upstream.name, kind, detail))
+
+    # ----- relay events ---------------------------------------------------------------------
+
+    def call_finished(self, call: CallRecord) -> None:
+        self._each_observer(lambda o: o.call_finished(call))
+
+    def session_started(self, session: Session) -> None:
+        self._each_observer(lambda o: o.session_event(_session_row(session)))
+
+    def _session_ended(self, session: Session, reason: str) -> None:
+        log.info("session %s ended (%s)", session.session_id[:8], reason)
+        self._each_observer(lambda o: o.session_event(_session_row(session, ended=True)))
+        session.general.queue.put_nowait(("", b""))  # wakes and closes an attached GET stream
+
+    def _broadcast(self, body: dict[str, Any]) -> None:
+        data = jsonrpc.encode(body)
+        for session in self.sessions:
+            session.general.push(data)
+
+    def _each_observer(self, deliver: Callable[[Observer], None]) -> None:
+        for observer in self.observers:
+            try:
+                deliver(observer)
+            except Exception:
+                log.exception("observer %s failed", type(observer).__name__)
+
+    def health(self) -> dict[str, Any]:
+        upstreams = {name: u.health() for name, u in sorted(self.upstreams.items())}
+        states = {u["state"] for u in upstreams.values()}
+        status = "ok" if states <= {"ready"} else ("degraded" if "ready" in states else "down")
+        if not upstreams:
+            status = "ok"
+        return {"status": status, "sessions": len(self.sessions), "tools": len(self.catalog.tools),
+                "upstreams": upstreams}
+
+
+def _bind(factory: TransportFactory, config: UpstreamConfig) -> Callable[[], Transport]:
+    return lambda: factory(config)
+
+
+def _session_row(session: Session, ended: bool = False) -> dict[str, Any]:
+    return {
+        "mcp_session_id": session.session_id, "started_at": session.started_at,
+        "ended_at": time.time() if ended else None, "client_name": session.client_name,
+        "client_version": session.client_version, "protocol_version": session.protocol_version,
+        "auth_identity": session.auth_identity, "cc_session_id": session.cc_session_id,
+        "user_agent": session.user_agent,
+    }

@@ -1,0 +1,129 @@
+"""JSON-RPC 2.0 on the wire: bytes to classified messages and back, ids and error codes.
+
+Knows envelopes only, nothing of MCP; does no I/O. Parsing is strict about the envelope and
+lenient about everything inside it, which passes through untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+# Implementation-defined server errors (-32000..-32099).
+UPSTREAM_UNAVAILABLE = -32001
+REQUEST_TIMEOUT = -32002
+REQUEST_CANCELLED = -32800  # MCP's RequestCancelled
+
+RequestId = str | int
+
+
+class Kind(Enum):
+    REQUEST = "request"
+    NOTIFICATION = "notification"
+    RESPONSE = "response"
+
+
+class ProtocolError(Exception):
+    """A message that is not valid JSON-RPC; carries the code and the id when one was readable."""
+
+    def __init__(self, code: int, message: str, request_id: RequestId | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(slots=True)
+class Message:
+    """One parsed JSON-RPC message with its raw wire size."""
+
+    kind: Kind
+    body: dict[str, Any]
+    size: int
+
+    @property
+    def id(self) -> RequestId | None:
+        value = self.body.get("id")
+        return value if isinstance(value, str | int) else None
+
+    @property
+    def method(self) -> str:
+        return self.body.get("method", "")  # type: ignore[no-any-return]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params = self.body.get("params")
+        return params if isinstance(params, dict) else {}
+
+
+def parse(raw: bytes) -> Message:
+    """Parse one message; batches (arrays) and malformed envelopes raise ProtocolError."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(PARSE_ERROR, f"Parse error: {exc}") from None
+    if isinstance(body, list):
+        raise ProtocolError(INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported")
+    if not isinstance(body, dict):
+        raise ProtocolError(INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
+    return Message(classify(body), body, len(raw))
+
+
+def classify(body: dict[str, Any]) -> Kind:
+    """Tell request, notification and response apart, checking the envelope on the way."""
+    request_id = body.get("id")
+    if not _valid_id(request_id) or body.get("jsonrpc") != "2.0":
+        raise ProtocolError(INVALID_REQUEST, "Invalid Request: missing jsonrpc 2.0 or bad id",
+                            request_id if _valid_id(request_id) else None)
+    if "method" in body:
+        if not isinstance(body["method"], str) or not body["method"]:
+            raise ProtocolError(INVALID_REQUEST, "Invalid Request: method must be a string", request_id)
+        params = body.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise ProtocolError(INVALID_REQUEST, "Invalid Request: params must be an object", request_id)
+        return Kind.NOTIFICATION if "id" not in body else Kind.REQUEST
+    if request_id is not None and ("result" in body) != ("error" in body):
+        return Kind.RESPONSE
+    raise ProtocolError(INVALID_REQUEST, "Invalid Request: neither a request nor a response", request_id)
+
+
+def _valid_id(value: object) -> bool:
+    # Booleans are ints in Python but not valid JSON-RPC ids.
+    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body)
+
+
+def error_body(request_id: RequestId | None, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+def result_body(request_id: RequestId, result: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def request_body(request_id: RequestId, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        body["params"] = params
+    return body
+
+
+def notification_body(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        body["params"] = params
+    return body

@@ -1,0 +1,75 @@
+"""MCP meaning on top of JSON-RPC: protocol versions, method classes, gateway capabilities.
+
+Pure data and small functions; no I/O and no routing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SUPPORTED_VERSIONS: tuple[str, ...] = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_VERSION = SUPPORTED_VERSIONS[-1]
+# The stateless revision Claude Code probes with first; Tollgate refuses it as a legacy server does.
+STATELESS_VERSION = "2026-07-28"
+META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_TOOL_USE_ID = "claudecode/toolUseId"
+
+_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+# List methods the gateway answers by merging every healthy upstream's catalog.
+CATALOG_METHODS: dict[str, str] = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "prompts/list": "prompts",
+}
+# Requests routed to exactly one upstream, and the params key that names the target.
+ROUTED_METHODS: dict[str, str] = {
+    "tools/call": "name",
+    "resources/read": "uri",
+    "resources/subscribe": "uri",
+    "resources/unsubscribe": "uri",
+    "prompts/get": "name",
+}
+METERED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+
+
+def negotiate(requested: object) -> str:
+    """Echo a supported version; otherwise offer the latest (the spec's rule, never an error)."""
+    if isinstance(requested, str) and requested in SUPPORTED_VERSIONS:
+        return requested
+    return LATEST_VERSION
+
+
+def is_well_formed_version(value: str) -> bool:
+    return bool(_VERSION_SHAPE.match(value))
+
+
+def is_stateless_probe(body: dict[str, Any]) -> bool:
+    """A request of the 2026-07-28 revision (server/discover or any with the _meta version key)."""
+    if body.get("method") == "server/discover":
+        return True
+    params = body.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and META_PROTOCOL_VERSION in meta
+
+
+def server_capabilities() -> dict[str, Any]:
+    """What the gateway offers downstream: the union of what it can relay."""
+    return {
+        "tools": {"listChanged": True},
+        "resources": {"subscribe": True, "listChanged": True},
+        "prompts": {"listChanged": True},
+        "logging": {},
+        "completions": {},
+    }
+
+
+def client_capabilities(downstream: dict[str, Any] | None) -> dict[str, Any]:
+    """Capabilities the gateway declares to upstreams: elicitation, sampling and roots are
+    relayed to clients that have them; clients without them get an error at relay time."""
+    caps: dict[str, Any] = {"roots": {"listChanged": True}, "sampling": {}, "elicitation": {}}
+    if downstream:
+        caps.update({k: v for k, v in downstream.items() if k in caps})
+    return caps

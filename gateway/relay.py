@@ -1,0 +1,329 @@
+"""Per-message flow for one client session: route, meter, apply the budget policy, reply.
+
+The single place where exceptions become JSON-RPC errors. Requests run as tasks registered in
+the session (so `notifications/cancelled` can reach them); intermediate events (progress,
+server-to-client requests) leave through an `emit` callback, the final answer as encoded bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway import jsonrpc, mcp, metering
+from gateway.jsonrpc import Message, RequestId
+from gateway.records import CallRecord
+from gateway.sessions import ServerRequest, Session
+from gateway.upstreams.client import State, UpstreamClient, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from gateway.hub import Hub
+
+log = logging.getLogger("tollgate.relay")
+
+Emit = Callable[[dict[str, Any]], None]
+CAPABILITY_FOR = {"elicitation/create": "elicitation", "sampling/createMessage": "sampling",
+                  "roots/list": "roots"}
+
+
+class Policy(Protocol):
+    """The budget seam: admit before forwarding, settle the result before the client sees it."""
+
+    async def admit(self, call: CallRecord, params: dict[str, Any]) -> str | None:
+        """Return a model-facing denial text to refuse the call, or None to let it through."""
+
+    def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any]:
+        """Return the result to deliver (possibly truncated); record the decision on `call`."""
+
+
+class DuplicateRequest(Exception):
+    """The session already has a request in flight with this id."""
+
+
+class Relay:
+    """Serves the messages of every session against the hub's upstreams and catalog."""
+
+    def __init__(self, hub: Hub, policy: Policy | None = None) -> None:
+        self.hub = hub
+        self.policy = policy
+
+    # ----- entry points (called by the downstream transport) --------------------------------
+
+    def start_request(self, session: Session, message: Message, emit: Emit) -> asyncio.Task[bytes | None]:
+        request_id = message.id
+        assert request_id is not None
+        if request_id in session.in_flight:
+            raise DuplicateRequest(f"request id {request_id!r} is already in flight in this session")
+        task = asyncio.create_task(self._answer(session, message, emit))
+        session.in_flight[request_id] = task
+        task.add_done_callback(lambda _: session.in_flight.pop(request_id, None))
+        return task
+
+    async def handle_notification(self, session: Session, message: Message) -> None:
+        if message.method == "notifications/cancelled":
+            task = session.in_flight.get(message.params.get("requestId"))  # type: ignore[arg-type]
+            if task is not None:
+                task.cancel()
+        elif message.method == "notifications/roots/list_changed":
+            for upstream in self._ready():
+                await self._notify_quietly(upstream, message.method, message.params or None)
+
+    async def handle_response(self, session: Session, message: Message) -> None:
+        """A client's answer to a server-to-client request: back to its upstream, original id."""
+        pending = session.server_requests.pop(str(message.id), None)
+        upstream = self.hub.upstreams.get(pending.upstream) if pending else None
+        if pending is None or upstream is None:
+            log.info("session %s answered unknown server request %r", session.session_id[:8], message.id)
+            return
+        try:
+            await upstream.respond({**message.body, "id": pending.upstream_id})
+        except UpstreamError as exc:
+            log.warning("could not relay answer to %s: %s", upstream.name, exc)
+
+    # ----- requests -------------------------------------------------------------------------
+
+    async def _answer(self, session: Session, message: Message, emit: Emit) -> bytes | None:
+        request_id = message.id
+        assert request_id is not None
+        try:
+            if message.method in mcp.METERED_METHODS:
+                return await self._metered(session, message, emit)
+            result = await self._dispatch(session, message, emit)
+            return jsonrpc.encode(jsonrpc.result_body(request_id, result))
+        except asyncio.CancelledError:
+            return None
+        except jsonrpc.ProtocolError as exc:
+            return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, exc.message))
+        except UpstreamError as exc:
+            return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, str(exc)))
+        except Exception:
+            log.exception("unexpected error serving %s", message.method)
+            return jsonrpc.encode(jsonrpc.error_body(request_id, jsonrpc.INTERNAL_ERROR,
+                                                     "Internal error in Tollgate; see its log"))
+
+    async def _dispatch(self, session: Session, message: Message, emit: Emit) -> dict[str, Any]:
+        method, params = message.method, message.params
+        if method == "ping":
+            return {}
+        if method in mcp.CATALOG_METHODS:
+            return self._list(session, method, params)
+        if method in ("resources/subscribe", "resources/unsubscribe"):
+            upstream = self._resource_owner(str(params.get("uri", "")))
+            return await self._forward(session, upstream, method, params, emit)
+        if method == "completion/complete":
+            return await self._complete(session, params, emit)
+        if method == "logging/setLevel":
+            for upstream in self._ready():
+                if "logging" in upstream.capabilities:
+                    await upstream.request(method, params)
+            return {}
+        raise jsonrpc.ProtocolError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def _list(self, session: Session, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("cursor") is not None:
+            # Tollgate answers every list in one page, so no cursor of ours can exist.
+            raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Invalid params: unknown cursor {params['cursor']!r}")
+        key = mcp.CATALOG_METHODS[method]
+        catalog = self.hub.catalog
+        if key == "tools":
+            session.tool_routes.update(catalog.tool_routes)
+        elif key == "prompts":
+            session.prompt_routes.update(catalog.prompt_routes)
+        return {key: catalog.items(key)}
+
+    async def _forward(self, session: Session, upstream: UpstreamClient, method: str,
+                       params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        response = await upstream.request(method, params, sink=self._sink(session, upstream, emit))
+        return _result_or_raise(response.body)
+
+    async def _complete(self, session: Session, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
+        assert isinstance(ref, dict)
+        if ref.get("type") == "ref/prompt":
+            upstream_name, original = self._route(session.prompt_routes, self.hub.catalog.prompt_routes,
+                                                  str(ref.get("name", "")), "prompt")
+            params = {**params, "ref": {**ref, "name": original}}
+            upstream = self._upstream(upstream_name)
+        else:
+            upstream = self._resource_owner(str(ref.get("uri", "")))
+        return await self._forward(session, upstream, "completion/complete", params, emit)
+
+    # ----- metered calls --------------------------------------------------------------------
+
+    async def _metered(self, session: Session, message: Message, emit: Emit) -> bytes | None:
+        request_id = message.id
+        assert request_id is not None
+        call, upstream, params = self._prepare(session, message)
+        try:
+            result = await self._metered_result(session, call, upstream, params, emit)
+        except asyncio.CancelledError:
+            call.finish("cancelled", "cancelled by the client")
+            self.hub.call_finished(call)
+            raise
+        except UpstreamTimeout as exc:
+            call.finish("timeout", str(exc))
+            return self._encode_error(call, request_id, exc.code, str(exc))
+        except UpstreamError as exc:
+            call.finish("upstream_error", str(exc))
+            return self._encode_error(call, request_id, exc.code, str(exc))
+        except jsonrpc.ProtocolError as exc:
+            call.finish("protocol_error", exc.message)
+            return self._encode_error(call, request_id, exc.code, exc.message)
+        encoded = jsonrpc.encode(jsonrpc.result_body(request_id, result))
+        call.resp_bytes_client = len(encoded)
+        if not call.ended_at:
+            call.finish("tool_error" if result.get("isError") else "ok")
+        self.hub.call_finished(call)
+        return encoded
+
+    def _encode_error(self, call: CallRecord, request_id: RequestId, code: int, text: str) -> bytes:
+        encoded = jsonrpc.encode(jsonrpc.error_body(request_id, code, text))
+        call.resp_bytes_client = len(encoded)
+        self.hub.call_finished(call)
+        return encoded
+
+    def _prepare(self, session: Session, message: Message) -> tuple[CallRecord, UpstreamClient, dict[str, Any]]:
+        method, params = message.method, message.params
+        if method == "resources/read":
+            uri = str(params.get("uri", ""))
+            upstream = self._resource_owner(uri)
+            call = self._record(session, message, upstream.name, uri, uri)
+            return call, upstream, params
+        routes = (session.tool_routes, self.hub.catalog.tool_routes) if method == "tools/call" else (
+            session.prompt_routes, self.hub.catalog.prompt_routes)
+        exposed = params.get("name")
+        if not isinstance(exposed, str):
+            raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, "Invalid params: name must be a string")
+        upstream_name, original = self._route(*routes, exposed, "tool" if method == "tools/call" else "prompt")
+        call = self._record(session, message, upstream_name, original, exposed)
+        return call, self._upstream(upstream_name), {**params, "name": original}
+
+    def _record(self, session: Session, message: Message, upstream: str, tool: str, exposed: str) -> CallRecord:
+        meta = message.params.get("_meta")
+        meta = meta if isinstance(meta, dict) else {}
+        return CallRecord(
+            method=message.method, upstream=upstream, tool=tool, exposed_name=exposed,
+            mcp_session_id=session.session_id, client_name=session.client_name,
+            client_version=session.client_version, auth_identity=session.auth_identity,
+            cc_session_id=session.cc_session_id, tool_use_id=str(meta.get(mcp.META_TOOL_USE_ID, "")),
+            traceparent=str(meta.get("traceparent", "")), req_bytes_client=message.size,
+        )
+
+    async def _metered_result(self, session: Session, call: CallRecord, upstream: UpstreamClient,
+                              params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        if self.policy is not None:
+            denial = await self.policy.admit(call, params)
+            if denial is not None:
+                call.finish("denied", denial)
+                return {"content": [{"type": "text", "text": denial}], "isError": True}
+        if call.method == "tools/call" and not self._still_offered(upstream, call.tool):
+            text = (f"Tool {call.exposed_name!r} is no longer offered by upstream {upstream.name!r} "
+                    f"({'it is ' + upstream.state.value if upstream.state is not State.READY else 'it dropped it'}).")
+            call.finish("tool_error", text)
+            return {"content": [{"type": "text", "text": text}], "isError": True}
+
+        def sent(_: int, size: int) -> None:
+            call.req_bytes_upstream = size
+
+        response = await upstream.request(call.method, params, sink=self._sink(session, upstream, emit, call),
+                                          on_sent=sent)
+        call.resp_bytes_upstream = response.size
+        result = _result_or_raise(response.body)
+        _apply_sizes(call, metering.measure(result))
+        if self.policy is not None:
+            result = self.policy.settle(call, result, response.size)
+        return result
+
+    def _still_offered(self, upstream: UpstreamClient, tool: str) -> bool:
+        if upstream.state is not State.READY:
+            return False
+        return any(t.get("name") == tool for t in upstream.catalog.items.get("tools", []))
+
+    # ----- events from upstreams during a request --------------------------------------------
+
+    def _sink(self, session: Session, upstream: UpstreamClient, emit: Emit,
+              call: CallRecord | None = None) -> Callable[[dict[str, Any]], None]:
+        def sink(body: dict[str, Any]) -> None:
+            if "id" not in body:
+                if call is not None:
+                    call.progress_events += 1
+                emit(body)
+            else:
+                self._relay_server_request(session, upstream, body, emit)
+
+        return sink
+
+    def _relay_server_request(self, session: Session, upstream: UpstreamClient, body: dict[str, Any],
+                              emit: Emit) -> None:
+        needed = CAPABILITY_FOR.get(str(body.get("method")))
+        if needed is not None and not session.supports(needed):
+            error = jsonrpc.error_body(body["id"], jsonrpc.METHOD_NOT_FOUND,
+                                       f"The client does not support {needed}")
+            self.hub.spawn(upstream.respond(error))
+            return
+        downstream_id = session.next_server_request_id()
+        session.server_requests[downstream_id] = ServerRequest(upstream.name, body["id"])
+        emit({**body, "id": downstream_id})
+
+    # ----- routing helpers ------------------------------------------------------------------
+
+    def _route(self, session_routes: dict[str, tuple[str, str]], current: dict[str, tuple[str, str]],
+               exposed: str, what: str) -> tuple[str, str]:
+        route = current.get(exposed) or session_routes.get(exposed)
+        if route is None:
+            raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Unknown {what}: {exposed}")
+        return route
+
+    def _upstream(self, name: str) -> UpstreamClient:
+        upstream = self.hub.upstreams.get(name)
+        if upstream is None:
+            raise UpstreamError(f"upstream {name!r} is not configured any more")
+        return upstream
+
+    def _resource_owner(self, uri: str) -> UpstreamClient:
+        owner = self.hub.catalog.resource_owner(uri)
+        if owner is None:
+            candidates = [u for u in self._ready() if "resources" in u.capabilities]
+            if len(candidates) != 1:
+                raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Unknown resource: {uri}")
+            return candidates[0]
+        return self._upstream(owner)
+
+    def _ready(self) -> list[UpstreamClient]:
+        return [u for u in self.hub.upstreams.values() if u.state is State.READY]
+
+    async def _notify_quietly(self, upstream: UpstreamClient, method: str, params: dict[str, Any] | None) -> None:
+        try:
+            await upstream.notify(method, params)
+        except UpstreamError as exc:
+            log.info("could not notify %s: %s", upstream.name, exc)
+
+
+def _result_or_raise(body: dict[str, Any]) -> dict[str, Any]:
+    if "error" in body:
+        error = body["error"] if isinstance(body["error"], dict) else {}
+        raise UpstreamPassthroughError(error)
+    result = body.get("result")
+    return result if isinstance(result, dict) else {}
+
+
+class UpstreamPassthroughError(UpstreamError):
+    """An upstream's own JSON-RPC error, relayed with its code and message."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        code = error.get("code")
+        super().__init__(str(error.get("message", "upstream error")),
+                         code if isinstance(code, int) else jsonrpc.INTERNAL_ERROR)
+
+
+def _apply_sizes(call: CallRecord, sizes: metering.ContentSizes) -> None:
+    call.text_bytes = sizes.text_bytes
+    call.image_bytes_encoded = sizes.image_bytes_encoded
+    call.image_bytes_decoded = sizes.image_bytes_decoded
+    call.audio_bytes = sizes.audio_bytes
+    call.resource_bytes = sizes.resource_bytes
+    call.structured_bytes = sizes.structured_bytes
+    call.content_blocks = sizes.content_blocks
+    call.est_tokens = sizes.est_tokens

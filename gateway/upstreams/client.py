@@ -1,0 +1,484 @@
+"""One upstream MCP server as the gateway sees it: handshake, id correlation, catalog, restarts.
+
+Owns a Transport (made by a factory so a crashed pipe can be replaced), assigns Tollgate's own
+request ids, rewrites progress tokens so several clients can share one upstream, and keeps the
+upstream's catalog fresh. Knows nothing of downstream sessions: it reports through callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+import orjson
+
+from gateway import jsonrpc, mcp
+from gateway.config import UpstreamConfig
+from gateway.upstreams.base import SessionLost, Transport, TransportError
+
+log = logging.getLogger("tollgate.upstream")
+
+CATALOG_KINDS: dict[str, tuple[str, str]] = {
+    # list key -> (method, capability that must be present)
+    "tools": ("tools/list", "tools"),
+    "resources": ("resources/list", "resources"),
+    "resourceTemplates": ("resources/templates/list", "resources"),
+    "prompts": ("prompts/list", "prompts"),
+}
+MAX_PAGES = 1000
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class State(Enum):
+    STARTING = "starting"
+    READY = "ready"
+    UNHEALTHY = "unhealthy"
+    STOPPED = "stopped"
+
+
+class UpstreamError(Exception):
+    """A request could not be completed by the upstream; the message is safe for the client."""
+
+    def __init__(self, message: str, code: int = jsonrpc.UPSTREAM_UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UpstreamTimeout(UpstreamError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, jsonrpc.REQUEST_TIMEOUT)
+
+
+# Receives, for one in-flight request, every message the upstream sent about it before the
+# answer: progress notifications (token already restored) and server-to-client requests.
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class UpstreamObserver(Protocol):
+    def upstream_changed(self, upstream: UpstreamClient) -> None: ...
+    def upstream_notification(self, upstream: UpstreamClient, body: dict[str, Any]) -> None: ...
+    def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None: ...
+    def upstream_event(self, upstream: UpstreamClient, kind: str, detail: str) -> None: ...
+
+
+@dataclass(slots=True)
+class Response:
+    """The upstream's final answer to one request, with its wire size."""
+
+    body: dict[str, Any]
+    size: int
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Response]
+    sink: EventSink | None
+    progress_token: Any = None  # the client's own token, restored on relayed progress
+    progress_events: int = 0
+    last_activity: float = field(default_factory=time.monotonic)
+    activity: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Catalog:
+    """The upstream's lists as it sent them (items untouched) and when they were read."""
+
+    items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    read_at: float = 0.0
+
+
+class UpstreamClient:
+    """A long-lived client of one upstream; safe to share between downstream sessions."""
+
+    def __init__(self, config: UpstreamConfig, make_transport: Callable[[], Transport],
+                 observer: UpstreamObserver) -> None:
+        self.config = config
+        self.name = config.name
+        self._make_transport = make_transport
+        self._observer = observer
+        self._transport: Transport | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._by_token: dict[str, int] = {}
+        self.state = State.STOPPED
+        self.last_error = ""
+        self.restarts = 0
+        self.protocol_version = ""
+        self.server_info: dict[str, Any] = {}
+        self.capabilities: dict[str, Any] = {}
+        self.instructions = ""
+        self.catalog = Catalog()
+        self._runner: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._refresh: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; retries with backoff until closed."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name=f"upstream-{self.name}")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        return self.state is State.READY
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in (self._runner, self._refresh):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._drop_transport("gateway shutting down")
+        self._set_state(State.STOPPED)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            lost = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._connect(lost), self.config.timeouts.init_seconds)
+            except (TransportError, UpstreamError, TimeoutError, OSError) as exc:
+                self._fail(_describe(exc, "initialize timed out"))
+                await self._drop_transport(self.last_error)
+            else:
+                attempt = 0
+                self._set_state(State.READY)
+                await lost.wait()
+                if self._closing:
+                    return
+                self.restarts += 1
+                self._observer.upstream_event(self, "restart", self.last_error)
+            delay = RESTART_BACKOFF[min(attempt, len(RESTART_BACKOFF) - 1)]
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _connect(self, lost: asyncio.Event) -> None:
+        self._set_state(State.STARTING)
+        self._observer.upstream_event(self, "start", "")
+        transport = self._make_transport()
+        self._transport = transport
+
+        def closed(exc: BaseException | None) -> None:
+            if self._transport is transport:
+                self._fail(_describe(exc, "upstream closed the connection") if exc or not self._closing
+                           else "closed")
+                self._fail_pending(f"upstream {self.name} is unavailable: {self.last_error}")
+                self._transport = None
+                lost.set()
+
+        await transport.open(self._on_message, closed)
+        await self._initialize(transport)
+        await self.refresh_catalog()
+
+    async def _initialize(self, transport: Transport) -> None:
+        params = {
+            "protocolVersion": mcp.LATEST_VERSION,
+            "capabilities": mcp.client_capabilities(None),
+            "clientInfo": {"name": "tollgate", "version": "0.1.0"},
+        }
+        result = await self._call_checked("initialize", params)
+        version = result.get("protocolVersion")
+        if version not in mcp.SUPPORTED_VERSIONS:
+            raise UpstreamError(f"upstream {self.name} speaks unsupported protocol version {version!r}")
+        self.protocol_version = str(version)
+        transport.set_protocol_version(self.protocol_version)
+        self.server_info = result.get("serverInfo") or {}
+        self.capabilities = result.get("capabilities") or {}
+        self.instructions = str(result.get("instructions") or "")
+        await self.notify("notifications/initialized")
+        opener = getattr(transport, "open_event_stream", None)
+        if opener is not None:
+            await opener()
+
+    async def _drop_transport(self, reason: str) -> None:
+        transport, self._transport = self._transport, None
+        self._fail_pending(f"upstream {self.name} is unavailable: {reason}")
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                await transport.close()
+
+    def _fail(self, message: str) -> None:
+        self.last_error = message
+        if not self._closing:
+            log.warning("upstream %s unhealthy: %s", self.name, message)
+            self._set_state(State.UNHEALTHY)
+            self._observer.upstream_event(self, "unhealthy", message)
+
+    def _set_state(self, state: State) -> None:
+        changed = state is not self.state
+        self.state = state
+        if state is State.READY:
+            self._ready.set()
+            self.last_error = ""
+        else:
+            self._ready.clear()
+        if changed:
+            self._observer.upstream_changed(self)
+
+    def _fail_pending(self, message: str) -> None:
+        pending, self._pending = self._pending, {}
+        self._by_token.clear()
+        for entry in pending.values():
+            if not entry.future.done():
+                entry.future.set_exception(UpstreamError(message))
+
+    # ----- catalog ---------------------------------------------------------------------------
+
+    async def refresh_catalog(self) -> None:
+        catalog = Catalog(read_at=time.time())
+        for key, (method, capability) in CATALOG_KINDS.items():
+            if capability in self.capabilities:
+                catalog.items[key] = await self._read_all_pages(method, key)
+        self.catalog = catalog
+        self._observer.upstream_changed(self)
+
+    async def _read_all_pages(self, method: str, key: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            try:
+                result = await self._call_checked(method, {"cursor": cursor} if cursor else {})
+            except UpstreamError as exc:
+                if key == "tools":
+                    raise
+                log.info("upstream %s: %s failed (%s); treating as empty", self.name, method, exc)
+                return items
+            items.extend(item for item in result.get(key) or [] if isinstance(item, dict))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                return items
+            if not isinstance(cursor, str) or cursor in seen:
+                self._observer.upstream_event(self, "pagination_cycle", f"{method} cursor {cursor!r}")
+                log.warning("upstream %s: %s repeated cursor %r; keeping %d items",
+                            self.name, method, cursor, len(items))
+                return items
+            seen.add(cursor)
+        return items
+
+    def _schedule_refresh(self) -> None:
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh_catalog()
+        except (UpstreamError, TransportError) as exc:
+            log.warning("upstream %s: catalog refresh failed: %s", self.name, exc)
+
+    # ----- requests --------------------------------------------------------------------------
+
+    async def _call_checked(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        response = await self.request(method, params)
+        if "error" in response.body:
+            error = response.body["error"] or {}
+            raise UpstreamError(f"{method} failed: {error.get('message', error)}")
+        result = response.body.get("result")
+        return result if isinstance(result, dict) else {}
+
+    async def request(self, method: str, params: dict[str, Any] | None, *,
+                      sink: EventSink | None = None, on_sent: Callable[[int, int], None] | None = None,
+                      ) -> Response:
+        """Send one request and wait for its answer; progress and server requests go to `sink`.
+
+        `on_sent(upstream_id, wire_bytes)` is called once the request is on its way. Raises
+        UpstreamError (unavailable, timeout) and asyncio.CancelledError (the caller cancelled;
+        a `notifications/cancelled` then goes upstream).
+        """
+        upstream_id = next(self._ids)
+        params, token = self._with_own_progress_token(params, upstream_id)
+        pending = _Pending(asyncio.get_running_loop().create_future(), sink, token)
+        self._pending[upstream_id] = pending
+        if token is not None:
+            self._by_token[str(upstream_id)] = upstream_id
+        try:
+            raw = jsonrpc.encode(jsonrpc.request_body(upstream_id, method, params))
+            await self._send(raw, upstream_id)
+            if on_sent is not None:
+                on_sent(upstream_id, len(raw))
+            return await self._await_answer(upstream_id, pending, method)
+        except asyncio.CancelledError:
+            await self._cancel_quietly(upstream_id, "cancelled by client")
+            raise
+        finally:
+            self._pending.pop(upstream_id, None)
+            self._by_token.pop(str(upstream_id), None)
+
+    async def _await_answer(self, upstream_id: int, pending: _Pending, method: str) -> Response:
+        timeouts = self.config.timeouts
+        deadline = time.monotonic() + timeouts.call_max_seconds
+        while True:
+            idle_left = pending.last_activity + timeouts.call_seconds - time.monotonic()
+            wait = min(idle_left, deadline - time.monotonic())
+            if wait <= 0:
+                await self._cancel_quietly(upstream_id, "timed out at the gateway")
+                raise UpstreamTimeout(f"upstream {self.name} did not answer {method} in time")
+            pending.activity.clear()
+            activity: asyncio.Future[Any] = asyncio.ensure_future(pending.activity.wait())
+            waiters: set[asyncio.Future[Any]] = {pending.future, activity}
+            done, _ = await asyncio.wait(waiters, timeout=wait,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            activity.cancel()
+            if pending.future in done:
+                return pending.future.result()
+
+    def _with_own_progress_token(self, params: dict[str, Any] | None, upstream_id: int,
+                                 ) -> tuple[dict[str, Any] | None, Any]:
+        """Swap the client's progressToken for one unique on this upstream (ids can collide
+        between clients sharing it); every other _meta key passes untouched."""
+        meta = params.get("_meta") if params else None
+        if not params or not isinstance(meta, dict) or "progressToken" not in meta:
+            return params, None
+        token = meta["progressToken"]
+        return {**params, "_meta": {**meta, "progressToken": str(upstream_id)}}, token
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> int:
+        raw = jsonrpc.encode(jsonrpc.notification_body(method, params))
+        await self._send(raw, None)
+        return len(raw)
+
+    async def respond(self, body: dict[str, Any]) -> None:
+        """Answer a server-to-client request (the body already carries the upstream's id)."""
+        await self._send(jsonrpc.encode(body), None)
+
+    async def cancel(self, upstream_id: int, reason: str) -> None:
+        await self._cancel_quietly(upstream_id, reason)
+
+    async def _cancel_quietly(self, upstream_id: int, reason: str) -> None:
+        pending = self._pending.pop(upstream_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.cancel()
+        with contextlib.suppress(TransportError, UpstreamError):
+            await self.notify("notifications/cancelled", {"requestId": upstream_id, "reason": reason})
+
+    async def _send(self, raw: bytes, request_id: int | None) -> None:
+        transport = self._transport
+        if transport is None:
+            raise UpstreamError(f"upstream {self.name} is unavailable: {self.last_error or 'not connected'}")
+        try:
+            await transport.send(raw, request_id=request_id)
+        except SessionLost:
+            await self._reinitialize(transport)
+            await transport.send(raw, request_id=request_id)
+        except TransportError as exc:
+            raise UpstreamError(f"upstream {self.name}: {exc}") from exc
+
+    async def _reinitialize(self, transport: Transport) -> None:
+        """The upstream forgot our session (it restarted): shake hands again, once."""
+        log.info("upstream %s lost our session; re-initializing", self.name)
+        self._observer.upstream_event(self, "restart", "session lost; re-initialized")
+        upstream_id = next(self._ids)
+        pending = _Pending(asyncio.get_running_loop().create_future(), None)
+        self._pending[upstream_id] = pending
+        params = {"protocolVersion": self.protocol_version or mcp.LATEST_VERSION,
+                  "capabilities": mcp.client_capabilities(None),
+                  "clientInfo": {"name": "tollgate", "version": "0.1.0"}}
+        try:
+            await transport.send(jsonrpc.encode(jsonrpc.request_body(upstream_id, "initialize", params)),
+                                 request_id=upstream_id)
+            await asyncio.wait_for(pending.future, self.config.timeouts.init_seconds)
+        finally:
+            self._pending.pop(upstream_id, None)
+        await transport.send(jsonrpc.encode(jsonrpc.notification_body("notifications/initialized")))
+
+    # ----- inbound ---------------------------------------------------------------------------
+
+    def _on_message(self, raw: bytes, related_id: str | int | None) -> None:
+        try:
+            message = jsonrpc.parse(raw)
+        except jsonrpc.ProtocolError as exc:
+            log.warning("upstream %s sent an invalid message: %s", self.name, exc.message)
+            self._observer.upstream_event(self, "invalid_message", exc.message)
+            return
+        if message.kind is jsonrpc.Kind.RESPONSE:
+            self._on_response(message)
+        elif message.kind is jsonrpc.Kind.NOTIFICATION:
+            self._on_notification(message.body)
+        else:
+            self._on_server_request(message.body, related_id)
+
+    def _on_response(self, message: jsonrpc.Message) -> None:
+        upstream_id = message.id
+        pending = self._pending.get(upstream_id) if isinstance(upstream_id, int) else None
+        if pending is None or pending.future.done():
+            log.debug("upstream %s: dropping late or unknown response id %r", self.name, upstream_id)
+            return
+        pending.future.set_result(Response(message.body, message.size))
+
+    def _on_notification(self, body: dict[str, Any]) -> None:
+        method = body.get("method", "")
+        if method == "notifications/progress":
+            self._relay_progress(body)
+        elif method == "notifications/cancelled":
+            return  # the upstream gave up on one of our server-to-client requests; nothing to do
+        elif method.endswith("/list_changed"):
+            self._schedule_refresh()
+        else:
+            self._observer.upstream_notification(self, body)
+
+    def _relay_progress(self, body: dict[str, Any]) -> None:
+        params = body.get("params") or {}
+        upstream_id = self._by_token.get(str(params.get("progressToken")))
+        pending = self._pending.get(upstream_id) if upstream_id is not None else None
+        if pending is None or pending.sink is None:
+            return
+        pending.progress_events += 1
+        pending.last_activity = time.monotonic()
+        pending.activity.set()
+        pending.sink({**body, "params": {**params, "progressToken": pending.progress_token}})
+
+    def _on_server_request(self, body: dict[str, Any], related_id: str | int | None) -> None:
+        if body.get("method") == "ping":
+            task = asyncio.create_task(self._answer_quietly(jsonrpc.result_body(body["id"], {})))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        pending = self._pending.get(related_id) if isinstance(related_id, int) else None
+        if pending is None:
+            # stdio carries no link to a request: the newest in-flight call with a sink owns it.
+            pending = next((p for p in reversed(self._pending.values()) if p.sink is not None), None)
+        if pending is not None and pending.sink is not None:
+            pending.last_activity = time.monotonic()
+            pending.activity.set()
+            pending.sink(body)
+        else:
+            self._observer.upstream_request(self, body)
+
+    async def _answer_quietly(self, body: dict[str, Any]) -> None:
+        with contextlib.suppress(UpstreamError, TransportError):
+            await self.respond(body)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "type": self.config.type,
+            "last_error": self.last_error,
+            "restarts": self.restarts,
+            "protocol_version": self.protocol_version,
+            "server_info": self.server_info,
+            "tools": len(self.catalog.items.get("tools", [])),
+            "in_flight": len(self._pending),
+        }
+
+
+def _describe(exc: BaseException | None, fallback: str) -> str:
+    if exc is None:
+        return fallback
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 500 else text[:500] + "..."
+
+
+def dumps_size(value: Any) -> int:
+    return len(orjson.dumps(value))
