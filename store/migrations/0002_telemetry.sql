@@ -2,7 +2,8 @@
 -- Placeholders: {db}, {on_cluster}, {replicated} (filled by store/schema.py). Statements end with a line ending in ';'.
 -- Every table is a ReplacingMergeTree whose ORDER BY holds a deterministic key (event_key: request id for
 -- api_request, else session id + event.sequence, else a hash of the record), so a re-delivered export is
--- stored once: read with FINAL. Identity columns come from log attributes first, then resource attributes.
+-- stored once: read with FINAL. event_time is part of the key because `claude --continue` reuses session.id
+-- and restarts event.sequence in the new process. Identity columns come from log attributes first, then resource attributes.
 -- Prompt and response text is kept only when the telemetry config enables it (prompt_length always).
 -- Never edit this file once released: add NNNN_next.sql instead.
 

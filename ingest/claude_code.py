@@ -1,0 +1,409 @@
+"""Claude Code meaning of decoded OTLP records: one row per event in its typed table and in the raw table.
+
+Column types come from each attribute's meaning, never from how the value happened to arrive (numbers
+or strings). A value that does not fit becomes NULL and an issue; the record itself is always kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from ingest.otlp import INT_RE, Attributes, BadValue, Decoded, LogRecord, MetricPoint, Origin, Span, to_float
+
+Row = dict[str, Any]
+Rows = dict[str, list[Row]]
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+RAW_TABLE = "cc_events_raw"
+METRICS_TABLE = "cc_metric_points"
+SPANS_TABLE = "cc_spans"
+# Text the user typed or the model wrote: kept only when `store_prompt_text` is on.
+CONTENT_KEYS = frozenset({"prompt", "prompt_text", "response", "user_prompt"})
+
+# (column, attribute, kind): kind is str | int | uint | float | bool.
+Column = tuple[str, str, str]
+TYPED_EVENTS: dict[str, tuple[str, tuple[Column, ...]]] = {
+    "user_prompt": ("cc_user_prompts", (
+        ("prompt_length", "prompt_length", "int"), ("message_uuid", "message.uuid", "str"),
+    )),
+    "api_request": ("cc_api_requests", (
+        ("model", "model", "str"), ("input_tokens", "input_tokens", "int"),
+        ("output_tokens", "output_tokens", "int"), ("cache_read_tokens", "cache_read_tokens", "int"),
+        ("cache_creation_tokens", "cache_creation_tokens", "int"),
+        ("cache_creation_5m_tokens", "cache_creation_5m_tokens", "int"),
+        ("cache_creation_1h_tokens", "cache_creation_1h_tokens", "int"),
+        ("cost_usd", "cost_usd", "float"), ("cost_usd_micros", "cost_usd_micros", "int"),
+        ("duration_ms", "duration_ms", "int"), ("ttft_ms", "ttft_ms", "int"),
+        ("request_id", "request_id", "str"), ("query_source", "query_source", "str"),
+        ("speed", "speed", "str"), ("effort", "effort", "str"),
+        ("mcp_server_name", "mcp_server.name", "str"), ("mcp_tool_name", "mcp_tool.name", "str"),
+    )),
+    "api_error": ("cc_api_errors", (
+        ("model", "model", "str"), ("error", "error", "str"), ("status_code", "status_code", "str"),
+        ("attempt", "attempt", "int"), ("duration_ms", "duration_ms", "int"),
+        ("request_id", "request_id", "str"), ("query_source", "query_source", "str"), ("speed", "speed", "str"),
+    )),
+    "tool_result": ("cc_tool_results", (
+        ("tool_name", "tool_name", "str"), ("tool_use_id", "tool_use_id", "str"),
+        ("success", "success", "bool"), ("duration_ms", "duration_ms", "int"),
+        ("tool_input_size_bytes", "tool_input_size_bytes", "int"),
+        ("tool_result_size_bytes", "tool_result_size_bytes", "int"),
+        ("mcp_server_scope", "mcp_server_scope", "str"), ("tool_parameters", "tool_parameters", "str"),
+        ("error", "error", "str"), ("decision_source", "decision_source", "str"),
+        ("decision_type", "decision_type", "str"), ("request_id", "request_id", "str"),
+    )),
+    "tool_decision": ("cc_tool_decisions", (
+        ("tool_name", "tool_name", "str"), ("tool_use_id", "tool_use_id", "str"),
+        ("decision", "decision", "str"), ("source", "source", "str"), ("tool_source", "tool_source", "str"),
+        ("permission_mode", "permission_mode", "str"), ("tool_parameters", "tool_parameters", "str"),
+        ("request_id", "request_id", "str"),
+    )),
+}
+TABLES = (RAW_TABLE, METRICS_TABLE, SPANS_TABLE, *(table for table, _ in TYPED_EVENTS.values()))
+
+
+@dataclass(frozen=True)
+class MappingOptions:
+    store_prompt_text: bool = False
+
+
+def to_rows(decoded: Decoded, options: MappingOptions, now_ns: int | None = None) -> Rows:
+    """Rows per table for one decoded body; value problems are noted on `decoded`."""
+    ingested_at = (time.time_ns() if now_ns is None else now_ns) // 1000
+    rows: Rows = {}
+    for record in decoded.logs:
+        for table, row in _log_rows(record, decoded, options):
+            row["ingested_at"] = ingested_at
+            rows.setdefault(table, []).append(row)
+    for point in decoded.points:
+        row = _point_row(point, decoded)
+        row["ingested_at"] = ingested_at
+        rows.setdefault(METRICS_TABLE, []).append(row)
+    for span in decoded.spans:
+        row = _span_row(span, decoded, options)
+        row["ingested_at"] = ingested_at
+        rows.setdefault(SPANS_TABLE, []).append(row)
+    return rows
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+def as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return orjson.dumps(value, default=_json_default).decode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError
+
+
+def as_int(value: Any, low: int = -INT64_MAX - 1, high: int = INT64_MAX) -> int:
+    if isinstance(value, bool):
+        raise BadValue("boolean where an integer was expected")
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > 40:
+            raise BadValue("not an integer")
+        if INT_RE.fullmatch(text):
+            number = int(text)
+        else:
+            try:
+                exact = Decimal(text)
+            except InvalidOperation as exc:
+                raise BadValue("not an integer") from exc
+            if not exact.is_finite() or exact != exact.to_integral_value():
+                raise BadValue("not an integer")
+            number = int(exact)
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise BadValue("not an integer")
+    if not low <= number <= high:
+        raise BadValue("integer out of range")
+    return number
+
+
+def as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise BadValue("not a boolean")
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "str": as_text,
+    "int": as_int,
+    "uint": lambda v: as_int(v, 0, UINT64_MAX),
+    "float": to_float,
+    "bool": as_bool,
+}
+
+
+def convert(kind: str, value: Any, decoded: Decoded, where: str, attribute: str) -> Any:
+    """One attribute value in its column's type; absent stays absent (NULL), bad becomes NULL + issue."""
+    if kind == "str":
+        return as_text(value)
+    if value is None or value == "":
+        return None
+    try:
+        return _CONVERT[kind](value)
+    except BadValue as exc:
+        decoded.note(f"{where}: attribute {attribute!r}: {exc}, stored as NULL")
+        return None
+
+
+def string_map(attributes: Attributes) -> dict[str, str]:
+    return {key: as_text(value) for key, value in attributes.items()}
+
+
+def _time(value: int, decoded: Decoded, where: str) -> int:
+    if 0 <= value <= INT64_MAX:
+        return value
+    decoded.note(f"{where}: timestamp out of range, stored as 0")
+    return 0
+
+
+def _iso_ns(value: Any) -> int:
+    if not isinstance(value, str):
+        return 0
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return 0
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+
+
+def record_hash(*parts: Any) -> str:
+    blob = orjson.dumps(parts, default=_json_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+# --- identity -------------------------------------------------------------------------------------
+
+def _lookup(attributes: Attributes, resource: Attributes, key: str) -> Any:
+    value = attributes.get(key)
+    return resource.get(key) if value is None else value
+
+
+def identity(attributes: Attributes, origin: Origin, decoded: Decoded, where: str) -> Row:
+    """Who and where: log attributes first, then resource attributes."""
+    resource = origin.resource
+    app_version = _lookup(attributes, resource, "app.version")
+    if app_version is None:
+        app_version = resource.get("service.version")
+
+    def text(key: str) -> str:
+        return as_text(_lookup(attributes, resource, key))
+
+    return {
+        "session_id": text("session.id"),
+        "prompt_id": text("prompt.id"),
+        "event_sequence": convert("uint", _lookup(attributes, resource, "event.sequence"), decoded, where,
+                                  "event.sequence"),
+        "user_id": text("user.id"),
+        "user_email": text("user.email"),
+        "user_account_uuid": text("user.account_uuid"),
+        "organization_id": text("organization.id"),
+        "app_version": as_text(app_version),
+        "terminal_type": text("terminal.type"),
+        "service_name": text("service.name"),
+        "resource_attributes": string_map(resource),
+    }
+
+
+def event_name(record: LogRecord) -> str:
+    """`event.name` attribute, else the LogRecord's event_name, else its body; without `claude_code.`."""
+    for candidate in (record.attributes.get("event.name"), record.event_name, record.body):
+        if isinstance(candidate, str) and candidate:
+            return candidate.removeprefix("claude_code.")
+    return ""
+
+
+def event_key(name: str, ident: Row, request_id: str, record: LogRecord) -> str:
+    """Deterministic per event, so a re-delivered export replaces rather than adds."""
+    if name == "api_request" and request_id:
+        return f"req:{request_id}"
+    if ident["session_id"] and ident["event_sequence"] is not None:
+        return f"seq:{ident['session_id']}:{ident['event_sequence']}"
+    origin = record.origin
+    return "hash:" + record_hash(
+        origin.resource, origin.scope_name, record.time_unix_nano, record.observed_time_unix_nano,
+        record.severity_number, name, record.body, record.attributes, record.trace_id, record.span_id,
+    )
+
+
+# --- rows -----------------------------------------------------------------------------------------
+
+def _log_rows(record: LogRecord, decoded: Decoded, options: MappingOptions) -> Iterable[tuple[str, Row]]:
+    name = event_name(record)
+    where = f"event {name or '?'} (sequence {record.attributes.get('event.sequence')})"
+    attrs = record.attributes
+    common = identity(attrs, record.origin, decoded, where)
+    event_time = record.time_unix_nano or record.observed_time_unix_nano or _iso_ns(attrs.get("event.timestamp"))
+    common.update(
+        event_name=name,
+        event_key=event_key(name, common, as_text(attrs.get("request_id")), record),
+        event_time=_time(event_time, decoded, where),
+        observed_time=_time(record.observed_time_unix_nano or event_time, decoded, where),
+        trace_id=record.trace_id,
+        span_id=record.span_id,
+    )
+    kept = attrs if options.store_prompt_text else {k: v for k, v in attrs.items() if k not in CONTENT_KEYS}
+    yield RAW_TABLE, {
+        **common,
+        "scope_name": record.origin.scope_name,
+        "scope_version": record.origin.scope_version,
+        "severity_number": record.severity_number if 0 <= record.severity_number <= 255 else 0,
+        "severity_text": record.severity_text,
+        "flags": record.flags if 0 <= record.flags <= 0xFFFFFFFF else 0,
+        "body": _body(record, name, options),
+        "attributes": string_map(kept),
+        "attributes_json": as_text(kept),
+    }
+    typed = TYPED_EVENTS.get(name)
+    if typed is None:
+        return
+    table, columns = typed
+    row = dict(common)
+    for column, attribute, kind in columns:
+        row[column] = convert(kind, attrs.get(attribute), decoded, where, attribute)
+    _enrich(name, row, attrs, options)
+    yield table, row
+
+
+def _body(record: LogRecord, name: str, options: MappingOptions) -> str:
+    body = as_text(record.body)
+    if name == "user_prompt" and not options.store_prompt_text and not body.endswith(name):
+        return ""  # a client that puts the prompt itself in the body
+    return body
+
+
+def _enrich(name: str, row: Row, attrs: Attributes, options: MappingOptions) -> None:
+    if name == "user_prompt":
+        text = attrs.get("prompt") if attrs.get("prompt") is not None else attrs.get("prompt_text")
+        if row["prompt_length"] is None and isinstance(text, str):
+            row["prompt_length"] = len(text)
+        row["prompt"] = as_text(text) if options.store_prompt_text else ""
+    elif name in ("tool_result", "tool_decision"):
+        server, tool = mcp_names(attrs.get("tool_parameters"))
+        row["mcp_server_name"] = server
+        row["mcp_tool_name"] = tool
+
+
+def mcp_names(tool_parameters: Any) -> tuple[str, str]:
+    """MCP server and tool names from `tool_parameters` (present with OTEL_LOG_TOOL_DETAILS=1)."""
+    params = tool_parameters
+    if isinstance(params, str) and params.startswith("{"):
+        try:
+            params = orjson.loads(params)
+        except orjson.JSONDecodeError:
+            return "", ""
+    if not isinstance(params, dict):
+        return "", ""
+    server, tool = params.get("mcp_server_name"), params.get("mcp_tool_name")
+    return (server if isinstance(server, str) else "", tool if isinstance(tool, str) else "")
+
+
+def _point_row(point: MetricPoint, decoded: Decoded) -> Row:
+    where = f"metric {point.metric_name!r}"
+    origin = point.origin
+    ident = identity(point.attributes, origin, decoded, where)
+    del ident["prompt_id"], ident["event_sequence"]
+
+    def checked(value: int | None, low: int, high: int) -> int | None:
+        if value is None or low <= value <= high:
+            return value
+        decoded.note(f"{where}: integer out of range, stored as NULL")
+        return None
+
+    buckets = [checked(c, 0, UINT64_MAX) for c in point.bucket_counts]
+    return {
+        **ident,
+        "point_key": record_hash(
+            origin.resource, origin.scope_name, point.metric_name, point.kind, point.attributes,
+            point.start_time_unix_nano, point.time_unix_nano,
+        ),
+        "metric_name": point.metric_name,
+        "description": point.description,
+        "unit": point.unit,
+        "metric_type": point.kind,
+        "temporality": point.temporality,
+        "is_monotonic": point.is_monotonic,
+        "start_time": _time(point.start_time_unix_nano, decoded, where),
+        "time": _time(point.time_unix_nano, decoded, where),
+        "value": point.value_double,
+        "value_int": checked(point.value_int, -INT64_MAX - 1, INT64_MAX),
+        "count": checked(point.count, 0, UINT64_MAX),
+        "sum": point.sum,
+        "min": point.min,
+        "max": point.max,
+        "bucket_counts": [c if c is not None else 0 for c in buckets],
+        "explicit_bounds": point.explicit_bounds,
+        "extra_json": as_text(point.extra) if point.extra else "",
+        "flags": point.flags if 0 <= point.flags <= 0xFFFFFFFF else 0,
+        "scope_name": origin.scope_name,
+        "scope_version": origin.scope_version,
+        "attributes": string_map(point.attributes),
+    }
+
+
+def _span_row(span: Span, decoded: Decoded, options: MappingOptions) -> Row:
+    where = f"span {span.name!r}"
+    origin = span.origin
+    attrs = span.attributes
+    ident = identity(attrs, origin, decoded, where)
+    kept = attrs if options.store_prompt_text else {k: v for k, v in attrs.items() if k not in CONTENT_KEYS}
+    start = _time(span.start_time_unix_nano, decoded, where)
+    end = _time(span.end_time_unix_nano, decoded, where)
+    return {
+        "trace_id": span.trace_id,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "trace_state": span.trace_state,
+        "name": span.name,
+        "kind": span.kind if 0 <= span.kind <= 255 else 0,
+        "start_time": start,
+        "end_time": end,
+        "duration_ns": end - start if end >= start else 0,
+        "status_code": span.status_code if 0 <= span.status_code <= 255 else 0,
+        "status_message": span.status_message,
+        "flags": span.flags if 0 <= span.flags <= 0xFFFFFFFF else 0,
+        "session_id": ident["session_id"],
+        "user_id": ident["user_id"],
+        "app_version": ident["app_version"],
+        "service_name": ident["service_name"],
+        "scope_name": origin.scope_name,
+        "scope_version": origin.scope_version,
+        "attributes": string_map(kept),
+        "attributes_json": as_text(kept),
+        "events_json": as_text(span.events) if span.events else "",
+        "links_json": as_text(span.links) if span.links else "",
+        "resource_attributes": ident["resource_attributes"],
+    }
