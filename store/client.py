@@ -80,7 +80,7 @@ def zero_value(type_name: str) -> Any:
     return None
 
 
-class _DirLock:
+class DirLock:
     """An exclusive flock on `<dir>/.tollgate.lock` holding the owner's pid; released on close or death."""
 
     def __init__(self, directory: str) -> None:
@@ -117,7 +117,7 @@ class Store:
         cluster: str | None,
         embedded: bool,
         secret: str | None = None,
-        lock: _DirLock | None = None,
+        lock: DirLock | None = None,
         display_dsn: str = "",
     ) -> None:
         self.database = database
@@ -138,7 +138,7 @@ class Store:
         if not embedded and not dsn.startswith(("http://", "https://")):
             raise StoreError(f"unsupported store DSN {redact_dsn(dsn)!r}: use chdb:///<dir> or http(s)://...")
         secret = urlparse(dsn).password if not embedded else None
-        lock = _DirLock(chdb_path(dsn)) if embedded else None
+        lock = DirLock(chdb_path(dsn)) if embedded else None
         # chDB handles must stay on one thread; HTTP gets the same single thread so calls keep their order.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-store")
         loop = asyncio.get_running_loop()
