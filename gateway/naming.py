@@ -63,6 +63,8 @@ class NameMap:
         """The exposed name of an upstream tool; KeyError when it was not in the listing."""
         return self.by_tool[ToolRef(upstream, tool)]
 
+    exposed_for = exposed_name  # alias used by gateway.catalog
+
     def full_name(self, exposed: str) -> str:
         """The name Claude Code shows the model: `mcp__<registered>__<exposed>`."""
         return f"{CLAUDE_PREFIX}{self.registered_name}{SEPARATOR}{exposed}"
@@ -114,6 +116,9 @@ def annotate_tool(tool_def: Mapping[str, Any], upstream: str, exposed: str) -> d
     description = tool_def.get("description")
     annotated["description"] = f"[{title}] {description}" if description else f"[{title}]"
     return annotated
+
+
+annotate = annotate_tool  # short alias used by gateway.catalog
 
 
 def expose(registered_name: str, tools: Iterable[tuple[str, str]]) -> NameMap:
