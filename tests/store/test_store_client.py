@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -114,15 +115,15 @@ async def test_open_from_another_process_fails_fast_with_store_locked(store: Sto
         "except StoreLocked as exc:\n"
         "    print(type(exc).__name__, exc); sys.exit(3)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=Path.cwd()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", probe, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
+    async with asyncio.timeout(60):
+        out, err = await child.communicate()
 
-    assert done.returncode == 3, done.stderr
-    import os
-
-    assert done.stdout.startswith("StoreLocked data directory ")
-    assert f"(pid {os.getpid()})" in done.stdout
+    assert child.returncode == 3, err.decode()
+    assert out.decode().startswith("StoreLocked data directory ")
+    assert f"(pid {os.getpid()})" in out.decode()
 
 
 async def test_close_releases_the_engine_so_another_directory_can_open(tmp_path: Path) -> None:
