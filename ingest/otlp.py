@@ -139,12 +139,16 @@ def to_int(value: Any) -> int:
     if isinstance(value, bool):
         raise BadValue("boolean where an integer was expected")
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and len(value) <= 40 and INT_RE.fullmatch(value.strip()):
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise BadValue("not an integer")
+        number = value
+    elif isinstance(value, str) and len(value) <= 40 and INT_RE.fullmatch(value.strip()):
+        number = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise BadValue("not an integer")
+    if not -(2**63) <= number < 2**64:
+        raise BadValue("integer out of 64-bit range")
+    return number
 
 
 def to_float(value: Any) -> float:
