@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import uvicorn
 from aiohttp import web
@@ -189,7 +190,7 @@ async def test_a_hung_api_times_out_and_leaves_no_process(claude_bin: Path, tmp_
     async with echo_mcp_server() as (mcp_url, _), serve(app) as api:
         run = await run_claude(
             ["anything", "never sent"], mcp_url=mcp_url, otlp_endpoint=None, anthropic_url=api,
-            allowed_tools=[ECHO], home=tmp_path / "home", timeout=5, check=False,
+            allowed_tools=[ECHO], home=tmp_path / "home", timeout=2, check=False,
         )
         never.set()
     assert run.timed_out and run.returncode is not None
@@ -206,3 +207,37 @@ def test_a_missing_cli_skips_locally_and_fails_under_ci(monkeypatch: pytest.Monk
     with pytest.raises(pytest.fail.Exception, match="CI must run"):
         require_claude()
 
+
+
+CAPTURE = Path(__file__).parent / "captures" / "s4_main_requests.json"
+SSE_ORDER = ["message_start", "content_block_start", "content_block_delta", "content_block_stop",
+             "message_delta", "message_stop"]
+
+
+def sse_events(raw: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for frame in raw.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in frame.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def test_the_fake_follows_captured_conversations_and_answers_aux_requests() -> None:
+    captured = json.loads(CAPTURE.read_text())["requests"]
+    usage = Usage(1, 2, 3, 4)
+    fake = FakeAnthropic([[say(f"t0s{i}", usage) for i in range(4)], [say(f"t1s{i}", usage) for i in range(3)]])
+    async with serve(fake.app()) as api, aiohttp.ClientSession() as http:
+        for body in captured:
+            headers = {"x-claude-code-session-id": body["x-claude-code-session-id"]}
+            async with http.post(f"{api}/v1/messages?beta=true", json=body, headers=headers) as resp:
+                events = sse_events(await resp.text())
+            assert [name for name, _ in events] == SSE_ORDER
+            assert events[4][1]["usage"]["output_tokens"] == 2
+        async with http.post(f"{api}/v1/messages", json={"model": "m", "messages": []}) as resp:
+            aux = await resp.json()
+        async with http.post(f"{api}/v1/messages/count_tokens", json={"messages": []}) as resp:
+            counted = await resp.json()
+    assert [(r.turn, r.step) for r in fake.main_requests()] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)]
+    assert (aux["content"], aux["usage"]["input_tokens"]) == ([{"type": "text", "text": fake.aux_text}], 10)
+    assert counted["input_tokens"] > 0
+    assert [r.kind for r in fake.requests[-2:]] == ["aux", "count_tokens"] and fake.errors == []
