@@ -13,6 +13,7 @@ from store.errors import MigrationError
 from store.schema import load_migrations, migrate, render, split_statements
 
 PACKAGED = Path(__file__).resolve().parents[2] / "store" / "migrations"
+MIGRATIONS_ROWS = "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
 GATEWAY_TABLES = {"calls", "tool_lists", "upstream_events", "budget_events", "sessions"}
 
 
@@ -43,7 +44,7 @@ def _copy_gateway_migration(tmp_path: Path) -> Path:
 async def test_migrate_creates_gateway_tables_and_a_second_run_changes_nothing(bare_store: Store) -> None:
     first = await migrate(bare_store)
     schema_after_first = await _schema(bare_store)
-    recorded = await bare_store.query("SELECT version, name, checksum, applied_at FROM schema_migrations")
+    recorded = await bare_store.query(MIGRATIONS_ROWS)
 
     second = await migrate(bare_store)
 
@@ -51,7 +52,7 @@ async def test_migrate_creates_gateway_tables_and_a_second_run_changes_nothing(b
     assert second == []
     assert {row["name"] for row in schema_after_first} >= GATEWAY_TABLES
     assert await _schema(bare_store) == schema_after_first
-    assert await bare_store.query("SELECT version, name, checksum, applied_at FROM schema_migrations") == recorded
+    assert await bare_store.query(MIGRATIONS_ROWS) == recorded
 
 
 async def test_a_changed_applied_migration_is_refused(bare_store: Store, tmp_path: Path) -> None:
