@@ -68,7 +68,8 @@ class Hub:
             task.cancel()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
+        """Run a fire-and-forget coroutine; its failure is logged, never raised."""
+        task = asyncio.create_task(_logged(coro))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -156,3 +157,10 @@ def _session_row(session: Session, ended: bool = False) -> dict[str, Any]:
         "auth_identity": session.auth_identity, "cc_session_id": session.cc_session_id,
         "user_agent": session.user_agent,
     }
+
+
+async def _logged(coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coro
+    except Exception as exc:
+        log.info("background task failed: %s", exc)

@@ -69,7 +69,7 @@ def server_capabilities() -> dict[str, Any]:
 def client_capabilities(downstream: dict[str, Any] | None) -> dict[str, Any]:
     """Capabilities the gateway declares to upstreams: elicitation, sampling and roots are
     relayed to clients that have them; clients without them get an error at relay time."""
-    caps: dict[str, Any] = {"roots": {"listChanged": True}, "sampling": {}, "elicitation": {}}
+    caps: dict[str, Any] = {"roots": {"listChanged": True}, "sampling": {}, "elicitation": {"form": {}, "url": {}}}
     if downstream:
         caps.update({k: v for k, v in downstream.items() if k in caps})
     return caps

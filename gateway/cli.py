@@ -1,0 +1,171 @@
+"""The `tollgate` command and composition root: load config, open the store, build apps, run.
+
+The only module that imports `ingest` and `ui` (lazily, per subcommand), so the packages stay
+independent of each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, ConfigError, load_config
+
+log = logging.getLogger("tollgate")
+DEFAULT_CONFIG = Path("config.example.toml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        result: int = args.run(args)
+        return result
+    except ConfigError as exc:
+        print(f"tollgate: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tollgate", description="MCP gateway with usage accounting")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway, OTLP endpoint, API and UI")
+    _config_args(serve)
+    serve.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
+    serve.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check-config", help="validate the config and list exposed tools")
+    _config_args(check)
+    check.add_argument("--offline", action="store_true", help="do not start upstreams")
+    check.set_defaults(run=_check_config)
+
+    convert = commands.add_parser("import-mcp-json", help="print an mcpServers JSON file as TOML upstreams")
+    convert.add_argument("file", type=Path)
+    convert.set_defaults(run=_import_mcp_json)
+
+    setup = commands.add_parser("setup", help="point a client at Tollgate")
+    setup.add_argument("client", choices=["claude"])
+    _config_args(setup)
+    setup.add_argument("--write", choices=["user", "project"], help="merge into Claude Code settings.json")
+    setup.set_defaults(run=_setup)
+    return parser
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"TOML config (default: {DEFAULT_CONFIG} when present)")
+
+
+def _load(args: argparse.Namespace, **overrides: Any) -> Config:
+    path = args.config
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    return load_config(path, overrides=overrides)
+
+
+# ----- serve ---------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args, listen=args.listen, data_dir=args.data_dir)
+    try:
+        import uvloop
+
+        uvloop.run(_run_server(config))
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep serving without it
+        asyncio.run(_run_server(config))
+    return 0
+
+
+async def _run_server(config: Config) -> None:
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.config import parse_listen
+
+    app = create_app(config)
+    host, port = parse_listen(config.server.listen)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    _announce(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+def _announce(config: Config) -> None:
+    listen = config.server.listen
+    log.info("Tollgate listening on http://%s (MCP at /mcp, health at /healthz)", listen)
+    log.info("register it: claude mcp add --transport http %s http://%s/mcp", config.server.registered_name, listen)
+
+
+# ----- other commands ------------------------------------------------------------------------
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from gateway.config import describe_config
+
+    config = _load(args)
+    print(describe_config(config))
+    if args.offline or not config.upstreams:
+        return 0
+    return asyncio.run(_print_exposed_tools(config))
+
+
+async def _print_exposed_tools(config: Config) -> int:
+    from gateway.hub import Hub
+    from gateway.upstreams.factory import make_transport
+
+    hub = Hub(config, make_transport)
+    await hub.start()
+    try:
+        prefix = f"mcp__{config.server.registered_name}__"
+        print(f"\nexposed tools ({len(hub.catalog.tools)}):")
+        for tool in hub.catalog.tools:
+            upstream, original = hub.catalog.tool_routes[tool["name"]]
+            print(f"  {prefix}{tool['name']}  <-  {upstream}/{original}")
+        unhealthy = [u for u in hub.upstreams.values() if u.state.value != "ready"]
+        for client in unhealthy:
+            print(f"upstream {client.name} is {client.state.value}: {client.last_error}")
+        return 1 if unhealthy else 0
+    finally:
+        await hub.close()
+
+
+def _import_mcp_json(args: argparse.Namespace) -> int:
+    from gateway.config import mcp_json_to_toml
+
+    print(mcp_json_to_toml(args.file.read_text(encoding="utf-8")), end="")
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from ingest.claude_settings import run_setup_claude
+
+    config = _load(args)
+    token = config.server.auth_tokens[0] if config.server.auth_tokens else None
+    return run_setup_claude(listen=config.server.listen, registered_name=config.server.registered_name,
+                            token=token, write=args.write, home=Path.home(), cwd=Path.cwd(), out=sys.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

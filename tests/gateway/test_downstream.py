@@ -1,0 +1,172 @@
+"""The `/mcp` endpoint speaks Streamable HTTP correctly to raw HTTP clients (sessions, versions, errors)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientSession as Http
+
+from gateway import jsonrpc, mcp
+from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway
+
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[str]:
+    async with running_gateway(gateway_config(echo_upstream("a"), max_body_bytes=64 * 1024)) as url:
+        yield url
+
+
+async def post(http: Http, url: str, body: Any, session_id: str | None = None,
+               **headers: str) -> tuple[int, dict[str, str], Any]:
+    all_headers = {**JSON_HEADERS, **headers}
+    if session_id:
+        all_headers["Mcp-Session-Id"] = session_id
+    async with http.post(url, data=orjson.dumps(body) if not isinstance(body, bytes) else body,
+                         headers=all_headers) as response:
+        raw = await response.read()
+        parsed = orjson.loads(raw) if raw and response.content_type == "application/json" else raw
+        return response.status, dict(response.headers), parsed
+
+
+def initialize(version: str = "2025-11-25", request_id: int = 0) -> dict[str, Any]:
+    return jsonrpc.request_body(request_id, "initialize", {
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1"}})
+
+
+async def open_session(http: Http, url: str, version: str = "2025-11-25") -> str:
+    status, headers, body = await post(http, url, initialize(version))
+    assert status == 200, body
+    await post(http, url, jsonrpc.notification_body("notifications/initialized"), headers["Mcp-Session-Id"])
+    return headers["Mcp-Session-Id"]
+
+
+async def test_stateless_probe_is_refused_like_a_legacy_server_so_clients_fall_back(endpoint: str) -> None:
+    probe = jsonrpc.request_body("server-discover-probe-1", "server/discover", {
+        "_meta": {mcp.META_PROTOCOL_VERSION: "2026-07-28"}})
+    async with Http() as http:
+        status, _, body = await post(http, endpoint, probe, **{"MCP-Protocol-Version": "2026-07-28",
+                                                               "Mcp-Method": "server/discover"})
+        assert status == 400
+        assert body["error"]["code"] == jsonrpc.INVALID_REQUEST
+        assert body["error"]["code"] != -32022 and "result" not in body
+        assert await open_session(http, endpoint)  # the fallback works
+
+
+@pytest.mark.parametrize(("asked", "expected"), [("2024-11-05", "2024-11-05"), ("2025-03-26", "2025-03-26"),
+                                                  ("2025-06-18", "2025-06-18"), ("2099-01-01", mcp.LATEST_VERSION)])
+async def test_initialize_echoes_a_supported_version_and_offers_the_latest_otherwise(
+        endpoint: str, asked: str, expected: str) -> None:
+    async with Http() as http:
+        status, headers, body = await post(http, endpoint, initialize(asked))
+    assert status == 200
+    assert body["result"]["protocolVersion"] == expected
+    assert headers["Mcp-Session-Id"]
+
+
+async def test_a_supported_but_different_version_header_is_accepted(endpoint: str) -> None:
+    async with Http() as http:
+        session_id = await open_session(http, endpoint, "2025-03-26")
+        status, _, body = await post(http, endpoint, jsonrpc.request_body(1, "tools/list"), session_id,
+                                     **{"MCP-Protocol-Version": "2025-11-25"})
+        assert status == 200 and "a__echo" in {t["name"] for t in body["result"]["tools"]}
+        status, _, body = await post(http, endpoint, jsonrpc.request_body(2, "tools/list"), session_id,
+                                     **{"MCP-Protocol-Version": "1999-01-01"})
+        assert status == 400 and body["error"]["code"] == jsonrpc.INVALID_REQUEST
+
+
+async def test_missing_session_is_400_unknown_is_404_and_delete_ends_it(endpoint: str) -> None:
+    async with Http() as http:
+        status, _, _ = await post(http, endpoint, jsonrpc.request_body(1, "tools/list"))
+        assert status == 400
+        status, _, _ = await post(http, endpoint, jsonrpc.request_body(1, "tools/list"), "no-such-session")
+        assert status == 404
+        session_id = await open_session(http, endpoint)
+        async with http.delete(endpoint, headers={"Mcp-Session-Id": session_id}) as response:
+            assert response.status == 200
+        status, _, _ = await post(http, endpoint, jsonrpc.request_body(1, "tools/list"), session_id)
+        assert status == 404
+
+
+async def test_batches_are_rejected_before_any_dispatch(endpoint: str) -> None:
+    async with Http() as http:
+        session_id = await open_session(http, endpoint)
+        batch = [jsonrpc.request_body(i, "tools/call", {"name": "a__echo", "arguments": {"text": "x"}})
+                 for i in range(50)]
+        status, _, body = await post(http, endpoint, batch, session_id)
+    assert status == 400
+    assert body["error"]["code"] == jsonrpc.INVALID_REQUEST and body["id"] is None
+
+
+@pytest.mark.parametrize(("raw", "code"), [(b"{not json", jsonrpc.PARSE_ERROR), (b'"text"', jsonrpc.INVALID_REQUEST),
+                                           (b'{"jsonrpc":"2.0","id":true,"method":"x"}', jsonrpc.INVALID_REQUEST),
+                                           (b'{"jsonrpc":"1.0","id":1,"method":"x"}', jsonrpc.INVALID_REQUEST)])
+async def test_malformed_messages_get_a_precise_error(endpoint: str, raw: bytes, code: int) -> None:
+    async with Http() as http:
+        session_id = await open_session(http, endpoint)
+        status, _, body = await post(http, endpoint, raw, session_id)
+        assert (status, body["error"]["code"]) == (400, code)
+        status, _, body = await post(http, endpoint, jsonrpc.request_body(9, "ping"), session_id)
+        assert (status, body["result"]) == (200, {})  # and the session keeps serving
+
+
+async def test_unknown_methods_tools_and_cursors_get_jsonrpc_errors(endpoint: str) -> None:
+    async with Http() as http:
+        session_id = await open_session(http, endpoint)
+        _, _, body = await post(http, endpoint, jsonrpc.request_body(1, "no/such"), session_id)
+        assert body["error"]["code"] == jsonrpc.METHOD_NOT_FOUND
+        _, _, body = await post(http, endpoint, jsonrpc.request_body(2, "tools/call", {"name": "nope"}), session_id)
+        assert body["error"]["code"] == jsonrpc.INVALID_PARAMS
+        _, _, body = await post(http, endpoint, jsonrpc.request_body(3, "tools/list", {"cursor": "zzz"}), session_id)
+        assert body["error"]["code"] == jsonrpc.INVALID_PARAMS
+
+
+async def test_foreign_origins_are_refused_and_loopback_origins_allowed(endpoint: str) -> None:
+    async with Http() as http:
+        status, _, _ = await post(http, endpoint, initialize(), Origin="https://evil.example")
+        assert status == 403
+        status, _, _ = await post(http, endpoint, initialize(), Origin="http://localhost:3000")
+        assert status == 200
+
+
+async def test_oversized_bodies_get_413_and_wrong_media_type_415(endpoint: str) -> None:
+    async with Http() as http:
+        session_id = await open_session(http, endpoint)
+        big = jsonrpc.request_body(1, "tools/call", {"name": "a__echo", "arguments": {"text": "x" * 100_000}})
+        status, _, _ = await post(http, endpoint, big, session_id)
+        assert status == 413
+        status, _, _ = await post(http, endpoint, initialize(), **{"Content-Type": "text/plain"})
+        assert status == 415
+
+
+async def test_notifications_get_202_and_requests_before_initialized_are_served(endpoint: str) -> None:
+    async with Http() as http:
+        _, headers, _ = await post(http, endpoint, initialize())
+        session_id = headers["Mcp-Session-Id"]
+        status, _, body = await post(http, endpoint, jsonrpc.request_body(1, "tools/list"), session_id)
+        assert status == 200 and body["result"]["tools"]
+        status, _, _ = await post(http, endpoint, jsonrpc.notification_body("notifications/initialized"), session_id)
+        assert status == 202
+
+
+async def test_bearer_token_required_when_configured() -> None:
+    config = gateway_config(echo_upstream("a"), auth_tokens=("s3cret",))
+    async with running_gateway(config) as url, Http() as http:
+        status, headers, _ = await post(http, url, initialize())
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        status, _, _ = await post(http, url, initialize(), Authorization="Bearer wrong")
+        assert status == 401
+        status, _, _ = await post(http, url, initialize(), Authorization="Bearer s3cret")
+        assert status == 200
+
+
+async def test_healthz_reports_each_upstream(endpoint: str) -> None:
+    async with Http() as http, http.get(endpoint.replace("/mcp", "/healthz")) as response:
+        health = await response.json()
+    assert response.status == 200
+    assert health["status"] == "ok"
+    assert health["upstreams"]["a"]["state"] == "ready" and health["upstreams"]["a"]["tools"] >= 5
