@@ -244,7 +244,7 @@ def _read_server(r: Reader, t: dict[str, Any], listen_override: str | None) -> S
         try:
             naming.exposed_room(registered)
         except ValueError as exc:
-            r.error("server.registered_name", f"{exc} (at most 41 characters)")
+            r.error("server.registered_name", str(exc))
     tokens = r.strings(t, "auth_tokens", "server")
     for i, token in enumerate(tokens or ()):
         if not token.strip():
@@ -348,7 +348,7 @@ def _read_upstream(
         r.error(join(path, "command"), 'required for type "stdio"')
     if kind in ("http", "sse") and not url:
         r.error(join(path, "url"), f'required for type "{kind}"')
-    elif kind != "stdio" and url and not _valid_http_url(url):
+    elif kind in ("http", "sse") and url and not _valid_http_url(url):
         r.error(join(path, "url"), "expected an http:// or https:// URL")
     budget = _read_budget(r, t.get("budget"), join(path, "budget"), default_budget, allow_tools=True)
     return UpstreamConfig(name, kind or "stdio", **present(

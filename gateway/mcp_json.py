@@ -101,9 +101,10 @@ def _entry_table(entry: object, path: str, problems: list[str]) -> dict[str, Any
 def mcp_json_to_toml(json_text: str) -> str:
     """TOML `[upstreams.*]` tables for an mcpServers file; names outside [A-Za-z0-9_-] are sanitized."""
     lines = ["# Upstreams converted from mcpServers JSON by `tollgate import-mcp-json`."]
-    taken: set[str] = set()
-    for name, table in servers_to_tables(json_text).items():
-        key = name if naming.LEGAL_NAME.fullmatch(name) else _free_name(naming.sanitize(name), taken)
+    tables = servers_to_tables(json_text)
+    taken = {name for name in tables if naming.LEGAL_NAME.fullmatch(name)}
+    for name, table in tables.items():
+        key = name if name in taken else _free_name(naming.sanitize(name), taken)
         taken.add(key)
         lines.append("")
         if key != name:

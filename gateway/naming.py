@@ -20,6 +20,7 @@ CLAUDE_PREFIX = "mcp__"  # Claude Code names a tool mcp__<registered>__<exposed>
 SEPARATOR = "__"
 MAX_FULL_LENGTH = 64  # the Anthropic API's limit on a tool name: ^[a-zA-Z0-9_-]{1,64}$
 MIN_EXPOSED_LENGTH = 16  # room left for <upstream>__<tool> after the prefix; config enforces it
+MAX_REGISTERED_LENGTH = MAX_FULL_LENGTH - len(CLAUDE_PREFIX) - len(SEPARATOR) - MIN_EXPOSED_LENGTH
 HASH_DIGITS = 8
 LEGAL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _ILLEGAL_CHAR = re.compile(r"[^A-Za-z0-9_-]")
@@ -81,10 +82,12 @@ def exposed_room(registered_name: str) -> int:
     """Characters left for `<upstream>__<tool>` once Claude Code adds its prefix."""
     if not LEGAL_NAME.fullmatch(registered_name):
         raise ValueError(f"registered name must match {LEGAL_NAME.pattern}")
-    room = MAX_FULL_LENGTH - len(CLAUDE_PREFIX) - len(registered_name) - len(SEPARATOR)
-    if room < MIN_EXPOSED_LENGTH:
-        raise ValueError(f"registered name too long: leaves {room} characters for tool names")
-    return room
+    if len(registered_name) > MAX_REGISTERED_LENGTH:
+        raise ValueError(
+            f"must be at most {MAX_REGISTERED_LENGTH} characters: mcp__<name>__<upstream>__<tool>"
+            f" must fit Claude's {MAX_FULL_LENGTH} with at least {MIN_EXPOSED_LENGTH} left for the tool"
+        )
+    return MAX_FULL_LENGTH - len(CLAUDE_PREFIX) - len(registered_name) - len(SEPARATOR)
 
 
 def sanitize(text: str) -> str:

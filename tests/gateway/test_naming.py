@@ -122,7 +122,7 @@ def test_unknown_exposed_name_routes_nowhere() -> None:
 
 def test_registered_name_that_leaves_too_little_room_is_rejected() -> None:
     assert exposed_room("tollgate") == 64 - len("mcp__tollgate__")
-    with pytest.raises(ValueError, match="too long"):
+    with pytest.raises(ValueError, match="at most 41 characters"):
         ToolNamer("x" * 50)
     with pytest.raises(ValueError, match="must match"):
         ToolNamer("toll gate")
