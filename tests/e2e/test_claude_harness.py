@@ -22,7 +22,7 @@ from aiohttp import web
 
 from tests.fixtures import claude_cli
 from tests.fixtures.claude_cli import require_claude, run_claude
-from tests.fixtures.fake_anthropic import FakeAnthropic, Usage, call, say, serve, tool_search
+from tests.fixtures.fake_anthropic import FakeAnthropic, Reply, Usage, call, say, serve, tool_search
 from tests.fixtures.otlp_capture import OtlpCapture
 from tests.fixtures.servers.echo_server import build_server
 
@@ -241,3 +241,27 @@ async def test_the_fake_follows_captured_conversations_and_answers_aux_requests(
     assert (aux["content"], aux["usage"]["input_tokens"]) == ([{"type": "text", "text": fake.aux_text}], 10)
     assert counted["input_tokens"] > 0
     assert [r.kind for r in fake.requests[-2:]] == ["aux", "count_tokens"] and fake.errors == []
+
+
+def per_session_script(first_prompt: str) -> list[list[Reply]]:
+    n = int(first_prompt.split()[-1])
+    return [[tool_search([ECHO], Usage(100 + n, 10)), call(Usage(200 + n, 10), (ECHO, {"text": f"session {n}"})),
+             say(f"done {n}", Usage(300 + n, 5))]]
+
+
+async def test_concurrent_sessions_each_follow_their_own_script(claude_bin: Path, tmp_path: Path) -> None:
+    fake = FakeAnthropic(per_session_script)
+    async with echo_mcp_server() as (mcp_url, mcp), serve(fake.app()) as api:
+        runs = await asyncio.gather(*(
+            run_claude([f"session {n}"], mcp_url=mcp_url, mcp_name=SERVER, otlp_endpoint=None, anthropic_url=api,
+                       allowed_tools=[ECHO], home=tmp_path / f"home{n}", timeout=90)
+            for n in range(3)
+        ))
+    assert [run.results[0]["result"] for run in runs] == ["done 0", "done 1", "done 2"]
+    assert [run.results[0]["usage"]["input_tokens"] for run in runs] == [600, 603, 606]
+    echoed = {c["params"]["_meta"]["claudecode/toolUseId"]: c["params"]["arguments"]["text"] for c in mcp.tool_calls()}
+    issued = {i.tool_use_id: i for i in fake.issued.values() if i.name == ECHO}
+    assert echoed == {i: use.input["text"] for i, use in issued.items()}
+    assert {use.input["text"]: use.session_id for use in issued.values()} == {
+        f"session {n}": run.session_id for n, run in enumerate(runs)
+    }
