@@ -37,6 +37,9 @@ CONTENT_TYPES: dict[Encoding, str] = {"protobuf": "application/x-protobuf", "jso
 # google.rpc.Code values for the Status body of an error answer.
 RPC_CODES = {400: 3, 401: 16, 413: 3, 415: 3, 429: 8, 503: 14}
 SHOWN_ISSUES = 5
+# aiohttp inflates gzip request bodies itself unless told not to, and then cannot report a truncated gzip
+# stream: the app (or AppRunner) that serves these routes should be created with these handler args.
+RAW_BODY_HANDLER_ARGS: dict[str, Any] = {"auto_decompress": False}
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def add_otlp_routes(
 
 def create_otlp_app(writer: RowWriter, settings: OtlpSettings) -> web.Application:
     """A standalone OTLP receiver application (for a second listen address such as :4318)."""
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes, handler_args=RAW_BODY_HANDLER_ARGS)
     add_otlp_routes(app, writer, settings)
     return app
 
@@ -130,7 +133,7 @@ class OtlpReceiver:
             gzipped = content_encoding(request.headers.get("Content-Encoding", ""))
             body = await read_body(request, self.settings.max_body_bytes)
             self.stats.bytes_received += len(body)
-            if gzipped:
+            if gzipped and not inflated_by_server(request):
                 body = gunzip(body, self.settings.max_body_bytes)
             decoded = _decode(signal, body, encoding)
             rows = to_rows(decoded, self.options)
@@ -211,11 +214,19 @@ async def read_body(request: web.Request, cap: int) -> bytes:
     if declared is not None and declared > cap:
         raise Reject(413, f"body of {declared} bytes exceeds the {cap}-byte limit")
     body = bytearray()
-    while chunk := await request.content.readany():
-        if len(body) + len(chunk) > cap:
-            raise Reject(413, f"body exceeds the {cap}-byte limit")
-        body += chunk
+    try:
+        while chunk := await request.content.readany():
+            if len(body) + len(chunk) > cap:
+                raise Reject(413, f"body exceeds the {cap}-byte limit")
+            body += chunk
+    except web.RequestPayloadError as exc:  # the server's own gzip inflation failed
+        raise Reject(400, "body cannot be read: " + " ".join(str(exc).split())) from exc
     return bytes(body)
+
+
+def inflated_by_server(request: web.Request) -> bool:
+    """True when aiohttp already inflated the body (its auto_decompress is on for this server)."""
+    return getattr(request.content, "total_compressed_bytes", None) is not None
 
 
 def gunzip(data: bytes, cap: int) -> bytes:

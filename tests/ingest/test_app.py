@@ -1,0 +1,526 @@
+"""OTLP/HTTP routes end to end: real captured Claude Code bodies POSTed to a real aiohttp server, stored by
+the real Writer in embedded chDB, asserted row by row against values read from the capture (C15-C20)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+
+from ingest.app import OtlpSettings, encode_status
+from store.errors import StoreUnavailable, WriterBusy
+from store.writer import Writer
+from tests.ingest.conftest import (
+    ClientFactory,
+    capture,
+    capture_doc,
+    events_named,
+    expected_logs,
+    expected_points,
+    gz,
+)
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+JSON = {"Content-Type": "application/json"}
+API_COLUMNS = (
+    "model, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_5m_tokens, "
+    "cache_creation_1h_tokens, cost_usd, cost_usd_micros, duration_ms, ttft_ms, request_id, query_source, "
+    "speed, effort, mcp_server_name, mcp_tool_name, session_id, prompt_id, event_sequence, user_id, "
+    "app_version, terminal_type, service_name, resource_attributes, event_key, "
+    "toUnixTimestamp64Nano(event_time) AS t, toUnixTimestamp64Nano(observed_time) AS ot"
+)
+SCENARIOS = [("s1_protobuf", PROTOBUF), ("s2_json", JSON)]
+
+
+def api_expectation(event: dict[str, Any]) -> dict[str, Any]:
+    a = event["attrs"]
+    return {
+        "model": a["model"],
+        **{k: a[k] for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+                             "cache_creation_5m_tokens", "cache_creation_1h_tokens", "cost_usd_micros",
+                             "duration_ms", "ttft_ms")},
+        "cost_usd": a["cost_usd"],
+        "request_id": a["request_id"],
+        "query_source": a["query_source"],
+        "speed": a["speed"],
+        "effort": a["effort"],
+        "mcp_server_name": a.get("mcp_server.name", ""),
+        "mcp_tool_name": a.get("mcp_tool.name", ""),
+        "session_id": a["session.id"],
+        "prompt_id": a["prompt.id"],
+        "event_sequence": a["event.sequence"],
+        "user_id": a["user.id"],
+        "app_version": event["resource"]["service.version"],
+        "terminal_type": a["terminal.type"],
+        "service_name": event["resource"]["service.name"],
+        "resource_attributes": {k: str(v) for k, v in event["resource"].items()},
+        "event_key": f"req:{a['request_id']}",
+        "t": event["time"],
+        "ot": event["observed"],
+    }
+
+
+@pytest.mark.parametrize(("scenario", "headers"), SCENARIOS)
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_captured_logs_become_typed_api_request_rows_field_by_field(
+    otlp_client: ClientFactory, stored: Any, scenario: str, headers: dict[str, str], compressed: bool
+) -> None:
+    body = capture(scenario, "0001_logs")
+    send = {**headers, "Content-Encoding": "gzip"} if compressed else headers
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=gz(body) if compressed else body, headers=send)
+    assert response.status == 200
+    doc = capture_doc(scenario, "0001_logs")
+    expected = sorted((api_expectation(e) for e in events_named(doc, "api_request")), key=lambda r: r["t"])
+    rows = await stored("cc_api_requests", API_COLUMNS, order="t")
+    assert len(rows) == len(expected) > 0
+    for row, want in zip(rows, expected, strict=True):
+        assert row == want
+
+
+@pytest.mark.parametrize(("scenario", "headers"), SCENARIOS)
+async def test_every_captured_event_lands_raw_and_typed_tables_get_their_events(
+    otlp_client: ClientFactory, stored: Any, scenario: str, headers: dict[str, str]
+) -> None:
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=capture(scenario, "0001_logs"), headers=headers)
+    assert response.status == 200
+    events = expected_logs(capture_doc(scenario, "0001_logs"))
+    raw = await stored("cc_events_raw", "event_name, event_sequence, attributes", order="event_sequence")
+    assert [(r["event_name"], r["event_sequence"]) for r in raw] == sorted(
+        ((e["attrs"]["event.name"], e["attrs"]["event.sequence"]) for e in events), key=lambda p: p[1]
+    )
+    for row in raw:
+        assert "prompt" not in row["attributes"] and "prompt_text" not in row["attributes"]
+    for name, table in [("user_prompt", "cc_user_prompts"), ("tool_result", "cc_tool_results"),
+                        ("tool_decision", "cc_tool_decisions")]:
+        assert len(await stored(table, "event_key")) == len(events_named(
+            capture_doc(scenario, "0001_logs"), name))
+
+
+async def test_captured_tool_results_keep_sizes_and_mcp_names_from_tool_parameters(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    client = await otlp_client()
+    assert (await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)).status == 200
+    expected = []
+    for e in events_named(capture_doc("s1_protobuf", "0001_logs"), "tool_result"):
+        a = e["attrs"]
+        params = orjson.loads(a["tool_parameters"]) if "tool_parameters" in a else {}
+        expected.append({
+            "tool_name": a["tool_name"], "tool_use_id": a["tool_use_id"], "success": a["success"] == "true",
+            "duration_ms": int(a["duration_ms"]), "tool_input_size_bytes": int(a["tool_input_size_bytes"]),
+            "tool_result_size_bytes": int(a["tool_result_size_bytes"]),
+            "mcp_server_scope": a.get("mcp_server_scope", ""), "tool_parameters": a.get("tool_parameters", ""),
+            "mcp_server_name": params.get("mcp_server_name", ""), "mcp_tool_name": params.get("mcp_tool_name", ""),
+            "prompt_id": a["prompt.id"], "event_sequence": a["event.sequence"],
+        })
+    rows = await stored("cc_tool_results", ", ".join(expected[0]), order="event_sequence")
+    assert rows == sorted(expected, key=lambda r: r["event_sequence"])
+    assert any(r["mcp_tool_name"] for r in rows)
+
+
+async def test_user_prompt_keeps_length_and_drops_text_unless_enabled(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    prompt = events_named(capture_doc("s1_protobuf", "0001_logs"), "user_prompt")[0]["attrs"]
+    client = await otlp_client()
+    assert (await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)).status == 200
+    rows = await stored("cc_user_prompts", "prompt_length, prompt, message_uuid")
+    assert rows == [{"prompt_length": int(prompt["prompt_length"]), "prompt": "",
+                     "message_uuid": prompt["message.uuid"]}]
+
+
+async def test_user_prompt_text_is_stored_when_the_config_enables_it(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    prompt = events_named(capture_doc("s2_json", "0001_logs"), "user_prompt")[0]["attrs"]
+    client = await otlp_client(OtlpSettings(store_prompt_text=True))
+    assert (await client.post("/v1/logs", data=capture("s2_json", "0001_logs"), headers=JSON)).status == 200
+    rows = await stored("cc_user_prompts", "prompt")
+    assert rows == [{"prompt": prompt["prompt"]}]
+
+
+@pytest.mark.parametrize(("scenario", "headers"), SCENARIOS)
+async def test_metrics_body_lands_as_data_points_with_temporality(
+    otlp_client: ClientFactory, stored: Any, scenario: str, headers: dict[str, str]
+) -> None:
+    client = await otlp_client()
+    response = await client.post("/v1/metrics", data=capture(scenario, "0002_metrics"), headers=headers)
+    assert response.status == 200
+    expected = expected_points(capture_doc(scenario, "0002_metrics"))
+    rows = await stored("cc_metric_points", "metric_name, unit, temporality, value, value_int, attributes, "
+                        "toUnixTimestamp64Nano(time) AS t, session_id")
+    assert len(rows) == len(expected)
+    got = sorted((r["metric_name"], r["t"], sorted(r["attributes"].items()), r["value"]) for r in rows)
+    want = sorted((p["name"], p["time"], sorted((k, _text(v)) for k, v in p["attrs"].items()), float(p["value"]))
+                  for p in expected)
+    assert got == want
+    assert {r["temporality"] for r in rows} == {"delta"}
+    assert all(r["session_id"] for r in rows)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+async def test_traces_body_is_stored_raw_as_spans(otlp_client: ClientFactory, stored: Any) -> None:
+    doc = capture_doc("s3_traces", "0001_traces")
+    spans = [s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    client = await otlp_client()
+    response = await client.post("/v1/traces", data=capture("s3_traces", "0001_traces"), headers=PROTOBUF)
+    assert response.status == 200
+    rows = await stored("cc_spans", "trace_id, span_id, parent_span_id, name, toUnixTimestamp64Nano(start_time) s")
+    assert sorted(rows, key=lambda r: r["span_id"]) == sorted(
+        ({"trace_id": s["traceId"], "span_id": s["spanId"], "parent_span_id": s.get("parentSpanId", ""),
+          "name": s["name"], "s": int(s["startTimeUnixNano"])} for s in spans), key=lambda r: r["span_id"])
+
+
+# --- C15 -------------------------------------------------------------------------------------------
+
+def one_api_request_body() -> bytes:
+    """A protobuf logs body holding only the first captured api_request record."""
+    request = ExportLogsServiceRequest()
+    request.ParseFromString(capture("s1_protobuf", "0001_logs"))
+    scope_logs = request.resource_logs[0].scope_logs[0]
+    keep = next(r for r in scope_logs.log_records if r.body.string_value == "claude_code.api_request")
+    kept = type(keep)()
+    kept.CopyFrom(keep)
+    del scope_logs.log_records[:]
+    scope_logs.log_records.append(kept)
+    return request.SerializeToString()
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_c15_chunked_body_in_two_chunks_without_length_gives_one_typed_row(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    body = one_api_request_body()
+    client = await otlp_client()
+    half = len(body) // 2
+    response = await client.post("/v1/logs", data=chunks(body[:half], body[half:]), headers=PROTOBUF)
+    assert response.status == 200
+    assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in response.request_info.headers
+    assert len(await stored("cc_api_requests", "event_key")) == 1
+
+
+async def test_c15_chunked_body_past_the_cap_is_refused_while_reading(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    body = capture("s1_protobuf", "0001_logs")
+    client = await otlp_client(OtlpSettings(max_body_bytes=len(body) - 1))
+    response = await client.post("/v1/logs", data=chunks(body[:100], body[100:]), headers=PROTOBUF)
+    assert response.status == 413
+    assert await stored("cc_events_raw", "event_key") == []
+
+
+# --- C16, C17 ------------------------------------------------------------------------------------------
+
+def api_record(seq: int, cost: dict[str, Any], tokens: dict[str, Any], time: Any) -> dict[str, Any]:
+    return {
+        "timeUnixNano": time,
+        "body": {"stringValue": "claude_code.api_request"},
+        "attributes": [
+            {"key": "event.name", "value": {"stringValue": "api_request"}},
+            {"key": "session.id", "value": {"stringValue": "s-c16"}},
+            {"key": "event.sequence", "value": {"intValue": seq}},
+            {"key": "request_id", "value": {"stringValue": f"req_{seq}"}},
+            {"key": "model", "value": {"stringValue": "claude-opus-5-5"}},
+            {"key": "cost_usd", "value": cost},
+            {"key": "input_tokens", "value": tokens},
+        ],
+    }
+
+
+def logs_json(records: Sequence[dict[str, Any]]) -> bytes:
+    resource = {"attributes": [{"key": "service.version", "value": {"stringValue": "2.1.100"}}]}
+    return orjson.dumps({"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": list(records)}]}]})
+
+
+T0 = 1796322543600000000
+
+
+async def test_c16_numbers_as_strings_or_numbers_give_the_same_typed_values(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    body = logs_json([
+        api_record(1, {"stringValue": "0.0123"}, {"stringValue": "1200"}, str(T0)),
+        api_record(2, {"doubleValue": 0.0123}, {"intValue": 1200}, T0 + 1),
+        api_record(3, {"doubleValue": 0.0123}, {"intValue": "1200"}, str(T0 + 2)),
+    ])
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=body, headers=JSON)
+    assert response.status == 200
+    assert await response.json() == {}
+    rows = await stored("cc_api_requests", "cost_usd, input_tokens, app_version, toUnixTimestamp64Nano(event_time) t",
+                        order="t")
+    assert rows == [{"cost_usd": 0.0123, "input_tokens": 1200, "app_version": "2.1.100", "t": T0 + i}
+                    for i in range(3)]
+
+
+async def test_c16_int64_values_decode_exactly_never_through_a_float(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    big = 2**62 + 1  # not representable as a float
+    body = logs_json([api_record(1, {"doubleValue": 1.0}, {"intValue": str(big)}, T0),
+                      api_record(2, {"doubleValue": 1.0}, {"intValue": big}, T0 + 1)])
+    client = await otlp_client()
+    assert (await client.post("/v1/logs", data=body, headers=JSON)).status == 200
+    assert [r["input_tokens"] for r in await stored("cc_api_requests", "input_tokens")] == [big, big]
+
+
+async def test_c17_one_bad_value_is_stored_as_null_and_reported_as_partial_success(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    body = logs_json([
+        api_record(1, {"doubleValue": 0.5}, {"intValue": 10}, T0),
+        api_record(2, {"doubleValue": {}}, {"intValue": 20}, T0 + 1),
+        api_record(3, {"doubleValue": 0.25}, {"intValue": 30}, T0 + 2),
+    ])
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=body, headers=JSON)
+    assert response.status == 200
+    partial = (await response.json())["partialSuccess"]
+    assert partial["rejectedLogRecords"] == 0
+    assert "1 invalid value" in partial["errorMessage"] and "cost_usd" in partial["errorMessage"]
+    rows = await stored("cc_api_requests", "event_sequence, cost_usd, input_tokens", order="event_sequence")
+    assert rows == [{"event_sequence": 1, "cost_usd": 0.5, "input_tokens": 10},
+                    {"event_sequence": 2, "cost_usd": None, "input_tokens": 20},
+                    {"event_sequence": 3, "cost_usd": 0.25, "input_tokens": 30}]
+
+
+async def test_c17_partial_success_is_answered_in_protobuf_for_protobuf_requests(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    request = ExportLogsServiceRequest()
+    request.ParseFromString(one_api_request_body())
+    record = request.resource_logs[0].scope_logs[0].log_records[0]
+    for kv in record.attributes:
+        if kv.key == "input_tokens":
+            kv.value.string_value = "many"
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=request.SerializeToString(), headers=PROTOBUF)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "application/x-protobuf"
+    answer = ExportLogsServiceResponse.FromString(await response.read())
+    assert answer.partial_success.rejected_log_records == 0
+    assert "input_tokens" in answer.partial_success.error_message
+    assert [r["input_tokens"] for r in await stored("cc_api_requests", "input_tokens")] == [None]
+
+
+# --- C18 ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding", "status"),
+    [
+        ("application/json; charset=utf-8", None, 200),
+        ("Application/JSON", None, 200),
+        ("application/json", "gzip", 200),
+        ("APPLICATION/X-PROTOBUF", None, 200),
+        ("application/x-protobuf", "GZIP", 200),
+        ("text/plain", None, 415),
+        ("application/json", "br", 415),
+    ],
+)
+async def test_c18_media_type_and_encoding_variants(
+    otlp_client: ClientFactory, stored: Any, content_type: str, encoding: str | None, status: int
+) -> None:
+    body = capture("s2_json" if "json" in content_type.lower() else "s1_protobuf", "0001_logs")
+    headers = {"Content-Type": content_type}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+        body = gz(body) if encoding.lower() == "gzip" else body
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=body, headers=headers)
+    assert response.status == status
+    rows = await stored("cc_events_raw", "event_key")
+    assert (len(rows) > 0) == (status == 200)
+
+
+async def test_c18_gzip_and_chunked_together_is_accepted(otlp_client: ClientFactory, stored: Any) -> None:
+    body = gz(capture("s1_protobuf", "0001_logs"))
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=chunks(body[:50], body[50:]),
+                                 headers={**PROTOBUF, "Content-Encoding": "gzip"})
+    assert response.status == 200
+    assert len(await stored("cc_api_requests", "event_key")) == len(
+        events_named(capture_doc("s1_protobuf", "0001_logs"), "api_request"))
+
+
+async def test_c18_small_gzip_body_inflating_past_the_cap_gets_413(otlp_client: ClientFactory, stored: Any) -> None:
+    bomb = gz(b"\x00" * 5_000_000)
+    client = await otlp_client(OtlpSettings(max_body_bytes=100_000))
+    assert len(bomb) < 100_000
+    response = await client.post("/v1/logs", data=bomb, headers={**PROTOBUF, "Content-Encoding": "gzip"})
+    assert response.status == 413
+    assert await stored("cc_events_raw", "event_key") == []
+
+
+async def test_c18_truncated_gzip_gets_400(otlp_client: ClientFactory, stored: Any) -> None:
+    body = gz(capture("s1_protobuf", "0001_logs"))
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=body[: len(body) // 2],
+                                 headers={**PROTOBUF, "Content-Encoding": "gzip"})
+    assert response.status == 400
+    assert response.headers["Content-Type"] == "application/x-protobuf"
+    assert await response.read() == encode_status(3, "gzip body is truncated")
+    assert await stored("cc_events_raw", "event_key") == []
+
+
+# --- C19 ------------------------------------------------------------------------------------------------
+
+async def test_c19_undecodable_protobuf_gets_400_with_a_status_message(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=b"\x0a\xff\xff\xff\x0f{not protobuf", headers=PROTOBUF)
+    assert response.status == 400
+    assert b"ExportLogsServiceRequest" in await response.read()
+    assert await stored("cc_events_raw", "event_key") == []
+
+
+async def test_c19_undecodable_json_gets_400_in_json(otlp_client: ClientFactory, stored: Any) -> None:
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=b'{"resourceLogs": [', headers=JSON)
+    assert response.status == 400
+    status = await response.json()
+    assert status["code"] == 3 and "not valid JSON" in status["message"]
+    assert await stored("cc_events_raw", "event_key") == []
+
+
+async def test_c19_writer_backlog_full_gets_429_with_retry_after(
+    otlp_client: ClientFactory, store: Any, tmp_path: Any
+) -> None:
+    busy = Writer(store, tmp_path / "busy-spill", max_pending_rows=1, flush_seconds=3600.0)
+    await busy.start()
+    try:
+        client = await otlp_client(writer_=busy)
+        response = await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)
+        assert response.status == 429
+        assert int(response.headers["Retry-After"]) >= 1
+        again = await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)
+        assert again.status == 429
+    finally:
+        await busy.stop()
+
+
+async def test_c19_stopped_writer_gets_503_with_retry_after(
+    otlp_client: ClientFactory, store: Any, tmp_path: Any
+) -> None:
+    stopped = Writer(store, tmp_path / "stopped-spill")
+    client = await otlp_client(writer_=stopped)
+    response = await client.post("/v1/metrics", data=capture("s2_json", "0002_metrics"), headers=JSON)
+    assert response.status == 503
+    assert "Retry-After" in response.headers
+    assert (await response.json())["code"] == 14
+
+
+class RefusingWriter:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        raise self.exc
+
+
+@pytest.mark.parametrize(("exc", "status", "retry_after"), [
+    (StoreUnavailable("connection refused", retry_after_seconds=7.2), 503, "8"),
+    (WriterBusy(2.0, 1000), 429, "2"),
+])
+async def test_c19_store_errors_map_to_retryable_statuses(
+    otlp_client: ClientFactory, exc: Exception, status: int, retry_after: str
+) -> None:
+    client = await otlp_client(writer_=RefusingWriter(exc))
+    response = await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)
+    assert response.status == status
+    assert response.headers["Retry-After"] == retry_after
+
+
+# --- C20 ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("scenario", "headers"), SCENARIOS)
+async def test_c20_same_export_twice_stores_one_row_per_event(
+    otlp_client: ClientFactory, stored: Any, scenario: str, headers: dict[str, str]
+) -> None:
+    client = await otlp_client()
+    for name, path in [("0001_logs", "/v1/logs"), ("0002_metrics", "/v1/metrics")]:
+        for _ in range(2):
+            assert (await client.post(path, data=capture(scenario, name), headers=headers)).status == 200
+            await stored("cc_events_raw", "count()")  # flush between deliveries: two separate inserts
+    doc = capture_doc(scenario, "0001_logs")
+    assert len(await stored("cc_events_raw", "event_key")) == len(expected_logs(doc))
+    assert len(await stored("cc_api_requests", "event_key")) == len(events_named(doc, "api_request"))
+    assert len(await stored("cc_metric_points", "point_key")) == len(
+        expected_points(capture_doc(scenario, "0002_metrics")))
+
+
+# --- bad bodies, auth, stats ------------------------------------------------------------------------------
+
+async def test_oversized_body_with_content_length_gets_413(otlp_client: ClientFactory, stored: Any) -> None:
+    body = capture("s1_protobuf", "0001_logs")
+    client = await otlp_client(OtlpSettings(max_body_bytes=1000))
+    response = await client.post("/v1/logs", data=body, headers=PROTOBUF)
+    assert response.status == 413
+    assert await stored("cc_events_raw", "event_key") == []
+
+
+@pytest.mark.parametrize(("headers", "status"), [(PROTOBUF, 200), (JSON, 400)])
+async def test_empty_body_stores_nothing(
+    otlp_client: ClientFactory, stored: Any, headers: dict[str, str], status: int
+) -> None:
+    """An empty protobuf body is a valid empty export request; an empty JSON body is not JSON."""
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=b"", headers=headers)
+    assert response.status == status
+    assert await stored("cc_events_raw", "event_key") == []
+
+
+async def test_bearer_token_is_required_when_configured(otlp_client: ClientFactory, stored: Any) -> None:
+    client = await otlp_client(OtlpSettings(auth_tokens=("s3cret",)))
+    body = capture("s1_protobuf", "0001_logs")
+    refused = await client.post("/v1/logs", data=body, headers=PROTOBUF)
+    assert refused.status == 401
+    wrong = await client.post("/v1/logs", data=body, headers={**PROTOBUF, "Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    assert await stored("cc_events_raw", "event_key") == []
+    ok = await client.post("/v1/logs", data=body, headers={**PROTOBUF, "Authorization": "Bearer s3cret"})
+    assert ok.status == 200
+
+
+async def test_stats_count_accepted_records_and_refused_bodies(otlp_client: ClientFactory) -> None:
+    from ingest.app import OTLP_STATS
+
+    client = await otlp_client()
+    await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)
+    await client.post("/v1/logs", data=b"x", headers={"Content-Type": "text/plain"})
+    stats = client.app[OTLP_STATS].snapshot()
+    assert stats["records_accepted"] == {"logs": len(expected_logs(capture_doc("s1_protobuf", "0001_logs")))}
+    assert stats["requests"] == {"logs:200": 1, "logs:415": 1}
+    assert stats["bad_bodies"] == {"415": 1}
+
+
+async def test_gzip_still_works_when_the_hosting_server_inflates_bodies_itself(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    client = await otlp_client(raw_body=False)
+    gzipped = {**PROTOBUF, "Content-Encoding": "gzip"}
+    bad = await client.post("/v1/logs", data=b"not gzip at all", headers=gzipped)
+    assert bad.status == 400
+    assert await stored("cc_events_raw", "event_key") == []
+    ok = await client.post("/v1/logs", data=gz(capture("s1_protobuf", "0001_logs")), headers=gzipped)
+    assert ok.status == 200
+    events = expected_logs(capture_doc("s1_protobuf", "0001_logs"))
+    assert len(await stored("cc_events_raw", "event_key")) == len(events)
