@@ -199,9 +199,7 @@ class Store:
             self._columns[table] = cached
         return cached
 
-    async def insert(
-        self, table: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None
-    ) -> int:
+    async def insert(self, table: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> int:
         """Insert dict rows column-wise; absent keys get the column's zero value (or its DEFAULT when no row
         has them). `columns` restricts the insert to those columns. Returns the row count."""
         if not rows:
@@ -220,9 +218,7 @@ class Store:
         types = [c.type for c in chosen]
         data = [_column(rows, c) for c in chosen]
         await self._call(
-            lambda: self._client.insert(
-                table, data, column_names=names, column_type_names=types, column_oriented=True
-            )
+            lambda: self._client.insert(table, data, column_names=names, column_type_names=types, column_oriented=True)
         )
         return len(rows)
 

@@ -1,11 +1,11 @@
 """Tollgate's store errors and the one function that maps clickhouse-connect/chDB exceptions onto them.
 
-    StoreError                    anything the store could not do
-    ├── StoreUnavailable          retryable: unreachable, overloaded, timed out (has retry_after_seconds)
-    │   └── WriterBusy            the writer's bounded backlog is full; try again later
-    ├── StoreLocked               another process owns the embedded data directory (or spill directory)
-    ├── StoreQueryError           permanent: bad SQL, unknown table or column, data that does not fit the type
-    └── MigrationError            the schema on disk disagrees with the migration files
+StoreError                    anything the store could not do
+├── StoreUnavailable          retryable: unreachable, overloaded, timed out (has retry_after_seconds)
+│   └── WriterBusy            the writer's bounded backlog is full; try again later
+├── StoreLocked               another process owns the embedded data directory (or spill directory)
+├── StoreQueryError           permanent: bad SQL, unknown table or column, data that does not fit the type
+└── MigrationError            the schema on disk disagrees with the migration files
 """
 
 from __future__ import annotations
@@ -52,8 +52,7 @@ class WriterBusy(StoreUnavailable):
 
     def __init__(self, retry_after_seconds: float, pending_rows: int) -> None:
         super().__init__(
-            f"store writer backlog is full ({pending_rows} rows not yet stored); "
-            f"retry in {retry_after_seconds:g}s",
+            f"store writer backlog is full ({pending_rows} rows not yet stored); retry in {retry_after_seconds:g}s",
             retry_after_seconds=retry_after_seconds,
         )
         self.pending_rows = pending_rows

@@ -128,8 +128,7 @@ async def _apply(store: Store, migration: Migration) -> None:
             await store.command(statement)
         except Exception as exc:
             raise MigrationError(
-                f"migration {migration.version:04d}_{migration.name} failed: {exc}\n"
-                f"-- statement:\n{statement}"
+                f"migration {migration.version:04d}_{migration.name} failed: {exc}\n-- statement:\n{statement}"
             ) from exc
     row = {
         "version": migration.version,

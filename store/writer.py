@@ -198,7 +198,10 @@ class Writer:
                 self._backoff = min(self.max_backoff_seconds, max(0.1, self._backoff * 2))
                 log.warning(
                     "store %s flush failed, %d rows kept in spill, retry in %.2fs: %s",
-                    self.store.display_dsn, self._spill.pending_rows, self._backoff, exc,
+                    self.store.display_dsn,
+                    self._spill.pending_rows,
+                    self._backoff,
+                    exc,
                     exc_info=not isinstance(exc, StoreError),
                 )
 

@@ -1,0 +1,215 @@
+"""Writer against real chDB: rows arrive, acknowledged rows survive kill -9 and store outages exactly once,
+the backlog is bounded, and rows the store refuses are set aside instead of blocking the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.client import Store
+from store.errors import StoreLocked, StoreUnavailable, WriterBusy
+from store.spill import REJECTED_DIR
+from store.writer import Writer
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT = 20.0  # bound for every wait on the writer's own events
+
+
+class FlakyStore:
+    """The real store behind a switch: inserts fail as an outage would until `healthy` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self.real = store
+        self.healthy = asyncio.Event()
+        self.display_dsn = store.display_dsn
+
+    async def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        if not self.healthy.is_set():
+            raise StoreUnavailable("store is down (test outage)")
+        return await self.real.insert(table, rows)
+
+
+def call(k: int) -> dict[str, Any]:
+    return {
+        "call_id": f"call-{k}",
+        "mcp_session_id": "s",
+        "started_at": dt.datetime(2025, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=k),
+        "resp_bytes_client": k,
+    }
+
+
+async def counts(store: Store) -> dict[str, int]:
+    [row] = await store.query(
+        "SELECT count() AS rows, uniqExact(call_id) AS ids, sum(resp_bytes_client) AS bytes FROM calls FINAL"
+    )
+    return {key: int(value) for key, value in row.items()}
+
+
+@pytest.fixture
+async def writer(store: Store, tmp_path: Path) -> AsyncIterator[Writer]:
+    started = Writer(store, tmp_path / "spill", flush_rows=100, flush_seconds=0.01)
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+async def test_written_rows_reach_the_store(writer: Writer, store: Store) -> None:
+    await writer.write("calls", [call(k) for k in range(250)])
+    writer.submit("upstream_events", [{"event_id": "e-1", "upstream": "everything", "kind": "start"}])
+
+    await writer.wait_drained(WAIT)
+
+    assert await counts(store) == {"rows": 250, "ids": 250, "bytes": sum(range(250))}
+    assert await store.query("SELECT kind FROM upstream_events") == [{"kind": "start"}]
+    assert writer.stats()["flushed_rows"] == 251 and writer.stats()["queued_rows"] == 0
+
+
+async def test_stop_stores_everything_and_leaves_no_spill(store: Store, tmp_path: Path) -> None:
+    writer = Writer(store, tmp_path / "spill", flush_seconds=3600)
+    await writer.start()
+    await writer.write("calls", [call(k) for k in range(10)])
+
+    await writer.stop()
+
+    assert (await counts(store))["ids"] == 10
+    assert not list((tmp_path / "spill").glob("segment-*"))
+
+
+async def test_acknowledged_rows_survive_sigkill_and_are_stored_exactly_once(tmp_path: Path) -> None:
+    dsn, spill = f"chdb://{tmp_path / 'chdb'}", tmp_path / "spill"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "tests/store/writer_child.py"),
+        dsn,
+        str(spill),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert child.stdout is not None
+    acked: list[str] = []
+    async with asyncio.timeout(60):
+        async for line in child.stdout:
+            _, k, flushed = line.decode().split()
+            acked.append(f"call-{k}")
+            if int(flushed) > 0 and len(acked) >= 300:
+                child.send_signal(signal.SIGKILL)
+                break
+        acked += [f"call-{line.split()[1].decode()}" async for line in child.stdout]  # acked before death
+        await child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert list(spill.glob("segment-*")), "the kill should leave unstored rows in the spill"
+
+    store = await Store.open(dsn)
+    try:
+        writer = Writer(store, spill)
+        await writer.start()
+        await writer.stop()
+        rows = await store.query(
+            "SELECT call_id, count() AS n FROM calls FINAL WHERE call_id IN {ids:Array(String)} GROUP BY call_id",
+            {"ids": acked},
+        )
+    finally:
+        await store.close()
+    assert {row["call_id"] for row in rows} == set(acked)
+    assert all(row["n"] == 1 for row in rows)
+
+
+async def test_replaying_the_same_spill_twice_does_not_double_count(store: Store, tmp_path: Path) -> None:
+    spill, saved = tmp_path / "spill", tmp_path / "saved"
+    down = FlakyStore(store)
+    first = Writer(down, spill)  # type: ignore[arg-type]
+    await first.start()
+    await first.write("calls", [call(k) for k in range(40)])
+    await first.stop()  # the store is down: the rows stay in the spill
+    shutil.copytree(spill, saved, ignore=shutil.ignore_patterns(".tollgate.lock"))
+
+    for _ in range(2):
+        replay = Writer(store, spill)
+        await replay.start()
+        await replay.stop()
+        shutil.copytree(saved, spill, dirs_exist_ok=True)
+
+    [raw] = await store.query("SELECT count() AS n FROM calls")
+    assert raw["n"] == 80  # both replays landed; FINAL (ReplacingMergeTree) shows each call once
+    assert await counts(store) == {"rows": 40, "ids": 40, "bytes": sum(range(40))}
+
+
+async def test_rows_written_during_an_outage_arrive_after_recovery(store: Store, tmp_path: Path) -> None:
+    flaky = FlakyStore(store)
+    writer = Writer(flaky, tmp_path / "spill", flush_seconds=0.01, max_backoff_seconds=0.02)  # type: ignore[arg-type]
+    await writer.start()
+    try:
+        await writer.write("calls", [call(k) for k in range(30)])
+        writer.submit("calls", [call(k) for k in range(30, 35)])
+        while writer.stats()["flush_errors"] == 0:
+            await writer.wait_progress(WAIT)
+        assert writer.stats()["queued_rows"] == 35
+        assert "test outage" in writer.stats()["last_error"]
+
+        flaky.healthy.set()
+        await writer.wait_drained(WAIT)
+    finally:
+        await writer.stop()
+
+    assert await counts(store) == {"rows": 35, "ids": 35, "bytes": sum(range(35))}
+
+
+async def test_backlog_past_its_bound_raises_writer_busy_but_submit_still_spills(store: Store, tmp_path: Path) -> None:
+    writer = Writer(FlakyStore(store), tmp_path / "spill", max_pending_rows=10, flush_seconds=3600)  # type: ignore[arg-type]
+    await writer.start()
+    try:
+        await writer.write("calls", [call(k) for k in range(10)])
+        with pytest.raises(WriterBusy) as busy:
+            await writer.write("calls", [call(10)])
+        writer.submit("calls", [call(11)])
+
+        assert busy.value.retry_after_seconds >= 1.0
+        assert writer.stats()["queued_rows"] == 11
+    finally:
+        await writer.stop()
+    assert list((tmp_path / "spill").glob("segment-*"))
+
+
+async def test_rows_the_store_refuses_are_set_aside_and_the_rest_stored(writer: Writer, store: Store) -> None:
+    await writer.write("calls", [call(1)])
+    await writer.write("calls", [{"call_id": "bad", "no_such_column": 1}])
+    await writer.write("calls", [call(2)])
+    await writer.write("no_such_table", [{"x": 1}])
+
+    await writer.wait_drained(WAIT)
+
+    assert (await counts(store))["ids"] == 2
+    assert writer.stats()["rejected_rows"] == 2
+    assert len(list((writer._spill.directory / REJECTED_DIR).iterdir())) == 2
+
+
+async def test_a_torn_last_line_from_a_crash_is_skipped(store: Store, tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    (spill / "segment-000000000001.jsonl").write_bytes(
+        b'{"t":"calls","r":[{"call_id":"whole","mcp_session_id":"s"}]}\n{"t":"calls","r":[{"call_'
+    )
+
+    writer = Writer(store, spill)
+    await writer.start()
+    await writer.stop()
+
+    assert await store.query("SELECT call_id FROM calls") == [{"call_id": "whole"}]
+
+
+async def test_a_spill_directory_has_one_writer(writer: Writer, store: Store) -> None:
+    second = Writer(store, writer._spill.directory)
+
+    with pytest.raises(StoreLocked):
+        await second.start()
