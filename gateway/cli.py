@@ -11,10 +11,12 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
+from store.errors import StoreError
 
 log = logging.getLogger("tollgate")
 DEFAULT_CONFIG = Path("config.example.toml")
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tollgate: invalid configuration\n{exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:
+        print(f"tollgate: store: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 
@@ -93,23 +98,99 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run_server(config: Config) -> None:
     from aiohttp import web
 
-    from gateway.app import create_app
     from gateway.config import parse_listen
 
-    app = create_app(config)
+    service = await open_service(config)
     host, port = parse_listen(config.server.listen)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    _announce(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await runner.cleanup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        _announce(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+
+@dataclass
+class Service:
+    """Everything `tollgate serve` runs, opened in order and closed in reverse."""
+
+    app: Any
+    store: Any
+    writer: Any
+
+    async def close(self) -> None:
+        await self.writer.stop()
+        await self.store.close()
+
+
+async def open_service(config: Config) -> Service:
+    """Open the store and writer, then build the app with ingest, API and UI routes mounted."""
+    from gateway.accounting import StoreRecorder
+    from gateway.app import create_app
+    from gateway.prometheus import Metrics
+    from store.client import Store
+    from store.schema import migrate
+    from store.writer import Writer
+
+    store = await Store.open(config.store.dsn, cluster=config.store.cluster)
+    try:
+        await migrate(store)
+        writer = Writer(store, _spill_dir(config), flush_rows=config.store.flush_rows,
+                        flush_seconds=config.store.flush_seconds)
+        await writer.start()
+    except BaseException:
+        await store.close()
+        raise
+    metrics = Metrics()
+    recorder = StoreRecorder(writer)
+    app = create_app(config, observers=[recorder, metrics],
+                     extend=lambda app, hub: _mount(app, hub, config, store, writer, metrics))
+    return Service(app, store, writer)
+
+
+def _spill_dir(config: Config) -> Path:
+    if config.store.spill_dir:
+        return Path(config.store.spill_dir)
+    if config.store.dsn.startswith("chdb://"):
+        from store.client import chdb_path
+
+        return Path(chdb_path(config.store.dsn)) / "spill"
+    return Path("data") / "spill"
+
+
+def _mount(app: Any, hub: Any, config: Config, store: Any, writer: Any, metrics: Any) -> None:
+    """Routes beside /mcp: OTLP ingest, /metrics, and (when present) the API and UI."""
+    from aiohttp import web
+
+    from ingest.app import OtlpSettings, add_otlp_routes
+
+    otlp = add_otlp_routes(app, writer, OtlpSettings(
+        max_body_bytes=config.telemetry.max_body_bytes, store_prompt_text=config.telemetry.store_prompt_text,
+        auth_tokens=config.server.auth_tokens))
+    metrics.gauges["tollgate_upstream_up"] = lambda: {
+        (("upstream", name),): 1.0 if u.state.value == "ready" else 0.0 for name, u in hub.upstreams.items()}
+    metrics.gauges["tollgate_writer_pending_rows"] = lambda: {(): float(writer.stats().get("queued_rows", 0))}
+    metrics.gauges["tollgate_writer_spill_bytes"] = lambda: {(): float(writer.stats().get("spilled_bytes", 0))}
+    metrics.gauges["tollgate_otlp_records_accepted"] = lambda: {
+        (("signal", k),): float(v) for k, v in otlp.records_accepted.items()}
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(text=metrics.render(), content_type="text/plain")
+
+    app.router.add_get("/metrics", prometheus)
+    try:
+        from ui.app import add_ui_routes
+    except ImportError:
+        return
+    add_ui_routes(app, store, hub=hub, config=config)
 
 
 def _announce(config: Config) -> None:

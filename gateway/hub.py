@@ -48,7 +48,7 @@ class Hub:
         """Start every upstream and wait (bounded by each one's init timeout) for them."""
         for upstream in self.upstreams.values():
             upstream.start()
-        waits = [u.wait_ready(u.config.timeouts.init_seconds) for u in self.upstreams.values()]
+        waits = [u.wait_settled(u.config.timeouts.init_seconds) for u in self.upstreams.values()]
         ready = await asyncio.gather(*waits)
         for upstream, ok in zip(self.upstreams.values(), ready, strict=True):
             if ok:

@@ -30,3 +30,15 @@ async def store(store_dsn: str) -> AsyncIterator[Store]:
 
 
 # ---- end store fixtures ---------------------------------------------------------------------------------
+
+
+# ---- event loop (owner: gateway) ------------------------------------------------------------------------
+# Tests run on uvloop, as `tollgate serve` does: loop-specific behaviour (pipe transports) must be covered.
+from collections.abc import Callable, Mapping  # noqa: E402
+from typing import Any  # noqa: E402
+
+import uvloop  # noqa: E402
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], Any]]:
+    return {"uvloop": uvloop.new_event_loop}

@@ -117,6 +117,7 @@ class UpstreamClient:
         self.catalog = Catalog()
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._settled = asyncio.Event()
         self._closing = False
         self._refresh: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -131,6 +132,12 @@ class UpstreamClient:
     async def wait_ready(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout)
+        return self.state is State.READY
+
+    async def wait_settled(self, timeout: float) -> bool:
+        """Wait until the first connection attempt succeeded or failed; True when ready."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
         return self.state is State.READY
 
     async def close(self) -> None:
@@ -219,6 +226,8 @@ class UpstreamClient:
     def _set_state(self, state: State) -> None:
         changed = state is not self.state
         self.state = state
+        if state in (State.READY, State.UNHEALTHY):
+            self._settled.set()
         if state is State.READY:
             self._ready.set()
             self.last_error = ""

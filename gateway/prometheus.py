@@ -1,0 +1,90 @@
+"""In-process counters and a latency histogram, rendered in the Prometheus text format at /metrics.
+
+An observer of relay events plus gauges read on demand (upstream health, writer backlog); no
+client library needed for this handful of series.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from gateway.records import CallRecord, ToolListSnapshot
+
+BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+Gauge = Callable[[], dict[tuple[tuple[str, str], ...], float]]
+
+
+class Metrics:
+    """Counts what the relay reports; renders everything registered as Prometheus text."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(lambda: defaultdict(float))
+        self.histogram: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS_MS) + 1))
+        self.histogram_sum: dict[str, float] = defaultdict(float)
+        self.gauges: dict[str, Gauge] = {}
+        self.help: dict[str, str] = {}
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        self.counters[name][tuple(sorted(labels.items()))] += value
+
+    def call_finished(self, record: CallRecord) -> None:
+        self.inc("tollgate_calls_total", upstream=record.upstream, method=record.method, status=record.status)
+        if record.status not in ("ok", "truncated"):
+            self.inc("tollgate_call_errors_total", upstream=record.upstream, status=record.status)
+        for direction, size in (("request_client", record.req_bytes_client),
+                                ("request_upstream", record.req_bytes_upstream),
+                                ("response_upstream", record.resp_bytes_upstream),
+                                ("response_client", record.resp_bytes_client)):
+            self.inc("tollgate_bytes_total", size, upstream=record.upstream, direction=direction)
+        self._observe(record.upstream, record.duration_ms)
+
+    def tool_list_changed(self, snapshot: ToolListSnapshot) -> None:
+        self.inc("tollgate_tool_list_snapshots_total", upstream=snapshot.upstream)
+
+    def upstream_event(self, upstream: str, kind: str, detail: str) -> None:
+        self.inc("tollgate_upstream_events_total", upstream=upstream, kind=kind)
+
+    def session_event(self, row: dict[str, Any]) -> None:
+        self.inc("tollgate_sessions_total", event="ended" if row.get("ended_at") else "started")
+
+    def _observe(self, upstream: str, duration_ms: float) -> None:
+        buckets = self.histogram[upstream]
+        index = next((i for i, bound in enumerate(BUCKETS_MS) if duration_ms <= bound), len(BUCKETS_MS))
+        buckets[index] += 1
+        self.histogram_sum[upstream] += duration_ms / 1000.0
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for name, series in sorted(self.counters.items()):
+            lines.append(f"# TYPE {name} counter")
+            lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(series.items())]
+        lines += self._render_histogram()
+        for name, gauge in sorted(self.gauges.items()):
+            lines.append(f"# TYPE {name} gauge")
+            lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(gauge().items())]
+        return "\n".join(lines) + "\n"
+
+    def _render_histogram(self) -> list[str]:
+        name = "tollgate_call_duration_seconds"
+        lines = [f"# TYPE {name} histogram"] if self.histogram else []
+        for upstream, buckets in sorted(self.histogram.items()):
+            running = 0
+            for bound, count in zip((*BUCKETS_MS, None), buckets, strict=True):
+                running += count
+                le = "+Inf" if bound is None else f"{bound / 1000:g}"
+                lines.append(f'{name}_bucket{{le="{le}",upstream="{_escape(upstream)}"}} {running}')
+            lines.append(f'{name}_sum{{upstream="{_escape(upstream)}"}} {self.histogram_sum[upstream]:g}')
+            lines.append(f'{name}_count{{upstream="{_escape(upstream)}"}} {running}')
+        return lines
+
+
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -1,0 +1,360 @@
+"""stdio upstream transport: one child process in its own process group, newline-delimited JSON.
+
+Owns spawning, byte-level framing of stdout, stderr to logs and process-group teardown. Knows no
+MCP meaning; restarts are the caller's job (it gets on_closed with the cause).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import signal
+
+import orjson
+
+from gateway.upstreams.base import (
+    ClosedHandler,
+    MessageHandler,
+    MessageTooLarge,
+    Transport,
+    TransportClosed,
+    TransportError,
+)
+
+DEFAULT_LOGGER = logging.getLogger("tollgate.upstreams.stdio")
+STDERR_LINE_CAP = 64 * 1024
+LOG_EXCERPT = 200
+_POLL_SECONDS = 0.02
+
+
+class LineFramer:
+    """Splits a byte stream on LF, linear in input: only each new chunk is searched.
+
+    Pending bytes of an unfinished line are kept as a list of chunks. When a line passes
+    `max_line_bytes`, framing stops and `overflow` holds the size seen so far.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.overflow: int | None = None
+        self.high_water = 0
+        self._parts: list[bytes] = []
+        self._pending = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Return the complete lines in `chunk` (without LF or a trailing CR)."""
+        lines: list[bytes] = []
+        start = 0
+        while self.overflow is None and (end := chunk.find(b"\n", start)) != -1:
+            self._add(chunk[start:end])
+            start = end + 1
+            if self.overflow is None:
+                lines.append(self._take())
+        if self.overflow is None and start < len(chunk):
+            self._add(chunk[start:] if start else chunk)
+        return lines
+
+    def take_pending(self) -> bytes:
+        """Hand over the unfinished line (used to break over-long stderr lines)."""
+        self.overflow = None
+        return self._take()
+
+    def _add(self, piece: bytes) -> None:
+        self._parts.append(piece)
+        self._pending += len(piece)
+        self.high_water = max(self.high_water, self._pending)
+        if self._pending > self.max_line_bytes:
+            self.overflow = self._pending
+            self._parts, self._pending = [], 0
+
+    def _take(self) -> bytes:
+        line = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts, self._pending = [], 0
+        return line[:-1] if line.endswith(b"\r") else line
+
+
+def is_json_object(line: bytes) -> bool:
+    """True when the line is one well-formed JSON object (valid UTF-8 included)."""
+    if not line.lstrip().startswith(b"{"):
+        return False
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def excerpt(data: bytes, limit: int = LOG_EXCERPT) -> str:
+    text = data[:limit].decode("utf-8", "replace")
+    return text + "..." if len(data) > limit else text
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    """Forwards pipe events to the transport; callbacks, so exit is seen even if pipes stay open."""
+
+    def __init__(self, owner: StdioTransport) -> None:
+        self._owner = owner
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self._owner._on_stdout(data)
+        elif fd == 2:
+            self._owner._on_stderr(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._owner._on_pipe_lost(fd)
+
+    def process_exited(self) -> None:
+        self._owner._on_exit()
+
+    def pause_writing(self) -> None:
+        self._owner._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._owner._can_write.set()
+
+
+class StdioTransport(Transport):
+    """A child process speaking newline-delimited JSON-RPC on stdin/stdout."""
+
+    kind = "stdio"
+
+    def __init__(
+        self,
+        name: str,
+        command: str,
+        args: tuple[str, ...] | list[str] = (),
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        logger: logging.Logger | None = None,
+        *,
+        grace_seconds: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.command = command
+        self.args = tuple(args)
+        self.env = dict(env or {})
+        self.cwd = cwd
+        self.max_message_bytes = max_message_bytes
+        self.grace_seconds = grace_seconds
+        self.log = logger or DEFAULT_LOGGER
+        self._framer = LineFramer(max_message_bytes)
+        self._stderr_framer = LineFramer(STDERR_LINE_CAP)
+        self._last_stderr: collections.deque[str] = collections.deque(maxlen=5)
+        self._proc: asyncio.SubprocessTransport | None = None
+        self._on_message: MessageHandler | None = None
+        self._on_closed: ClosedHandler | None = None
+        self._can_write = asyncio.Event()
+        self._exited = asyncio.Event()
+        self._stdout_eof = asyncio.Event()
+        self._stderr_eof = asyncio.Event()
+        self._ending = asyncio.Event()
+        self._fault: BaseException | None = None
+        self._close_requested = False
+        self._teardown: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid, which is also its process group id."""
+        return self._proc.get_pid() if self._proc is not None else None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of the unfinished stdout line held in memory."""
+        return self._framer.pending_bytes
+
+    async def open(self, on_message: MessageHandler, on_closed: ClosedHandler) -> None:
+        self._on_message, self._on_closed = on_message, on_closed
+        loop = asyncio.get_running_loop()
+        try:
+            self._proc, _ = await loop.subprocess_exec(
+                lambda: _Protocol(self),
+                self.command,
+                *self.args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, **self.env},
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TransportError(f"upstream {self.name}: cannot start {self.command!r}: {exc}") from exc
+        self._can_write.set()
+        self._teardown = asyncio.create_task(self._run_teardown(), name=f"stdio-teardown-{self.name}")
+
+    async def send(self, message: bytes, *, request_id: str | int | None = None) -> None:
+        stdin = self._stdin()
+        stdin.write(message)
+        stdin.write(b"\n")
+        self.stats.bytes_out += len(message)
+        self.stats.messages_out += 1
+        await self._can_write.wait()
+        if self._ending.is_set():
+            raise TransportClosed(f"upstream {self.name}: process is gone")
+
+    async def close(self) -> None:
+        if self._teardown is None:
+            return
+        if not self._ending.is_set():
+            self._close_requested = True
+            self._end(None)
+        await asyncio.shield(self._teardown)
+
+    def _stdin(self) -> asyncio.WriteTransport:
+        pipe = self._proc.get_pipe_transport(0) if self._proc is not None else None
+        if self._ending.is_set() or pipe is None or pipe.is_closing():
+            raise TransportClosed(f"upstream {self.name}: process is gone")
+        # uvloop's pipe transports do not subclass asyncio.WriteTransport: check the behaviour we use.
+        assert hasattr(pipe, "write") and hasattr(pipe, "get_write_buffer_size")
+        return pipe  # type: ignore[return-value]
+
+    # Pipe callbacks (called by _Protocol on the event loop).
+
+    def _on_stdout(self, data: bytes) -> None:
+        if self._framer.overflow is not None:
+            return  # after a fatal oversize nothing more is framed
+        for line in self._framer.feed(data):
+            self._take_line(line)
+        self.stats.extra["buffer_high_water"] = self._framer.high_water
+        if self._framer.overflow is not None:
+            self._oversized(self._framer.overflow)
+
+    def _take_line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        if not is_json_object(line):
+            self.stats.non_json_lines += 1
+            self.stats.extra["non_json_bytes"] = self.stats.extra.get("non_json_bytes", 0) + len(line)
+            self.log.warning("upstream %s stdout (not JSON-RPC, ignored): %s", self.name, excerpt(line))
+            return
+        self.stats.bytes_in += len(line)
+        self.stats.messages_in += 1
+        assert self._on_message is not None
+        try:
+            self._on_message(line, None)
+        except Exception:
+            self.log.exception("upstream %s: message handler failed", self.name)
+
+    def _oversized(self, size: int) -> None:
+        self.stats.oversized_messages += 1
+        cap = self.max_message_bytes
+        error = MessageTooLarge(f"upstream {self.name}: message of {size}+ bytes passes the cap of {cap}")
+        self.log.error("%s; stopping the upstream", error)
+        self._end(error)
+
+    def _on_stderr(self, data: bytes) -> None:
+        lines = self._stderr_framer.feed(data)
+        if self._stderr_framer.overflow is not None:
+            lines.append(self._stderr_framer.take_pending())
+        for line in lines:
+            text = excerpt(line, STDERR_LINE_CAP)
+            self.stats.stderr_lines += 1
+            self._last_stderr.append(excerpt(line))
+            self.log.info("upstream %s stderr: %s", self.name, text)
+
+    def _on_pipe_lost(self, fd: int) -> None:
+        if fd == 1:
+            self._stdout_eof.set()
+            self._end(None)
+        elif fd == 2:
+            self._stderr_eof.set()
+        elif fd == 0:
+            self._can_write.set()  # wake senders blocked on a full pipe
+
+    def _on_exit(self) -> None:
+        self._exited.set()
+        self._end(None)
+
+    def _end(self, fault: BaseException | None) -> None:
+        """Start teardown once; `fault` is a cause the exit status cannot tell (oversize)."""
+        if not self._ending.is_set():
+            self._fault = fault
+            self._ending.set()
+            self._can_write.set()
+
+    # Teardown: runs once, whatever ended the pipe.
+
+    async def _run_teardown(self) -> None:
+        await self._ending.wait()
+        if not self._close_requested and self._fault is None:
+            await self._wait(self._exited, self.grace_seconds)  # stdout EOF usually just precedes exit
+        closed_stdout = not self._exited.is_set()
+        await self._stop_group(polite=self._close_requested)
+        # Deliver what the pipes still hold; bounded, since a stray process may keep them open.
+        await self._wait(self._stdout_eof, self.grace_seconds)
+        await self._wait(self._stderr_eof, _POLL_SECONDS * 5)
+        cause = self._final_cause(closed_stdout)
+        if self._proc is not None:
+            self._proc.close()
+        if cause is not None:
+            self.log.warning("%s", cause)
+        assert self._on_closed is not None
+        self._on_closed(cause)
+
+    def _final_cause(self, closed_stdout: bool) -> BaseException | None:
+        if self._close_requested:
+            return None
+        if self._fault is not None:
+            return self._fault
+        if closed_stdout:
+            return TransportClosed(f"upstream {self.name} closed its stdout")
+        code = self._proc.get_returncode() if self._proc is not None else None
+        stderr = " | ".join(self._last_stderr) or "(none)"
+        return TransportClosed(f"upstream {self.name} exited with code {code}; last stderr: {stderr}")
+
+    async def _stop_group(self, *, polite: bool) -> None:
+        """Close stdin and wait, then SIGTERM the group and wait, then SIGKILL it."""
+        if polite:
+            self._close_stdin()
+            await self._wait(self._exited, self.grace_seconds)
+        elif not self._exited.is_set():
+            self._close_stdin()
+        if not await self._group_gone_after(signal.SIGTERM):
+            self._killpg(signal.SIGKILL)
+            await self._wait(self._exited, self.grace_seconds)
+
+    async def _group_gone_after(self, sig: signal.Signals) -> bool:
+        if not self._group_alive():
+            return True
+        self._killpg(sig)
+        for _ in range(max(1, int(self.grace_seconds / _POLL_SECONDS))):
+            if not self._group_alive():
+                return True
+            await asyncio.sleep(_POLL_SECONDS)  # a process group cannot be awaited, only probed
+        return not self._group_alive()
+
+    def _close_stdin(self) -> None:
+        pipe = self._proc.get_pipe_transport(0) if self._proc is not None else None
+        if pipe is not None:
+            pipe.close()
+
+    def _group_alive(self) -> bool:
+        if self.pid is None:
+            return False
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _killpg(self, sig: signal.Signals) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
