@@ -201,26 +201,30 @@ class Store:
 
     async def insert(self, table: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> int:
         """Insert dict rows column-wise; absent keys get the column's zero value (or its DEFAULT when no row
-        has them). `columns` restricts the insert to those columns. Returns the row count."""
+        has them). `columns` restricts the insert to those columns. DateTime values may be datetimes or
+        ISO-8601 strings (as the writer's spill holds them). Returns the row count."""
         if not rows:
             return 0
         schema = await self.columns(table)
-        known = {c.name for c in schema}
+        await self._call(self._insert_blocking, table, schema, rows, columns)
+        return len(rows)
+
+    def _insert_blocking(
+        self, table: str, schema: list[Column], rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
+    ) -> None:
+        """On the store thread: pivot rows to columns (CPU work kept off the event loop) and insert."""
         wanted = set(columns) if columns is not None else _keys(rows)
-        unknown = wanted - known
+        unknown = wanted - {c.name for c in schema}
         if unknown:
             raise StoreQueryError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
         if columns is not None:
             chosen = [c for c in schema if c.name in wanted]
         else:
             chosen = [c for c in schema if c.name in wanted or not c.server_default]
+        data = [_column(rows, c) for c in chosen]
         names = [c.name for c in chosen]
         types = [c.type for c in chosen]
-        data = [_column(rows, c) for c in chosen]
-        await self._call(
-            lambda: self._client.insert(table, data, column_names=names, column_type_names=types, column_oriented=True)
-        )
-        return len(rows)
+        self._client.insert(table, data, column_names=names, column_type_names=types, column_oriented=True)
 
     async def close(self) -> None:
         """Release the client, the worker thread and the directory lock; safe to call twice."""
@@ -247,8 +251,13 @@ def _keys(rows: Sequence[dict[str, Any]]) -> set[str]:
 
 def _column(rows: Sequence[dict[str, Any]], column: Column) -> list[Any]:
     zero = zero_value(column.type)
-    name = column.name
-    return [zero if (v := row.get(name)) is None else v for row in rows]
+    values = [row.get(column.name, zero) for row in rows]
+    if zero is not None and None in values:
+        values = [zero if v is None else v for v in values]
+    if isinstance(zero, dt.datetime) or column.type.startswith("Nullable(DateTime"):
+        parse = dt.datetime.fromisoformat  # C-fast; clickhouse-connect's own string parsing is not
+        values = [parse(v) if type(v) is str else v for v in values]
+    return values
 
 
 def _connect(dsn: str, cluster: str | None) -> tuple[Client, str]:
