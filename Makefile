@@ -10,18 +10,19 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 install: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
-	npm install --no-audit --no-fund --loglevel=error
+	$(BIN)/pip install -q -e '.[demo,test]'
+	npm ci --no-audit --no-fund --loglevel=error
 
+# The venv's bin goes first on PATH so the demo upstream's `python3` finds the mcp SDK.
 run: install
-	$(BIN)/tollgate serve --config $(CONFIG)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tollgate serve --config $(CONFIG)
 
 lint: install
 	$(BIN)/ruff check gateway ingest store ui tests bench
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -1,0 +1,1 @@
+"""Benchmarks: Tollgate against a direct connection, in the same run."""
