@@ -90,6 +90,23 @@ def is_json_object(line: bytes) -> bool:
         return False
 
 
+def group_has_running_member(pgid: int) -> bool:
+    """Scan /proc for a non-zombie process of the group; assume one runs where /proc is absent."""
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return True
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
+
+
 def excerpt(data: bytes, limit: int = LOG_EXCERPT) -> str:
     text = data[:limit].decode("utf-8", "replace")
     return text + "..." if len(data) > limit else text
@@ -150,6 +167,7 @@ class StdioTransport(Transport):
         self._stderr_framer = LineFramer(STDERR_LINE_CAP)
         self._last_stderr: collections.deque[str] = collections.deque(maxlen=5)
         self._proc: asyncio.SubprocessTransport | None = None
+        self._pgid: int | None = None
         self._on_message: MessageHandler | None = None
         self._on_closed: ClosedHandler | None = None
         self._can_write = asyncio.Event()
@@ -188,6 +206,7 @@ class StdioTransport(Transport):
             )
         except OSError as exc:
             raise TransportError(f"upstream {self.name}: cannot start {self.command!r}: {exc}") from exc
+        self._pgid = self._proc.get_pid()  # start_new_session: the child leads its own group
         self._can_write.set()
         self._teardown = asyncio.create_task(self._run_teardown(), name=f"stdio-teardown-{self.name}")
 
@@ -312,25 +331,18 @@ class StdioTransport(Transport):
         return TransportClosed(f"upstream {self.name} exited with code {code}; last stderr: {stderr}")
 
     async def _stop_group(self, *, polite: bool) -> None:
-        """Close stdin and wait, then SIGTERM the group and wait, then SIGKILL it."""
+        """Close stdin and wait, then SIGTERM the group and wait, then SIGKILL it and wait."""
+        self._close_stdin()
         if polite:
-            self._close_stdin()
             await self._wait(self._exited, self.grace_seconds)
-        elif not self._exited.is_set():
-            self._close_stdin()
-        if not await self._group_gone_after(signal.SIGTERM):
-            self._killpg(signal.SIGKILL)
-            await self._wait(self._exited, self.grace_seconds)
-
-    async def _group_gone_after(self, sig: signal.Signals) -> bool:
-        if not self._group_alive():
-            return True
-        self._killpg(sig)
-        for _ in range(max(1, int(self.grace_seconds / _POLL_SECONDS))):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             if not self._group_alive():
-                return True
-            await asyncio.sleep(_POLL_SECONDS)  # a process group cannot be awaited, only probed
-        return not self._group_alive()
+                return
+            self._killpg(sig)
+            for _ in range(max(1, int(self.grace_seconds / _POLL_SECONDS))):
+                await asyncio.sleep(_POLL_SECONDS)  # a process group cannot be awaited, only probed
+                if not self._group_alive():
+                    return
 
     def _close_stdin(self) -> None:
         pipe = self._proc.get_pipe_transport(0) if self._proc is not None else None
@@ -338,21 +350,22 @@ class StdioTransport(Transport):
             pipe.close()
 
     def _group_alive(self) -> bool:
-        if self.pid is None:
+        """True while a member of the group runs; zombies awaiting a lazy reaper do not count."""
+        if self._pgid is None:
             return False
         try:
-            os.killpg(self.pid, 0)
+            os.killpg(self._pgid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
-        return True
+        return group_has_running_member(self._pgid)
 
     def _killpg(self, sig: signal.Signals) -> None:
-        if self.pid is None:
+        if self._pgid is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
+            os.killpg(self._pgid, sig)
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the upstream transports against real fixture servers."""

@@ -1,0 +1,206 @@
+"""StdioTransport against real child processes: round trips, C05, C10, C14, exits and crashes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.upstreams.base import MessageTooLarge, TransportClosed, TransportError
+from gateway.upstreams.stdio import LineFramer, StdioTransport
+from tests.fixtures.procs import EVERYTHING_BIN, echo_stdio_command, raw_stdio_command
+from tests.gateway.upstreams.wire import Wire, text_of
+
+MiB = 1024 * 1024
+PIPE_READ_CHUNK = 256 * 1024  # the most one pipe read hands over (asyncio and uvloop)
+
+
+def stdio(command: tuple[str, list[str]], **kwargs: object) -> StdioTransport:
+    return StdioTransport("fixture", command[0], command[1], **kwargs)  # type: ignore[arg-type]
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie waiting for its reaper counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_round_trip_against_the_sdk_echo_server() -> None:
+    wire = await Wire(stdio(echo_stdio_command("alpha"))).open()
+    try:
+        init = await wire.initialize()
+        assert init["result"]["serverInfo"]["name"] == "alpha"
+        tools = await wire.request(1, "tools/list")
+        assert {"echo", "blob", "slow", "whoami", "progress", "utf8"} <= {t["name"] for t in tools["result"]["tools"]}
+        echoed = await wire.call(2, "echo", text="hello")
+        assert text_of(echoed) == "hello"
+        assert echoed["result"]["structuredContent"] == {"result": "hello"}
+        assert text_of(await wire.call(3, "blob", n=100_000)) == "x" * 100_000
+    finally:
+        await wire.transport.close()
+    assert await wire.wait_closed() is None
+    stats = wire.transport.stats
+    assert stats.messages_in == len(wire.raw) and stats.bytes_in == sum(map(len, wire.raw))
+    assert wire.related == [None] * len(wire.raw)
+
+
+async def test_round_trip_against_server_everything() -> None:
+    if not EVERYTHING_BIN.exists():
+        pytest.skip("npm install has not run")
+    wire = await Wire(StdioTransport("everything", str(EVERYTHING_BIN), ["stdio"])).open()
+    try:
+        await wire.initialize()
+        tools = await wire.request(1, "tools/list")
+        assert "echo" in {t["name"] for t in tools["result"]["tools"]}
+        echoed = await wire.call(2, "echo", message="héllo 🙂")
+        assert "héllo 🙂" in text_of(echoed)
+    finally:
+        await wire.transport.close()
+    assert await wire.wait_closed() is None
+
+
+async def test_progress_notifications_arrive_before_the_result() -> None:
+    wire = await Wire(stdio(echo_stdio_command())).open()
+    try:
+        await wire.initialize()
+        params = {"name": "progress", "arguments": {"steps": 3, "ms": 1}, "_meta": {"progressToken": "tok"}}
+        result = await wire.request(1, "tools/call", params)
+        methods = [m.get("method") for m in wire.messages]
+        assert methods.count("notifications/progress") == 3
+        assert methods.index("notifications/progress") < wire.messages.index(result)
+    finally:
+        await wire.transport.close()
+
+
+async def test_c05_non_json_stdout_lines_are_counted_and_the_session_stays_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    command = raw_stdio_command("--banner", "Server v1.2 starting", "--noise-between", "[db] connected")
+    wire = await Wire(stdio(command)).open()
+    try:
+        await wire.initialize()
+        assert text_of(await wire.call(1, "echo", text="one")) == "one"
+        assert text_of(await wire.call(2, "echo", text="two")) == "two"
+    finally:
+        await wire.transport.close()
+    assert await wire.wait_closed() is None
+    stats = wire.transport.stats
+    assert stats.non_json_lines == 4  # the banner and one noise line after each of 3 responses
+    assert stats.bytes_in == sum(map(len, wire.raw))
+    assert stats.extra["non_json_bytes"] == len("Server v1.2 starting") + 3 * len("[db] connected")
+    assert "Server v1.2 starting" in caplog.text and "[db] connected" in caplog.text
+    assert stats.stderr_lines >= 1 and "upstream fixture stderr: raw server raw starting" in caplog.text
+
+
+async def test_c05_an_oversized_line_closes_with_message_too_large_and_memory_stays_bounded() -> None:
+    cap = 1 * MiB
+    wire = await Wire(stdio(raw_stdio_command("--huge-line", str(10 * MiB)), max_message_bytes=cap)).open()
+    await wire.initialize()
+    await wire.transport.send(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"huge"}}')
+    cause = await wire.wait_closed()
+    assert isinstance(cause, MessageTooLarge)
+    stats = wire.transport.stats
+    assert stats.oversized_messages == 1
+    assert cap < stats.extra["buffer_high_water"] <= cap + PIPE_READ_CHUNK
+    assert wire.transport.buffered_bytes == 0
+    with pytest.raises(TransportClosed):
+        await wire.transport.send(b"{}")
+    await wire.transport.close()
+    assert wire.close_calls == 1
+
+
+async def test_c10_utf8_split_inside_an_emoji_arrives_intact() -> None:
+    wire = await Wire(stdio(raw_stdio_command("--split-utf8"))).open()
+    try:
+        await wire.initialize()
+        response = await wire.call(7, "utf8")
+    finally:
+        await wire.transport.close()
+    assert text_of(response) == "é—🙂漢"
+    assert len(text_of(response).encode()) == 12
+    written = {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "é—🙂漢"}], "isError": False}}
+    wire_bytes = json.dumps(written, ensure_ascii=False, separators=(",", ":")).encode()
+    assert wire.raw[-1] == wire_bytes  # the raw bytes as written, not a re-encoding
+
+
+async def test_c14_close_kills_a_stubborn_worker_and_grandchild_in_the_process_group() -> None:
+    command, args = raw_stdio_command("--spawn-stubborn")
+    shell = shlex.join([command, *args])  # no exec: sh stays the group leader, as with `sh -c`
+    transport = StdioTransport("stubborn", "sh", ["-c", shell], grace_seconds=0.3)
+    wire = await Wire(transport).open()
+    await wire.initialize()
+    worker, grandchild = map(int, text_of(await wire.call(1, "pids")).split())
+    leader = transport.pid
+    assert leader is not None and all(map(alive, (leader, worker, grandchild)))
+    await transport.close()
+    await transport.close()
+    assert await wire.wait_closed() is None
+    assert wire.close_calls == 1
+    assert not any(map(alive, (leader, worker, grandchild)))
+
+
+async def test_c14_a_crash_mid_call_is_reported_even_while_strays_hold_the_pipes() -> None:
+    transport = stdio(raw_stdio_command("--spawn-stubborn", "--crash-on", "echo"), grace_seconds=0.3)
+    wire = await Wire(transport).open()
+    await wire.initialize()
+    worker, grandchild = map(int, text_of(await wire.call(1, "pids")).split())
+    await transport.send(b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}')
+    cause = await wire.wait_closed(timeout=10)
+    assert isinstance(cause, TransportClosed)
+    assert "exited with code 3" in str(cause) and "crashing on echo" in str(cause)
+    assert not alive(worker) and not alive(grandchild)
+    with pytest.raises(TransportClosed):
+        await transport.send(b"{}")
+    await transport.close()
+    assert wire.close_calls == 1
+
+
+async def test_an_unexpected_exit_reports_the_exit_code_and_last_stderr() -> None:
+    wire = await Wire(stdio(raw_stdio_command("--exit-code", "1"))).open()
+    cause = await wire.wait_closed()
+    assert isinstance(cause, TransportClosed)
+    assert "exited with code 1" in str(cause) and "fatal: exiting with 1" in str(cause)
+    await wire.transport.close()
+    assert wire.close_calls == 1
+
+
+async def test_a_missing_command_raises_a_clear_transport_error() -> None:
+    transport = StdioTransport("ghost", "/nonexistent/tollgate-upstream", [])
+    with pytest.raises(TransportError, match="cannot start"):
+        await transport.open(lambda raw, rid: None, lambda cause: None)
+    await transport.close()
+
+
+def test_framer_splits_lines_across_chunks_and_strips_cr() -> None:
+    framer = LineFramer(100)
+    assert framer.feed(b'{"a":1}\r\n{"b"') == [b'{"a":1}']
+    assert framer.feed(b":2}") == []
+    assert framer.feed(b"\n\n") == [b'{"b":2}', b""]
+    assert framer.pending_bytes == 0
+
+
+def test_framer_stops_at_the_cap() -> None:
+    framer = LineFramer(10)
+    assert framer.feed(b"12345") == []
+    assert framer.feed(b"678901\nabc\n") == []
+    assert framer.overflow == 11 and framer.pending_bytes == 0
+
+
+def test_framer_is_linear_for_a_10_mb_line() -> None:
+    framer = LineFramer(64 * MiB)
+    chunk = b"x" * 4096
+    started = time.perf_counter()
+    for _ in range(10 * MiB // len(chunk)):
+        assert framer.feed(chunk) == []
+    lines = framer.feed(b"\n")
+    # Re-copying the pending buffer per chunk takes tens of seconds here (DESIGN §11).
+    assert time.perf_counter() - started < 2.0
+    assert len(lines[0]) == 10 * MiB
