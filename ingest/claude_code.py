@@ -234,8 +234,15 @@ def identity(attributes: Attributes, origin: Origin, decoded: Decoded, where: st
         "app_version": as_text(app_version),
         "terminal_type": text("terminal.type"),
         "service_name": text("service.name"),
-        "resource_attributes": string_map(resource),
+        "resource_attributes": _resource_map(origin),
     }
+
+
+def _resource_map(origin: Origin) -> dict[str, str]:
+    cached: dict[str, str] | None = origin.derived.get("resource_map")
+    if cached is None:
+        cached = origin.derived["resource_map"] = string_map(origin.resource)
+    return cached
 
 
 def event_name(record: LogRecord) -> str:

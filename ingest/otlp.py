@@ -40,6 +40,7 @@ class Origin:
     resource: Attributes
     scope_name: str = ""
     scope_version: str = ""
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # per-resource caches
 
 
 @dataclass(slots=True)
@@ -205,8 +206,22 @@ def pb_value(value: Any) -> Any:
     return getattr(value, which)
 
 
+_PB_SCALARS = frozenset({"bool_value", "int_value", "double_value", "bytes_value"})
+
+
 def pb_attributes(pairs: Any) -> Attributes:
-    return {kv.key: pb_value(kv.value) for kv in pairs}
+    """KeyValue messages to a dict (the hot path: strings and scalars without a nested call)."""
+    out: Attributes = {}
+    for kv in pairs:
+        value = kv.value
+        which = value.WhichOneof("value")
+        if which == "string_value":
+            out[kv.key] = value.string_value
+        elif which in _PB_SCALARS:
+            out[kv.key] = getattr(value, which)
+        else:
+            out[kv.key] = pb_value(value)
+    return out
 
 
 def _pb_origin(resource_block: Any, scope_block: Any) -> Origin:
