@@ -105,12 +105,12 @@ async def _run_server(config: Config) -> None:
     runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
-        _announce(config)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await web.TCPSite(runner, host, port).start()
+        _announce(config)
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -170,11 +170,14 @@ def _mount(app: Any, hub: Any, config: Config, store: Any, writer: Any, metrics:
     """Routes beside /mcp: OTLP ingest, /metrics, and (when present) the API and UI."""
     from aiohttp import web
 
+    from gateway.binding import Binder
     from ingest.app import OtlpSettings, add_otlp_routes
 
+    binder = Binder(hub.sessions, on_bound=hub.session_started)  # MCP session -> Claude Code session, inline
+    hub.observers.append(binder)
     otlp = add_otlp_routes(app, writer, OtlpSettings(
         max_body_bytes=config.telemetry.max_body_bytes, store_prompt_text=config.telemetry.store_prompt_text,
-        auth_tokens=config.server.auth_tokens))
+        auth_tokens=config.server.auth_tokens), on_rows=binder.telemetry_rows)
     metrics.gauges["tollgate_upstream_up"] = lambda: {
         (("upstream", name),): 1.0 if u.state.value == "ready" else 0.0 for name, u in hub.upstreams.items()}
     metrics.gauges["tollgate_writer_pending_rows"] = lambda: {(): float(writer.stats().get("queued_rows", 0))}

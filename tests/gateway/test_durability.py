@@ -1,0 +1,138 @@
+"""Nothing acknowledged is lost: a killed gateway and a store outage keep every call row, once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import ClientSession as Http
+
+from gateway import jsonrpc
+from store.client import Store
+from store.errors import StoreUnavailable
+from tests.gateway.conftest import ECHO_SERVER, echo_upstream, gateway_config
+from tests.gateway.service import running_service
+from tests.gateway.test_downstream import JSON_HEADERS, open_session
+
+READY_LINE = b"Tollgate listening"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def write_config(path: Path, port: int, data_dir: Path) -> Path:
+    path.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+[store]
+dsn = "chdb://{data_dir}"
+flush_seconds = 30
+[upstreams.a]
+type = "stdio"
+command = {orjson.dumps(sys.executable).decode()}
+args = [{orjson.dumps(str(ECHO_SERVER)).decode()}, "--name", "a"]
+""")
+    return path
+
+
+@asynccontextmanager
+async def tollgate_process(config: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`tollgate serve` as a real subprocess, yielded once it announced it is listening."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            while READY_LINE not in (line := await process.stderr.readline()):
+                assert line, "tollgate serve exited before listening"
+        drain = asyncio.create_task(_drain(process.stderr))
+        yield process
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+    drain.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def echo_calls(url: str, texts: list[str]) -> list[str]:
+    """Call a__echo once per text; returns the texts whose answers arrived (acknowledged)."""
+    acknowledged = []
+    async with Http() as http:
+        session_id = await open_session(http, url)
+        for index, text in enumerate(texts):
+            body = jsonrpc.request_body(index + 1, "tools/call", {"name": "a__echo", "arguments": {"text": text}})
+            async with http.post(url, data=orjson.dumps(body),
+                                 headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
+                answer = orjson.loads(await response.read())
+            assert answer["result"]["content"][0]["text"] == text
+            acknowledged.append(text)
+    return acknowledged
+
+
+async def stored_echo_texts(data_dir: Path) -> list[Any]:
+    store = await Store.open(f"chdb://{data_dir}")
+    try:
+        rows = await store.query("SELECT call_id, count() AS n FROM calls FINAL WHERE tool = 'echo' GROUP BY call_id")
+        total = await store.query("SELECT count() AS n FROM calls WHERE tool = 'echo'")
+    finally:
+        await store.close()
+    return [len(rows), {row["n"] for row in rows}, total[0]["n"]]
+
+
+async def test_kill_9_loses_no_acknowledged_call_and_replays_each_once(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "db", free_port()
+    config = write_config(tmp_path / "tollgate.toml", port, data_dir)
+    url = f"http://127.0.0.1:{port}/mcp"
+    async with tollgate_process(config) as first:
+        acknowledged = await echo_calls(url, [f"call-{i}" for i in range(40)])
+        os.killpg(first.pid, signal.SIGKILL)  # flush_seconds=30: the rows exist only in the spill
+        await first.wait()
+    for _ in range(2):  # two restarts: replaying the spill twice must not double anything
+        async with tollgate_process(config) as again:
+            again.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(again.wait(), 60) == 0
+    distinct, counts_per_call, _ = await stored_echo_texts(data_dir)
+    assert distinct == len(acknowledged) == 40
+    assert counts_per_call == {1}
+
+
+async def test_proxying_continues_through_a_store_outage_and_rows_arrive_after(tmp_path: Path) -> None:
+    async with running_service(gateway_config(echo_upstream("a")), tmp_path / "db") as svc:
+        store = svc.service.store
+        real_insert = store.insert
+        outage = asyncio.Event()
+        outage.set()
+        refused = asyncio.Event()
+
+        async def failing_insert(*args: Any, **kwargs: Any) -> int:
+            if outage.is_set():  # what an unreachable ClickHouse server looks like to the writer
+                refused.set()
+                raise StoreUnavailable("simulated outage")
+            result: int = await real_insert(*args, **kwargs)
+            return result
+
+        store.insert = failing_insert  # type: ignore[method-assign]
+        acknowledged = await echo_calls(svc.mcp_url, [f"during-outage-{i}" for i in range(10)])
+        await asyncio.wait_for(refused.wait(), 10)
+        assert len(acknowledged) == 10
+        outage.clear()
+        rows = await svc.query("SELECT count() AS n FROM calls FINAL WHERE tool = 'echo'")
+    assert rows[0]["n"] == 10
