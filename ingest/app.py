@@ -11,7 +11,7 @@ import logging
 import math
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -88,13 +88,20 @@ class Reject(Exception):
 
 
 OTLP_STATS = web.AppKey("otlp_stats", OtlpStats)
+# Called with each accepted body's rows (table -> rows) after they are durable; must return quickly, never raise.
+RowsHook = Callable[[Mapping[str, Sequence[Mapping[str, Any]]]], None]
 
 
 def add_otlp_routes(
-    app: web.Application, writer: RowWriter, settings: OtlpSettings, stats: OtlpStats | None = None
+    app: web.Application,
+    writer: RowWriter,
+    settings: OtlpSettings,
+    stats: OtlpStats | None = None,
+    on_rows: RowsHook | None = None,
 ) -> OtlpStats:
-    """Register the three OTLP/HTTP routes on `app` (the gateway's app, or a standalone one)."""
-    receiver = OtlpReceiver(writer, settings, stats or OtlpStats())
+    """Register the three OTLP/HTTP routes on `app` (the gateway's app, or a standalone one); `on_rows`
+    sees each accepted body's rows after they are durable (its failures are logged, not answered)."""
+    receiver = OtlpReceiver(writer, settings, stats or OtlpStats(), on_rows)
     app.router.add_post("/v1/logs", receiver.logs)
     app.router.add_post("/v1/metrics", receiver.metrics)
     app.router.add_post("/v1/traces", receiver.traces)
@@ -110,8 +117,11 @@ def create_otlp_app(writer: RowWriter, settings: OtlpSettings) -> web.Applicatio
 
 
 class OtlpReceiver:
-    def __init__(self, writer: RowWriter, settings: OtlpSettings, stats: OtlpStats) -> None:
+    def __init__(
+        self, writer: RowWriter, settings: OtlpSettings, stats: OtlpStats, on_rows: RowsHook | None = None
+    ) -> None:
         self.writer = writer
+        self.on_rows = on_rows
         self.settings = settings
         self.stats = stats
         self.options = MappingOptions(store_prompt_text=settings.store_prompt_text)
@@ -141,7 +151,16 @@ class OtlpReceiver:
         except Reject as reject:
             return self._refuse(signal, request, encoding, reject)
         self._count(signal, decoded)
+        self._notify(rows)
         return export_response(signal, decoded, encoding)
+
+    def _notify(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        if self.on_rows is None or not rows:
+            return
+        try:
+            self.on_rows(rows)
+        except Exception:
+            log.exception("OTLP on_rows hook failed; the rows are stored regardless")
 
     def _authenticate(self, request: web.Request) -> None:
         tokens = self.settings.auth_tokens

@@ -1,0 +1,145 @@
+"""Tying gateway calls to Claude Code tool results (DESIGN §6): exact by tool_use_id, else by telemetry window.
+
+Pure functions over rows already read from the store. A window tie is never labelled exact; it carries the
+number of candidate results it was chosen among. An MCP session bound to a Claude Code session (by an exact
+tie, or else by the majority of its window ties) only matches results of that session.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+EXACT = "tool_use_id"
+WINDOW = "telemetry_window"
+UNMATCHED = "unmatched"
+# Claude Code logs tool_result after it has the MCP answer: its end may trail the gateway's by its own
+# processing and export delay, and lead it only by clock skew between hosts.
+MAX_LAG_S = 5.0
+MAX_SKEW_S = 0.5
+
+
+@dataclass
+class Tie:
+    call_id: str
+    tie: str
+    cc_session_id: str = ""
+    cc_prompt_id: str = ""
+    tool_use_id: str = ""  # of the tool result tied to (for window ties: the telemetry's id)
+    candidates: int = 0
+
+
+def seconds(value: Any) -> float:
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    return float(value or 0)
+
+
+def tie_calls(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]) -> dict[str, Tie]:
+    """call_id -> Tie. `calls`: call_id, mcp_session_id, tool_use_id, tool, exposed_name, started_at, ended_at.
+    `results`: tool_use_id, session_id, prompt_id, mcp_tool_name, event_time, duration_ms (tool results and
+    decisions; a decision only lends its ids to an exact tie)."""
+    by_id = {r["tool_use_id"]: r for r in results if r.get("tool_use_id")}
+    ties: dict[str, Tie] = {}
+    binding: dict[str, str] = {}
+    claimed: set[str] = set()
+    for c in calls:
+        hit = by_id.get(c.get("tool_use_id") or "")
+        if hit is not None:
+            ties[c["call_id"]] = Tie(c["call_id"], EXACT, hit["session_id"], hit["prompt_id"], hit["tool_use_id"], 1)
+            binding.setdefault(c["mcp_session_id"], hit["session_id"])
+            claimed.add(hit["tool_use_id"])
+    open_calls = [c for c in calls if c["call_id"] not in ties]
+    open_results = [r for r in _windowable(results) if r["tool_use_id"] not in claimed]
+    if not open_calls or not open_results:
+        return _with_unmatched(ties, calls)
+    first = _greedy(open_calls, open_results, binding)
+    votes: dict[str, Counter[str]] = {}
+    for c in open_calls:
+        if c["mcp_session_id"] not in binding and c["call_id"] in first:
+            votes.setdefault(c["mcp_session_id"], Counter())[first[c["call_id"]][0]["session_id"]] += 1
+    for mcp_session, counter in votes.items():
+        binding[mcp_session] = counter.most_common(1)[0][0]
+    for call_id, (result, candidates) in _greedy(open_calls, open_results, binding).items():
+        ties[call_id] = Tie(call_id, WINDOW, result["session_id"], result["prompt_id"], result["tool_use_id"],
+                            candidates)
+    return _with_unmatched(ties, calls)
+
+
+def _windowable(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool results of MCP tools (decisions carry no end time), one per tool_use_id."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if r.get("kind", "result") == "result" and r.get("mcp_tool_name"):
+            seen.setdefault(r["tool_use_id"] or f"#{len(seen)}", r)
+    return list(seen.values())
+
+
+def _fits(call: dict[str, Any], result: dict[str, Any]) -> float | None:
+    """The pair's distance in seconds when the result can be this call's, else None."""
+    if result["mcp_tool_name"] not in (call["exposed_name"], call["tool"]):
+        return None
+    call_start, call_end = seconds(call["started_at"]), seconds(call["ended_at"])
+    end = seconds(result["event_time"])
+    start = end - float(result.get("duration_ms") or 0) / 1000.0
+    if not (call_end - MAX_SKEW_S <= end <= call_end + MAX_LAG_S and start <= call_start + MAX_SKEW_S):
+        return None
+    return abs(end - call_end) + abs(start - call_start)
+
+
+def _greedy(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
+            binding: dict[str, str]) -> dict[str, tuple[dict[str, Any], int]]:
+    """One-to-one assignment, closest pairs first; call_id -> (result, candidate count)."""
+    index = _by_name(results)
+    pairs: list[tuple[float, int, int]] = []
+    counts: Counter[int] = Counter()
+    for i, c in enumerate(calls):
+        bound = binding.get(c["mcp_session_id"])
+        for j in _near(index, c):
+            r = results[j]
+            if bound is not None and r["session_id"] != bound:
+                continue
+            distance = _fits(c, r)
+            if distance is not None:
+                pairs.append((distance, i, j))
+                counts[i] += 1
+    pairs.sort()
+    used_calls: set[int] = set()
+    used_results: set[int] = set()
+    out: dict[str, tuple[dict[str, Any], int]] = {}
+    for _, i, j in pairs:
+        if i in used_calls or j in used_results:
+            continue
+        used_calls.add(i)
+        used_results.add(j)
+        out[calls[i]["call_id"]] = (results[j], counts[i])
+    return out
+
+
+def _by_name(results: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], list[int]]]:
+    """mcp_tool_name -> (end times ascending, result indexes in that order)."""
+    grouped: dict[str, list[tuple[float, int]]] = {}
+    for j, r in enumerate(results):
+        grouped.setdefault(r["mcp_tool_name"], []).append((seconds(r["event_time"]), j))
+    return {name: ([t for t, _ in sorted(v)], [j for _, j in sorted(v)]) for name, v in grouped.items()}
+
+
+def _near(index: dict[str, tuple[list[float], list[int]]], call: dict[str, Any]) -> list[int]:
+    """Indexes of results named like `call` whose end falls in its window."""
+    end = seconds(call["ended_at"])
+    found: list[int] = []
+    for name in {call["exposed_name"], call["tool"]}:
+        times, order = index.get(name, ([], []))
+        lo, hi = bisect.bisect_left(times, end - MAX_SKEW_S), bisect.bisect_right(times, end + MAX_LAG_S)
+        found.extend(order[lo:hi])
+    return found
+
+
+def _with_unmatched(ties: dict[str, Tie], calls: Sequence[dict[str, Any]]) -> dict[str, Tie]:
+    for c in calls:
+        ties.setdefault(c["call_id"], Tie(c["call_id"], UNMATCHED))
+    return ties
