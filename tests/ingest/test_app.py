@@ -524,3 +524,31 @@ async def test_gzip_still_works_when_the_hosting_server_inflates_bodies_itself(
     assert ok.status == 200
     events = expected_logs(capture_doc("s1_protobuf", "0001_logs"))
     assert len(await stored("cc_events_raw", "event_key")) == len(events)
+
+
+async def test_on_rows_hook_sees_durable_rows_and_its_failure_does_not_fail_the_export(
+    aiohttp_client: Any, writer: Writer, stored: Any
+) -> None:
+    from aiohttp import web
+
+    from ingest.app import RAW_BODY_HANDLER_ARGS, add_otlp_routes
+
+    seen: list[dict[str, int]] = []
+
+    def hook(rows: Any) -> None:
+        seen.append({table: len(table_rows) for table, table_rows in rows.items()})
+        raise RuntimeError("observer bug")
+
+    app = web.Application(handler_args=RAW_BODY_HANDLER_ARGS)
+    add_otlp_routes(app, writer, OtlpSettings(), on_rows=hook)
+    client = await aiohttp_client(app)
+    response = await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)
+    assert response.status == 200
+    doc = capture_doc("s1_protobuf", "0001_logs")
+    assert seen == [{
+        "cc_events_raw": len(expected_logs(doc)),
+        **{table: len(events_named(doc, name)) for name, table in [
+            ("user_prompt", "cc_user_prompts"), ("api_request", "cc_api_requests"),
+            ("tool_result", "cc_tool_results"), ("tool_decision", "cc_tool_decisions")]},
+    }]
+    assert len(await stored("cc_events_raw", "event_key")) == len(expected_logs(doc))
