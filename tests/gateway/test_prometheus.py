@@ -1,0 +1,40 @@
+"""`/metrics` exposes calls, errors, bytes by direction, latency, upstream health and writer backlog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import ClientSession as Http
+
+from gateway.config import UpstreamConfig
+from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session
+from tests.gateway.service import running_service
+
+
+def series(text: str, name: str) -> dict[str, float]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
+
+
+async def test_metrics_count_calls_bytes_and_health(tmp_path: Path) -> None:
+    dead = UpstreamConfig(name="dead", type="stdio", command="false")
+    async with running_service(gateway_config(echo_upstream("a"), dead), tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            await client.call_tool("a__blob", {"n": 1000})
+            await client.call_tool("a__blob", {"n": 3000})
+        async with Http() as http, http.get(svc.base_url + "/metrics") as response:
+            text = await response.text()
+    assert response.status == 200
+    calls = series(text, "tollgate_calls_total")
+    assert calls['tollgate_calls_total{method="tools/call",status="ok",upstream="a"}'] == 2
+    text_out = series(text, "tollgate_bytes_total")['tollgate_bytes_total{direction="response_client",upstream="a"}']
+    assert text_out > 4000
+    assert series(text, "tollgate_upstream_up") == {'tollgate_upstream_up{upstream="a"}': 1.0,
+                                                    'tollgate_upstream_up{upstream="dead"}': 0.0}
+    assert series(text, "tollgate_call_duration_seconds_count") == {
+        'tollgate_call_duration_seconds_count{upstream="a"}': 2.0}
+    assert "tollgate_writer_pending_rows" in text
