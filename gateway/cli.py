@@ -66,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(setup)
     setup.add_argument("--write", choices=["user", "project"], help="merge into Claude Code settings.json")
     setup.set_defaults(run=_setup)
+
+    reload = commands.add_parser("reload", help="make the running server re-read its budgets (sends SIGHUP)")
+    _config_args(reload)
+    reload.add_argument("--data-dir", help="the server's embedded store directory (where its pid file is)")
+    reload.set_defaults(run=_reload)
+
+    report = commands.add_parser("report", help="usage reports")
+    reports = report.add_subparsers(dest="report", required=True)
+    budgets = reports.add_parser("budgets", help="limits, spend per window, denials and resets per upstream")
+    _config_args(budgets)
+    budgets.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
+    budgets.add_argument("--json", action="store_true", help="print the /api/budgets JSON")
+    budgets.set_defaults(run=_report_budgets)
     return parser
 
 
@@ -98,22 +111,27 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run_server(config: Config) -> None:
     from aiohttp import web
 
+    from gateway.budget_cli import pid_path, remove_pid, write_pid
     from gateway.config import parse_listen
 
     service = await open_service(config)
     host, port = parse_listen(config.server.listen)
     runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
     await runner.setup()
+    pid_file = pid_path(config)
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, service.reload)  # `tollgate reload`: budgets only
         await web.TCPSite(runner, host, port).start()
+        write_pid(pid_file)
         _announce(config)
         await stop.wait()
         log.info("shutting down")
     finally:
+        remove_pid(pid_file)
         await runner.cleanup()
         await service.close()
 
@@ -125,8 +143,17 @@ class Service:
     app: Any
     store: Any
     writer: Any
+    policy: Any = None  # gateway.enforcement.BudgetPolicy
+    spend: Any = None  # gateway.budget_store.SpendLoader
+    reloader: Any = None  # gateway.budget_cli.BudgetReloader
+
+    def reload(self) -> bool:
+        """Re-read the config file and apply its budgets (SIGHUP); sessions stay as they are."""
+        return self.reloader is not None and bool(self.reloader.reload())
 
     async def close(self) -> None:
+        if self.spend is not None:
+            await self.spend.close()
         await self.writer.stop()
         await self.store.close()
 
@@ -135,6 +162,9 @@ async def open_service(config: Config) -> Service:
     """Open the store and writer, then build the app with ingest, API and UI routes mounted."""
     from gateway.accounting import StoreRecorder
     from gateway.app import create_app
+    from gateway.budget_cli import BudgetReloader
+    from gateway.budget_store import SpendLoader
+    from gateway.enforcement import BudgetPolicy
     from gateway.prometheus import Metrics
     from store.client import Store
     from store.schema import migrate
@@ -151,9 +181,12 @@ async def open_service(config: Config) -> Service:
         raise
     metrics = Metrics()
     recorder = StoreRecorder(writer)
-    app = create_app(config, observers=[recorder, metrics],
-                     extend=lambda app, hub: _mount(app, hub, config, store, writer, metrics))
-    return Service(app, store, writer)
+    policy = BudgetPolicy(config, sink=writer, metrics=metrics)
+    spend = SpendLoader(store, policy.budgets)
+    await spend.start()
+    app = create_app(config, observers=[recorder, metrics, policy], policy=policy,
+                     extend=lambda app, hub: _mount(app, hub, config, store, writer, metrics, policy))
+    return Service(app, store, writer, policy, spend, BudgetReloader(config, policy))
 
 
 def _spill_dir(config: Config) -> Path:
@@ -166,11 +199,12 @@ def _spill_dir(config: Config) -> Path:
     return Path("data") / "spill"
 
 
-def _mount(app: Any, hub: Any, config: Config, store: Any, writer: Any, metrics: Any) -> None:
-    """Routes beside /mcp: OTLP ingest, /metrics, and (when present) the API and UI."""
+def _mount(app: Any, hub: Any, config: Config, store: Any, writer: Any, metrics: Any, policy: Any) -> None:
+    """Routes beside /mcp: OTLP ingest, /metrics, /api/budgets, and (when present) the API and UI."""
     from aiohttp import web
 
     from gateway.binding import Binder
+    from gateway.budget_report import add_budget_routes
     from ingest.app import OtlpSettings, add_otlp_routes
 
     binder = Binder(hub.sessions, on_bound=hub.session_started)  # MCP session -> Claude Code session, inline
@@ -189,6 +223,7 @@ def _mount(app: Any, hub: Any, config: Config, store: Any, writer: Any, metrics:
         return web.Response(text=metrics.render(), content_type="text/plain")
 
     app.router.add_get("/metrics", prometheus)
+    add_budget_routes(app, policy.budgets, config.server.auth_tokens)
     try:
         from ui.app import add_ui_routes
     except ImportError:
@@ -233,6 +268,24 @@ async def _print_exposed_tools(config: Config) -> int:
         return 1 if unhealthy else 0
     finally:
         await hub.close()
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from gateway.budget_cli import send_reload
+
+    pid, path = send_reload(_load(args, data_dir=args.data_dir))
+    if pid is None:
+        print(f"tollgate: no running server found (no live pid in {path})", file=sys.stderr)
+        return 1
+    print(f"sent SIGHUP to tollgate (pid {pid}); its log lists the budget changes")
+    return 0
+
+
+def _report_budgets(args: argparse.Namespace) -> int:
+    from gateway.budget_cli import budgets_report, print_report
+
+    print_report(asyncio.run(budgets_report(_load(args, data_dir=args.data_dir))), args.json)
+    return 0
 
 
 def _import_mcp_json(args: argparse.Namespace) -> int:

@@ -1,0 +1,136 @@
+"""Budget plumbing for the CLI: the server's pid file, `tollgate reload` (SIGHUP), reloading budgets in place,
+and `tollgate report budgets` (from the running server's /api/budgets, else straight from the store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, ConfigError, load_config, parse_listen
+
+log = logging.getLogger("tollgate.budgets")
+PID_FILE = "tollgate.pid"
+
+
+def pid_path(config: Config) -> Path:
+    """`<data dir>/tollgate.pid`: the chDB directory, or the spill directory's parent for a remote store."""
+    if config.store.dsn.startswith("chdb://"):
+        from store.client import chdb_path
+
+        return Path(chdb_path(config.store.dsn)) / PID_FILE
+    spill = Path(config.store.spill_dir) if config.store.spill_dir else Path("data") / "spill"
+    return spill.parent / PID_FILE
+
+
+def write_pid(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+
+
+def remove_pid(path: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text(encoding="utf-8").strip()) == os.getpid():
+            path.unlink()
+
+
+def running_pid(path: Path) -> int | None:
+    """The pid in `path` when that process is alive, else None."""
+    try:
+        pid = int(path.read_text(encoding="utf-8").strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def send_reload(config: Config) -> tuple[int | None, Path]:
+    """SIGHUP the server that wrote the pid file for this config's data directory."""
+    path = pid_path(config)
+    pid = running_pid(path)
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+    return pid, path
+
+
+class BudgetReloader:
+    """Re-reads the config file and swaps budgets in the running policy; an invalid file keeps the old ones."""
+
+    def __init__(self, config: Config, policy: Any) -> None:
+        self.config = config
+        self.policy = policy
+
+    def reload(self) -> bool:
+        source = self.config.source
+        if source is None:
+            log.warning("reload: started without a config file; nothing to re-read")
+            return False
+        try:
+            new = load_config(source)
+        except ConfigError as exc:
+            log.error("reload: %s is invalid; the old budgets stay:\n%s", source, exc)
+            return False
+        changes = self.policy.apply_config(new)
+        for line in changes:
+            log.info("reload: budget %s", line)
+        log.info("reload: %s re-read, %d budget change(s)", source, len(changes))
+        if _without_budgets(new) != _without_budgets(self.config):
+            log.warning("reload: changes other than budgets (upstreams, server, store) need a restart")
+        self.config = new
+        return True
+
+
+def _without_budgets(config: Config) -> tuple[Any, ...]:
+    return tuple(dataclasses.replace(u, budget=None) for u in config.upstreams)
+
+
+async def budgets_report(config: Config) -> dict[str, Any]:
+    """The running server's /api/budgets, or, when none answers, the same view rebuilt from the store."""
+    import aiohttp
+
+    host, port = parse_listen(config.server.listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/api/budgets"
+    headers = {"Authorization": f"Bearer {config.server.auth_tokens[0]}"} if config.server.auth_tokens else {}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, \
+                http.get(url, headers=headers) as response:
+            if response.status == 200:
+                body: dict[str, Any] = await response.json()
+                return {**body, "source": url}
+    except (aiohttp.ClientError, TimeoutError):
+        pass
+    return await _report_from_store(config)
+
+
+async def _report_from_store(config: Config) -> dict[str, Any]:
+    from gateway.budget_report import budgets_snapshot
+    from gateway.budget_store import load_spend
+    from gateway.budgets import Budgets
+    from gateway.enforcement import budget_rules
+    from store.client import Store
+    from store.schema import migrate
+
+    store = await Store.open(config.store.dsn, cluster=config.store.cluster)
+    try:
+        await migrate(store)
+        budgets = Budgets(budget_rules(config))
+        await load_spend(store, budgets)
+    finally:
+        await store.close()
+    return {**budgets_snapshot(budgets), "source": store.display_dsn}
+
+
+def print_report(snapshot: dict[str, Any], as_json: bool) -> None:
+    from gateway.budget_report import render_budgets
+
+    if as_json:
+        print(json.dumps(snapshot, indent=2))
+    else:
+        print(render_budgets(snapshot) + f"\n\n(source: {snapshot.get('source', '?')})")
