@@ -20,7 +20,7 @@ from gateway.config import Config, UpstreamConfig
 from gateway.records import CallRecord, Observer
 from gateway.sessions import Session, SessionRegistry
 from gateway.upstreams.base import Transport
-from gateway.upstreams.client import State, UpstreamClient
+from gateway.upstreams.client import State, UpstreamClient, UpstreamError
 
 log = logging.getLogger("tollgate.hub")
 
@@ -34,6 +34,7 @@ class Hub:
                  observers: list[Observer] | None = None) -> None:
         self.config = config
         self.observers: list[Observer] = list(observers or [])
+        self._make_transport = make_transport
         self.upstreams: dict[str, UpstreamClient] = {
             u.name: UpstreamClient(u, _bind(make_transport, u), self)
             for u in config.upstreams if u.enabled
@@ -115,6 +116,23 @@ class Hub:
     def call_finished(self, call: CallRecord) -> None:
         self._each_observer(lambda o: o.call_finished(call))
 
+    async def client_for(self, session: Session, shared: UpstreamClient) -> UpstreamClient:
+        """The client that serves `session`'s calls: the shared one, or for a `stateful` upstream the
+        session's own (started on first use, closed when the session ends)."""
+        if not shared.config.stateful:
+            return shared
+        client = session.private_upstreams.get(shared.name)
+        if client is None:
+            client = UpstreamClient(shared.config, _bind(self._make_transport, shared.config),
+                                    _PrivateObserver(self, session))
+            session.private_upstreams[shared.name] = client
+            client.start()
+        if not await client.wait_settled(shared.config.timeouts.init_seconds):
+            raise UpstreamError(f"upstream {shared.name} (this session's instance) is unavailable: "
+                                f"{client.last_error or 'still starting'}")
+        assert isinstance(client, UpstreamClient)
+        return client
+
     def session_started(self, session: Session) -> None:
         self._each_observer(lambda o: o.session_event(_session_row(session)))
 
@@ -122,6 +140,9 @@ class Hub:
         log.info("session %s ended (%s)", session.session_id[:8], reason)
         self._each_observer(lambda o: o.session_event(_session_row(session, ended=True)))
         session.general.queue.put_nowait(("", b""))  # wakes and closes an attached GET stream
+        for client in session.private_upstreams.values():
+            self.spawn(client.close())
+        session.private_upstreams.clear()
 
     def _broadcast(self, body: dict[str, Any]) -> None:
         data = jsonrpc.encode(body)
@@ -164,3 +185,23 @@ async def _logged(coro: Coroutine[Any, Any, Any]) -> None:
         await coro
     except Exception as exc:
         log.info("background task failed: %s", exc)
+
+
+class _PrivateObserver:
+    """Observer of a session's own upstream instance: its catalog is the shared one's, its
+    notifications go to that session only."""
+
+    def __init__(self, hub: Hub, session: Session) -> None:
+        self.hub, self.session = hub, session
+
+    def upstream_changed(self, upstream: UpstreamClient) -> None:
+        return None
+
+    def upstream_notification(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
+        self.session.general.push(jsonrpc.encode(body))
+
+    def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
+        self.hub.upstream_request(upstream, body)
+
+    def upstream_event(self, upstream: UpstreamClient, kind: str, detail: str) -> None:
+        self.hub.upstream_event(upstream, kind, detail)

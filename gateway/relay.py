@@ -228,6 +228,8 @@ class Relay:
         def sent(_: int, size: int) -> None:
             call.req_bytes_upstream = size
 
+        upstream = await self.hub.client_for(session, upstream)
+
         response = await upstream.request(call.method, params, sink=self._sink(session, upstream, emit, call),
                                           on_sent=sent)
         call.resp_bytes_upstream = response.size

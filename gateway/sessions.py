@@ -69,6 +69,8 @@ class Session:
     in_flight: dict[RequestId, asyncio.Task[Any]] = field(default_factory=dict)
     server_requests: dict[str, ServerRequest] = field(default_factory=dict)
     general: EventStream = field(default_factory=lambda: EventStream("g"))
+    # Upstreams marked `stateful` get one client (process) per session, closed with the session.
+    private_upstreams: dict[str, Any] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
