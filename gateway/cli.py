@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(serve)
     serve.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
     serve.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
+    serve.add_argument("--no-store", action="store_true",
+                       help="run the bare gateway: no store, metering, OTLP, API or UI (for benchmarks)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check-config", help="validate the config and list exposed tools")
@@ -102,19 +104,20 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        uvloop.run(_run_server(config))
+        uvloop.run(_run_server(config, store=not args.no_store))
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep serving without it
-        asyncio.run(_run_server(config))
+        asyncio.run(_run_server(config, store=not args.no_store))
     return 0
 
 
-async def _run_server(config: Config) -> None:
+async def _run_server(config: Config, *, store: bool = True) -> None:
     from aiohttp import web
 
+    from gateway.app import create_app
     from gateway.budget_cli import pid_path, remove_pid, write_pid
     from gateway.config import parse_listen
 
-    service = await open_service(config)
+    service = await open_service(config) if store else Service(create_app(config), None, None)
     host, port = parse_listen(config.server.listen)
     runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
     await runner.setup()
@@ -154,8 +157,10 @@ class Service:
     async def close(self) -> None:
         if self.spend is not None:
             await self.spend.close()
-        await self.writer.stop()
-        await self.store.close()
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.store is not None:
+            await self.store.close()
 
 
 async def open_service(config: Config) -> Service:
