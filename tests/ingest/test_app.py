@@ -552,3 +552,17 @@ async def test_on_rows_hook_sees_durable_rows_and_its_failure_does_not_fail_the_
             ("tool_result", "cc_tool_results"), ("tool_decision", "cc_tool_decisions")]},
     }]
     assert len(await stored("cc_events_raw", "event_key")) == len(expected_logs(doc))
+
+
+async def test_standalone_otlp_app_serves_the_routes_with_raw_bodies(
+    aiohttp_client: Any, writer: Writer, stored: Any
+) -> None:
+    from ingest.app import create_otlp_app
+
+    client = await aiohttp_client(create_otlp_app(writer, OtlpSettings()))
+    body = gz(capture("s1_protobuf", "0001_logs"))
+    gzipped = {**PROTOBUF, "Content-Encoding": "gzip"}
+    assert (await client.post("/v1/logs", data=body[:-8], headers=gzipped)).status == 400
+    assert (await client.post("/v1/logs", data=body, headers=gzipped)).status == 200
+    events = expected_logs(capture_doc("s1_protobuf", "0001_logs"))
+    assert len(await stored("cc_events_raw", "event_key")) == len(events)
