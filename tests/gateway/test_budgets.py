@@ -1,0 +1,379 @@
+"""Budget arithmetic with an injected clock, truncation of results, and the policy's texts and records."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import replace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.budget_store import SpendLoader, load_spend
+from gateway.budgets import Budgets, Spend, day_bounds
+from gateway.config import BudgetConfig, Config, UpstreamConfig
+from gateway.enforcement import SPEND_UNKNOWN, BudgetPolicy, denial_text
+from gateway.records import CallRecord
+from gateway.truncation import META_KEY, cut_text, json_size, truncate
+
+NY = ZoneInfo("America/New_York")
+KOLKATA = ZoneInfo("Asia/Kolkata")
+
+
+class Clock:
+    def __init__(self, at: dt.datetime) -> None:
+        self.t = at.timestamp()
+
+    def __call__(self) -> float:
+        return self.t
+
+    def set(self, at: dt.datetime) -> None:
+        self.t = at.timestamp()
+
+
+def local(zone: ZoneInfo, *parts: int) -> dt.datetime:
+    return dt.datetime(*parts, tzinfo=zone)  # type: ignore[misc]
+
+
+def budgets(clock: Clock, **limits: Any) -> Budgets:
+    return Budgets({"up": BudgetConfig(**limits)}, clock)
+
+
+def spend_calls(b: Budgets, n: int, tool: str = "t", session: str = "s1", request_bytes: int = 10,
+                result: Spend | None = None) -> list[bool]:
+    admitted = []
+    for _ in range(n):
+        admission = b.admit("up", tool, session, request_bytes)
+        admitted.append(admission.denial is None)
+        if admission.reservation is not None:
+            b.settle(admission.reservation, result or Spend(calls=1, bytes=request_bytes), b.now())
+    return admitted
+
+
+# ----- windows ---------------------------------------------------------------------------------------
+
+
+def test_session_calls_deny_after_the_limit_and_other_sessions_are_separate() -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), session_calls=3)
+    assert spend_calls(b, 4) == [True, True, True, False]
+    denial = b.admit("up", "t", "s1", 10).denial
+    assert denial is not None and (denial.limit, denial.used, denial.allowed, denial.window) == (
+        "session_calls", 3, 3, "session")
+    assert spend_calls(b, 1, session="s2") == [True]
+    b.forget_session("s1")
+    assert spend_calls(b, 1, session="s1") == [True]
+
+
+def test_twenty_concurrent_admissions_against_five_calls_admit_exactly_five() -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), day_calls=5)
+    admissions = [b.admit("up", "t", f"s{i}", 10) for i in range(20)]  # none settled yet: all in flight
+    assert sum(a.reservation is not None for a in admissions) == 5
+    for a in admissions:
+        if a.reservation is not None:
+            b.settle(a.reservation, Spend(calls=1), b.now())
+    assert b.day_spend("up")[0].calls == 5
+    assert b.admit("up", "t", "s0", 10).denial is not None
+
+
+def test_a_settled_denied_call_releases_its_reservation() -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), day_calls=1)
+    first = b.admit("up", "t", "s", 10)
+    assert first.reservation is not None
+    assert b.admit("up", "t", "s", 10).denial is not None
+    b.settle(first.reservation, Spend(denied=1), b.now())  # e.g. refused on the result side
+    assert b.admit("up", "t", "s", 10).denial is None
+
+
+def test_day_bytes_reserve_the_request_and_settle_request_plus_result() -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), day_bytes=1000)
+    assert spend_calls(b, 1, request_bytes=100, result=Spend(calls=1, bytes=700)) == [True]
+    assert b.admit("up", "t", "s", 301).denial is not None  # 700 + 301 > 1000
+    assert b.admit("up", "t", "s", 300).denial is None
+
+
+def test_tokens_deny_once_the_estimate_reaches_the_limit() -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), session_tokens=500)
+    assert spend_calls(b, 2, result=Spend(calls=1, tokens=250)) == [True, True]
+    denial = b.admit("up", "t", "s1", 10).denial
+    assert denial is not None and denial.limit == "session_tokens" and denial.used == 500
+
+
+def test_max_request_bytes_deny_and_warn() -> None:
+    clock = Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
+    assert budgets(clock, max_request_bytes=100).admit("up", "t", "s", 101).denial is not None
+    assert budgets(clock, max_request_bytes=100).admit("up", "t", "s", 100).denial is None
+    warned = budgets(clock, max_request_bytes=100, action="warn").admit("up", "t", "s", 101)
+    assert warned.reservation is not None and [d.action for d in warned.decisions] == ["warn"]
+
+
+def test_result_limits_map_to_truncate_deny_and_warn() -> None:
+    clock = Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
+    assert budgets(clock, max_result_bytes=100).check_result("up", "t", 100) is None
+    for action in ("truncate", "deny", "warn"):
+        decision = budgets(clock, max_result_bytes=100, action=action).check_result("up", "t", 101)
+        assert decision is not None and decision.action == action and decision.used == 101
+
+
+def test_per_limit_actions_and_a_block_wide_truncate_denies_window_limits() -> None:
+    clock = Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
+    b = budgets(clock, max_result_bytes=100, session_calls=1, action="truncate", actions={"session_calls": "warn"})
+    assert spend_calls(b, 2) == [True, True]
+    b = budgets(clock, max_result_bytes=100, session_calls=1, action="truncate")
+    assert spend_calls(b, 2) == [True, False]
+
+
+def test_tool_overrides_count_their_own_calls_and_inherited_limits_count_the_upstream() -> None:
+    clock = Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC))
+    upstream = BudgetConfig(day_calls=3)
+    upstream = replace(upstream, tools={"search": replace(upstream, day_calls=1), "get": upstream})
+    b = Budgets({"up": upstream}, clock)
+    assert spend_calls(b, 2, tool="search") == [True, False]
+    assert spend_calls(b, 3, tool="get") == [True, True, False]  # 1 search + 2 get = the upstream's 3
+    assert b.day_spend("up")[0].calls == 3 and b.day_spend("up", "search")[0].calls == 1
+
+
+def test_warn_admits_and_reports_each_limit_passed() -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), day_calls=1, session_calls=1, action="warn")
+    spend_calls(b, 1)
+    admission = b.admit("up", "t", "s1", 10)
+    assert admission.reservation is not None
+    assert sorted(d.limit for d in admission.decisions) == ["day_calls", "session_calls"]
+
+
+# ----- the day boundary ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zone", [NY, KOLKATA])
+def test_day_spend_resets_at_local_midnight(zone: ZoneInfo) -> None:
+    clock = Clock(local(zone, 2025, 3, 1, 23, 59, 59))
+    b = Budgets({"up": BudgetConfig(day_calls=2, timezone=str(zone))}, clock)
+    assert spend_calls(b, 3) == [True, True, False]
+    denial = b.admit("up", "t", "s", 10).denial
+    assert denial is not None and denial.reset_at == local(zone, 2025, 3, 2).timestamp()
+    clock.set(local(zone, 2025, 3, 2, 0, 0, 0))
+    assert spend_calls(b, 3) == [True, True, False]
+    assert b.day_spend("up")[0].calls == 2
+
+
+@pytest.mark.parametrize("zone", [NY, KOLKATA])
+def test_spend_from_the_previous_local_day_does_not_count_even_when_the_utc_date_is_the_same(zone: ZoneInfo) -> None:
+    clock = Clock(local(zone, 2025, 6, 10, 23, 30))
+    b = Budgets({"up": BudgetConfig(day_calls=1, timezone=str(zone))}, clock)
+    b.record("up", "t", "s", clock(), Spend(calls=1))
+    assert b.admit("up", "t", "s", 1).denial is not None
+    clock.set(local(zone, 2025, 6, 11, 0, 30))
+    assert b.admit("up", "t", "s", 1).denial is None
+
+
+def test_day_bounds_in_non_utc_zones_and_across_a_dst_change() -> None:
+    start, end = day_bounds(local(KOLKATA, 2025, 1, 1, 0, 0, 1).timestamp(), "Asia/Kolkata")
+    assert dt.datetime.fromtimestamp(start, dt.UTC) == dt.datetime(2024, 12, 31, 18, 30, tzinfo=dt.UTC)
+    assert end - start == 86400
+    start, end = day_bounds(local(NY, 2025, 3, 9, 12).timestamp(), "America/New_York")  # spring forward
+    assert end - start == 23 * 3600
+    assert dt.datetime.fromtimestamp(end, NY) == local(NY, 2025, 3, 10)
+
+
+# ----- truncation ------------------------------------------------------------------------------------
+
+
+def test_cut_text_never_splits_a_multibyte_character() -> None:
+    text = "é—🙂漢" * 50
+    for room in range(0, 120):
+        cut = cut_text(text, room)
+        assert json_size(cut) <= room or cut == ""
+        assert text.startswith(cut)
+        cut.encode("utf-8")  # valid
+
+
+def test_truncate_keeps_text_within_the_limit_and_marks_it() -> None:
+    result = {"content": [{"type": "text", "text": "é—🙂漢" * 1000}]}
+    original = json_size(result)
+    cut = truncate(result, 1000, original, "[cut from {delivered}{dropped}]")
+    text = cut.result["content"][0]["text"]
+    assert len(text.encode()) <= 1000 and ("é—🙂漢" * 1000).startswith(text)
+    assert cut.delivered_bytes <= 1000
+    assert cut.result["content"][-1]["text"] == f"[cut from {cut.delivered_bytes}]"
+    assert cut.result["_meta"][META_KEY] == {"original_bytes": original, "delivered_bytes": cut.delivered_bytes,
+                                             "limit": 1000, "dropped": []}
+
+
+def test_truncate_drops_an_image_that_does_not_fit_but_keeps_later_text_that_does() -> None:
+    image = {"type": "image", "data": "QUJD" * 500, "mimeType": "image/png"}
+    result = {"content": [{"type": "text", "text": "caption"}, image, {"type": "text", "text": "after"}],
+              "structuredContent": {"x": "y" * 5000}, "_meta": {"keep": 1}}
+    cut = truncate(result, 300, json_size(result), "{dropped}")
+    texts = [b.get("text") for b in cut.result["content"]]
+    assert texts[:2] == ["caption", "after"] and all(b["type"] == "text" for b in cut.result["content"])
+    assert "structuredContent" not in cut.result
+    assert cut.dropped == ("1 image block(s)", "structuredContent")
+    assert cut.result["_meta"]["keep"] == 1
+
+
+def test_truncate_resource_contents_puts_the_marker_in_the_text() -> None:
+    result = {"contents": [{"uri": "file:///a", "mimeType": "text/plain", "text": "z" * 5000}]}
+    cut = truncate(result, 500, json_size(result), "[MARK]")
+    (item,) = cut.result["contents"]
+    assert item["uri"] == "file:///a" and item["text"].endswith("\n[MARK]") and len(item["text"]) < 520
+
+
+# ----- the policy --------------------------------------------------------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, dict[str, Any]]] = []
+
+    def submit(self, table: str, rows: list[dict[str, Any]]) -> None:
+        self.rows += [(table, row) for row in rows]
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        self.seen.append({"name": name, **labels})
+
+
+def policy_for(budget: BudgetConfig, clock: Clock) -> tuple[BudgetPolicy, Sink, Counts]:
+    sink, counts = Sink(), Counts()
+    config = Config(upstreams=(UpstreamConfig(name="docs", type="stdio", command="x", budget=budget),))
+    return BudgetPolicy(config, sink=sink, metrics=counts, now=clock, gateway_id="g"), sink, counts
+
+
+def call(tool: str = "search", request_bytes: int = 50, at: float | None = None) -> CallRecord:
+    record = CallRecord(method="tools/call", upstream="docs", tool=tool, exposed_name=f"docs__{tool}",
+                        mcp_session_id="sess-1", req_bytes_client=request_bytes)
+    record.started_at = at if at is not None else record.started_at
+    return record
+
+
+async def test_a_day_denial_names_server_limit_usage_and_reset_time_and_is_recorded() -> None:
+    clock = Clock(local(NY, 2025, 3, 1, 22, 0))
+    policy, sink, counts = policy_for(BudgetConfig(day_calls=1, timezone="America/New_York"), clock)
+    first = call(at=clock())
+    assert await policy.admit(first, {}) is None
+    first.resp_bytes_client = 100
+    policy.call_finished(first)
+    second = call()
+    text = await policy.admit(second, {})
+    assert text is not None
+    assert "'docs'" in text and "day_calls" in text and "used 1 of 1" in text
+    assert "2025-03-02T00:00:00-05:00 (America/New_York), in 120 min" in text
+    assert "Instead:" in text
+    assert (second.budget_action, second.budget_limit) == ("deny", "day_calls")
+    (table, row), = sink.rows
+    assert table == "budget_events" and row["limit_name"] == "day_calls" and row["window"] == "day"
+    assert row["reset_at"] == int(local(NY, 2025, 3, 2).timestamp() * 1000)
+    assert counts.seen == [{"name": "tollgate_budget_decisions_total", "upstream": "docs", "action": "deny",
+                            "limit": "day_calls"}]
+
+
+async def test_result_side_truncate_finishes_the_call_as_truncated_with_both_sizes() -> None:
+    policy, sink, _ = policy_for(BudgetConfig(max_result_bytes=200, action="truncate"), Clock(dt.datetime.now()))
+    record = call()
+    assert await policy.admit(record, {}) is None
+    result = {"content": [{"type": "text", "text": "x" * 5000}]}
+    delivered = policy.settle(record, result, 5100)
+    assert record.status == "truncated" and record.budget_action == "truncate"
+    assert record.text_bytes <= 200 + 300  # kept text plus the marker
+    assert delivered["_meta"][META_KEY]["original_bytes"] == json_size(result)
+    assert "[Tollgate: result truncated from" in delivered["content"][-1]["text"]
+    assert sink.rows[0][1]["action"] == "truncate"
+
+
+async def test_result_side_deny_replaces_the_result_with_a_short_error() -> None:
+    policy, _, _ = policy_for(BudgetConfig(max_result_bytes=200), Clock(dt.datetime.now()))
+    record = call()
+    await policy.admit(record, {})
+    delivered = policy.settle(record, {"content": [{"type": "text", "text": "x" * 5000}]}, 5100)
+    assert delivered["isError"] is True and record.status == "denied"
+    assert "5,0" in delivered["content"][0]["text"] and "max_result_bytes" in delivered["content"][0]["text"]
+    policy.call_finished(record)
+    assert policy.budgets.day_spend("docs")[0] == Spend(denied=1)
+
+
+def test_denial_text_for_a_session_limit_says_when_it_resets() -> None:
+    policy_clock = Clock(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    b = budgets(policy_clock, session_calls=1)
+    spend_calls(b, 1)
+    denial = b.admit("up", "t", "s1", 1).denial
+    assert denial is not None
+    assert "resets when this client session ends" in denial_text(denial, policy_clock())
+
+
+async def test_apply_config_swaps_rules_and_keeps_spend() -> None:
+    clock = Clock(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    policy, _, _ = policy_for(BudgetConfig(day_calls=1), clock)
+    first = call(at=clock())
+    await policy.admit(first, {})
+    policy.call_finished(first)
+    assert await policy.admit(call(), {}) is not None
+    new = Config(upstreams=(UpstreamConfig(name="docs", type="stdio", command="x",
+                                           budget=BudgetConfig(day_calls=2)),))
+    assert policy.apply_config(new) == ["docs: day_calls 1; deny -> day_calls 2; deny"]
+    assert await policy.admit(call(), {}) is None
+
+
+# ----- spend from the store ----------------------------------------------------------------------------
+
+
+class BrokenStore:
+    database = "tollgate"
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.answer: list[dict[str, Any]] | None = None
+        self.asked = asyncio.Event()
+
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        self.attempts += 1
+        self.asked.set()
+        if self.answer is None:
+            raise ConnectionError("store down")
+        return self.answer
+
+
+async def test_fail_closed_refuses_calls_until_the_store_answers() -> None:
+    clock = Clock(dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC))
+    policy, _, _ = policy_for(BudgetConfig(day_calls=10, fail_open=False), clock)
+    store = BrokenStore()
+    loader = SpendLoader(store, policy.budgets, retry_seconds=0.01)
+    await loader.start()
+    try:
+        record = call()
+        text = await policy.admit(record, {})
+        assert text is not None and "fail closed" in text and record.budget_limit == SPEND_UNKNOWN
+        store.answer = [{"upstream": "docs", "tool": "search", "mcp_session_id": "old", "bucket": clock() - 60,
+                         "calls": 4, "bytes": 10, "tokens": 1, "denied": 0, "truncated": 0, "warned": 0}]
+        await asyncio.wait_for(loader.loaded.wait(), 5)
+        assert await policy.admit(call(), {}) is None
+        assert policy.budgets.day_spend("docs")[0].calls == 4 + 1  # from the store, plus the one in flight
+    finally:
+        await loader.close()
+
+
+async def test_fail_open_serves_from_zero_when_the_store_is_down() -> None:
+    policy, _, _ = policy_for(BudgetConfig(day_calls=10), Clock(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)))
+    loader = SpendLoader(BrokenStore(), policy.budgets, retry_seconds=60)
+    await loader.start()
+    try:
+        assert policy.budgets.unknown_spend == {"docs"}
+        assert await policy.admit(call(), {}) is None
+    finally:
+        await loader.close()
+
+
+async def test_load_spend_charges_days_and_sessions() -> None:
+    clock = Clock(dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC))
+    store = BrokenStore()
+    store.answer = [{"upstream": "docs", "tool": "a", "mcp_session_id": "s", "bucket": clock() - 86400,
+                     "calls": 2, "bytes": 5, "tokens": 1, "denied": 1, "truncated": 0, "warned": 0},
+                    {"upstream": "docs", "tool": "a", "mcp_session_id": "s", "bucket": clock() - 900,
+                     "calls": 3, "bytes": 7, "tokens": 2, "denied": 0, "truncated": 1, "warned": 0}]
+    b = Budgets({"docs": BudgetConfig()}, clock)
+    assert await load_spend(store, b) == 5
+    assert b.day_spend("docs")[0] == Spend(calls=3, bytes=7, tokens=2, truncated=1)
+    assert b.session_spends("docs")["s"] == Spend(calls=5, bytes=12, tokens=3, denied=1, truncated=1)
