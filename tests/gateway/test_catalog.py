@@ -1,0 +1,99 @@
+"""The merged catalog: paginated and broken upstream lists, old protocol versions, bad upstreams (C04, C06, C13e)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import ClientSession as Http
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from gateway import jsonrpc
+from gateway.config import Timeouts, UpstreamConfig
+from tests.gateway.conftest import (
+    echo_upstream,
+    gateway_config,
+    mcp_session,
+    raw_upstream,
+    running_gateway,
+)
+from tests.gateway.test_downstream import JSON_HEADERS, open_session
+
+FAST = Timeouts(init_seconds=3.0)
+
+
+async def test_paginated_lists_are_read_to_the_end_and_a_repeating_cursor_stops_paging() -> None:
+    config = gateway_config(raw_upstream("paginated", "--tool-count", "14", "--page-size", "8"),
+                            raw_upstream("badcursor", "--tool-count", "5", "--page-size", "2", "--bad-cursor"))
+    async with running_gateway(config) as url, mcp_session(url) as client:
+        result = await client.list_tools()
+    names = [tool.name for tool in result.tools]
+    assert [n for n in names if n.startswith("paginated__")] == [f"paginated__tool_{i:02d}" for i in range(1, 15)]
+    assert [n for n in names if n.startswith("badcursor__")] == ["badcursor__tool_01", "badcursor__tool_02"]
+    assert result.next_cursor is None  # the gateway never hands out an upstream's cursor
+
+
+async def test_an_upstream_on_2024_11_05_is_negotiated_down_and_clients_see_one_version() -> None:
+    config = gateway_config(raw_upstream("old", "--protocol", "2024-11-05"), echo_upstream("new"))
+    async with running_gateway(config) as url, Http() as http:
+        async with http.get(url.replace("/mcp", "/healthz")) as response:
+            health = await response.json()
+        session_id = await open_session(http, url, "2025-11-25")
+        body = orjson.dumps(jsonrpc.request_body(1, "tools/call", {"name": "old__echo", "arguments": {"text": "hi"}}))
+        async with http.post(url, data=body, headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
+            answer = orjson.loads(await response.read())
+    assert health["upstreams"]["old"]["protocol_version"] == "2024-11-05"
+    assert health["upstreams"]["new"]["protocol_version"] == "2025-11-25"
+    assert "result" in answer and not answer["result"].get("isError")
+
+
+async def test_one_bad_upstream_never_empties_the_catalog() -> None:
+    bad = [
+        UpstreamConfig(name="refused", type="http", url="http://127.0.0.1:1/mcp", timeouts=FAST),
+        raw_upstream("exits", "--exit-code", "1", timeouts=FAST),
+        raw_upstream("mute", "--never-init", timeouts=FAST),
+    ]
+    config = gateway_config(echo_upstream("good"), *bad)
+    async with running_gateway(config) as url:
+        async with mcp_session(url) as client:
+            tools = [tool.name for tool in (await client.list_tools()).tools]
+            answer = await client.call_tool("good__echo", {"text": "still here"})
+        async with Http() as http, http.get(url.replace("/mcp", "/healthz")) as response:
+            health = await response.json()
+    assert tools and all(name.startswith("good__") for name in tools)
+    assert answer.content[0].text == "still here"  # type: ignore[union-attr]
+    assert health["status"] == "degraded"
+    for name in ("refused", "exits", "mute"):
+        assert health["upstreams"][name]["state"] in ("unhealthy", "starting")
+    assert "exit" in health["upstreams"]["exits"]["last_error"]
+    assert health["upstreams"]["refused"]["last_error"]
+
+
+async def test_a_recovered_upstream_rejoins_the_catalog_and_clients_are_told(tmp_path: Path) -> None:
+    flag = tmp_path / "allow"
+    # Exits until the flag file exists, then runs the echo server: an upstream that "comes back".
+    script = f'test -e "{flag}" || exit 1; exec "$0" "$@"'
+    echo = echo_upstream("late")
+    late = UpstreamConfig(name="late", type="stdio", command="sh", args=("-c", script, echo.command or "", *echo.args),
+                          timeouts=FAST)
+    changed = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if "list_changed" in repr(message):
+            changed.set()
+
+    async with running_gateway(gateway_config(echo_upstream("good"), late)) as url, \
+            streamable_http_client(url) as streams, \
+            ClientSession(streams[0], streams[1], message_handler=on_message) as client:
+        await client.initialize()
+        before = [tool.name for tool in (await client.list_tools()).tools]
+        flag.touch()
+        await asyncio.wait_for(changed.wait(), 30)  # sent on the GET stream when the catalog changes
+        after = [tool.name for tool in (await client.list_tools()).tools]
+        answer = await client.call_tool("late__whoami", {})
+    assert not any(name.startswith("late__") for name in before)
+    assert "late__whoami" in after
+    assert answer.content[0].text == "late"  # type: ignore[union-attr]
