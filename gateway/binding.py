@@ -1,8 +1,9 @@
 """Inline binding of MCP sessions to Claude Code sessions by `tool_use_id` (DESIGN §6, tie 1).
 
-Learns tool_use_id -> MCP session from finished calls and tool_use_id -> (Claude Code session, prompt) from
-telemetry rows, in either order; the first match tags the live MCP session so its later calls carry the
-Claude Code ids at once. Bounded memory, no I/O; the query-time join in `store.queries_turns` stays the authority.
+Learns tool_use_id -> MCP session from finished calls and tool_use_id -> Claude Code session from telemetry
+rows, in either order; the first match tags the live MCP session so its later calls carry the Claude Code
+session id at once. Not the prompt id: telemetry trails by an export interval, so the "current" prompt known
+inline is often the previous turn's; the query-time join in `store.queries_turns` ties prompts exactly.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from gateway.sessions import Session
 log = logging.getLogger("tollgate.binding")
 
 ID_TABLES = ("cc_tool_results", "cc_tool_decisions")
-PROMPT_TABLE = "cc_user_prompts"
 DEFAULT_CAPACITY = 20_000
 
 
@@ -48,9 +48,8 @@ class Binder:
         self._sessions = sessions
         self._on_bound = on_bound
         self._calls: _Bounded = _Bounded(capacity)  # tool_use_id -> mcp_session_id
-        self._telemetry: _Bounded = _Bounded(capacity)  # tool_use_id -> (cc_session_id, prompt_id)
+        self._telemetry: _Bounded = _Bounded(capacity)  # tool_use_id -> cc_session_id
         self.bound: _Bounded = _Bounded(capacity)  # mcp_session_id -> cc_session_id
-        self._latest_prompt: _Bounded = _Bounded(capacity)  # cc_session_id -> (event_time, prompt_id)
 
     # ----- Observer ------------------------------------------------------------------------------------
 
@@ -60,7 +59,7 @@ class Binder:
         self._calls.put(record.tool_use_id, record.mcp_session_id)
         known = self._telemetry.get(record.tool_use_id)
         if known is not None:
-            self._bind(record.mcp_session_id, *known)
+            self._bind(record.mcp_session_id, known)
 
     def tool_list_changed(self, snapshot: ToolListSnapshot) -> None:
         return None
@@ -74,41 +73,24 @@ class Binder:
     # ----- telemetry (the OTLP receiver's on_rows hook) --------------------------------------------------
 
     def telemetry_rows(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        for row in rows.get(PROMPT_TABLE, ()):
-            self._prompt_seen(str(row.get("session_id", "")), str(row.get("prompt_id", "")), row.get("event_time"))
         for table in ID_TABLES:
             for row in rows.get(table, ()):
                 tool_use_id, cc_session = str(row.get("tool_use_id", "")), str(row.get("session_id", ""))
                 if not tool_use_id or not cc_session:
                     continue
-                prompt = str(row.get("prompt_id", ""))
-                self._telemetry.put(tool_use_id, (cc_session, prompt))
+                self._telemetry.put(tool_use_id, cc_session)
                 mcp_session = self._calls.get(tool_use_id)
                 if mcp_session is not None:
-                    self._bind(mcp_session, cc_session, prompt)
+                    self._bind(mcp_session, cc_session)
 
-    def _prompt_seen(self, cc_session: str, prompt: str, at: Any) -> None:
-        if not cc_session or not prompt:
+    def _bind(self, mcp_session: str, cc_session: str) -> None:
+        if self.bound.get(mcp_session) == cc_session:
             return
-        previous = self._latest_prompt.get(cc_session)
-        if previous is not None and at is not None and previous[0] is not None and previous[0] > at:
-            return
-        self._latest_prompt.put(cc_session, (at, prompt))
-        for mcp_session, bound_to in list(self.bound.items()):
-            live = self._sessions.get(mcp_session) if bound_to == cc_session else None
-            if live is not None:
-                live.cc_prompt_id = prompt
-
-    def _bind(self, mcp_session: str, cc_session: str, prompt: str) -> None:
-        first = self.bound.get(mcp_session) != cc_session
         self.bound.put(mcp_session, cc_session)
         live = self._sessions.get(mcp_session)
         if live is None:
             return
-        latest = self._latest_prompt.get(cc_session)
         live.cc_session_id = cc_session
-        live.cc_prompt_id = latest[1] if latest is not None else prompt
-        if first:
-            log.info("MCP session %s bound to Claude Code session %s", mcp_session[:8], cc_session)
-            if self._on_bound is not None:
-                self._on_bound(live)
+        log.info("MCP session %s bound to Claude Code session %s", mcp_session[:8], cc_session)
+        if self._on_bound is not None:
+            self._on_bound(live)

@@ -207,8 +207,7 @@ class Relay:
             method=message.method, upstream=upstream, tool=tool, exposed_name=exposed,
             mcp_session_id=session.session_id, client_name=session.client_name,
             client_version=session.client_version, auth_identity=session.auth_identity,
-            cc_session_id=session.cc_session_id, cc_prompt_id=session.cc_prompt_id,
-            tool_use_id=str(meta.get(mcp.META_TOOL_USE_ID, "")),
+            cc_session_id=session.cc_session_id, tool_use_id=str(meta.get(mcp.META_TOOL_USE_ID, "")),
             traceparent=str(meta.get("traceparent", "")), req_bytes_client=message.size,
         )
 

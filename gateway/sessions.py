@@ -62,7 +62,6 @@ class Session:
     started_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     cc_session_id: str = ""  # set by gateway.binding once a tool_use_id ties this session
-    cc_prompt_id: str = ""  # the bound Claude Code session's latest prompt seen in telemetry
     # Every exposed name this session was shown stays routable for the session's life.
     tool_routes: dict[str, tuple[str, str]] = field(default_factory=dict)
     prompt_routes: dict[str, tuple[str, str]] = field(default_factory=dict)

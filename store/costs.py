@@ -1,0 +1,125 @@
+"""What tool results cost in the model's context: observed tokens, carried cost, startup overhead, tool lists.
+
+Pure functions over one session's rows. Observed tokens of a result = the growth in input + cache tokens of the
+request that consumed it over the request before it (shared by size when one request consumed several results).
+Prices are not configured: a model's input-token price is inferred from the session's own reported costs with
+Anthropic's price ratios (output 5x, cache read 0.1x, 5-minute cache write 1.25x, 1-hour write 2x); every
+figure derived from it is an estimate and named `est_*`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+OUTPUT_RATIO, CACHE_READ_RATIO, CACHE_5M_RATIO, CACHE_1H_RATIO = 5.0, 0.1, 1.25, 2.0
+BYTES_PER_TOKEN = 4
+
+
+def context_tokens(request: dict[str, Any]) -> int:
+    return int(request["input_tokens"] + request["cache_read_tokens"] + request["cache_creation_tokens"])
+
+
+def input_price_micros(requests: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """model -> inferred price of one input token in micro-USD (0 when the model reported no cost)."""
+    spent: dict[str, float] = {}
+    weighted: dict[str, float] = {}
+    for r in requests:
+        unsplit = max(0, r["cache_creation_tokens"] - r["cache_creation_5m_tokens"] - r["cache_creation_1h_tokens"])
+        weight = (r["input_tokens"] + OUTPUT_RATIO * r["output_tokens"] + CACHE_READ_RATIO * r["cache_read_tokens"]
+                  + CACHE_5M_RATIO * (r["cache_creation_5m_tokens"] + unsplit)
+                  + CACHE_1H_RATIO * r["cache_creation_1h_tokens"])
+        spent[r["model"]] = spent.get(r["model"], 0.0) + r["cost_usd_micros"]
+        weighted[r["model"]] = weighted.get(r["model"], 0.0) + weight
+    return {m: spent[m] / weighted[m] if weighted[m] else 0.0 for m in spent}
+
+
+def _order(row: dict[str, Any]) -> tuple[Any, int]:
+    return row["event_time"], row["seq"]
+
+
+def tool_costs(requests: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
+               calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per MCP tool result of the session, with the gateway's bytes when a call is tied to it.
+    Also sets `observed_tokens` on those calls."""
+    ordered = sorted(requests, key=_order)
+    prices = input_price_micros(ordered)
+    by_consumer: dict[int, list[dict[str, Any]]] = {}
+    for result in sorted((r for r in results if r["mcp_tool_name"]), key=_order):
+        index = _consumer(ordered, result)
+        by_consumer.setdefault(index if index is not None else -1, []).append(result)
+    call_of = {c["telemetry_tool_use_id"]: c for c in calls if c.get("telemetry_tool_use_id")}
+    out: list[dict[str, Any]] = []
+    for index, consumed in by_consumer.items():
+        consumer = ordered[index] if index >= 0 else None
+        growth, later = _growth(ordered, index) if consumer is not None else (0, 0)
+        weights = [max(1, r["tool_result_size_bytes"]) for r in consumed]
+        for result, weight in zip(consumed, weights, strict=True):
+            observed = round(growth * weight / sum(weights))
+            price = prices.get(consumer["model"], 0.0) if consumer else 0.0
+            carried = observed * later
+            call = call_of.get(result["tool_use_id"])
+            row = {
+                "tool_use_id": result["tool_use_id"], "prompt_id": result["prompt_id"],
+                "mcp_server_name": result["mcp_server_name"], "mcp_tool_name": result["mcp_tool_name"],
+                "tool_result_size_bytes": result["tool_result_size_bytes"],
+                "consumed_by_request_id": consumer["request_id"] if consumer else None,
+                "observed_tokens": observed, "later_requests": later, "carried_tokens": carried,
+                "est_carried_cost_usd": carried * price * CACHE_READ_RATIO / 1e6,
+                "call_id": call["call_id"] if call else None, "upstream": call["upstream"] if call else None,
+                "tool": call["tool"] if call else None,
+                "resp_bytes_upstream": call["resp_bytes_upstream"] if call else None,
+                "est_tokens": call["est_tokens"] if call else None,
+            }
+            if call is not None:
+                call["observed_tokens"] = observed
+                call["carried_tokens"] = carried
+            out.append(row)
+    return sorted(out, key=lambda r: (r["consumed_by_request_id"] is None, -r["carried_tokens"]))
+
+
+def _consumer(ordered: Sequence[dict[str, Any]], result: dict[str, Any]) -> int | None:
+    """The first later request of the same prompt that names this tool, else the first later one of that prompt."""
+    after = [i for i, r in enumerate(ordered) if _order(r) > _order(result)
+             and (not result["prompt_id"] or r["prompt_id"] == result["prompt_id"])]
+    named = [i for i in after if ordered[i]["mcp_tool_name"] == result["mcp_tool_name"]]
+    return named[0] if named else (after[0] if after else None)
+
+
+def _growth(ordered: Sequence[dict[str, Any]], index: int) -> tuple[int, int]:
+    """(context growth of request `index` over the previous request of its chain, later requests of that chain)."""
+    source = ordered[index]["query_source"]
+    chain = [i for i, r in enumerate(ordered) if r["query_source"] == source]
+    position = chain.index(index)
+    before = context_tokens(ordered[chain[position - 1]]) if position > 0 else 0
+    return max(0, context_tokens(ordered[index]) - before), len(chain) - position - 1
+
+
+def startup_overhead(requests: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
+                     calls: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Tokens and spend of the requests that finished before the session's first MCP tool call started."""
+    starts = [c["started_at"].timestamp() for c in calls]
+    starts += [r["event_time"].timestamp() - r.get("duration_ms", 0) / 1000 for r in results if r["mcp_tool_name"]]
+    first = min(starts) if starts else None
+    before = [r for r in requests if first is None or r["event_time"].timestamp() < first]
+    out: dict[str, Any] = {"first_tool_call_at": first, "requests": len(before)}
+    for key in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"):
+        out[key] = sum(r[key] for r in before)
+    out["total_tokens"] = sum(out[k] for k in ("input_tokens", "output_tokens", "cache_read_tokens",
+                                                "cache_creation_tokens"))
+    out["cost_usd"] = sum(r["cost_usd"] for r in before)
+    out["cost_usd_micros"] = sum(r["cost_usd_micros"] for r in before)
+    return out
+
+
+def tool_list_context(lists: Sequence[dict[str, Any]], requests: Sequence[dict[str, Any]],
+                      used: set[str]) -> list[dict[str, Any]]:
+    """Per upstream: its tool definitions' size and what carrying them in every request of the session costs."""
+    prices = input_price_micros(requests)
+    price = sum(prices.values()) / len(prices) if prices else 0.0
+    return [{
+        "upstream": t["upstream"], "server_bytes": t["server_bytes"], "tool_count": t["tool_count"],
+        "est_tokens": t["est_tokens"], "used_in_session": t["upstream"] in used,
+        "est_session_tokens": t["est_tokens"] * len(requests),
+        "est_session_cost_usd": t["est_tokens"] * len(requests) * price * CACHE_READ_RATIO / 1e6,
+    } for t in lists]
