@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -17,10 +17,13 @@ INIT_PARAMS = {
 }
 
 
-class Wire:
+T = TypeVar("T", bound=Transport)
+
+
+class Wire(Generic[T]):
     """Records inbound messages (raw and parsed) and the close cause of one transport."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: T) -> None:
         self.transport = transport
         self.raw: list[bytes] = []
         self.related: list[str | int | None] = []
@@ -41,7 +44,7 @@ class Wire:
             self.closed.set_result(cause)
         self._changed.set()
 
-    async def open(self) -> Wire:
+    async def open(self) -> Wire[T]:
         await self.transport.open(self.on_message, self.on_closed)
         return self
 
