@@ -1,0 +1,243 @@
+"""Budgets end to end: the real `mcp` client, Tollgate on port 0, real upstream processes and real chDB.
+
+Every limit and action, C09 (huge results) and C12 (batches) with budgets on, spend across a restart,
+reload without dropping sessions, and what `/api/budgets` and `tollgate report budgets` show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import ClientSession as Http
+from mcp.types import CallToolResult, TextContent
+
+from gateway import jsonrpc
+from gateway.budget_cli import budgets_report
+from gateway.budget_report import render_budgets
+from gateway.config import BudgetConfig, UpstreamConfig, load_config
+from gateway.truncation import META_KEY
+from tests.gateway.conftest import ROOT, gateway_config, mcp_session
+from tests.gateway.service import Running, running_service
+from tests.gateway.test_downstream import open_session, post
+
+BUDGET_SERVER = ROOT / "tests" / "fixtures" / "servers" / "budget_server.py"
+MIB = 1024 * 1024
+
+
+def budget_upstream(name: str, budget: BudgetConfig | None = None) -> UpstreamConfig:
+    return UpstreamConfig(name=name, type="stdio", command=sys.executable,
+                          args=(str(BUDGET_SERVER), "--name", name), budget=budget)
+
+
+def texts(result: CallToolResult) -> list[str]:
+    return [block.text for block in result.content if isinstance(block, TextContent)]
+
+
+async def budget_view(svc: Running, upstream: str) -> dict[str, Any]:
+    async with Http() as http, http.get(svc.base_url + "/api/budgets") as response:
+        assert response.status == 200
+        body = await response.json()
+    return next(u for u in body["upstreams"] if u["upstream"] == upstream)
+
+
+async def call_rows(svc: Running, upstream: str) -> list[dict[str, Any]]:
+    return await svc.query("SELECT * FROM calls FINAL WHERE upstream = {u:String} ORDER BY started_at",
+                           {"u": upstream})
+
+
+async def test_twenty_concurrent_calls_against_five_session_calls_let_exactly_five_through(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(session_calls=5)))
+    async with running_service(config, tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            results = await asyncio.gather(*(client.call_tool("b__echo", {"text": f"n{i}"}) for i in range(20)))
+        allowed = [r for r in results if not r.is_error]
+        denied = [r for r in results if r.is_error]
+        assert len(allowed) == 5 and len(denied) == 15
+        text = texts(denied[0])[0]
+        assert "'b'" in text and "session_calls" in text and "used 5 of 5 calls" in text
+        assert "resets when this client session ends" in text
+        async with mcp_session(svc.mcp_url) as fresh:  # a new session has its own budget
+            served = await fresh.call_tool("b__served_calls", {})
+        assert texts(served) == ["6"]  # the 5 admitted calls and this one: no denied call reached it
+        rows = await call_rows(svc, "b")
+        statuses = sorted(r["status"] for r in rows)
+        assert statuses == ["denied"] * 15 + ["ok"] * 6
+        for row in (r for r in rows if r["status"] == "denied"):
+            assert (row["budget_action"], row["budget_limit"]) == ("deny", "session_calls")
+            assert row["req_bytes_client"] > 0 and row["resp_bytes_client"] > 0 and row["req_bytes_upstream"] == 0
+        events = await svc.query("SELECT * FROM budget_events FINAL WHERE upstream = 'b'")
+        assert len(events) == 15 and {e["limit_name"] for e in events} == {"session_calls"}
+        view = await budget_view(svc, "b")
+        assert view["day"]["calls"] == 6 and view["day"]["denied"] == 15
+
+
+async def test_max_request_bytes_denies_before_anything_reaches_the_upstream(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(max_request_bytes=500)))
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        denied = await client.call_tool("b__echo", {"text": "x" * 1000})
+        assert denied.is_error
+        assert "max_request_bytes" in texts(denied)[0] and "smaller request" in texts(denied)[0]
+        assert texts(await client.call_tool("b__echo", {"text": "short"})) == ["short"]
+        assert texts(await client.call_tool("b__served_calls", {})) == ["2"]
+        (row,) = [r for r in await call_rows(svc, "b") if r["status"] == "denied"]
+        assert row["req_bytes_client"] > 1000 and row["req_bytes_upstream"] == 0 and row["resp_bytes_upstream"] == 0
+
+
+async def test_truncation_of_multibyte_text_stays_valid_utf8_and_records_both_sizes(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(max_result_bytes=1000, action="truncate")))
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        result = await client.call_tool("b__multibyte", {"repeat": 500})
+        assert not result.is_error
+        kept, marker = texts(result)
+        assert len(kept.encode("utf-8")) <= 1000 and ("é—🙂漢" * 500).startswith(kept)
+        assert marker.startswith("[Tollgate: result truncated from ") and "upstream 'b'" in marker
+        meta = (result.meta or {})[META_KEY]
+        assert meta["limit"] == 1000 and meta["original_bytes"] > 6000 and meta["delivered_bytes"] <= 1000
+        (row,) = await call_rows(svc, "b")
+        assert (row["status"], row["budget_action"], row["budget_limit"]) == (
+            "truncated", "truncate", "max_result_bytes")
+        assert row["resp_bytes_upstream"] > 6000 > row["resp_bytes_client"]
+        assert row["text_bytes"] <= 1000 + len(marker.encode())
+
+
+async def test_truncation_drops_image_blocks_whole_with_a_note(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(max_result_bytes=1000, action="truncate")))
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        result = await client.call_tool("b__picture", {"size": 3000})
+        assert [block.type for block in result.content] == ["text", "text", "text"]
+        assert texts(result)[:2] == ["caption", "after the image"]
+        assert "dropped 1 image block(s)" in texts(result)[2]
+        (row,) = await call_rows(svc, "b")
+        assert row["image_bytes_encoded"] == 0 and row["status"] == "truncated"
+
+
+async def test_c09_huge_results_pass_truncate_or_deny_as_configured(tmp_path: Path) -> None:
+    config = gateway_config(
+        budget_upstream("pass"),
+        budget_upstream("cut", BudgetConfig(max_result_bytes=MIB, action="truncate")),
+        budget_upstream("deny", BudgetConfig(max_result_bytes=MIB)),
+        max_body_bytes=64 * MIB,
+    )
+    one_block = {"count": 1, "size": 5 * MIB}
+    twenty_blocks = {"count": 20, "size": 300 * 1024}
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        whole = await client.call_tool("pass__blocks", one_block)
+        assert len(texts(whole)[0]) == 5 * MIB
+        for args in (one_block, twenty_blocks):
+            cut = await client.call_tool("cut__blocks", args)
+            *kept, marker = texts(cut)
+            assert sum(len(t) for t in kept) <= MIB and "truncated from" in marker
+            assert (cut.meta or {})[META_KEY]["original_bytes"] >= 5 * MIB
+            if args is twenty_blocks:
+                assert [len(t) for t in kept[:3]] == [300 * 1024] * 3 and len(kept) == 4
+            refused = await client.call_tool("deny__blocks", args)
+            assert refused.is_error and "max_result_bytes" in texts(refused)[0]
+            size_named = r"is [56],\d{3},\d{3} bytes, over its max_result_bytes limit of 1,048,576 bytes"
+            assert re.search(size_named, texts(refused)[0])
+        rows = {r["upstream"]: r for r in await svc.query("SELECT * FROM calls FINAL ORDER BY started_at")}
+        assert rows["pass"]["resp_bytes_client"] > 5 * MIB and rows["pass"]["status"] == "ok"
+        assert rows["cut"]["resp_bytes_upstream"] > 5 * MIB > MIB + 4096 > rows["cut"]["resp_bytes_client"]
+        assert rows["deny"]["status"] == "denied" and rows["deny"]["resp_bytes_upstream"] > 5 * MIB
+        assert rows["deny"]["resp_bytes_client"] < 4096
+        cut_day = (await budget_view(svc, "cut"))["day"]
+        assert cut_day["truncated"] == 2 and cut_day["bytes"] < 2 * MIB + 8192  # charged what was delivered
+        deny_day = (await budget_view(svc, "deny"))["day"]
+        assert (deny_day["calls"], deny_day["bytes"], deny_day["denied"]) == (0, 0, 2)
+
+
+async def test_warn_lets_calls_through_and_records_the_decision(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(day_calls=1, action="warn")))
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        for text in ("one", "two"):
+            assert texts(await client.call_tool("b__echo", {"text": text})) == [text]
+        rows = await call_rows(svc, "b")
+        assert [(r["status"], r["budget_action"]) for r in rows] == [("ok", ""), ("ok", "warn")]
+        (event,) = await svc.query("SELECT * FROM budget_events FINAL")
+        assert (event["action"], event["limit_name"], event["used"], event["limit"]) == ("warn", "day_calls", 1, 1)
+        assert (await budget_view(svc, "b"))["day"]["warned"] == 1
+
+
+async def test_byte_and_token_limits_deny_once_spent(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("tokens", BudgetConfig(session_tokens=100)),
+                            budget_upstream("bytes", BudgetConfig(day_bytes=2000)))
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        assert not (await client.call_tool("tokens__multibyte", {"repeat": 200})).is_error  # ~600 tokens
+        refused = await client.call_tool("tokens__multibyte", {"repeat": 1})
+        assert refused.is_error and "session_tokens" in texts(refused)[0]
+        assert not (await client.call_tool("bytes__echo", {"text": "x" * 1500})).is_error
+        refused = await client.call_tool("bytes__echo", {"text": "y"})
+        assert refused.is_error and "day_bytes" in texts(refused)[0] and "narrower queries" in texts(refused)[0]
+        view = await budget_view(svc, "bytes")
+        assert view["day"]["bytes"] > 2000 and view["usage"][0]["limit"] == "day_bytes"
+
+
+async def test_c12_a_batch_is_refused_before_any_dispatch_or_spend(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(session_calls=5)))
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        session_id = await open_session(http, svc.mcp_url, "2025-06-18")
+        batch = [jsonrpc.request_body(i, "tools/call", {"name": "b__served_calls", "arguments": {}})
+                 for i in range(50)]
+        status, _, body = await post(http, svc.mcp_url, batch, session_id, **{"MCP-Protocol-Version": "2025-06-18"})
+        assert status == 400 and body["error"]["code"] == jsonrpc.INVALID_REQUEST
+        assert (await budget_view(svc, "b"))["day"]["calls"] == 0
+        answers = []
+        for i in range(6):
+            _, _, answer = await post(http, svc.mcp_url, jsonrpc.request_body(100 + i, "tools/call", {
+                "name": "b__served_calls", "arguments": {}}), session_id, **{"MCP-Protocol-Version": "2025-06-18"})
+            answers.append(answer["result"]["content"][0]["text"])
+        assert answers[:5] == ["1", "2", "3", "4", "5"]  # no call of the batch reached the upstream
+        assert "session_calls" in answers[5]
+        assert len(await call_rows(svc, "b")) == 6
+
+
+async def test_a_restart_in_the_middle_of_the_day_keeps_the_spend(tmp_path: Path) -> None:
+    zone = "Asia/Kolkata"
+    config = gateway_config(budget_upstream("b", BudgetConfig(day_calls=3, timezone=zone)))
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        for _ in range(2):
+            assert not (await client.call_tool("b__echo", {"text": "before"})).is_error
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        assert not (await client.call_tool("b__echo", {"text": "after"})).is_error
+        refused = await client.call_tool("b__echo", {"text": "one too many"})
+        assert refused.is_error
+        text = texts(refused)[0]
+        now = dt.datetime.now(ZoneInfo(zone))
+        midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(0), tzinfo=ZoneInfo(zone))
+        assert "'b'" in text and "day_calls" in text and "used 3 of 3 calls" in text
+        assert f"resets at {midnight.isoformat()} ({zone}), in " in text and " min." in text
+        view = await budget_view(svc, "b")
+        assert (view["day"]["calls"], view["day"]["denied"]) == (3, 1)
+        assert view["limits"] == {"day_calls": {"allowed": 3, "action": "deny"}} and view["timezone"] == zone
+    # with no server answering, the report is rebuilt from the store
+    offline = load_config(None, overrides={"listen": "127.0.0.1:9", "data_dir": tmp_path / "db"})
+    report = await budgets_report(replace(offline, upstreams=config.upstreams))
+    (upstream,) = report["upstreams"]
+    assert report["source"].startswith("chdb://")
+    assert (upstream["day"]["calls"], upstream["day"]["denied"]) == (3, 1)
+    assert "today: 3 calls" in render_budgets(report)
+
+
+async def test_reload_swaps_budgets_without_dropping_sessions_and_keeps_them_on_a_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "tollgate.toml"
+    upstream = (f'[upstreams.b]\ncommand = "{sys.executable}"\nargs = ["{BUDGET_SERVER}", "--name", "b"]\n'
+                "[upstreams.b.budget]\n")
+    path.write_text(upstream + "session_calls = 1\n")
+    async with running_service(load_config(path), tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        assert not (await client.call_tool("b__echo", {"text": "1"})).is_error
+        assert (await client.call_tool("b__echo", {"text": "2"})).is_error
+        path.write_text(upstream + "session_calls = 3\n")
+        assert svc.service.reload()
+        assert texts(await client.call_tool("b__echo", {"text": "3"})) == ["3"]  # same session, new limit
+        path.write_text(upstream + "session_calls = -1\n")
+        assert not svc.service.reload()
+        assert texts(await client.call_tool("b__echo", {"text": "4"})) == ["4"]  # the old rules stayed
+        assert (await client.call_tool("b__echo", {"text": "5"})).is_error
+        assert (await budget_view(svc, "b"))["limits"]["session_calls"]["allowed"] == 3
+
