@@ -12,7 +12,7 @@ import pytest
 
 from gateway.upstreams.base import MessageTooLarge, TransportClosed, TransportError
 from gateway.upstreams.stdio import LineFramer, StdioTransport
-from tests.fixtures.procs import EVERYTHING_BIN, echo_stdio_command, raw_stdio_command
+from tests.fixtures.procs import EVERYTHING_BIN, PYTHON, REPO_ROOT, echo_stdio_command, raw_stdio_command
 from tests.gateway.upstreams.wire import Wire, text_of
 
 MiB = 1024 * 1024
@@ -64,6 +64,23 @@ async def test_round_trip_against_server_everything() -> None:
     finally:
         await wire.transport.close()
     assert await wire.wait_closed() is None
+
+
+async def test_the_demo_notes_server_serves_tools_resource_and_prompt() -> None:
+    wire = await Wire(StdioTransport("notes", PYTHON, [str(REPO_ROOT / "demo" / "notes_server.py")])).open()
+    try:
+        await wire.initialize()
+        tools = await wire.request(1, "tools/list")
+        assert {t["name"] for t in tools["result"]["tools"]} == {"add_note", "list_notes", "search_notes", "read_note"}
+        await wire.call(2, "add_note", title="Tollgate", body="meters bytes")
+        found = await wire.call(3, "search_notes", query="BYTES")
+        assert found["result"]["structuredContent"] == {"result": ["Tollgate"]}
+        resource = await wire.request(4, "resources/read", {"uri": "notes://all"})
+        assert "meters bytes" in resource["result"]["contents"][0]["text"]
+        prompt = await wire.request(5, "prompts/get", {"name": "summarize_notes", "arguments": {}})
+        assert "notes://all" in prompt["result"]["messages"][0]["content"]["text"]
+    finally:
+        await wire.transport.close()
 
 
 async def test_progress_notifications_arrive_before_the_result() -> None:
