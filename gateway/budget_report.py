@@ -5,14 +5,16 @@ Reads `Budgets` (live, or rebuilt from the store by the CLI); changes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from gateway.budgets import WINDOW_LIMITS, Budgets, Spend
 from gateway.config import BUDGET_LIMITS, BudgetConfig
-from gateway.enforcement import iso_local, minutes_until
+from gateway.enforcement import minutes_until
 
 _SPEND_KEYS = ("calls", "bytes", "tokens", "denied", "truncated", "warned")
 
@@ -20,7 +22,7 @@ _SPEND_KEYS = ("calls", "bytes", "tokens", "denied", "truncated", "warned")
 def budgets_snapshot(budgets: Budgets) -> dict[str, Any]:
     """Per upstream: limits, spend today and per live session, decisions, and when the day resets."""
     now = budgets.now()
-    return {"generated_at": iso_local(now, "UTC"),
+    return {"generated_at": _iso(now, "UTC"),
             "upstreams": [_upstream(budgets, name, now) for name in budgets.upstreams()]}
 
 
@@ -36,7 +38,7 @@ def _upstream(budgets: Budgets, name: str, now: float) -> dict[str, Any]:
         "timezone": zone,
         "fail_open": budget.fail_open if budget else True,
         "spend_unknown": name in budgets.unknown_spend,
-        "day": {**_spend(day), "reset_at": iso_local(reset_at, zone),
+        "day": {**_spend(day), "reset_at": _iso(reset_at, zone),
                 "resets_in_seconds": max(0, int(reset_at - now))},
         "sessions": {"count": len(sessions), "busiest": _spend(busiest)},
         "usage": _usage(budget, day, busiest),
@@ -71,6 +73,10 @@ def _usage(budget: BudgetConfig | None, day: Spend, session: Spend) -> list[dict
     return rows
 
 
+def _iso(at: float, zone: str) -> str:
+    return dt.datetime.fromtimestamp(at, ZoneInfo(zone)).isoformat(timespec="seconds")
+
+
 def _spend(spend: Spend) -> dict[str, int]:
     return {key: getattr(spend, key) for key in _SPEND_KEYS}
 
@@ -86,9 +92,10 @@ def render_budgets(snapshot: dict[str, Any]) -> str:
         lines.append(f"\n{u['upstream']}: {limits}")
         lines.append(f"  today: {day['calls']:,} calls, {day['bytes']:,} bytes, {day['tokens']:,} est. tokens; "
                      f"{day['denied']} denied, {day['truncated']} truncated, {day['warned']} warned")
-        lines.append(f"  day resets at {day['reset_at']}, in {minutes_until(day['resets_in_seconds'], 0)} min")
+        lines.append(f"  day resets at {day['reset_at']} ({u['timezone']}), "
+                     f"in {minutes_until(day['resets_in_seconds'], 0)} min")
         busiest = u["sessions"]["busiest"]
-        lines.append(f"  sessions: {u['sessions']['count']}, busiest {busiest['calls']:,} calls, "
+        lines.append(f"  sessions with spend: {u['sessions']['count']}, busiest {busiest['calls']:,} calls, "
                      f"{busiest['bytes']:,} bytes, {busiest['tokens']:,} est. tokens")
         for row in u["usage"]:
             share = 100.0 * row["used"] / row["allowed"] if row["allowed"] else 100.0

@@ -241,3 +241,49 @@ async def test_reload_swaps_budgets_without_dropping_sessions_and_keeps_them_on_
         assert (await client.call_tool("b__echo", {"text": "5"})).is_error
         assert (await budget_view(svc, "b"))["limits"]["session_calls"]["allowed"] == 3
 
+
+
+async def read_until(stream: asyncio.StreamReader, needle: str, timeout: float = 30.0) -> str:
+    async def scan() -> str:
+        while line := (await stream.readline()).decode():
+            if needle in line:
+                return line
+        raise AssertionError(f"stream ended before {needle!r}")
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+async def test_tollgate_serve_writes_a_pid_file_and_tollgate_reload_applies_new_budgets(tmp_path: Path) -> None:
+    import socket
+
+    from gateway.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "tollgate.toml"
+    body = (f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\ndsn = "chdb://{tmp_path / "db"}"\n'
+            f'[upstreams.b]\ncommand = "{sys.executable}"\nargs = ["{BUDGET_SERVER}", "--name", "b"]\n'
+            "[upstreams.b.budget]\nday_calls = {calls}\n")
+    path.write_text(body.format(calls=1))
+    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "serve", "--config", str(path),
+                                                  cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+    assert server.stderr is not None
+    try:
+        await read_until(server.stderr, "Tollgate listening")
+        assert (tmp_path / "db" / "tollgate.pid").read_text().strip() == str(server.pid)
+        async with mcp_session(f"http://127.0.0.1:{port}/mcp") as client:
+            assert not (await client.call_tool("b__echo", {"text": "1"})).is_error
+            assert (await client.call_tool("b__echo", {"text": "2"})).is_error
+            path.write_text(body.format(calls=5))
+            assert main(["reload", "--config", str(path)]) == 0
+            await read_until(server.stderr, "re-read, 1 budget change(s)")
+            assert not (await client.call_tool("b__echo", {"text": "3"})).is_error  # same session, new limit
+        report = await budgets_report(load_config(path))
+        assert report["source"] == f"http://127.0.0.1:{port}/api/budgets"
+        (view,) = report["upstreams"]
+        assert view["limits"]["day_calls"]["allowed"] == 5 and view["day"]["calls"] == 2
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
+    assert not (tmp_path / "db" / "tollgate.pid").exists()
