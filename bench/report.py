@@ -1,0 +1,128 @@
+"""The Markdown results table: each figure next to its goal, ratios as min / median / max over rounds."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.ingest import IngestResult
+from bench.proxy import Samples, percentile, ratios
+from bench.queries import QueryResult
+
+MiB = 1024 * 1024
+X = "\u00d7"  # the multiplication sign, spelled out for ruff
+
+
+@dataclass
+class Row:
+    what: str
+    goal: str
+    measured: str
+    detail: str
+    met: bool | None  # None: no goal (reference or control)
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    return f"{X}{statistics.median(ordered):.{digits}f} ({ordered[0]:.{digits}f}-{ordered[-1]:.{digits}f})"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def proxy_rows(label: str, target: Samples, direct: Samples, peer: Samples | None = None,
+               *, goals: bool = True) -> list[Row]:
+    """The four proxy rows of one target against its direct reference (and, when given, the peer)."""
+    def check(ok: bool) -> bool | None:
+        return ok if goals else None
+
+    def ahead(mine: Callable[[Samples], float], higher_better: bool) -> str:
+        if peer is None:
+            return ""
+        a, b = mine(target), mine(peer)
+        return "; ahead of mcp-proxy" if (a > b if higher_better else a < b) else "; **behind mcp-proxy**"
+
+    p50 = ratios(target.p50_ms, direct.p50_ms)
+    tput = ratios(target.calls_per_s, direct.calls_per_s)
+    mb1 = ratios(target.mb_per_s_1, direct.mb_per_s_1)
+    mb10 = ratios(target.mb_per_s_10, direct.mb_per_s_10)
+    rss = f"; peak RSS {target.peak_rss / MiB:.0f} MiB, +{target.rss_growth / MiB:.0f} MiB during 10 MB calls" \
+        if target.peak_rss else ""
+    return [
+        Row(f"{label}: p50 latency, sequential small calls", f"≤ {X}1.10" if goals else "", spread(p50),
+            f"p50 {percentile(target.latencies_ms, 50):.2f} ms, p99 {percentile(target.latencies_ms, 99):.2f} ms "
+            f"(direct {percentile(direct.latencies_ms, 50):.2f} / {percentile(direct.latencies_ms, 99):.2f} ms)"
+            + ahead(lambda s: percentile(s.latencies_ms, 50), False),
+            check(_median(p50) <= 1.10)),
+        Row(f"{label}: throughput, 16 concurrent clients", f"≥ {X}0.90" if goals else "", spread(tput),
+            f"{_median(target.calls_per_s):,.0f} calls/s (direct {_median(direct.calls_per_s):,.0f})"
+            + ahead(lambda s: _median(s.calls_per_s), True),
+            check(_median(tput) >= 0.90)),
+        Row(f"{label}: 1 MB result", "" if not goals else "ahead of peer", spread(mb1),
+            f"{_median(target.mb_per_s_1):,.0f} MB/s (direct {_median(direct.mb_per_s_1):,.0f})"
+            + ahead(lambda s: _median(s.mb_per_s_1), True), None),
+        Row(f"{label}: 10 MB result", f"≥ {X}0.90, RSS growth ≤ 3{X} payload" if goals else "", spread(mb10),
+            f"{_median(target.mb_per_s_10):,.0f} MB/s (direct {_median(direct.mb_per_s_10):,.0f}){rss}"
+            + ahead(lambda s: _median(s.mb_per_s_10), True),
+            check(_median(mb10) >= 0.90 and (not target.peak_rss or target.rss_growth <= 3 * 10_000_000))),
+    ]
+
+
+def control_rows(a: Samples, b: Samples) -> list[Row]:
+    return [
+        Row("A/A control (direct vs direct): p50 latency", "noise floor", spread(ratios(b.p50_ms, a.p50_ms)), "",
+            None),
+        Row("A/A control: throughput, 16 clients", "noise floor", spread(ratios(b.calls_per_s, a.calls_per_s)), "",
+            None),
+        Row("A/A control: 10 MB result", "noise floor", spread(ratios(b.mb_per_s_10, a.mb_per_s_10)), "", None),
+    ]
+
+
+def metering_rows(on: Samples, off: Samples) -> list[Row]:
+    tput = ratios(on.calls_per_s, off.calls_per_s)
+    p50 = ratios(on.p50_ms, off.p50_ms)
+    return [
+        Row("metering + store on / off: throughput, 16 clients", f"≥ {X}0.95", spread(tput),
+            f"{_median(on.calls_per_s):,.0f} vs {_median(off.calls_per_s):,.0f} calls/s", _median(tput) >= 0.95),
+        Row("metering + store on / off: p50 latency", "", spread(p50),
+            f"{percentile(on.latencies_ms, 50):.2f} vs {percentile(off.latencies_ms, 50):.2f} ms", None),
+    ]
+
+
+def ingest_rows(results: list[IngestResult], latencies: list[float]) -> list[Row]:
+    rows = []
+    for r in results:
+        goal = "≥ 50,000 events/s" if r.records == 1000 else ""
+        rows.append(Row(f"OTLP ingest, {r.records:,}-record batches", goal, f"{r.stored_per_s:,.0f} events/s",
+                        f"stored in chDB (drain {r.drain_s:.1f} s included); {r.acked_per_s:,.0f}/s acknowledged",
+                        r.stored_per_s >= 50_000 if goal else None))
+    if latencies:
+        p99 = percentile(latencies, 99)
+        rows.append(Row("OTLP p99 request latency at 1,000 events/s", "< 50 ms", f"{p99:.1f} ms",
+                        f"p50 {percentile(latencies, 50):.1f} ms over {len(latencies)} requests of 100 records",
+                        p99 < 50))
+    return rows
+
+
+def query_rows(results: list[QueryResult], events: int, calls: int) -> list[Row]:
+    goals = {"per-turn view of one session": 50.0, "per-server view over all calls": 500.0}
+    rows = []
+    for r in results:
+        goal = goals.get(r.name, 0.0)
+        median = statistics.median(r.timings_ms)
+        rows.append(Row(f"{r.name} ({events / 1e6:g}M events, {calls / 1e6:g}M calls)", f"< {goal:.0f} ms",
+                        f"{median:.0f} ms", f"min {min(r.timings_ms):.0f} / max {max(r.timings_ms):.0f} ms; "
+                        f"{r.source}", median < goal))
+    return rows
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| what | goal | measured | detail | |", "|---|---|---|---|---|"]
+    for row in rows:
+        verdict = "" if row.met is None else ("met" if row.met else "**missed**")
+        lines.append(f"| {row.what} | {row.goal} | {row.measured} | {row.detail} | {verdict} |")
+    return "\n".join(lines) + "\n"
