@@ -81,7 +81,35 @@ def _parser() -> argparse.ArgumentParser:
     budgets.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
     budgets.add_argument("--json", action="store_true", help="print the /api/budgets JSON")
     budgets.set_defaults(run=_report_budgets)
+    _usage_reports(reports)
     return parser
+
+
+def _usage_reports(reports: Any) -> None:
+    """`report sessions|session ID|servers [NAME]|calls|usage`: the JSON API's documents as tables or JSON."""
+    helps = {"sessions": "Claude Code sessions, newest first", "session": "one session turn by turn, with its calls",
+             "servers": "per upstream: calls, errors, bytes, tool-list size", "calls": "recent tool calls",
+             "usage": "tokens and spend per session and model"}
+    for name, text in helps.items():
+        sub = reports.add_parser(name, help=text)
+        if name == "session":
+            sub.add_argument("session_id", metavar="ID", help="Claude Code session.id (or an MCP session id)")
+        if name == "servers":
+            sub.add_argument("name", nargs="?", help="one upstream in detail")
+        _config_args(sub)
+        sub.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
+        sub.add_argument("--json", action="store_true", help="print the API's JSON document")
+        sub.add_argument("--since", help="ISO-8601 start of the time range")
+        sub.add_argument("--until", help="ISO-8601 end of the time range")
+        if name in ("sessions", "calls"):
+            sub.add_argument("--server", help="only this upstream")
+            sub.add_argument("--limit", help="rows")
+        if name == "sessions":
+            sub.add_argument("--user", help="user id, email or account")
+            sub.add_argument("--offset", help="rows to skip")
+        if name == "calls":
+            sub.add_argument("--session", help="MCP or Claude Code session id")
+        sub.set_defaults(run=_report)
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -284,6 +312,41 @@ def _reload(args: argparse.Namespace) -> int:
         return 1
     print(f"sent SIGHUP to tollgate (pid {pid}); its log lists the budget changes")
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ui.cli_report import ReportError, api_path
+
+    config = _load(args, data_dir=args.data_dir)
+    path = api_path(args.report, getattr(args, "session_id", None), getattr(args, "name", None))
+    keys = ("since", "until", "server", "limit", "user", "offset", "session")
+    query = {k: str(getattr(args, k)) for k in keys if getattr(args, k, None) not in (None, "")}
+    try:
+        print(asyncio.run(_fetch_report(config, args.report, path, query, args.json)))
+    except ReportError as exc:
+        print(f"tollgate: report {args.report}: {exc}", file=sys.stderr)
+        return 1 if exc.status == 404 else 2
+    return 0
+
+
+async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool) -> str:
+    """Read through the running server's API when it owns the embedded store, else from the store directly."""
+    from store.client import Store
+    from store.errors import StoreLocked
+    from store.schema import migrate
+    from ui.cli_report import fetch_direct, fetch_http, render
+
+    try:
+        store = await Store.open(config.store.dsn, cluster=config.store.cluster)
+    except StoreLocked:
+        token = config.server.auth_tokens[0] if config.server.auth_tokens else None
+        doc = await fetch_http(f"http://{config.server.listen}", path, query, token)
+        return render(command, doc, as_json)
+    try:
+        await migrate(store)
+        return render(command, await fetch_direct(store, path, query), as_json)
+    finally:
+        await store.close()
 
 
 def _report_budgets(args: argparse.Namespace) -> int:

@@ -281,15 +281,19 @@ SESSIONS_SQL = f"""
 WITH
     requests AS (
         SELECT session_id, min(event_time) AS first_at, max(event_time) AS last_at, count() AS requests,
-               uniqExactIf(prompt_id, prompt_id != '') AS prompt_turns,
-               sum(ifNull(input_tokens, 0) + ifNull(output_tokens, 0) + ifNull(cache_read_tokens, 0)
-                   + ifNull(cache_creation_tokens, 0)) AS total_tokens,
-               sum(ifNull(coalesce(cost_usd, cost_usd_micros / 1000000), 0)) AS cost_usd,
-               sum(ifNull(coalesce(cost_usd_micros, toInt64(round(cost_usd * 1000000))), 0)) AS cost_usd_micros,
-               groupUniqArray(toString(model)) AS models,
+               uniqExactIf(prompt_id, prompt_id != '') AS prompt_turns, sum(row_tokens) AS total_tokens,
+               sum(row_usd) AS cost_usd, sum(row_micros) AS cost_usd_micros, groupUniqArray(row_model) AS models,
                any(user_id) AS user_id, any(user_email) AS user_email, any(user_account_uuid) AS account
-        FROM {{db}}.cc_api_requests FINAL
-        WHERE event_time >= {{since:DateTime64(6, 'UTC')}} AND event_time < {{until:DateTime64(6, 'UTC')}}
+        FROM (
+            SELECT session_id, event_time, prompt_id, user_id, user_email, user_account_uuid,
+                   toString(model) AS row_model,
+                   ifNull(input_tokens, 0) + ifNull(output_tokens, 0) + ifNull(cache_read_tokens, 0)
+                       + ifNull(cache_creation_tokens, 0) AS row_tokens,
+                   ifNull(coalesce(cost_usd, cost_usd_micros / 1000000), 0) AS row_usd,
+                   ifNull(coalesce(cost_usd_micros, toInt64(round(cost_usd * 1000000))), 0) AS row_micros
+            FROM {{db}}.cc_api_requests FINAL
+            WHERE event_time >= {{since:DateTime64(6, 'UTC')}} AND event_time < {{until:DateTime64(6, 'UTC')}}
+        )
         GROUP BY session_id
     ),
     prompts AS (

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -29,9 +31,8 @@ class BadRequest(Exception):
     """A query parameter the API cannot use: 400 with the reason."""
 
 
-def json_response(doc: Any, status: int = 200) -> web.Response:
-    body = orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z, default=_default)
-    return web.Response(body=body, status=status, content_type="application/json")
+def encode(doc: Any) -> bytes:
+    return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z, default=_default)
 
 
 def _default(value: Any) -> Any:
@@ -40,8 +41,13 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def _time(request: web.Request, name: str) -> dt.datetime | None:
-    raw = request.query.get(name)
+Query = Mapping[str, str]
+Answer = tuple[int, Any]
+Route = Callable[[Store, Query, Query], Awaitable[Answer]]
+
+
+def _time(query: Query, name: str) -> dt.datetime | None:
+    raw = query.get(name)
     if not raw:
         return None
     try:
@@ -51,8 +57,8 @@ def _time(request: web.Request, name: str) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
+def _int(query: Query, name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -64,70 +70,43 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
     return value
 
 
-def _guarded(handler: Handler) -> Handler:
-    async def run(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return json_response({"error": str(exc)}, 400)
-        except StoreUnavailable as exc:
-            response = json_response({"error": f"store unavailable: {exc}"}, 503)
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds)))
-            return response
-        except StoreError as exc:
-            log.warning("API %s failed: %s", request.path, exc)
-            return json_response({"error": f"store error: {exc}"}, 500)
-
-    return run
+async def sessions(store: Store, query: Query, _: Query) -> Answer:
+    return 200, await queries_turns.list_sessions(
+        store, user=query.get("user") or None, server=query.get("server") or None,
+        since=_time(query, "since"), until=_time(query, "until"),
+        limit=_int(query, "limit", 50, 1, 500), offset=_int(query, "offset", 0, 0, 1_000_000))
 
 
-async def sessions(request: web.Request) -> web.StreamResponse:
-    page = await queries_turns.list_sessions(
-        request.app[STORE_KEY], user=request.query.get("user") or None, server=request.query.get("server") or None,
-        since=_time(request, "since"), until=_time(request, "until"),
-        limit=_int(request, "limit", 50, 1, 500), offset=_int(request, "offset", 0, 0, 1_000_000))
-    return json_response(page)
+async def session(store: Store, _: Query, match: Query) -> Answer:
+    detail = await queries_turns.session_detail(store, match["id"])
+    return (404, {"error": f"no session {match['id']!r}"}) if detail is None else (200, detail)
 
 
-async def session(request: web.Request) -> web.StreamResponse:
-    detail = await queries_turns.session_detail(request.app[STORE_KEY], request.match_info["id"])
-    if detail is None:
-        return json_response({"error": f"no session {request.match_info['id']!r}"}, 404)
-    return json_response(detail)
+async def usage(store: Store, query: Query, _: Query) -> Answer:
+    return 200, {"usage": await queries_usage.usage_report(store, _time(query, "since"), _time(query, "until"))}
 
 
-async def usage(request: web.Request) -> web.StreamResponse:
-    rows = await queries_usage.usage_report(request.app[STORE_KEY], _time(request, "since"), _time(request, "until"))
-    return json_response({"usage": rows})
+async def servers(store: Store, query: Query, _: Query) -> Answer:
+    return 200, {"servers": await queries_servers.servers(store, _time(query, "since"), _time(query, "until"))}
 
 
-async def servers(request: web.Request) -> web.StreamResponse:
-    rows = await queries_servers.servers(request.app[STORE_KEY], _time(request, "since"), _time(request, "until"))
-    return json_response({"servers": rows})
+async def server(store: Store, query: Query, match: Query) -> Answer:
+    detail = await queries_servers.server_detail(store, match["name"], _time(query, "since"),
+                                                 _time(query, "until"), _int(query, "largest", 10, 1, 100))
+    return (404, {"error": f"no server {match['name']!r}"}) if detail is None else (200, detail)
 
 
-async def server(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    detail = await queries_servers.server_detail(request.app[STORE_KEY], name, _time(request, "since"),
-                                                 _time(request, "until"), _int(request, "largest", 10, 1, 100))
-    if detail is None:
-        return json_response({"error": f"no server {name!r}"}, 404)
-    return json_response(detail)
+async def calls(store: Store, query: Query, _: Query) -> Answer:
+    return 200, {"calls": await queries_servers.calls(
+        store, server=query.get("server") or None, session=query.get("session") or None,
+        since=_time(query, "since"), until=_time(query, "until"), limit=_int(query, "limit", 100, 1, 1000))}
 
 
-async def calls(request: web.Request) -> web.StreamResponse:
-    rows = await queries_servers.calls(
-        request.app[STORE_KEY], server=request.query.get("server") or None,
-        session=request.query.get("session") or None, since=_time(request, "since"), until=_time(request, "until"),
-        limit=_int(request, "limit", 100, 1, 1000))
-    return json_response({"calls": rows})
+async def openapi(_: Store, __: Query, ___: Query) -> Answer:
+    return 200, spec()
 
 
-async def openapi(_: web.Request) -> web.StreamResponse:
-    return json_response(spec())
-
-
-ROUTES: tuple[tuple[str, Handler], ...] = (
+ROUTES: tuple[tuple[str, Route], ...] = (
     ("/api/sessions", sessions),
     ("/api/sessions/{id}", session),
     ("/api/usage", usage),
@@ -138,8 +117,41 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
 )
 
 
+async def answer(store: Store, route: Route, query: Query, match: Query) -> tuple[int, bytes, dict[str, str]]:
+    """Run one route: (status, JSON body, extra headers). The HTTP handlers and the direct CLI share this."""
+    try:
+        status, doc = await route(store, query, match)
+        return status, encode(doc), {}
+    except BadRequest as exc:
+        return 400, encode({"error": str(exc)}), {}
+    except StoreUnavailable as exc:
+        retry = {"Retry-After": str(max(1, round(exc.retry_after_seconds)))}
+        return 503, encode({"error": f"store unavailable: {exc}"}), retry
+    except StoreError as exc:
+        log.warning("API route %s failed: %s", getattr(route, "__name__", route), exc)
+        return 500, encode({"error": f"store error: {exc}"}), {}
+
+
+def _handler(store: Store, route: Route) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        status, body, headers = await answer(store, route, request.query, request.match_info)
+        return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+    return handle
+
+
 def add_api_routes(app: web.Application, store: Store, **extras: Any) -> None:
     """Mount every `/api/*` route on `app` over `store` (extras are accepted for future routes)."""
     app[STORE_KEY] = store
-    for path, handler in ROUTES:
-        app.router.add_get(path, _guarded(handler))
+    for path, route in ROUTES:
+        app.router.add_get(path, _handler(store, route))
+
+
+def resolve(path: str) -> tuple[Route, dict[str, str]] | None:
+    """The route serving `path` (without query string) and its path parameters, for callers without HTTP."""
+    for pattern, route in ROUTES:
+        regex = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern)) + "$"
+        match = re.match(regex, path)
+        if match:
+            return route, {k: unquote(v) for k, v in match.groupdict().items()}
+    return None

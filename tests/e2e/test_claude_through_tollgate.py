@@ -1,0 +1,178 @@
+"""The real Claude Code CLI through Tollgate: two stdio upstreams, telemetry to Tollgate's own OTLP routes.
+
+Asserts the per-turn join from the store and the API: one session, two turns with the fake API's token
+numbers and Claude Code's cost, every tool call tied by tool_use_id to its turn, bytes as the upstream sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from gateway.cli import Service, open_service
+from gateway.config import Config, ServerConfig, StoreConfig, UpstreamConfig
+from tests.fixtures.claude_cli import require_claude, run_claude
+from tests.fixtures.fake_anthropic import FakeAnthropic, Usage, call, say, serve, tool_search
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO_SERVER = ROOT / "tests" / "fixtures" / "servers" / "echo_server.py"
+NAME = "tollgate"
+A_ECHO, A_BLOB = f"mcp__{NAME}__alpha__echo", f"mcp__{NAME}__alpha__blob"
+B_ECHO, B_WHOAMI = f"mcp__{NAME}__beta__echo", f"mcp__{NAME}__beta__whoami"
+TOKEN_FIELDS = (
+    ("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+    ("cache_read_input_tokens", "cache_read_tokens"), ("cache_creation_input_tokens", "cache_creation_tokens"),
+    ("cache_5m", "cache_creation_5m_tokens"), ("cache_1h", "cache_creation_1h_tokens"),
+)
+TOOLS = [A_ECHO, A_BLOB, B_ECHO, B_WHOAMI]
+BLOB_N = 200_000
+SCRIPT = [
+    [
+        tool_search(TOOLS, Usage(120, 25, 5000, 2000)),
+        call(Usage(140, 30, 6000), (A_ECHO, {"text": "hi from turn 1"}), (B_WHOAMI, {})),
+        call(Usage(150, 20, 6500), (A_BLOB, {"n": BLOB_N})),
+        say("Turn one done.", Usage(160, 12, 7000)),
+    ],
+    [
+        call(Usage(200, 25, 5000, 2000, cache_5m=500, cache_1h=1500), (B_ECHO, {"text": "hi from turn 2"})),
+        say("Turn two done.", Usage(240, 12, 7000)),
+    ],
+]
+PROMPTS = ["call the echo, whoami and blob tools", "call beta echo"]
+TELEMETRY_TIMEOUT_S = 20.0
+
+
+def stdio_upstream(name: str) -> UpstreamConfig:
+    return UpstreamConfig(name=name, type="stdio", command=sys.executable, args=(str(ECHO_SERVER), "--name", name))
+
+
+@asynccontextmanager
+async def tollgate(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
+    """`open_service` on a real loopback port 0 with a fresh chDB directory; yields (base URL, service)."""
+    config = Config(
+        server=ServerConfig(listen="127.0.0.1:0", registered_name=NAME),
+        store=StoreConfig(dsn=f"chdb://{tmp_path / 'chdb'}", flush_seconds=0.2),
+        upstreams=(stdio_upstream("alpha"), stdio_upstream("beta")),
+    )
+    service = await open_service(config)
+    runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", service
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+
+async def wait_for_rows(service: Service, sql: str, want: int, timeout: float) -> list[dict[str, Any]]:
+    """Flush the writer and re-read until `sql` returns `want` rows (bounded; wakes on writer progress)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            await service.writer.flush()
+            rows: list[dict[str, Any]] = await service.store.query(sql)
+            if len(rows) >= want:
+                return rows
+            await service.writer.wait_progress(timeout)
+
+
+async def get_json(base: str, path: str) -> Any:
+    async with aiohttp.ClientSession() as http, http.get(base + path) as response:
+        assert response.status == 200, await response.text()
+        return orjson.loads(await response.read())
+
+
+@pytest.fixture
+def claude_bin() -> Path:
+    return require_claude()
+
+
+async def direct_response_size(tool: str, arguments: dict[str, Any], request_id: int) -> int:
+    """Bytes of the echo server's own JSON-RPC answer to one tools/call, talking to it directly over stdio."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ECHO_SERVER), "--name", "direct", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024)
+    assert proc.stdin is not None and proc.stdout is not None
+    messages = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}},
+    ]
+    try:
+        proc.stdin.write(b"".join(orjson.dumps(m) + b"\n" for m in messages))
+        await proc.stdin.drain()
+        async with asyncio.timeout(30):
+            while line := await proc.stdout.readline():
+                if orjson.loads(line).get("id") == request_id:
+                    return len(line.rstrip(b"\r\n"))
+        raise AssertionError("no answer from the echo server")
+    finally:
+        proc.stdin.close()
+        await proc.wait()
+
+
+async def test_two_turns_through_tollgate_are_tied_by_tool_use_id(claude_bin: Path, tmp_path: Path) -> None:
+    fake = FakeAnthropic(SCRIPT)
+    async with tollgate(tmp_path) as (base, service), serve(fake.app()) as api:
+        run = await run_claude(
+            PROMPTS, mcp_url=f"{base}/mcp", mcp_name=NAME, otlp_endpoint=base, anthropic_url=api,
+            allowed_tools=TOOLS, home=tmp_path / "home", timeout=120,
+        )
+        db = service.store.database
+        issued = {i.tool_use_id: i for i in fake.issued.values() if i.name.startswith(f"mcp__{NAME}__")}
+        await wait_for_rows(service, f"SELECT 1 FROM {db}.cc_api_requests FINAL", 6, TELEMETRY_TIMEOUT_S)
+        await wait_for_rows(service, f"SELECT 1 FROM {db}.cc_tool_results FINAL WHERE tool_name = 'mcp_tool'",
+                            len(issued), TELEMETRY_TIMEOUT_S)
+        bound = await wait_for_rows(
+            service, f"SELECT cc_session_id FROM {db}.sessions FINAL WHERE cc_session_id != ''", 1, TELEMETRY_TIMEOUT_S)
+        page = await get_json(base, "/api/sessions")
+        detail = await get_json(base, f"/api/sessions/{run.session_id}")
+        from ui.cli_report import render_session
+
+        print("\n" + render_session(detail))
+
+    assert (fake.errors, fake.unexpected()) == ([], [])
+    assert [r["result"] for r in run.results] == ["Turn one done.", "Turn two done."]
+    assert [(s["session_id"], s["kind"]) for s in page["sessions"]] == [(run.session_id, "claude_code")]
+    assert [b["cc_session_id"] for b in bound] == [run.session_id]  # bound inline by the first exact tie
+
+    turns = [t for t in detail["turns"] if t["turn_index"] > 0]
+    assert [t["match_method"] for t in turns] == ["prompt_id", "prompt_id"]
+    assert all(t["requests"] == 0 for t in detail["turns"] if t["turn_index"] == 0)
+    for turn, replies in zip(turns, SCRIPT, strict=True):
+        assert turn["requests"] == len(replies)
+        for attr, column in TOKEN_FIELDS:
+            assert turn[column] == sum(getattr(r.usage, attr) or 0 for r in replies), column
+    costs = [t["cost_usd"] for t in turns]
+    assert [r["total_cost_usd"] for r in run.results] == pytest.approx([costs[0], costs[0] + costs[1]], abs=1e-9)
+    assert detail["session"]["cost_usd"] == pytest.approx(run.total_cost_usd, abs=1e-9)
+    assert detail["session"]["cost_usd_micros"] == sum(t["cost_usd_micros"] for t in turns)
+
+    calls = {c["tool_use_id"]: (turn["turn_index"], c) for turn in turns for c in turn["calls"]}
+    assert detail["calls_outside_turns"] == []
+    assert sorted(calls) == sorted(issued)
+    for tool_use_id, (turn_index, c) in calls.items():
+        use = issued[tool_use_id]
+        assert (c["tie"], c["tie_candidates"]) == ("tool_use_id", 1)
+        assert turn_index == use.turn + 1 and c["prompt_id"] == turns[use.turn]["prompt_id"]
+        assert f"mcp__{NAME}__{c['exposed_name']}" == use.name
+        assert c["status"] == "ok"
+
+    blob = next(c for _, c in calls.values() if c["exposed_name"] == "alpha__blob")
+    assert blob["text_bytes"] == BLOB_N and blob["resp_bytes_upstream"] >= BLOB_N
+    direct = await direct_response_size("blob", {"n": BLOB_N}, 1)
+    assert abs(blob["resp_bytes_upstream"] - direct) <= 8  # only the upstream request id's digits may differ
+    cost = next(t for t in detail["tool_costs"] if t["tool_use_id"] == blob["tool_use_id"])
+    assert cost["resp_bytes_upstream"] == blob["resp_bytes_upstream"] and cost["observed_tokens"] > 0
+    assert {c["upstream"] for c in detail["tool_list_context"]} == {"alpha", "beta"}
