@@ -189,6 +189,26 @@ async def test_an_unexpected_exit_reports_the_exit_code_and_last_stderr() -> Non
     assert wire.close_calls == 1
 
 
+async def test_raw_fixture_pages_lists_named_tools_and_pins_its_protocol() -> None:
+    """The fault fixture other tests rely on (C01-C03, C06, C13e) does what its flags say."""
+    paged = await Wire(stdio(raw_stdio_command("--tool-count", "14", "--page-size", "8"))).open()
+    named = await Wire(stdio(raw_stdio_command("--tools-named", "a:b/c,get_time", "--protocol", "2024-11-05"))).open()
+    try:
+        await paged.initialize()
+        first = (await paged.request(1, "tools/list"))["result"]
+        second = (await paged.request(2, "tools/list", {"cursor": first["nextCursor"]}))["result"]
+        bad = await paged.request(3, "tools/list", {"cursor": "nope"})
+        assert (len(first["tools"]), first["nextCursor"], len(second["tools"])) == (8, "8", 6)
+        assert "nextCursor" not in second and bad["error"]["code"] == -32602
+        assert (await named.initialize())["result"]["protocolVersion"] == "2024-11-05"
+        assert [t["name"] for t in (await named.request(1, "tools/list"))["result"]["tools"]] == ["a:b/c", "get_time"]
+        called = json.loads(text_of(await named.call(2, "a:b/c", q=1)))
+        assert called == {"tool": "a:b/c", "server": "raw", "arguments": {"q": 1}}
+    finally:
+        await paged.transport.close()
+        await named.transport.close()
+
+
 async def test_a_missing_command_raises_a_clear_transport_error() -> None:
     transport = StdioTransport("ghost", "/nonexistent/tollgate-upstream", [])
     with pytest.raises(TransportError, match="cannot start"):
