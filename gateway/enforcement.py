@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import math
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 from gateway import metering
 from gateway.budgets import Budgets, Decision, Reservation, Spend, day_bounds
-from gateway.config import BUDGET_LIMITS, Config, describe_budget
+from gateway.config import BUDGET_LIMITS, BudgetConfig, Config, describe_budget
 from gateway.records import CallRecord, ToolListSnapshot
 from gateway.truncation import json_size, truncate
 
@@ -40,7 +41,7 @@ class Counter(Protocol):
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None: ...
 
 
-def budget_rules(config: Config) -> dict[str, Any]:
+def budget_rules(config: Config) -> dict[str, BudgetConfig | None]:
     return {u.name: u.budget for u in config.upstreams}
 
 
@@ -79,6 +80,8 @@ class BudgetPolicy:
         return None
 
     def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any]:
+        if self.budgets.check_result(call.upstream, call.tool, sys.maxsize) is None:
+            return result  # no result-size limit applies: skip re-encoding the result to measure it
         original = json_size(result)
         decision = self.budgets.check_result(call.upstream, call.tool, original)
         if decision is None:
