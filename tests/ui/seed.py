@@ -1,0 +1,39 @@
+"""Seed data for the UI tests and the render benchmark: a real Claude Code OTLP/JSON capture moved to the present.
+
+The capture (tests/data/claude_code/s2_json) is one session of one turn with two MCP tool results; tests make
+gateway calls carrying the same tool_use_ids, so they tie exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+CAPTURE = Path(__file__).resolve().parents[1] / "data" / "claude_code" / "s2_json" / "otlp" / "0001_logs.json"
+CC_SESSION = "286536ae-b03a-47b9-b418-15f5a3c40438"
+ECHO_USE_ID = "toolu_01yUXMEvGa7KI515qlhWlnYdDI"  # capture/echo in the capture
+BLOB_USE_ID = "toolu_01h2SBItZC2OZ1L5WXDuhxHdPm"  # capture/big_payload in the capture
+
+
+def _records(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for rl in doc["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]]
+
+
+def otlp_logs_now(end_ns: int | None = None) -> bytes:
+    """The capture's body with every timestamp shifted so its last event happened at `end_ns` (default: now)."""
+    doc: dict[str, Any] = orjson.loads(CAPTURE.read_bytes())
+    records = _records(doc)
+    shift = (end_ns or time.time_ns()) - max(int(r["timeUnixNano"]) for r in records)
+    for record in records:
+        for key in ("timeUnixNano", "observedTimeUnixNano"):
+            if key in record:
+                record[key] = str(int(record[key]) + shift)
+        for attr in record["attributes"]:
+            if attr["key"] == "event.timestamp":
+                at = int(record["timeUnixNano"]) / 1e9
+                attr["value"] = {"stringValue": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+                                 + f".{int(at * 1000) % 1000:03d}Z"}
+    return orjson.dumps(doc)

@@ -1,0 +1,329 @@
+"""The web UI end to end: the real service, seeded through its real endpoints, viewed in a real headless Chromium.
+
+MCP calls go through the gateway with the `mcp` SDK client (tied by `claudecode/toolUseId`); a real Claude Code
+OTLP capture, moved to the present, is POSTed to /v1/logs. Each page's figures are compared with the API's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import ClientSession as Http
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from gateway.config import BudgetConfig, Config
+from tests.gateway.conftest import echo_upstream, gateway_config
+from tests.gateway.service import Running, running_service
+from tests.ui.seed import BLOB_USE_ID, CC_SESSION, ECHO_USE_ID, otlp_logs_now
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("TOLLGATE_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 15_000
+TOKEN = "ui-test-token"
+BLOB_BYTES = 200_000
+RESULT_LIMIT = 50_000
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def _require_browser() -> Any:
+    """Playwright's async API, or skip (locally) / fail (in CI) when it or Chromium is missing."""
+    missing = None if Path(CHROMIUM).exists() or shutil.which(CHROMIUM) else f"{CHROMIUM} not found"
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        missing = missing or "the playwright package is not installed"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"UI tests need Chromium and Playwright in CI: {missing}")
+        pytest.skip(f"UI tests need Chromium and Playwright: {missing}")
+    return async_playwright
+
+
+def _config() -> Config:
+    return gateway_config(
+        echo_upstream("alpha", budget=BudgetConfig(max_request_bytes=400)),
+        echo_upstream("beta", budget=BudgetConfig(max_result_bytes=RESULT_LIMIT, day_calls=10,
+                                                  actions={"max_result_bytes": "truncate"})),
+        auth_tokens=(TOKEN,))
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@asynccontextmanager
+async def mcp_session(url: str) -> AsyncIterator[ClientSession]:
+    """The real `mcp` SDK client over Streamable HTTP, sending the bearer token."""
+    async with create_mcp_http_client(headers=AUTH) as http, streamable_http_client(url, http_client=http) as streams, \
+            ClientSession(streams[0], streams[1]) as session:
+        await session.initialize()
+        yield session
+
+
+async def _seed(svc: Running) -> None:
+    """Three calls (exact tie, exact tie and truncated, denied without an id), then the session's telemetry."""
+    async with mcp_session(svc.mcp_url) as client:
+        await client.call_tool("alpha__echo", {"text": "hello from mock request 2"},
+                               meta={"claudecode/toolUseId": ECHO_USE_ID})
+        await client.call_tool("beta__blob", {"n": BLOB_BYTES}, meta={"claudecode/toolUseId": BLOB_USE_ID})
+        await client.call_tool("alpha__echo", {"text": "z" * 1000})
+        async with Http() as http, http.post(svc.base_url + "/v1/logs", data=otlp_logs_now(),
+                                             headers={"Content-Type": "application/json", **AUTH}) as response:
+            assert response.status == 200, await response.text()
+        await svc.flushed()
+
+
+class Browser:
+    """One Chromium context; records every URL any page requests."""
+
+    def __init__(self, context: Any, base_url: str) -> None:
+        self.context = context
+        self.base_url = base_url
+        self.requested: list[str] = []
+        context.on("request", lambda request: self.requested.append(request.url))
+
+    async def open(self, path: str, token: str | None = TOKEN) -> Any:
+        """A new tab at `path`, given the token in its address (as a link from an operator would)."""
+        page = await self.context.new_page()
+        await page.goto(self.base_url + path + (("&" if "?" in path else "?") + f"token={token}" if token else ""))
+        await page.wait_for_selector("html[data-state=ready]", timeout=WAIT_MS)
+        assert await page.locator(".error").count() == 0, await page.locator(".error").inner_text()
+        return page
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """`await factory(base_url)` -> a Browser in a fresh profile; all closed at the end of the module."""
+    async_playwright = _require_browser()
+    async with async_playwright() as pw:
+        contexts: list[Any] = []
+
+        async def make(base_url: str) -> Browser:
+            context = await pw.chromium.launch_persistent_context(
+                str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=ARGS,
+                headless=True, viewport={"width": 1360, "height": 900})
+            contexts.append(context)
+            return Browser(context, base_url)
+
+        try:
+            yield make
+        finally:
+            for context in contexts:
+                await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def seeded(tmp_path_factory: pytest.TempPathFactory, browser_factory: Any) -> AsyncIterator[tuple[Running,
+                                                                                                      Browser]]:
+    async with running_service(_config(), tmp_path_factory.mktemp("ui-store")) as svc:
+        await _seed(svc)
+        yield svc, await browser_factory(svc.base_url)
+
+
+async def api(svc: Running, path: str) -> Any:
+    async with Http() as http, http.get(svc.base_url + path, headers=AUTH) as response:
+        assert response.status == 200, await response.text()
+        return orjson.loads(await response.read())
+
+
+def shot(name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / f"{name}.png"
+
+
+def publish(name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ARTIFACTS / f"{name}.png", SCREENSHOTS / f"{name}.png")
+
+
+def count(text: str) -> int:
+    """'12,345 B (12.1 KB)' -> 12345: the exact figure a page shows first."""
+    return int(text.split()[0].replace(",", "").lstrip("$"))
+
+
+def usd(value: float) -> str:
+    return f"${value:.4f}"
+
+
+async def accessible(page: Any) -> None:
+    """Every form control has a label; every badge is a focusable button saying whether it is open."""
+    unlabelled = await page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.outerHTML)""")
+    assert unlabelled == []
+    badges = await page.evaluate("""() => [...document.querySelectorAll('.badge')].map(b => ({
+        tag: b.tagName, expanded: b.getAttribute('aria-expanded'), tab: b.tabIndex,
+        controls: !!document.getElementById(b.getAttribute('aria-controls'))}))""")
+    assert all(b == {"tag": "BUTTON", "expanded": "false", "tab": 0, "controls": True} for b in badges), badges
+
+
+# ----- sessions -------------------------------------------------------------------------------------------
+
+
+async def test_sessions_page_lists_the_session_with_the_apis_figures(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    listed = (await api(svc, "/api/sessions"))["sessions"]
+    expected = next(s for s in listed if s["session_id"] == CC_SESSION)
+    page = await browser.open("/ui/sessions")
+    row = page.locator(f"#sessions tr[data-session='{CC_SESSION}']")
+    assert await row.locator("[data-k=total_tokens]").inner_text() == f"{expected['total_tokens']:,}"
+    assert await row.locator("[data-k=cost_usd]").inner_text() == usd(expected["cost_usd"])
+    assert await page.locator("#sessions tbody tr").count() == len(listed)
+    await accessible(page)
+    await page.screenshot(path=shot("sessions"), full_page=True)
+
+
+async def test_sessions_filters_are_labelled_and_narrow_the_list(seeded: tuple[Running, Browser]) -> None:
+    _, browser = seeded
+    page = await browser.open("/ui/sessions")
+    await page.get_by_label("Server").select_option("beta")
+    await page.get_by_role("button", name="Apply").click()
+    await page.wait_for_url("**/ui/sessions?*server=beta*", timeout=WAIT_MS)
+    await page.wait_for_selector("html[data-state=ready]", timeout=WAIT_MS)
+    assert await page.locator(f"#sessions tr[data-session='{CC_SESSION}']").count() == 1
+    await page.get_by_label("User").fill("nobody-with-this-id")
+    await page.get_by_role("button", name="Apply").click()
+    await page.wait_for_url("**user=nobody-with-this-id*", timeout=WAIT_MS)
+    await page.wait_for_selector("html[data-state=ready] .empty", timeout=WAIT_MS)
+
+
+# ----- one session ----------------------------------------------------------------------------------------
+
+
+async def test_session_page_usage_badge_shows_the_turns_usage(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    detail = await api(svc, f"/api/sessions/{CC_SESSION}")
+    turn = next(t for t in detail["turns"] if t["turn_index"] == 1)
+    page = await browser.open(f"/ui/sessions/{CC_SESSION}")
+    rollup = page.locator("#rollup")
+    assert await rollup.locator("[data-k=total_tokens]").inner_text() == f"{detail['session']['total_tokens']:,}"
+    assert await rollup.locator("[data-k=cost_usd]").inner_text() == usd(detail["session"]["cost_usd"])
+    await accessible(page)
+
+    badge = page.locator(f"section[data-turn='{turn['turn_id']}'] button[data-kind=usage]")
+    await badge.click()
+    assert await badge.get_attribute("aria-expanded") == "true"
+    region = page.locator("#" + str(await badge.get_attribute("aria-controls")))
+    await region.wait_for(state="visible", timeout=WAIT_MS)
+    for key in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "requests"):
+        assert count(await region.locator(f"[data-k={key}]").inner_text()) == turn[key], key
+    assert await region.locator("[data-k=cost_usd]").inner_text() == usd(turn["cost_usd"])
+    assert await region.locator("[data-k=models]").inner_text() == ", ".join(turn["models"])
+    assert await region.locator("[data-k=match_method]").inner_text() == "by prompt id"
+    await page.screenshot(path=shot("session"), full_page=True)
+    publish("session")
+
+
+async def test_session_page_byte_badge_opens_with_enter_and_shows_the_calls_bytes(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    detail = await api(svc, f"/api/sessions/{CC_SESSION}")
+    calls = [c for t in detail["turns"] for c in t["calls"]] + detail["calls_outside_turns"]
+    blob = next(c for c in calls if c["tool_use_id"] == BLOB_USE_ID)
+    assert blob["status"] == "truncated" and blob["tie"] == "tool_use_id"
+    page = await browser.open(f"/ui/sessions/{CC_SESSION}")
+    row = page.locator(f"tr[data-call='{blob['call_id']}']")
+    badge = row.locator("button[data-kind=result]")
+    await badge.focus()
+    await page.keyboard.press("Enter")
+    assert await badge.get_attribute("aria-expanded") == "true"
+    region = page.locator("#" + str(await badge.get_attribute("aria-controls")))
+    await region.wait_for(state="visible", timeout=WAIT_MS)
+    assert count(await region.locator("[data-k=resp_bytes_upstream]").inner_text()) == blob["resp_bytes_upstream"]
+    assert count(await region.locator("[data-k=resp_bytes_client]").inner_text()) == blob["resp_bytes_client"]
+    assert blob["resp_bytes_upstream"] > BLOB_BYTES > blob["resp_bytes_client"] > RESULT_LIMIT
+    assert "truncated" in await row.locator(".status").inner_text()
+    assert await row.locator(".tie").inner_text() == "exact (tool_use_id)"
+    await page.keyboard.press("Escape")
+    assert await badge.get_attribute("aria-expanded") == "false"
+
+    request = row.locator("button[data-kind=request]")
+    await request.click()
+    region = page.locator("#" + str(await request.get_attribute("aria-controls")))
+    assert count(await region.locator("[data-k=req_bytes_client]").inner_text()) == blob["req_bytes_client"]
+    denied = next(c for c in calls if c["status"] == "denied")
+    assert "denied" in await page.locator(f"tr[data-call='{denied['call_id']}'] .status").inner_text()
+
+
+# ----- servers and budgets --------------------------------------------------------------------------------
+
+
+async def test_servers_page_shows_each_servers_calls_and_errors(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    servers = (await api(svc, "/api/servers"))["servers"]
+    page = await browser.open("/ui/servers")
+    for server in servers:
+        row = page.locator(f"#servers tr[data-server='{server['upstream']}']")
+        assert count(await row.locator("[data-k=calls]").inner_text()) == server["calls"]
+        assert count(await row.locator("[data-k=errors]").inner_text()) == server["errors"]
+    await accessible(page)
+    await page.screenshot(path=shot("servers"), full_page=True)
+    publish("servers")
+
+
+async def test_server_page_plots_every_result_and_lists_the_largest(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    detail = await api(svc, "/api/servers/beta")
+    page = await browser.open("/ui/servers/beta")
+    totals = page.locator("#server-totals")
+    assert count(await totals.locator("[data-k=calls]").inner_text()) == detail["server"]["calls"]
+    assert await page.locator("svg.chart circle.dot").count() == detail["server"]["calls"]
+    bars = await page.eval_on_selector_all("svg.chart rect.bar title", "ts => ts.map(t => t.textContent)")
+    assert sum(int(t.rsplit(": ", 1)[1].split()[0]) for t in bars) == detail["server"]["calls"]
+    largest = detail["largest_results"][0]
+    assert await page.locator(f"#largest tr[data-call='{largest['call_id']}'] th").inner_text() == largest["tool"]
+    await accessible(page)
+    await page.screenshot(path=shot("server"), full_page=True)
+    publish("server")
+
+
+async def test_budgets_page_shows_spend_denials_truncations_and_reset(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    budgets = {u["upstream"]: u for u in (await api(svc, "/api/budgets"))["upstreams"]}
+    page = await browser.open("/ui/budgets")
+    for name in ("alpha", "beta"):
+        day = page.locator(f"section[data-upstream='{name}'] tr[data-window=day]")
+        for key in ("calls", "denied", "truncated"):
+            assert count(await day.locator(f"[data-k={key}]").inner_text()) == budgets[name]["day"][key], (name, key)
+    assert budgets["beta"]["day"]["truncated"] == 1 and budgets["alpha"]["day"]["denied"] == 1
+    assert "Day resets in" in await page.locator("section[data-upstream='beta']").inner_text()
+    await accessible(page)
+    await page.screenshot(path=shot("budgets"), full_page=True)
+
+
+async def test_no_page_requests_anything_off_the_machine(seeded: tuple[Running, Browser]) -> None:
+    _, browser = seeded
+    for path in ("/", f"/ui/sessions/{CC_SESSION}", "/ui/servers/alpha", "/ui/budgets"):
+        page = await browser.open(path)
+        await page.close()
+    hosts = {urlparse(url).hostname for url in browser.requested if not url.startswith("data:")}
+    assert hosts == {"127.0.0.1"}, browser.requested
+
+
+# ----- bearer token ---------------------------------------------------------------------------------------
+
+
+async def test_a_page_asks_for_the_token_then_keeps_it_for_the_tab(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    page = await browser.open("/ui/budgets", token=None)
+    assert await page.get_by_label("Token").count() == 1  # asked for, not an error
+    await accessible(page)
+    await page.goto(f"{svc.base_url}/ui/budgets?token={TOKEN}")
+    await page.wait_for_selector("html[data-state=ready] section[data-upstream='alpha']", timeout=WAIT_MS)
+    assert "token=" not in page.url
+    await page.goto(svc.base_url + "/ui/servers")  # same tab, no token in the address: sessionStorage has it
+    await page.wait_for_selector("html[data-state=ready] #servers", timeout=WAIT_MS)

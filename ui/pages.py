@@ -1,0 +1,54 @@
+"""The HTML pages: one shell document for `/` and `/ui/*`, and the JS/CSS assets shipped in `ui/static`.
+
+Serves files only; every number on a page comes from the JSON API in the browser. Assets carry no data,
+so they need no token; a Content-Security-Policy of 'self' keeps every page from loading anything off the host.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from aiohttp import web
+
+STATIC_PREFIX = "/ui/static/"
+CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGES = ("/", "/ui", "/ui/", "/ui/sessions", "/ui/sessions/{session_id}", "/ui/servers", "/ui/servers/{name}",
+         "/ui/budgets")
+
+
+def _assets() -> dict[str, bytes]:
+    """Every file in ui/static, read once at startup (a few tens of KB)."""
+    folder = resources.files("ui").joinpath("static")
+    return {item.name: item.read_bytes() for item in folder.iterdir() if item.is_file()}
+
+
+def _headers(content_type: str, cache: str) -> dict[str, str]:
+    return {"Content-Type": content_type, "Cache-Control": cache, "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def _content_type(name: str) -> str:
+    suffix = name[name.rfind("."):]
+    return CONTENT_TYPES.get(suffix, "application/octet-stream") + ("; charset=utf-8" if suffix != ".svg" else "")
+
+
+def add_page_routes(app: web.Application) -> None:
+    """GET `/`, the `/ui/*` pages (all the same shell; the browser picks the view from the path) and assets."""
+    assets = _assets()
+    shell = assets["index.html"]
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(body=shell, headers=_headers("text/html; charset=utf-8", "no-cache"))
+
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = assets.get(name)
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, headers=_headers(_content_type(name), "no-cache"))
+
+    for path in PAGES:
+        app.router.add_get(path, page)
+    app.router.add_get(STATIC_PREFIX + "{name}", asset)

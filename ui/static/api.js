@@ -1,0 +1,34 @@
+// The JSON API from the browser: one fetch helper that sends the bearer token when the page was given one.
+// A token arrives once as ?token=..., is kept in sessionStorage (this tab only) and removed from the address bar.
+
+const KEY = "tollgate.token";
+
+export class AuthRequired extends Error {}
+
+export function adoptToken() {
+  const url = new URL(window.location.href);
+  const token = url.searchParams.get("token");
+  if (token) {
+    sessionStorage.setItem(KEY, token);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+}
+
+export function setToken(token) {
+  sessionStorage.setItem(KEY, token);
+}
+
+export async function getJson(path, params = {}) {
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, value);
+  }
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(url, { headers, credentials: "same-origin" });
+  if (response.status === 401) throw new AuthRequired("a bearer token is required");
+  if (!response.ok) throw new Error(`${url.pathname}: HTTP ${response.status}`);
+  return response.json();
+}

@@ -1,0 +1,97 @@
+// Human units and DOM building: every page formats numbers through here, so a figure reads the same everywhere.
+
+const int = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+
+export function num(value) {
+  return int.format(Number(value ?? 0));
+}
+
+export function tokens(value) {
+  return `${num(value)}`;
+}
+
+export function usd(value) {
+  return `$${Number(value ?? 0).toFixed(4)}`;
+}
+
+export function bytes(value) {
+  const n = Number(value ?? 0);
+  if (n < 1024) return `${num(n)} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  let scaled = n / 1024;
+  let unit = 0;
+  while (scaled >= 1024 && unit < units.length - 1) {
+    scaled /= 1024;
+    unit += 1;
+  }
+  return `${scaled.toFixed(scaled < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+export function exactBytes(value) {
+  const n = Number(value ?? 0);
+  return n < 1024 ? `${num(n)} B` : `${num(n)} B (${bytes(n)})`;
+}
+
+export function ms(value) {
+  const n = Number(value ?? 0);
+  if (n < 1000) return `${num(n)} ms`;
+  if (n < 60_000) return `${(n / 1000).toFixed(1)} s`;
+  const minutes = Math.floor(n / 60_000);
+  if (minutes < 60) return `${minutes} min ${Math.round((n % 60_000) / 1000)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+export function seconds(value) {
+  return ms(Number(value ?? 0) * 1000);
+}
+
+export function date(value) {
+  if (value === null || value === undefined || value === "") return null;
+  if (typeof value === "number") return new Date(value > 1e12 ? value : value * 1000);
+  const text = String(value);
+  return new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(text) ? text : `${text.replace(" ", "T")}Z`);
+}
+
+export function time(value) {
+  const d = date(value);
+  if (!d || Number.isNaN(d.getTime())) return "—";
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+export function span(start, end) {
+  const a = date(start);
+  const b = date(end);
+  return a && b ? b.getTime() - a.getTime() : 0;
+}
+
+// el("td", {class: "num"}, "text", child) -> an element; attributes starting with "on" become listeners.
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function table(caption, headers, rows, attrs = {}) {
+  return el("table", attrs,
+    el("caption", {}, caption),
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", class: h.num ? "num" : null }, h.label ?? h)))),
+    el("tbody", {}, rows));
+}
+
+export function cell(value, attrs = {}) {
+  return el("td", attrs, value);
+}
+
+export function numCell(value, attrs = {}) {
+  return el("td", { class: "num", ...attrs }, value);
+}

@@ -1,0 +1,108 @@
+// Sessions: newest first, one page at a time, filtered by user, server and time range (a GET form, so a
+// filtered view is a link). Columns: who, which client, when, how long, turns, tokens by kind, cost, MCP bytes.
+
+import { getJson } from "./api.js";
+import { bytes, cell, el, ms, num, numCell, span, table, time, tokens, usd } from "./format.js";
+
+const PAGE = 50;
+
+export async function render(_arg, query) {
+  const offset = Number(query.get("offset") ?? 0);
+  const params = {
+    user: query.get("user"), server: query.get("server"),
+    since: isoOf(query.get("since")), until: isoOf(query.get("until")), limit: PAGE, offset,
+  };
+  const [page, servers] = await Promise.all([getJson("/api/sessions", params), serverNames()]);
+  const rows = page.sessions ?? [];
+  return el("section", { "aria-labelledby": "sessions-title" },
+    el("h1", { id: "sessions-title" }, "Sessions"),
+    filters(query, servers),
+    el("p", { class: "muted", id: "sessions-count" },
+      `${num(page.total ?? rows.length)} sessions` + (rows.length ? `, showing ${num(offset + 1)}–${num(offset + rows.length)}` : "")),
+    rows.length ? sessionTable(rows) : el("p", { class: "empty" }, "No sessions in this range."),
+    pager(query, offset, page));
+}
+
+function isoOf(local) {
+  if (!local) return null;
+  const d = new Date(local);
+  return Number.isNaN(d.getTime()) ? null : d.toISOString();
+}
+
+async function serverNames() {
+  try {
+    const body = await getJson("/api/servers");
+    return (body.servers ?? body.upstreams ?? []).map((s) => s.upstream ?? s.name).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+function field(id, label, input) {
+  return el("div", { class: "field" }, el("label", { for: id }, label), input);
+}
+
+function filters(query, servers) {
+  const server = query.get("server") ?? "";
+  const select = el("select", { id: "f-server", name: "server" },
+    el("option", { value: "" }, "All servers"),
+    servers.map((name) => el("option", { value: name, selected: name === server }, name)));
+  if (server && !servers.includes(server)) select.append(el("option", { value: server, selected: true }, server));
+  return el("form", { class: "filters", method: "get", action: "/ui/sessions", role: "search", "aria-label": "Filter sessions" },
+    field("f-user", "User", el("input", { id: "f-user", name: "user", type: "search", value: query.get("user") ?? "", placeholder: "id or email" })),
+    field("f-server", "Server", select),
+    field("f-since", "From", el("input", { id: "f-since", name: "since", type: "datetime-local", value: query.get("since") ?? "" })),
+    field("f-until", "To", el("input", { id: "f-until", name: "until", type: "datetime-local", value: query.get("until") ?? "" })),
+    el("div", { class: "field actions" }, el("button", { type: "submit" }, "Apply"), el("a", { href: "/ui/sessions" }, "Reset")));
+}
+
+const HEADERS = [
+  "Session", "User", "Client", "Start", { label: "Duration", num: true }, { label: "Turns", num: true },
+  { label: "Input", num: true }, { label: "Output", num: true }, { label: "Cache read", num: true },
+  { label: "Cache write", num: true }, { label: "Total tokens", num: true }, { label: "Cost", num: true },
+  { label: "MCP calls", num: true }, { label: "MCP bytes", num: true }, "Servers",
+];
+
+function sessionTable(rows) {
+  return table("Sessions, newest first", HEADERS, rows.map(sessionRow), { class: "data", id: "sessions" });
+}
+
+function kind(row, key) {
+  return row[key] === undefined || row[key] === null ? "—" : tokens(row[key]);
+}
+
+function sessionRow(row) {
+  const link = el("a", { href: `/ui/sessions/${encodeURIComponent(row.session_id)}`, title: row.session_id }, shortId(row.session_id));
+  const mcpBytes = Number(row.resp_bytes_upstream ?? 0) + Number(row.req_bytes_client ?? 0);
+  return el("tr", { dataset: { session: row.session_id } },
+    el("th", { scope: "row" }, link, row.kind === "mcp" ? el("span", { class: "tag" }, "MCP only") : null),
+    cell(row.user || row.user_id || "—"),
+    cell(row.client || row.client_name || (row.kind === "claude_code" ? "Claude Code" : "—")),
+    cell(time(row.started_at)),
+    numCell(ms(span(row.started_at, row.last_at ?? row.ended_at))),
+    numCell(num(row.turns)),
+    numCell(kind(row, "input_tokens")), numCell(kind(row, "output_tokens")),
+    numCell(kind(row, "cache_read_tokens")), numCell(kind(row, "cache_creation_tokens")),
+    numCell(tokens(row.total_tokens), { dataset: { k: "total_tokens" } }),
+    numCell(usd(row.cost_usd), { dataset: { k: "cost_usd" } }),
+    numCell(num(row.tool_calls)),
+    numCell(bytes(mcpBytes), { title: `${num(mcpBytes)} bytes` }),
+    cell((row.servers ?? []).join(", ") || "—"));
+}
+
+export function shortId(id) {
+  return id && id.length > 13 ? `${id.slice(0, 8)}…` : id;
+}
+
+function pager(query, offset, page) {
+  const at = (value) => {
+    const next = new URLSearchParams(query);
+    next.set("offset", String(value));
+    return `/ui/sessions?${next}`;
+  };
+  const links = [];
+  if (offset > 0) links.push(el("a", { href: at(Math.max(0, offset - PAGE)), rel: "prev" }, "← Newer"));
+  const next = page.next_offset ?? (offset + PAGE < (page.total ?? 0) ? offset + PAGE : null);
+  if (next !== null && next !== undefined) links.push(el("a", { href: at(next), rel: "next" }, "Older →"));
+  return el("nav", { class: "pager", "aria-label": "Pages" }, links);
+}
