@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+from typing import cast
 
 import orjson
 
@@ -232,9 +233,7 @@ class StdioTransport(Transport):
         pipe = self._proc.get_pipe_transport(0) if self._proc is not None else None
         if self._ending.is_set() or pipe is None or pipe.is_closing():
             raise TransportClosed(f"upstream {self.name}: process is gone")
-        # uvloop's pipe transports do not subclass asyncio.WriteTransport: check the behaviour we use.
-        assert hasattr(pipe, "write") and hasattr(pipe, "get_write_buffer_size")
-        return pipe  # type: ignore[return-value]
+        return cast(asyncio.WriteTransport, pipe)  # uvloop's pipe transports are not subclasses
 
     # Pipe callbacks (called by _Protocol on the event loop).
 
