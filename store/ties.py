@@ -2,7 +2,8 @@
 
 Pure functions over rows already read from the store. A window tie is never labelled exact; it carries the
 number of candidate results it was chosen among. An MCP session bound to a Claude Code session (by an exact
-tie, or else by the majority of its window ties) only matches results of that session.
+tie, or else by the session whose tool results fit its whole sequence of calls best) only matches results of
+that session, so concurrent sessions calling the same tools do not steal each other's results.
 """
 
 from __future__ import annotations
@@ -57,17 +58,38 @@ def tie_calls(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]
     open_results = [r for r in _windowable(results) if r["tool_use_id"] not in claimed]
     if not open_calls or not open_results:
         return _with_unmatched(ties, calls)
-    first = _greedy(open_calls, open_results, binding)
-    votes: dict[str, Counter[str]] = {}
-    for c in open_calls:
-        if c["mcp_session_id"] not in binding and c["call_id"] in first:
-            votes.setdefault(c["mcp_session_id"], Counter())[first[c["call_id"]][0]["session_id"]] += 1
-    for mcp_session, counter in votes.items():
-        binding[mcp_session] = counter.most_common(1)[0][0]
-    for call_id, (result, candidates) in _greedy(open_calls, open_results, binding).items():
+    binding.update(_bind_sessions([c for c in open_calls if c["mcp_session_id"] not in binding], open_results))
+    for call_id, (result, candidates, _) in _greedy(open_calls, open_results, binding).items():
         ties[call_id] = Tie(call_id, WINDOW, result["session_id"], result["prompt_id"], result["tool_use_id"],
                             candidates)
     return _with_unmatched(ties, calls)
+
+
+def _bind_sessions(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """MCP session -> Claude Code session for sessions no exact tie bound: the pairing whose whole sequence of
+    calls fits best (most calls matched, then the least time distance), one to one first, leftovers after."""
+    calls_of: dict[str, list[dict[str, Any]]] = {}
+    for c in calls:
+        calls_of.setdefault(c["mcp_session_id"], []).append(c)
+    results_of: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        results_of.setdefault(r["session_id"], []).append(r)
+    scored: list[tuple[int, float, str, str]] = []
+    for mcp_session, own in calls_of.items():
+        for cc_session, theirs in results_of.items():
+            matched = _greedy(own, theirs, {})
+            if matched:
+                scored.append((-len(matched), sum(d for _, _, d in matched.values()), mcp_session, cc_session))
+    scored.sort()
+    binding: dict[str, str] = {}
+    taken: set[str] = set()
+    for _, _, mcp_session, cc_session in scored:
+        if mcp_session not in binding and cc_session not in taken:
+            binding[mcp_session] = cc_session
+            taken.add(cc_session)
+    for _, _, mcp_session, cc_session in scored:
+        binding.setdefault(mcp_session, cc_session)
+    return binding
 
 
 def _windowable(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -92,8 +114,8 @@ def _fits(call: dict[str, Any], result: dict[str, Any]) -> float | None:
 
 
 def _greedy(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
-            binding: dict[str, str]) -> dict[str, tuple[dict[str, Any], int]]:
-    """One-to-one assignment, closest pairs first; call_id -> (result, candidate count)."""
+            binding: dict[str, str]) -> dict[str, tuple[dict[str, Any], int, float]]:
+    """One-to-one assignment, closest pairs first; call_id -> (result, candidate count, distance)."""
     index = _by_name(results)
     pairs: list[tuple[float, int, int]] = []
     counts: Counter[int] = Counter()
@@ -110,13 +132,13 @@ def _greedy(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
     pairs.sort()
     used_calls: set[int] = set()
     used_results: set[int] = set()
-    out: dict[str, tuple[dict[str, Any], int]] = {}
-    for _, i, j in pairs:
+    out: dict[str, tuple[dict[str, Any], int, float]] = {}
+    for distance, i, j in pairs:
         if i in used_calls or j in used_results:
             continue
         used_calls.add(i)
         used_results.add(j)
-        out[calls[i]["call_id"]] = (results[j], counts[i])
+        out[calls[i]["call_id"]] = (results[j], counts[i], distance)
     return out
 
 
