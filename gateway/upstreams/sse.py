@@ -17,7 +17,6 @@ from gateway.upstreams.base import (
     ClosedHandler,
     MessageHandler,
     MessageTooLarge,
-    SessionLost,
     Transport,
     TransportClosed,
     TransportError,
@@ -88,7 +87,10 @@ class LegacySseTransport(Transport):
         with translate_errors(self.name, self.endpoint, self.connect_timeout):
             async with self._client.post(self.endpoint, data=message, headers=headers) as response:
                 if response.status == 404:
-                    raise SessionLost(f"upstream {self.name} no longer knows our session (HTTP 404)")
+                    # This protocol cannot re-initialize on the same stream: reconnect from scratch.
+                    lost = TransportClosed(f"upstream {self.name} no longer knows our session (HTTP 404)")
+                    self._end(lost)
+                    raise lost
                 if response.status >= 300:
                     body = await read_capped(response, ERROR_BODY_CAP) or b""
                     text = body[:ERROR_EXCERPT].decode("utf-8", "replace").strip()

@@ -129,3 +129,23 @@ async def test_a_non_stream_answer_to_get_is_a_clear_error() -> None:
     async with fake_upstream(post, get) as fake:
         with pytest.raises(TransportError, match="HTTP 401"):
             await Wire(sse(fake.url)).open()
+
+
+async def test_a_forgotten_session_closes_the_transport_for_a_fresh_connect() -> None:
+    async def get(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"event: endpoint\ndata: /mcp?s=gone\n\n")
+        await asyncio.Event().wait()
+        return response
+
+    async def post(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=404, text="Could not find session")
+
+    async with fake_upstream(post, get) as fake:
+        wire = await Wire(sse(fake.url)).open()
+        with pytest.raises(TransportClosed, match="no longer knows our session"):
+            await wire.transport.send(b'{"jsonrpc":"2.0","id":1,"method":"ping"}', request_id=1)
+        assert isinstance(await wire.wait_closed(), TransportClosed)
+        await wire.transport.close()
+    assert wire.close_calls == 1
