@@ -59,7 +59,7 @@ def tie_calls(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]
     if not open_calls or not open_results:
         return _with_unmatched(ties, calls)
     binding.update(_bind_sessions([c for c in open_calls if c["mcp_session_id"] not in binding], open_results))
-    for call_id, (result, candidates, _) in _greedy(open_calls, open_results, binding).items():
+    for call_id, (result, candidates) in _in_order(open_calls, open_results, binding).items():
         ties[call_id] = Tie(call_id, WINDOW, result["session_id"], result["prompt_id"], result["tool_use_id"],
                             candidates)
     return _with_unmatched(ties, calls)
@@ -90,6 +90,28 @@ def _bind_sessions(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, 
     for _, _, mcp_session, cc_session in scored:
         binding.setdefault(mcp_session, cc_session)
     return binding
+
+
+def _in_order(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
+              binding: dict[str, str]) -> dict[str, tuple[dict[str, Any], int]]:
+    """Within each bound (MCP session, Claude Code session) pair, calls and results of one tool keep their
+    order: the k-th call takes the first unused result that fits it. call_id -> (result, candidate count)."""
+    index = _by_name(results)
+    used: set[int] = set()
+    out: dict[str, tuple[dict[str, Any], int]] = {}
+    for call in sorted(calls, key=lambda c: seconds(c["started_at"])):
+        bound = binding.get(call["mcp_session_id"])
+        fitting = [j for j in _near(index, call)
+                   if (bound is None or results[j]["session_id"] == bound) and _fits(call, results[j]) is not None]
+        free = sorted((j for j in fitting if j not in used), key=lambda j: _start(results[j]))
+        if free:
+            used.add(free[0])
+            out[call["call_id"]] = (results[free[0]], len(fitting))
+    return out
+
+
+def _start(result: dict[str, Any]) -> float:
+    return seconds(result["event_time"]) - float(result.get("duration_ms") or 0) / 1000.0
 
 
 def _windowable(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
