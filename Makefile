@@ -24,8 +24,9 @@ lint: install
 test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
 
+# `make bench BENCH_ARGS=--quick` for the two-minute run.
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache
