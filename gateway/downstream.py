@@ -180,6 +180,7 @@ class McpEndpoint:
             await self._pump_general(stream, session, request.headers.get("Last-Event-ID"))
         finally:
             session.general.attached = False
+            session.touch()  # idle time counts from when the client let go of the stream
         return stream
 
     async def _pump_general(self, stream: web.StreamResponse, session: Session, last_event_id: str | None) -> None:

@@ -126,7 +126,9 @@ class SessionRegistry:
 
     def expire_idle(self) -> int:
         cutoff = time.monotonic() - self._idle_seconds
-        idle = [s.session_id for s in self._sessions.values() if s.last_seen < cutoff and not s.in_flight]
+        # A session with a call in flight or a client holding its GET stream is in use, however quiet.
+        idle = [s.session_id for s in self._sessions.values()
+                if s.last_seen < cutoff and not s.in_flight and not s.general.attached]
         for session_id in idle:
             self.end(session_id, "idle")
         return len(idle)

@@ -78,7 +78,7 @@ async def test_a_recovered_upstream_rejoins_the_catalog_and_clients_are_told(tmp
     script = f'test -e "{flag}" || exit 1; exec "$0" "$@"'
     echo = echo_upstream("late")
     late = UpstreamConfig(name="late", type="stdio", command="sh", args=("-c", script, echo.command or "", *echo.args),
-                          timeouts=FAST)
+                          timeouts=Timeouts(init_seconds=20.0))
     changed = asyncio.Event()
 
     async def on_message(message: Any) -> None:

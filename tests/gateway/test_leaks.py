@@ -1,0 +1,91 @@
+"""No leaks: sessions opened and dropped, and crashed upstreams, leave no process or descriptor behind (C14)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from aiohttp import ClientSession as Http
+
+from gateway.config import Timeouts
+from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, running_gateway
+from tests.gateway.test_downstream import open_session
+from tests.gateway.test_stateful import wait_gone
+
+
+def descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_fifty_sessions_closed_or_dropped_leave_no_process_or_fd(tmp_path: Path) -> None:
+    upstream = raw_upstream("s", "--spawn-stubborn", stateful=True, timeouts=Timeouts(init_seconds=20))
+    config = gateway_config(upstream, session_idle_seconds=3.0)
+    async with running_gateway(config) as url:
+        baseline_procs, baseline_fds = descendants(os.getpid()), open_fds()
+        started: set[int] = set()
+        for _ in range(5):
+            pids = await asyncio.gather(*(_closed_session(url) for _ in range(5)),
+                                        *(_dropped_session(url) for _ in range(5)))
+            started |= {int(pid) for pair in pids for pid in pair.split()}
+            started |= descendants(os.getpid()) - baseline_procs
+        assert len(started) >= 100  # 50 sessions, each with its own worker and grandchild
+        await wait_gone(sorted(started), timeout=60)  # closed ones at once, dropped ones at idle expiry
+        assert descendants(os.getpid()) - baseline_procs == set()
+        assert open_fds() <= baseline_fds + 2
+
+
+async def _closed_session(url: str) -> str:
+    async with mcp_session(url) as client:  # sends DELETE on exit
+        result = await client.call_tool("s__pids", {})
+    return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+async def _dropped_session(url: str) -> str:
+    async with Http() as http:  # initializes, calls, then vanishes without DELETE
+        session_id = await open_session(http, url)
+        body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s__pids","arguments":{}}}'
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                   "Mcp-Session-Id": session_id}
+        async with http.post(url, data=body, headers=headers) as response:
+            assert response.status == 200
+            answer = await response.json()
+    return str(answer["result"]["content"][0]["text"])
+
+
+async def test_an_upstream_crash_fails_the_call_clearly_and_the_upstream_comes_back() -> None:
+    upstream = raw_upstream("c", "--crash-on", "boom", "--tools-named", "boom,echo",
+                            timeouts=Timeouts(init_seconds=20))
+    async with running_gateway(gateway_config(upstream)) as url, mcp_session(url) as client:
+        failed = None
+        try:
+            await client.call_tool("c__boom", {})
+        except Exception as exc:  # the SDK raises the JSON-RPC error
+            failed = str(exc)
+        assert failed is not None and "exited with code 3" in failed
+        async with asyncio.timeout(30):
+            while True:  # the restart follows a backoff schedule: retry until the new process answers
+                try:
+                    answer = await client.call_tool("c__echo", {"text": "back"})
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+    assert "back" in repr(answer.content)
