@@ -6,7 +6,10 @@ so they need no token; a Content-Security-Policy of 'self' keeps every page from
 
 from __future__ import annotations
 
+import hashlib
+import html
 from importlib import resources
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -34,20 +37,34 @@ def _content_type(name: str) -> str:
     return CONTENT_TYPES.get(suffix, "application/octet-stream") + ("; charset=utf-8" if suffix != ".svg" else "")
 
 
+def _with_preload(shell: bytes, api_path: str) -> bytes:
+    """The shell with the page's API call started by the HTML parser, before any script has loaded."""
+    link = f'<link rel="preload" href="{html.escape(api_path)}" as="fetch" crossorigin="anonymous">\n  '
+    return shell.replace(b"<link rel=\"stylesheet\"", link.encode() + b"<link rel=\"stylesheet\"", 1)
+
+
 def add_page_routes(app: web.Application) -> None:
     """GET `/`, the `/ui/*` pages (all the same shell; the browser picks the view from the path) and assets."""
     assets = _assets()
     shell = assets["index.html"]
 
-    async def page(_: web.Request) -> web.Response:
-        return web.Response(body=shell, headers=_headers("text/html; charset=utf-8", "no-cache"))
+    async def page(request: web.Request) -> web.Response:
+        body = shell
+        if "session_id" in request.match_info:
+            body = _with_preload(shell, "/api/sessions/" + quote(request.match_info["session_id"], safe=""))
+        return web.Response(body=body, headers=_headers("text/html; charset=utf-8", "no-cache"))
+
+    tags = {name: '"' + hashlib.sha256(body).hexdigest()[:16] + '"' for name, body in assets.items()}
 
     async def asset(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = assets.get(name)
         if body is None:
             raise web.HTTPNotFound()
-        return web.Response(body=body, headers=_headers(_content_type(name), "no-cache"))
+        headers = _headers(_content_type(name), "no-cache") | {"ETag": tags[name]}
+        if request.headers.get("If-None-Match") == tags[name]:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, headers=headers)
 
     for path in PAGES:
         app.router.add_get(path, page)

@@ -1,16 +1,22 @@
 // The router: picks the view from the path, renders it into <main>, and marks the document ready
 // (data-state="ready" and a performance mark) so tests and the benchmark know when a page is drawn.
 
+// Views are imported statically (index.html preloads them all) so the page's API call starts as soon as this runs.
+
 import { AuthRequired, adoptToken, setToken } from "./api.js";
+import * as budgets from "./budgets.js";
 import { el } from "./format.js";
+import * as servers from "./servers.js";
+import * as session from "./session.js";
+import * as sessions from "./sessions.js";
 
 const ROUTES = [
-  [/^\/(?:ui\/?)?$/, "sessions", () => import("./sessions.js")],
-  [/^\/ui\/sessions\/?$/, "sessions", () => import("./sessions.js")],
-  [/^\/ui\/sessions\/(.+)$/, "sessions", () => import("./session.js")],
-  [/^\/ui\/servers\/?$/, "servers", () => import("./servers.js")],
-  [/^\/ui\/servers\/(.+)$/, "servers", () => import("./servers.js")],
-  [/^\/ui\/budgets\/?$/, "budgets", () => import("./budgets.js")],
+  [/^\/(?:ui\/?)?$/, "sessions", sessions],
+  [/^\/ui\/sessions\/?$/, "sessions", sessions],
+  [/^\/ui\/sessions\/(.+)$/, "sessions", session],
+  [/^\/ui\/servers\/?$/, "servers", servers],
+  [/^\/ui\/servers\/(.+)$/, "servers", servers],
+  [/^\/ui\/budgets\/?$/, "budgets", budgets],
 ];
 
 async function main() {
@@ -21,11 +27,10 @@ async function main() {
   document.documentElement.dataset.state = "loading";
   try {
     if (!route) throw new Error(`no page at ${path}`);
-    const [pattern, nav, load] = route;
+    const [pattern, nav, view] = route;
     document.querySelector(`[data-nav="${nav}"]`)?.setAttribute("aria-current", "page");
     const match = path.match(pattern);
     const arg = match[1] ? decodeURIComponent(match[1]) : null;
-    const view = await load();
     const content = await view.render(arg, new URLSearchParams(window.location.search));
     root.replaceChildren(content);
   } catch (error) {

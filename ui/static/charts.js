@@ -76,5 +76,5 @@ export function bucketsOf(sizes) {
   for (let e = 0; e < top; e += 1) buckets.push({ lo: e === 0 ? 0 : 2 ** e, hi: 2 ** (e + 1), count: 0 });
   for (const s of sizes) buckets[Math.min(top - 1, s < 2 ? 0 : Math.floor(Math.log2(s)))].count += 1;
   const first = buckets.findIndex((b) => b.count > 0);
-  return buckets.slice(first);
+  return buckets.slice(Math.max(0, Math.min(first, top - 8)));
 }

@@ -47,6 +47,7 @@ export function seconds(value) {
 
 export function date(value) {
   if (value === null || value === undefined || value === "") return null;
+  if (value instanceof Date) return value;
   if (typeof value === "number") return new Date(value > 1e12 ? value : value * 1000);
   const text = String(value);
   return new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(text) ? text : `${text.replace(" ", "T")}Z`);
@@ -57,6 +58,10 @@ export function time(value) {
   if (!d || Number.isNaN(d.getTime())) return "—";
   const pad = (n) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+export function plural(n, word) {
+  return `${num(n)} ${word}${Number(n) === 1 ? "" : "s"}`;
 }
 
 export function span(start, end) {

@@ -4,7 +4,7 @@
 import { getJson } from "./api.js";
 import { budgetsOrNothing, resetText, usageMeters } from "./budgetview.js";
 import { bucketsOf, bytesOverTime, histogram } from "./charts.js";
-import { bytes, cell, date, el, ms, num, numCell, table, time, tokens } from "./format.js";
+import { bytes, cell, date, el, ms, num, numCell, plural, table, time, tokens } from "./format.js";
 
 const SAMPLE = 1000; // calls fetched for the charts: the newest ones, a bounded query
 
@@ -84,7 +84,7 @@ function totals(s) {
 function charts(calls, name) {
   const points = calls.map((c) => ({ at: date(c.started_at), value: Number(c.resp_bytes_upstream ?? 0) }))
     .filter((p) => p.at && !Number.isNaN(p.at.getTime()));
-  const note = calls.length >= SAMPLE ? `the newest ${num(SAMPLE)} calls` : `${num(calls.length)} calls`;
+  const note = calls.length >= SAMPLE ? `the newest ${num(SAMPLE)} calls` : plural(calls.length, "call");
   return el("section", { "aria-labelledby": "charts-title", class: "charts" },
     el("h2", { id: "charts-title" }, "Result sizes"),
     el("p", { class: "muted small" }, `From ${note}.`),
@@ -98,7 +98,7 @@ function largest(rows) {
   return table("The largest results and their tools", ["Time", "Tool", { label: "Result", num: true },
     { label: "Est. tokens", num: true }, "Status", "Session"],
   rows.map((r) => el("tr", { dataset: { call: r.call_id } },
-    cell(time(r.started_at)), el("th", { scope: "row" }, r.tool), numCell(bytes(r.resp_bytes_upstream), { title: `${num(r.resp_bytes_upstream)} bytes` }),
+    cell(time(r.started_at), { class: "nowrap" }), el("th", { scope: "row" }, r.tool), numCell(bytes(r.resp_bytes_upstream), { title: `${num(r.resp_bytes_upstream)} bytes` }),
     numCell(tokens(r.est_tokens)), cell(el("span", { class: `status status-${r.status}` }, r.status)),
     cell(r.mcp_session_id ? el("a", { href: `/ui/sessions/${encodeURIComponent(r.mcp_session_id)}` }, r.mcp_session_id.slice(0, 8)) : "—"))),
   { class: "data", id: "largest" });

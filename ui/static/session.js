@@ -185,7 +185,7 @@ function tie(call) {
 function callTable(calls, caption) {
   return table(caption, ["Time", "Server", "Tool", { label: "Request", num: true }, { label: "Result", num: true }, "Status", "Tie"],
     calls.map((c) => el("tr", { dataset: { call: c.call_id } },
-      cell(time(c.started_at)), cell(c.upstream), el("th", { scope: "row" }, c.tool),
+      cell(time(c.started_at), { class: "nowrap" }), cell(c.upstream), el("th", { scope: "row" }, c.tool),
       numCell(requestBadge(c)), numCell(resultBadge(c)), cell(status(c)), cell(tie(c)))), { class: "data calls" });
 }
 

@@ -56,6 +56,7 @@ function filters(query, servers) {
     el("div", { class: "field actions" }, el("button", { type: "submit" }, "Apply"), el("a", { href: "/ui/sessions" }, "Reset")));
 }
 
+const KINDS = ["Input", "Output", "Cache read", "Cache write"];
 const HEADERS = [
   "Session", "User", "Client", "Start", { label: "Duration", num: true }, { label: "Turns", num: true },
   { label: "Input", num: true }, { label: "Output", num: true }, { label: "Cache read", num: true },
@@ -63,26 +64,28 @@ const HEADERS = [
   { label: "MCP calls", num: true }, { label: "MCP bytes", num: true }, "Servers",
 ];
 
+// Tokens by kind get their own columns when the API sends them; the total is always there.
 function sessionTable(rows) {
-  return table("Sessions, newest first", HEADERS, rows.map(sessionRow), { class: "data", id: "sessions" });
+  const byKind = rows.some((r) => r.input_tokens !== undefined);
+  const headers = byKind ? HEADERS : HEADERS.filter((h) => !KINDS.includes(h.label));
+  return table("Sessions, newest first", headers, rows.map((r) => sessionRow(r, byKind)), { class: "data", id: "sessions" });
 }
 
 function kind(row, key) {
   return row[key] === undefined || row[key] === null ? "—" : tokens(row[key]);
 }
 
-function sessionRow(row) {
+function sessionRow(row, byKind) {
   const link = el("a", { href: `/ui/sessions/${encodeURIComponent(row.session_id)}`, title: row.session_id }, shortId(row.session_id));
   const mcpBytes = Number(row.resp_bytes_upstream ?? 0) + Number(row.req_bytes_client ?? 0);
   return el("tr", { dataset: { session: row.session_id } },
     el("th", { scope: "row" }, link, row.kind === "mcp" ? el("span", { class: "tag" }, "MCP only") : null),
-    cell(row.user || row.user_id || "—"),
+    cell(row.user || row.user_id || "—", { class: "clip", title: row.user || row.user_id || null }),
     cell(row.client || row.client_name || (row.kind === "claude_code" ? "Claude Code" : "—")),
-    cell(time(row.started_at)),
+    cell(time(row.started_at), { class: "nowrap" }),
     numCell(ms(span(row.started_at, row.last_at ?? row.ended_at))),
     numCell(num(row.turns)),
-    numCell(kind(row, "input_tokens")), numCell(kind(row, "output_tokens")),
-    numCell(kind(row, "cache_read_tokens")), numCell(kind(row, "cache_creation_tokens")),
+    byKind ? ["input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"].map((k) => numCell(kind(row, k))) : null,
     numCell(tokens(row.total_tokens), { dataset: { k: "total_tokens" } }),
     numCell(usd(row.cost_usd), { dataset: { k: "cost_usd" } }),
     numCell(num(row.tool_calls)),
