@@ -85,7 +85,9 @@ async def _seed(svc: Running) -> None:
         async with Http() as http, http.post(svc.base_url + "/v1/logs", data=otlp_logs_now(),
                                              headers={"Content-Type": "application/json", **AUTH}) as response:
             assert response.status == 200, await response.text()
-        await svc.flushed()
+    async with mcp_session(svc.mcp_url) as other:  # a client that sends no ids: an MCP-only session
+        await other.call_tool("beta__echo", {"text": "from another client"})
+    await svc.flushed()
 
 
 class Browser:
@@ -257,6 +259,21 @@ async def test_session_page_byte_badge_opens_with_enter_and_shows_the_calls_byte
     assert count(await region.locator("[data-k=req_bytes_client]").inner_text()) == blob["req_bytes_client"]
     denied = next(c for c in calls if c["status"] == "denied")
     assert "denied" in await page.locator(f"tr[data-call='{denied['call_id']}'] .status").inner_text()
+
+
+async def test_an_mcp_only_session_shows_its_calls_untied(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    listed = (await api(svc, "/api/sessions"))["sessions"]
+    mcp_only = next(s for s in listed if s["kind"] == "mcp")
+    detail = await api(svc, f"/api/sessions/{mcp_only['session_id']}")
+    page = await browser.open("/ui/sessions")
+    await page.locator(f"#sessions tr[data-session='{mcp_only['session_id']}'] a").click()
+    await page.wait_for_url(f"**/ui/sessions/{mcp_only['session_id']}", timeout=WAIT_MS)
+    await page.wait_for_selector("html[data-state=ready] #outside", timeout=WAIT_MS)
+    rows = page.locator("#outside tr[data-call]")
+    assert await rows.count() == len(detail["calls_outside_turns"]) == 1
+    assert await rows.locator(".tie").inner_text() == "unmatched"
+    assert await page.locator("#turns section.turn").count() == 0
 
 
 # ----- servers and budgets --------------------------------------------------------------------------------
