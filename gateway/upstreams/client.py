@@ -74,6 +74,7 @@ class Response:
 
     body: dict[str, Any]
     size: int
+    raw: bytes = b""  # the message as it crossed the wire, so an unchanged result can pass through untouched
 
 
 @dataclass
@@ -290,7 +291,8 @@ class UpstreamClient:
     # ----- requests --------------------------------------------------------------------------
 
     async def _call_checked(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        response = await self.request(method, params)
+        # Handshake and catalog reads are bounded by the init timeout, not the per-call one.
+        response = await self.request(method, params, idle_seconds=self.config.timeouts.init_seconds)
         if "error" in response.body:
             error = response.body["error"] or {}
             raise UpstreamError(f"{method} failed: {error.get('message', error)}")
@@ -299,7 +301,7 @@ class UpstreamClient:
 
     async def request(self, method: str, params: dict[str, Any] | None, *,
                       sink: EventSink | None = None, on_sent: Callable[[int, int], None] | None = None,
-                      ) -> Response:
+                      idle_seconds: float | None = None) -> Response:
         """Send one request and wait for its answer; progress and server requests go to `sink`.
 
         `on_sent(upstream_id, wire_bytes)` is called once the request is on its way. Raises
@@ -317,7 +319,7 @@ class UpstreamClient:
             await self._send(raw, upstream_id)
             if on_sent is not None:
                 on_sent(upstream_id, len(raw))
-            return await self._await_answer(upstream_id, pending, method)
+            return await self._await_answer(upstream_id, pending, method, idle_seconds)
         except asyncio.CancelledError:
             await self._cancel_quietly(upstream_id, "cancelled by client")
             raise
@@ -325,11 +327,13 @@ class UpstreamClient:
             self._pending.pop(upstream_id, None)
             self._by_token.pop(str(upstream_id), None)
 
-    async def _await_answer(self, upstream_id: int, pending: _Pending, method: str) -> Response:
+    async def _await_answer(self, upstream_id: int, pending: _Pending, method: str,
+                            idle_seconds: float | None) -> Response:
         timeouts = self.config.timeouts
-        deadline = time.monotonic() + timeouts.call_max_seconds
+        idle_limit = idle_seconds or timeouts.call_seconds
+        deadline = time.monotonic() + max(timeouts.call_max_seconds, idle_limit)
         while True:
-            idle_left = pending.last_activity + timeouts.call_seconds - time.monotonic()
+            idle_left = pending.last_activity + idle_limit - time.monotonic()
             wait = min(idle_left, deadline - time.monotonic())
             if wait <= 0:
                 await self._cancel_quietly(upstream_id, "timed out at the gateway")
@@ -412,19 +416,19 @@ class UpstreamClient:
             self._observer.upstream_event(self, "invalid_message", exc.message)
             return
         if message.kind is jsonrpc.Kind.RESPONSE:
-            self._on_response(message)
+            self._on_response(message, raw)
         elif message.kind is jsonrpc.Kind.NOTIFICATION:
             self._on_notification(message.body)
         else:
             self._on_server_request(message.body, related_id)
 
-    def _on_response(self, message: jsonrpc.Message) -> None:
+    def _on_response(self, message: jsonrpc.Message, raw: bytes = b"") -> None:
         upstream_id = message.id
         pending = self._pending.get(upstream_id) if isinstance(upstream_id, int) else None
         if pending is None or pending.future.done():
             log.debug("upstream %s: dropping late or unknown response id %r", self.name, upstream_id)
             return
-        pending.future.set_result(Response(message.body, message.size))
+        pending.future.set_result(Response(message.body, message.size, raw))
 
     def _on_notification(self, body: dict[str, Any]) -> None:
         method = body.get("method", "")

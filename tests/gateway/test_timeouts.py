@@ -1,0 +1,69 @@
+"""Per-server timeouts that progress resets, a cancel upstream on timeout, and names that outlive their upstream."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Timeouts, UpstreamConfig
+from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session, raw_upstream, running_gateway
+from tests.gateway.taps import tap, tapped_echo_upstream
+
+SHORT = Timeouts(init_seconds=20.0, call_seconds=1.0, call_max_seconds=30.0)
+
+
+async def test_a_silent_call_times_out_and_the_upstream_is_told_to_cancel(tmp_path: Path) -> None:
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo", timeouts=SHORT)
+    async with tap(tmp_path / "a.fifo") as upstream_in, running_gateway(gateway_config(upstream)) as url, \
+            mcp_session(url) as client:
+        with pytest.raises(Exception, match="did not answer tools/call in time"):
+            await client.call_tool("a__slow", {"ms": 20_000, "text": "late"})
+        forwarded = await upstream_in.wait_for("tools/call")
+        cancelled = await upstream_in.wait_for("notifications/cancelled")
+    assert cancelled["params"]["requestId"] == forwarded["id"]
+
+
+async def test_progress_resets_the_timeout() -> None:
+    async with running_gateway(gateway_config(echo_upstream("a", timeouts=SHORT))) as url, \
+            mcp_session(url) as client:
+        # 4 steps of 600 ms: 2.4 s in all, well past call_seconds, but never 1 s without progress.
+        result = await client.call_tool("a__progress", {"steps": 4, "ms": 600},
+                                        progress_callback=lambda *_: _noop())
+    assert not result.is_error
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_a_tool_of_an_upstream_that_died_answers_is_error_clearly(tmp_path: Path) -> None:
+    flag = tmp_path / "alive"
+    flag.touch()
+    raw = raw_upstream("c", "--crash-on", "boom", "--tools-named", "boom,echo")
+    # Runs only while the flag exists: after the crash it cannot come back.
+    script = f'test -e "{flag}" || exit 1; exec "$0" "$@"'
+    dying = UpstreamConfig(name="c", type="stdio", command="sh", args=("-c", script, raw.command or "", *raw.args),
+                           timeouts=Timeouts(init_seconds=20.0))
+    async with running_gateway(gateway_config(dying, echo_upstream("ok"))) as url, mcp_session(url) as client:
+        names = [tool.name for tool in (await client.list_tools()).tools]
+        assert "c__echo" in names
+        flag.unlink()
+        with pytest.raises(Exception, match="exited"):
+            await client.call_tool("c__boom", {})
+        result = await client.call_tool("c__echo", {"text": "x"})
+        assert not (await client.call_tool("ok__echo", {"text": "fine"})).is_error
+    assert result.is_error
+    assert "no longer offered by upstream 'c'" in repr(result.content)
+
+
+async def test_header_secrets_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "s3cr3t-token-value"
+    upstream = UpstreamConfig(name="locked", type="http", url="http://127.0.0.1:1/mcp?key=" + secret,
+                              headers={"Authorization": f"Bearer {secret}"}, timeouts=Timeouts(init_seconds=2.0))
+    async with running_gateway(gateway_config(upstream, echo_upstream("ok"))) as url, mcp_session(url) as client:
+        await client.list_tools()
+    assert "locked" in caplog.text
+    assert secret not in caplog.text
