@@ -147,6 +147,7 @@ async def main(events: int, runs: int) -> None:
             print(summary("API call (/api/sessions/{id})", [s["api"] for s in samples]))
             print(summary("API call started", [s["api_start"] for s in samples]))
             print(summary("DOM after API", [s["rendered"] - s["api_end"] for s in samples]))
+            print(summary("page's own time (rendered minus API call)", [s["rendered"] - s["api"] for s in samples]))
             print(summary("page rendered (navigation start to tollgate:rendered)", [s["rendered"] for s in samples]))
         finally:
             await runner.cleanup()

@@ -2,7 +2,7 @@
 // per-tool figures, tool-list context cost, result bytes over time, a histogram of result sizes and budget use.
 
 import { getJson } from "./api.js";
-import { budgetsOrNothing, resetText, usageMeters } from "./budgetview.js";
+import { LIMIT_LABELS, budgetsOrNothing, resetText, usageMeters } from "./budgetview.js";
 import { bucketsOf, bytesOverTime, histogram } from "./charts.js";
 import { bytes, cell, date, el, ms, num, numCell, plural, table, time, tokens } from "./format.js";
 
@@ -31,7 +31,7 @@ function busiestShare(budget) {
   const usage = budget?.usage ?? [];
   if (!usage.length) return "—";
   const top = usage.reduce((a, u) => (u.used / (u.allowed || 1) > a.used / (a.allowed || 1) ? u : a));
-  return `${(100 * top.used / (top.allowed || 1)).toFixed(0)}% of ${top.limit}`;
+  return `${(100 * top.used / (top.allowed || 1)).toFixed(0)}% of ${(LIMIT_LABELS[top.limit] ?? top.limit).toLowerCase()}`;
 }
 
 function serverRow(s, budget) {
