@@ -35,7 +35,15 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
     if extend is not None:
         extend(app, hub)
     app.cleanup_ctx.append(_hub_lifetime)
+    app.on_shutdown.append(_end_sessions)
     return app
+
+
+async def _end_sessions(app: web.Application) -> None:
+    """On shutdown, end every session first so open GET streams close instead of lingering."""
+    hub = app[HUB_KEY]
+    for session in list(hub.sessions):
+        hub.sessions.end(session.session_id, "shutdown")
 
 
 async def _hub_lifetime(app: web.Application) -> AsyncIterator[None]:
