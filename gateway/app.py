@@ -6,7 +6,9 @@ none of them.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -25,7 +27,8 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
                transport_factory: TransportFactory = make_transport,
                extend: Callable[[web.Application, Hub], None] | None = None) -> web.Application:
     """The gateway app; upstreams start with the app and stop with it."""
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app = web.Application(client_max_size=config.server.max_body_bytes,
+                          middlewares=[_bearer_guard(config.server.auth_tokens)])
     hub = Hub(config, transport_factory, observers)
     relay = Relay(hub, policy)
     app[HUB_KEY] = hub
@@ -37,6 +40,26 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
     app.cleanup_ctx.append(_hub_lifetime)
     app.on_shutdown.append(_end_sessions)
     return app
+
+
+# /mcp and the OTLP routes check tokens themselves (with protocol-shaped errors); pages carry no data.
+GUARDED_PREFIXES = ("/api/", "/metrics")
+
+
+def _bearer_guard(tokens: tuple[str, ...]) -> Any:
+    """When tokens are configured, the JSON API and /metrics need one as a Bearer header."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if tokens and request.path.startswith(GUARDED_PREFIXES):
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens):
+                return web.json_response({"error": "unauthorized: bearer token required"}, status=401,
+                                         headers={"WWW-Authenticate": 'Bearer realm="tollgate"'})
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
 
 
 async def _end_sessions(app: web.Application) -> None:

@@ -170,3 +170,17 @@ async def test_healthz_reports_each_upstream(endpoint: str) -> None:
     assert response.status == 200
     assert health["status"] == "ok"
     assert health["upstreams"]["a"]["state"] == "ready" and health["upstreams"]["a"]["tools"] >= 5
+
+
+async def test_api_and_metrics_need_the_bearer_token_when_one_is_configured(tmp_path: Any) -> None:
+    from tests.gateway.service import running_service
+
+    config = gateway_config(echo_upstream("a"), auth_tokens=("s3cret",))
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        for path in ("/api/sessions", "/api/servers", "/metrics"):
+            async with http.get(svc.base_url + path) as response:
+                assert response.status == 401, path
+            async with http.get(svc.base_url + path, headers={"Authorization": "Bearer s3cret"}) as response:
+                assert response.status == 200, path
+        async with http.get(svc.base_url + "/healthz") as response:
+            assert response.status == 200
