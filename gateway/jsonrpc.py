@@ -104,6 +104,32 @@ def encode(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body)
 
 
+def encode_result(request_id: RequestId, result: dict[str, Any], raw_result: bytes | memoryview | None = None) -> bytes:
+    """A response carrying `result`; given the result's bytes as received (`result_slice`), they pass untouched."""
+    if raw_result is None:
+        return orjson.dumps(result_body(request_id, result))
+    return b"".join((b'{"jsonrpc":"2.0","id":', orjson.dumps(request_id), b',"result":', raw_result, b"}"))
+
+
+def result_slice(raw: bytes, body: dict[str, Any]) -> memoryview | None:
+    """The bytes of `result` inside `raw`, the compact response `body` was parsed from, when it has exactly the
+    keys jsonrpc, id and result in the order the Python SDK writes or the one the TypeScript SDK writes (result
+    first); None for any other shape, which callers then re-encode."""
+    if len(body) != 3 or not isinstance(body.get("result"), dict) or body.get("jsonrpc") != "2.0":
+        return None
+    request_id = orjson.dumps(body.get("id"))
+    end = len(raw)
+    while end and raw[end - 1] in b" \t\r\n":
+        end -= 1
+    prefix = b'{"jsonrpc":"2.0","id":' + request_id + b',"result":'
+    if raw.startswith(prefix) and raw[end - 1 : end] == b"}":
+        return memoryview(raw)[len(prefix) : end - 1]
+    suffix = b',"jsonrpc":"2.0","id":' + request_id + b"}"
+    if raw.startswith(b'{"result":') and raw[end - len(suffix) : end] == suffix:
+        return memoryview(raw)[len(b'{"result":') : end - len(suffix)]
+    return None
+
+
 def error_body(request_id: RequestId | None, code: int, message: str, data: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:

@@ -157,7 +157,7 @@ class Relay:
         assert request_id is not None
         call, upstream, params = self._prepare(session, message)
         try:
-            result = await self._metered_result(session, call, upstream, params, emit)
+            result, raw_result = await self._metered_result(session, call, upstream, params, emit)
         except asyncio.CancelledError:
             call.finish("cancelled", "cancelled by the client")
             self.hub.call_finished(call)
@@ -171,7 +171,7 @@ class Relay:
         except jsonrpc.ProtocolError as exc:
             call.finish("protocol_error", exc.message)
             return self._encode_error(call, request_id, exc.code, exc.message)
-        encoded = jsonrpc.encode(jsonrpc.result_body(request_id, result))
+        encoded = jsonrpc.encode_result(request_id, result, raw_result)
         call.resp_bytes_client = len(encoded)
         if not call.ended_at:
             call.finish("tool_error" if result.get("isError") else "ok")
@@ -212,17 +212,18 @@ class Relay:
         )
 
     async def _metered_result(self, session: Session, call: CallRecord, upstream: UpstreamClient,
-                              params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+                              params: dict[str, Any], emit: Emit) -> tuple[dict[str, Any], memoryview | None]:
+        """The result to deliver and, when it is the upstream's own unchanged, its bytes to pass through."""
         if self.policy is not None:
             denial = await self.policy.admit(call, params)
             if denial is not None:
                 call.finish("denied", denial)
-                return {"content": [{"type": "text", "text": denial}], "isError": True}
+                return {"content": [{"type": "text", "text": denial}], "isError": True}, None
         if call.method == "tools/call" and not self._still_offered(upstream, call.tool):
             text = (f"Tool {call.exposed_name!r} is no longer offered by upstream {upstream.name!r} "
                     f"({'it is ' + upstream.state.value if upstream.state is not State.READY else 'it dropped it'}).")
             call.finish("tool_error", text)
-            return {"content": [{"type": "text", "text": text}], "isError": True}
+            return {"content": [{"type": "text", "text": text}], "isError": True}, None
 
         def sent(_: int, size: int) -> None:
             call.req_bytes_upstream = size
@@ -234,9 +235,8 @@ class Relay:
         call.resp_bytes_upstream = response.size
         result = _result_or_raise(response.body)
         _apply_sizes(call, metering.measure(result))
-        if self.policy is not None:
-            result = self.policy.settle(call, result, response.size)
-        return result
+        delivered = result if self.policy is None else self.policy.settle(call, result, response.size)
+        return delivered, jsonrpc.result_slice(response.raw, response.body) if delivered is result else None
 
     def _still_offered(self, upstream: UpstreamClient, tool: str) -> bool:
         if upstream.state is not State.READY:
