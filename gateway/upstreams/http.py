@@ -46,17 +46,17 @@ def safe_url(url: str) -> str:
 @contextlib.contextmanager
 def translate_errors(name: str, url: str, timeout: float) -> Iterator[None]:
     """Map aiohttp and socket failures to Tollgate transport errors, once, at the boundary."""
-    where = f"upstream {name} at {safe_url(url)}"
     try:
         yield
     except TransportError:
         raise
     except TimeoutError as exc:
-        raise TransportError(f"{where}: no answer within {timeout:g}s") from exc
+        raise TransportError(f"upstream {name} at {safe_url(url)}: no answer within {timeout:g}s") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise TransportClosed(f"{where}: cannot connect: {exc.os_error or exc}") from exc
+        raise TransportClosed(f"upstream {name} at {safe_url(url)}: cannot connect: {exc.os_error or exc}") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        raise TransportClosed(f"{where}: connection failed: {type(exc).__name__}: {exc}") from exc
+        raise TransportClosed(f"upstream {name} at {safe_url(url)}: connection failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
