@@ -27,7 +27,10 @@ export async function getJson(path, params = {}) {
   const headers = {}; // nothing but a token, so the request matches the shell's <link rel=preload> when there is one
   const token = sessionStorage.getItem(KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(url, { headers, credentials: "same-origin" });
+  let response = await fetch(url, { headers, credentials: "same-origin" });
+  // Chromium hands a <link rel=preload> response to the first matching fetch whatever its headers: a
+  // preload sent without the token comes back 401, so ask once more, now really with the token.
+  if (response.status === 401 && token) response = await fetch(url, { headers, credentials: "same-origin" });
   if (response.status === 401) throw new AuthRequired("a bearer token is required");
   if (!response.ok) throw new Error(`${url.pathname}: HTTP ${response.status}`);
   return response.json();
