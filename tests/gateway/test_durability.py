@@ -54,17 +54,21 @@ async def tollgate_process(config: Path) -> AsyncIterator[asyncio.subprocess.Pro
         sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
     assert process.stderr is not None
+    drain: asyncio.Task[None] | None = None
+    seen: list[bytes] = []
     try:
         async with asyncio.timeout(60):
             while READY_LINE not in (line := await process.stderr.readline()):
-                assert line, "tollgate serve exited before listening"
+                seen.append(line)
+                assert line, "tollgate serve exited before listening: " + b"".join(seen[-20:]).decode()
         drain = asyncio.create_task(_drain(process.stderr))
         yield process
     finally:
         if process.returncode is None:
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
-    drain.cancel()
+        if drain is not None:
+            await asyncio.wait_for(drain, 30)  # the pipe ends with the process group
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

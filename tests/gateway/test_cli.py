@@ -1,0 +1,70 @@
+"""The `tollgate` command as a user runs it: check-config, import-mcp-json, and clear startup errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.gateway.conftest import ECHO_SERVER
+from tests.gateway.test_durability import free_port, tollgate_process, write_config
+
+
+def tollgate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def echo_config(path: Path, extra: str = "") -> Path:
+    path.write_text(f"""
+[upstreams.a]
+type = "stdio"
+command = {orjson.dumps(sys.executable).decode()}
+args = [{orjson.dumps(str(ECHO_SERVER)).decode()}, "--name", "a"]
+{extra}
+""")
+    return path
+
+
+def test_check_config_lists_upstreams_and_every_exposed_tool_name(tmp_path: Path) -> None:
+    result = tollgate("check-config", "--config", str(echo_config(tmp_path / "t.toml")))
+    assert result.returncode == 0, result.stderr
+    assert "a  " in result.stdout and "stdio" in result.stdout
+    for tool in ("echo", "blob", "whoami"):
+        assert f"mcp__tollgate__a__{tool}  <-  a/{tool}" in result.stdout
+
+
+def test_check_config_reports_every_bad_key_with_its_path_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nlisten = "nowhere"\n[upstreams.x]\ntype = "http"\n[upstreams.y]\ncomand = "z"\n')
+    result = tollgate("check-config", "--config", str(bad))
+    assert result.returncode == 2
+    for path in ("server.listen", "upstreams.x.url", "upstreams.y.comand"):
+        assert path in result.stderr
+
+
+def test_import_mcp_json_prints_toml_that_check_config_accepts(tmp_path: Path) -> None:
+    mcp_json = tmp_path / ".mcp.json"
+    mcp_json.write_text(json.dumps({"mcpServers": {
+        "a": {"command": sys.executable, "args": [str(ECHO_SERVER), "--name", "a"]},
+        "docs": {"type": "http", "url": "http://127.0.0.1:9/mcp"}}}))
+    converted = tollgate("import-mcp-json", str(mcp_json))
+    assert converted.returncode == 0, converted.stderr
+    (tmp_path / "t.toml").write_text(converted.stdout)
+    checked = tollgate("check-config", "--offline", "--config", str(tmp_path / "t.toml"))
+    assert checked.returncode == 0, checked.stderr
+    assert "docs" in checked.stdout and "http" in checked.stdout
+
+
+async def test_a_second_server_on_the_same_data_dir_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
+    data_dir = tmp_path / "db"
+    first = write_config(tmp_path / "one.toml", free_port(), data_dir)
+    second = write_config(tmp_path / "two.toml", free_port(), data_dir)
+    async with tollgate_process(first):
+        result = await asyncio.to_thread(tollgate, "serve", "--config", str(second))
+    assert result.returncode == 3
+    assert "in use by another Tollgate process" in result.stderr
