@@ -157,6 +157,10 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, service.reload)  # `tollgate reload`: budgets only
         await web.TCPSite(runner, host, port).start()
+        if config.server.otlp_listen:  # e.g. the standard OTLP/HTTP port 4318, same app and store
+            otlp_host, otlp_port = parse_listen(config.server.otlp_listen)
+            await web.TCPSite(runner, otlp_host, otlp_port).start()
+            log.info("OTLP/HTTP also on http://%s/v1/{logs,metrics,traces}", config.server.otlp_listen)
         write_pid(pid_file)
         _announce(config)
         await stop.wait()

@@ -13,6 +13,8 @@ import orjson
 from tests.gateway.conftest import ECHO_SERVER
 from tests.gateway.test_durability import free_port, tollgate_process, write_config
 
+CAPTURED_LOGS = Path(__file__).resolve().parents[1] / "data" / "claude_code" / "s1_protobuf" / "otlp" / "0001_logs.bin"
+
 
 def tollgate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
@@ -68,3 +70,17 @@ async def test_a_second_server_on_the_same_data_dir_fails_fast_with_a_clear_mess
         result = await asyncio.to_thread(tollgate, "serve", "--config", str(second))
     assert result.returncode == 3
     assert "in use by another Tollgate process" in result.stderr
+
+
+async def test_otlp_listen_serves_the_otlp_routes_on_a_second_address(tmp_path: Path) -> None:
+    from aiohttp import ClientSession as Http
+
+    body = CAPTURED_LOGS.read_bytes()
+    port, otlp_port = free_port(), free_port()
+    config = write_config(tmp_path / "t.toml", port, tmp_path / "db")
+    config.write_text(config.read_text().replace(f'listen = "127.0.0.1:{port}"',
+                                                 f'listen = "127.0.0.1:{port}"\notlp_listen = "127.0.0.1:{otlp_port}"'))
+    async with tollgate_process(config), Http() as http, http.post(
+            f"http://127.0.0.1:{otlp_port}/v1/logs", data=body,
+            headers={"Content-Type": "application/x-protobuf"}) as response:
+        assert response.status == 200
