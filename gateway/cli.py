@@ -13,7 +13,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from gateway.config import Config, ConfigError, load_config
 from store.errors import StoreError
@@ -204,12 +204,13 @@ async def open_service(config: Config) -> Service:
     from gateway.enforcement import BudgetPolicy
     from gateway.prometheus import Metrics
     from store.client import Store
+    from store.deferred import open_store
     from store.schema import migrate
     from store.writer import Writer
 
-    store = await Store.open(config.store.dsn, cluster=config.store.cluster)
+    # A DeferredStore (server down at startup) has the Store interface; the writer spills until it connects.
+    store = cast(Store, await open_store(config.store.dsn, cluster=config.store.cluster, on_connect=migrate))
     try:
-        await migrate(store)
         writer = Writer(store, _spill_dir(config), flush_rows=config.store.flush_rows,
                         flush_seconds=config.store.flush_seconds)
         await writer.start()

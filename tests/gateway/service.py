@@ -34,17 +34,25 @@ class Running:
 
 
 @asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on a real loopback port as `tollgate serve` does; yields the base URL."""
+    runner = web.AppRunner(app, auto_decompress=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def running_service(config: Config, data_dir: Path) -> AsyncIterator[Running]:
     """Open the service with an embedded store in `data_dir`; close everything afterwards."""
     config = replace(config, store=StoreConfig(dsn=f"chdb://{data_dir}", flush_seconds=0.05))
     service = await open_service(config)
-    runner = web.AppRunner(service.app, auto_decompress=False)
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        yield Running(f"http://127.0.0.1:{port}", service)
+        async with serve_app(service.app) as base_url:
+            yield Running(base_url, service)
     finally:
-        await runner.cleanup()
         await service.close()

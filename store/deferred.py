@@ -1,0 +1,99 @@
+"""A store that connects later: lets the gateway start and keep serving while a ClickHouse server is down.
+
+Every call first (re)tries to open the real `Store`, at most once per `retry_seconds`, and raises
+`StoreUnavailable` until it succeeds; the writer's spill keeps everything meanwhile. Embedded chDB
+never needs this: a local directory either opens or is a configuration error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from store.client import Column, Store, redact_dsn
+from store.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+OnConnect = Callable[[Store], Awaitable[Any]]
+
+
+class DeferredStore:
+    """Looks like a `Store`; connects on first use and runs `on_connect` (migrations) once connected."""
+
+    embedded = False
+
+    def __init__(self, dsn: str, *, cluster: str | None, on_connect: OnConnect, retry_seconds: float = 5.0,
+                 first_error: str = "") -> None:
+        self._dsn, self._cluster, self._on_connect = dsn, cluster, on_connect
+        self._retry_seconds = retry_seconds
+        self._store: Store | None = None
+        self._next_try = time.monotonic() + retry_seconds
+        self._lock = asyncio.Lock()
+        self.last_error = first_error
+        self.display_dsn = redact_dsn(dsn)
+        self.cluster = cluster
+
+    @property
+    def connected(self) -> bool:
+        return self._store is not None
+
+    @property
+    def database(self) -> str:
+        return self._store.database if self._store else ""
+
+    async def _real(self) -> Store:
+        if self._store is not None:
+            return self._store
+        async with self._lock:
+            if self._store is None:
+                if time.monotonic() < self._next_try:
+                    raise StoreUnavailable(f"store {self.display_dsn} unavailable: {self.last_error}")
+                self._next_try = time.monotonic() + self._retry_seconds
+                try:
+                    store = await Store.open(self._dsn, cluster=self._cluster)
+                except StoreUnavailable as exc:
+                    self.last_error = str(exc)
+                    raise
+                await self._on_connect(store)
+                log.info("store %s reachable again; connected", self.display_dsn)
+                self._store = store
+        return self._store
+
+    async def insert(self, table: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> int:
+        return await (await self._real()).insert(table, rows, columns)
+
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return await (await self._real()).query(sql, params)
+
+    async def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        await (await self._real()).command(sql, params)
+
+    async def columns(self, table: str) -> list[Column]:
+        return await (await self._real()).columns(table)
+
+    async def ping(self) -> bool:
+        try:
+            return await (await self._real()).ping()
+        except StoreUnavailable:
+            return False
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+
+
+async def open_store(dsn: str, *, cluster: str | None, on_connect: OnConnect) -> Store | DeferredStore:
+    """The store for `tollgate serve`: connected now, or (a server DSN that is down) deferred."""
+    try:
+        store = await Store.open(dsn, cluster=cluster)
+    except StoreUnavailable as exc:
+        if dsn.startswith("chdb:"):
+            raise
+        log.warning("store %s unavailable at startup (%s); serving anyway, records spill to disk until it is back",
+                    redact_dsn(dsn), exc)
+        return DeferredStore(dsn, cluster=cluster, on_connect=on_connect, first_error=str(exc))
+    await on_connect(store)
+    return store
