@@ -10,7 +10,7 @@ import base64
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -80,10 +80,10 @@ def to_rows(decoded: Decoded, options: MappingOptions, now_ns: int | None = None
     """Rows per table for one decoded body; value problems are noted on `decoded`."""
     ingested_at = (time.time_ns() if now_ns is None else now_ns) // 1000
     rows: Rows = {}
-    for record in decoded.logs:
-        for table, row in _log_rows(record, decoded, options):
-            row["ingested_at"] = ingested_at
-            rows.setdefault(table, []).append(row)
+    if decoded.logs:
+        raw = rows[RAW_TABLE] = []
+        for record in decoded.logs:
+            _log_rows(record, decoded, options, ingested_at, raw, rows)
     for point in decoded.points:
         row = _point_row(point, decoded)
         row["ingested_at"] = ingested_at
@@ -178,7 +178,21 @@ def convert(kind: str, value: Any, decoded: Decoded, where: str, attribute: str)
 
 
 def string_map(attributes: Attributes) -> dict[str, str]:
-    return {key: as_text(value) for key, value in attributes.items()}
+    """Every value as text (`as_text`); str and int, the common cases, without a call."""
+    return {
+        key: value if type(value) is str else str(value) if type(value) is int else as_text(value)
+        for key, value in attributes.items()
+    }
+
+
+_CONTENT_KEYS_TUPLE = tuple(sorted(CONTENT_KEYS))
+
+
+def _has_content(attributes: Attributes) -> bool:
+    for key in _CONTENT_KEYS_TUPLE:  # noqa: SIM110 (a loop: any() over a generator is slower here)
+        if key in attributes:
+            return True
+    return False
 
 
 def _time(value: int, decoded: Decoded, where: str) -> int:
@@ -212,30 +226,34 @@ def _lookup(attributes: Attributes, resource: Attributes, key: str) -> Any:
     return resource.get(key) if value is None else value
 
 
+# (column, attribute) of the text identity columns: log attribute first, then resource attribute.
+_IDENTITY_TEXT = (
+    ("session_id", "session.id"), ("prompt_id", "prompt.id"), ("user_id", "user.id"),
+    ("user_email", "user.email"), ("user_account_uuid", "user.account_uuid"),
+    ("organization_id", "organization.id"), ("terminal_type", "terminal.type"), ("service_name", "service.name"),
+)
+
+
 def identity(attributes: Attributes, origin: Origin, decoded: Decoded, where: str) -> Row:
     """Who and where: log attributes first, then resource attributes."""
     resource = origin.resource
+    row: Row = {}
+    for column, key in _IDENTITY_TEXT:
+        value = attributes.get(key)
+        if value is None:
+            value = resource.get(key)
+        row[column] = value if type(value) is str else as_text(value)
     app_version = _lookup(attributes, resource, "app.version")
     if app_version is None:
         app_version = resource.get("service.version")
-
-    def text(key: str) -> str:
-        return as_text(_lookup(attributes, resource, key))
-
-    return {
-        "session_id": text("session.id"),
-        "prompt_id": text("prompt.id"),
-        "event_sequence": convert("uint", _lookup(attributes, resource, "event.sequence"), decoded, where,
-                                  "event.sequence"),
-        "user_id": text("user.id"),
-        "user_email": text("user.email"),
-        "user_account_uuid": text("user.account_uuid"),
-        "organization_id": text("organization.id"),
-        "app_version": as_text(app_version),
-        "terminal_type": text("terminal.type"),
-        "service_name": text("service.name"),
-        "resource_attributes": _resource_map(origin),
-    }
+    row["app_version"] = app_version if type(app_version) is str else as_text(app_version)
+    sequence = _lookup(attributes, resource, "event.sequence")
+    if type(sequence) is int and 0 <= sequence <= UINT64_MAX:
+        row["event_sequence"] = sequence
+    else:
+        row["event_sequence"] = convert("uint", sequence, decoded, where, "event.sequence")
+    row["resource_attributes"] = _resource_map(origin)
+    return row
 
 
 def _resource_map(origin: Origin) -> dict[str, str]:
@@ -268,41 +286,69 @@ def event_key(name: str, ident: Row, request_id: str, record: LogRecord) -> str:
 
 # --- rows -----------------------------------------------------------------------------------------
 
-def _log_rows(record: LogRecord, decoded: Decoded, options: MappingOptions) -> Iterable[tuple[str, Row]]:
-    name = event_name(record)
-    where = f"event {name or '?'} (sequence {record.attributes.get('event.sequence')})"
+_STR, _INT, _FLOAT, _BOOL = "str", "int", "float", "bool"
+INT64_MIN = -INT64_MAX - 1
+
+
+def _log_rows(
+    record: LogRecord, decoded: Decoded, options: MappingOptions, ingested_at: int, raw: list[Row], rows: Rows
+) -> None:
+    """Append the event's raw row to `raw` and its typed row (if its name has a table) to `rows`.
+
+    The hot path of ingest: one pass per column, fast paths for values that already have their column's type,
+    and the general converters (which note issues) only for the rest."""
     attrs = record.attributes
+    name = event_name(record)
+    where = f"event {name or '?'} (sequence {attrs.get('event.sequence')})"
     common = identity(attrs, record.origin, decoded, where)
-    event_time = record.time_unix_nano or record.observed_time_unix_nano or _iso_ns(attrs.get("event.timestamp"))
-    common.update(
-        event_name=name,
-        event_key=event_key(name, common, as_text(attrs.get("request_id")), record),
-        event_time=_time(event_time, decoded, where),
-        observed_time=_time(record.observed_time_unix_nano or event_time, decoded, where),
-        trace_id=record.trace_id,
-        span_id=record.span_id,
-    )
-    kept = attrs if options.store_prompt_text else {k: v for k, v in attrs.items() if k not in CONTENT_KEYS}
-    yield RAW_TABLE, {
-        **common,
-        "scope_name": record.origin.scope_name,
-        "scope_version": record.origin.scope_version,
-        "severity_number": record.severity_number if 0 <= record.severity_number <= 255 else 0,
-        "severity_text": record.severity_text,
-        "flags": record.flags if 0 <= record.flags <= 0xFFFFFFFF else 0,
-        "body": _body(record, name, options),
-        "attributes": string_map(kept),
-        "attributes_json": as_text(kept),
-    }
+    observed = record.observed_time_unix_nano
+    event_time = record.time_unix_nano or observed or _iso_ns(attrs.get("event.timestamp"))
+    request_id = attrs.get("request_id")
+    common["event_name"] = name
+    common["event_key"] = event_key(
+        name, common, request_id if type(request_id) is str else as_text(request_id), record)
+    common["event_time"] = event_time if 0 <= event_time <= INT64_MAX else _time(event_time, decoded, where)
+    observed = observed or event_time
+    common["observed_time"] = observed if 0 <= observed <= INT64_MAX else _time(observed, decoded, where)
+    common["trace_id"] = record.trace_id
+    common["span_id"] = record.span_id
+    common["ingested_at"] = ingested_at
+    kept = attrs if options.store_prompt_text or not _has_content(attrs) else {
+        k: v for k, v in attrs.items() if k not in CONTENT_KEYS}
+    origin = record.origin
+    severity, flags = record.severity_number, record.flags
+    raw_row = common.copy()
+    raw_row["scope_name"] = origin.scope_name
+    raw_row["scope_version"] = origin.scope_version
+    raw_row["severity_number"] = severity if 0 <= severity <= 255 else 0
+    raw_row["severity_text"] = record.severity_text
+    raw_row["flags"] = flags if 0 <= flags <= 0xFFFFFFFF else 0
+    raw_row["body"] = _body(record, name, options)
+    raw_row["attributes"] = string_map(kept)
+    raw_row["attributes_json"] = as_text(kept)
+    raw.append(raw_row)
     typed = TYPED_EVENTS.get(name)
     if typed is None:
         return
     table, columns = typed
-    row = dict(common)
+    row = common
     for column, attribute, kind in columns:
-        row[column] = convert(kind, attrs.get(attribute), decoded, where, attribute)
+        value = attrs.get(attribute)
+        if kind == _STR:
+            row[column] = value if type(value) is str else as_text(value)
+        elif value is None or value == "":
+            row[column] = None
+        elif (kind == _INT and type(value) is int and INT64_MIN <= value <= INT64_MAX) or (
+            kind == _FLOAT and type(value) is float
+        ):
+            row[column] = value  # already its column's type
+        else:
+            row[column] = convert(kind, value, decoded, where, attribute)
     _enrich(name, row, attrs, options)
-    yield table, row
+    table_rows = rows.get(table)
+    if table_rows is None:
+        table_rows = rows[table] = []
+    table_rows.append(row)
 
 
 def _body(record: LogRecord, name: str, options: MappingOptions) -> str:
