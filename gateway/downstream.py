@@ -8,6 +8,7 @@ legacy server does (400, plain JSON-RPC error) so clients fall back to `initiali
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import ipaddress
@@ -48,6 +49,39 @@ class HttpError(Exception):
         body = jsonrpc.encode(jsonrpc.error_body(self.request_id, self.code, self.message))
         return web.Response(status=self.status, body=body, content_type="application/json",
                             headers=self.headers)
+
+
+class _Events:
+    """Events a request emits before its answer, and one waiter woken by an event or by the answer.
+
+    Cheaper than a Queue plus a getter task and asyncio.wait per request: most calls emit nothing and
+    only wait for their task once.
+    """
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[dict[str, Any]] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, body: dict[str, Any]) -> None:
+        self.items.append(body)
+        self.wake()
+
+    def wake(self, _: object = None) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, task: asyncio.Task[bytes | None]) -> None:
+        """Return once an event is queued or the task is done."""
+        if self.items or task.done():
+            return
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
 
 
 class McpEndpoint:
@@ -115,22 +149,18 @@ class McpEndpoint:
         return "\n\n".join(parts)
 
     async def _answer(self, request: web.Request, session: Session, message: Message) -> web.StreamResponse:
-        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        events = _Events()
         try:
-            task = self.relay.start_request(session, message, events.put_nowait)
+            task = self.relay.start_request(session, message, events.put)
         except DuplicateRequest as exc:
             return HttpError(400, jsonrpc.INVALID_REQUEST, f"Invalid Request: {exc}", message.id).response()
-        first_event = asyncio.ensure_future(events.get())
-        try:
-            await asyncio.wait({task, first_event}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not first_event.done():
-                first_event.cancel()
-        if task.done() and not first_event.done() and events.empty():
+        task.add_done_callback(events.wake)
+        await events.wait(task)
+        if task.done() and not events.items:
             return self._json_answer(task)
         stream = await self._open_sse(request)
-        if first_event.done() and not first_event.cancelled():
-            await _write_event(stream, f"p{next(self._post_streams)}", jsonrpc.encode(first_event.result()))
+        if events.items:
+            await _write_event(stream, f"p{next(self._post_streams)}", jsonrpc.encode(events.items.popleft()))
         await self._stream_until_done(stream, task, events)
         return stream
 
@@ -146,16 +176,13 @@ class McpEndpoint:
         return stream
 
     async def _stream_until_done(self, stream: web.StreamResponse, task: asyncio.Task[bytes | None],
-                                 events: asyncio.Queue[dict[str, Any]]) -> None:
+                                 events: _Events) -> None:
         stream_id = f"p{next(self._post_streams)}"
         alive = True
-        while not (task.done() and events.empty()):
-            getter = asyncio.ensure_future(events.get())
-            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
-                continue
-            alive = alive and await _write_event(stream, stream_id, jsonrpc.encode(getter.result()))
+        while not (task.done() and not events.items):
+            await events.wait(task)
+            while events.items:
+                alive = alive and await _write_event(stream, stream_id, jsonrpc.encode(events.items.popleft()))
         encoded = None if task.cancelled() else task.result()
         if encoded is not None and alive:
             await _write_event(stream, stream_id, encoded)

@@ -77,14 +77,21 @@ class Response:
     raw: bytes = b""  # the message as it crossed the wire, so an unchanged result can pass through untouched
 
 
-@dataclass
 class _Pending:
-    future: asyncio.Future[Response]
-    sink: EventSink | None
-    progress_token: Any = None  # the client's own token, restored on relayed progress
-    progress_events: int = 0
-    last_activity: float = field(default_factory=time.monotonic)
-    activity: asyncio.Event = field(default_factory=asyncio.Event)
+    """One request in flight. Plain slots: built once per call on the hot path."""
+
+    __slots__ = ("future", "last_activity", "progress_events", "progress_token", "sink")
+
+    def __init__(self, future: asyncio.Future[Response], sink: EventSink | None, progress_token: Any = None) -> None:
+        self.future = future
+        self.sink = sink
+        self.progress_token = progress_token  # the client's own token, restored on relayed progress
+        self.progress_events = 0
+        self.last_activity = time.monotonic()  # progress and server requests push the idle deadline back
+
+
+class _Expired(Exception):
+    """Set on a pending future by its idle/absolute timer; turned into UpstreamTimeout by the waiter."""
 
 
 @dataclass
@@ -329,23 +336,34 @@ class UpstreamClient:
 
     async def _await_answer(self, upstream_id: int, pending: _Pending, method: str,
                             idle_seconds: float | None) -> Response:
+        future = pending.future
+        if future.done():  # HTTP JSON answers arrive while the POST is being sent: no timer needed
+            return future.result()
         timeouts = self.config.timeouts
         idle_limit = idle_seconds or timeouts.call_seconds
         deadline = time.monotonic() + max(timeouts.call_max_seconds, idle_limit)
-        while True:
-            idle_left = pending.last_activity + idle_limit - time.monotonic()
-            wait = min(idle_left, deadline - time.monotonic())
-            if wait <= 0:
-                await self._cancel_quietly(upstream_id, "timed out at the gateway")
-                raise UpstreamTimeout(f"upstream {self.name} did not answer {method} in time")
-            pending.activity.clear()
-            activity: asyncio.Future[Any] = asyncio.ensure_future(pending.activity.wait())
-            waiters: set[asyncio.Future[Any]] = {pending.future, activity}
-            done, _ = await asyncio.wait(waiters, timeout=wait,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            activity.cancel()
-            if pending.future in done:
-                return pending.future.result()
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            # One timer per call, re-armed when activity moved the idle deadline, instead of a
+            # wait() with a fresh Event waiter per progress message.
+            now = time.monotonic()
+            left = min(pending.last_activity + idle_limit - now, deadline - now)
+            if future.done():
+                return
+            if left <= 0:
+                future.set_exception(_Expired())
+            else:
+                timer[0] = loop.call_later(left, check)
+
+        timer = [loop.call_later(min(idle_limit, deadline - time.monotonic()), check)]
+        try:
+            return await future
+        except _Expired:
+            await self._cancel_quietly(upstream_id, "timed out at the gateway")
+            raise UpstreamTimeout(f"upstream {self.name} did not answer {method} in time") from None
+        finally:
+            timer[0].cancel()
 
     def _with_own_progress_token(self, params: dict[str, Any] | None, upstream_id: int,
                                  ) -> tuple[dict[str, Any] | None, Any]:
@@ -449,7 +467,6 @@ class UpstreamClient:
             return
         pending.progress_events += 1
         pending.last_activity = time.monotonic()
-        pending.activity.set()
         pending.sink({**body, "params": {**params, "progressToken": pending.progress_token}})
 
     def _on_server_request(self, body: dict[str, Any], related_id: str | int | None) -> None:
@@ -464,7 +481,6 @@ class UpstreamClient:
             pending = next((p for p in reversed(self._pending.values()) if p.sink is not None), None)
         if pending is not None and pending.sink is not None:
             pending.last_activity = time.monotonic()
-            pending.activity.set()
             pending.sink(body)
         else:
             self._observer.upstream_request(self, body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,20 +43,32 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-@contextlib.contextmanager
-def translate_errors(name: str, url: str, timeout: float) -> Iterator[None]:
-    """Map aiohttp and socket failures to Tollgate transport errors, once, at the boundary."""
-    try:
-        yield
-    except TransportError:
-        raise
-    except TimeoutError as exc:
-        raise TransportError(f"upstream {name} at {safe_url(url)}: no answer within {timeout:g}s") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise TransportClosed(f"upstream {name} at {safe_url(url)}: cannot connect: {exc.os_error or exc}") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise TransportClosed(f"upstream {name} at {safe_url(url)}: connection failed: "
-                              f"{type(exc).__name__}: {exc}") from exc
+class translate_errors:  # a lower-case name: used as `with translate_errors(...)`, like the generator it replaced
+    """Map aiohttp and socket failures to Tollgate transport errors, once, at the boundary.
+
+    A plain class rather than @contextmanager: it wraps every POST, and a generator-based context
+    manager costs a few µs per use."""
+
+    __slots__ = ("name", "timeout", "url")
+
+    def __init__(self, name: str, url: str, timeout: float) -> None:
+        self.name, self.url, self.timeout = name, url, timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, TransportError):
+            return None
+        name, url = self.name, self.url
+        if isinstance(exc, TimeoutError):
+            raise TransportError(f"upstream {name} at {safe_url(url)}: no answer within {self.timeout:g}s") from exc
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise TransportClosed(f"upstream {name} at {safe_url(url)}: cannot connect: {exc.os_error or exc}") from exc
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            raise TransportClosed(f"upstream {name} at {safe_url(url)}: connection failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        return None
 
 
 async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
