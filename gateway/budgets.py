@@ -39,15 +39,21 @@ class Spend:
     truncated: int = 0
     warned: int = 0
 
+    # Spelled out: called several times per call on the relay path, where a loop over fields() cost ~3 µs each.
     def __add__(self, other: Spend) -> Spend:
-        return Spend(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Spend)))
+        return Spend(self.calls + other.calls, self.bytes + other.bytes, self.tokens + other.tokens,
+                     self.denied + other.denied, self.truncated + other.truncated, self.warned + other.warned)
 
     def __sub__(self, other: Spend) -> Spend:
-        return Spend(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(Spend)))
+        return Spend(self.calls - other.calls, self.bytes - other.bytes, self.tokens - other.tokens,
+                     self.denied - other.denied, self.truncated - other.truncated, self.warned - other.warned)
 
     def of(self, measure: Measure) -> int:
         value: int = getattr(self, measure)
         return value
+
+
+assert tuple(f.name for f in fields(Spend)) == ("calls", "bytes", "tokens", "denied", "truncated", "warned")
 
 
 @dataclass(frozen=True, slots=True)

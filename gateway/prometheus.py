@@ -6,6 +6,7 @@ client library needed for this handful of series.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -25,19 +26,25 @@ class Metrics:
         self.histogram_sum: dict[str, float] = defaultdict(float)
         self.gauges: dict[str, Gauge] = {}
         self.help: dict[str, str] = {}
+        self._call_series: dict[tuple[str, str, str], _CallSeries] = {}
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         self.counters[name][tuple(sorted(labels.items()))] += value
 
     def call_finished(self, record: CallRecord) -> None:
-        self.inc("tollgate_calls_total", upstream=record.upstream, method=record.method, status=record.status)
-        if record.status not in ("ok", "truncated"):
-            self.inc("tollgate_call_errors_total", upstream=record.upstream, status=record.status)
-        for direction, size in (("request_client", record.req_bytes_client),
-                                ("request_upstream", record.req_bytes_upstream),
-                                ("response_upstream", record.resp_bytes_upstream),
-                                ("response_client", record.resp_bytes_client)):
-            self.inc("tollgate_bytes_total", size, upstream=record.upstream, direction=direction)
+        # Label tuples are built once per (upstream, method, status) and reused: this runs on every call.
+        key = (record.upstream, record.method, record.status)
+        series = self._call_series.get(key)
+        if series is None:
+            series = self._call_series[key] = _call_series(self, *key)
+        calls, errors, bytes_series = series
+        calls[0][calls[1]] += 1.0
+        if errors is not None:
+            errors[0][errors[1]] += 1.0
+        for (counter, labels), size in zip(bytes_series, (record.req_bytes_client, record.req_bytes_upstream,
+                                                          record.resp_bytes_upstream, record.resp_bytes_client),
+                                           strict=True):
+            counter[labels] += size
         self._observe(record.upstream, record.duration_ms)
 
     def tool_list_changed(self, snapshot: ToolListSnapshot) -> None:
@@ -51,7 +58,7 @@ class Metrics:
 
     def _observe(self, upstream: str, duration_ms: float) -> None:
         buckets = self.histogram[upstream]
-        index = next((i for i, bound in enumerate(BUCKETS_MS) if duration_ms <= bound), len(BUCKETS_MS))
+        index = bisect.bisect_left(BUCKETS_MS, duration_ms)  # the first bound >= duration_ms; len() past the last
         buckets[index] += 1
         self.histogram_sum[upstream] += duration_ms / 1000.0
 
@@ -78,6 +85,24 @@ class Metrics:
             lines.append(f'{name}_sum{{upstream="{_escape(upstream)}"}} {self.histogram_sum[upstream]:g}')
             lines.append(f'{name}_count{{upstream="{_escape(upstream)}"}} {running}')
         return lines
+
+
+Series = tuple[dict[tuple[tuple[str, str], ...], float], tuple[tuple[str, str], ...]]
+_CallSeries = tuple[Series, Series | None, tuple[Series, ...]]
+_DIRECTIONS = ("request_client", "request_upstream", "response_upstream", "response_client")
+
+
+def _series(metrics: Metrics, name: str, **labels: str) -> Series:
+    return metrics.counters[name], tuple(sorted(labels.items()))
+
+
+def _call_series(metrics: Metrics, upstream: str, method: str, status: str) -> _CallSeries:
+    """The counters one finished call increments, each with its label tuple, as `inc` would address them."""
+    calls = _series(metrics, "tollgate_calls_total", upstream=upstream, method=method, status=status)
+    errors = (None if status in ("ok", "truncated") else
+              _series(metrics, "tollgate_call_errors_total", upstream=upstream, status=status))
+    return calls, errors, tuple(_series(metrics, "tollgate_bytes_total", upstream=upstream, direction=direction)
+                                for direction in _DIRECTIONS)
 
 
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:
