@@ -89,7 +89,11 @@ def classify(body: dict[str, Any]) -> Kind:
         params = body.get("params")
         if params is not None and not isinstance(params, dict):
             raise ProtocolError(INVALID_REQUEST, "Invalid Request: params must be an object", request_id)
-        return Kind.NOTIFICATION if "id" not in body else Kind.REQUEST
+        if "id" not in body:
+            return Kind.NOTIFICATION
+        if request_id is None:  # MCP: a request id must not be null (it could never be answered or cancelled)
+            raise ProtocolError(INVALID_REQUEST, "Invalid Request: a request id must not be null")
+        return Kind.REQUEST
     if request_id is not None and ("result" in body) != ("error" in body):
         return Kind.RESPONSE
     raise ProtocolError(INVALID_REQUEST, "Invalid Request: neither a request nor a response", request_id)

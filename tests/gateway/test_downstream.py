@@ -104,7 +104,8 @@ async def test_batches_are_rejected_before_any_dispatch(endpoint: str) -> None:
 
 @pytest.mark.parametrize(("raw", "code"), [(b"{not json", jsonrpc.PARSE_ERROR), (b'"text"', jsonrpc.INVALID_REQUEST),
                                            (b'{"jsonrpc":"2.0","id":true,"method":"x"}', jsonrpc.INVALID_REQUEST),
-                                           (b'{"jsonrpc":"1.0","id":1,"method":"x"}', jsonrpc.INVALID_REQUEST)])
+                                           (b'{"jsonrpc":"1.0","id":1,"method":"x"}', jsonrpc.INVALID_REQUEST),
+                                           (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', jsonrpc.INVALID_REQUEST)])
 async def test_malformed_messages_get_a_precise_error(endpoint: str, raw: bytes, code: int) -> None:
     async with Http() as http:
         session_id = await open_session(http, endpoint)
