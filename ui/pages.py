@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 from importlib import resources
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ STATIC_PREFIX = "/ui/static/"
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+IMMUTABLE = "public, max-age=31536000, immutable"  # for ?v=<current version> asset URLs
 PAGES = ("/", "/ui", "/ui/", "/ui/sessions", "/ui/sessions/{session_id}", "/ui/servers", "/ui/servers/{name}",
          "/ui/budgets")
 
@@ -25,6 +27,21 @@ def _assets() -> dict[str, bytes]:
     """Every file in ui/static, read once at startup (a few tens of KB)."""
     folder = resources.files("ui").joinpath("static")
     return {item.name: item.read_bytes() for item in folder.iterdir() if item.is_file()}
+
+
+def _versioned(assets: dict[str, bytes]) -> tuple[dict[str, bytes], str]:
+    """The assets with every reference to another asset (the shell's links, the modules' imports) carrying
+    `?v=<hash of all assets>`, and that version. A versioned URL never changes content, so the browser may keep
+    it (Cache-Control immutable) and a page load asks the server for nothing but the shell and its API call."""
+    version = hashlib.sha256(b"".join(assets[name] for name in sorted(assets))).hexdigest()[:12]
+    out = {}
+    for name, body in assets.items():
+        if name.endswith(".js"):
+            body = re.sub(rb'(from\s+"\./[\w.-]+\.js)"', rb'\1?v=' + version.encode() + b'"', body)
+        elif name.endswith(".html"):
+            body = re.sub(rb'((?:href|src)="/ui/static/[\w.-]+)"', rb'\1?v=' + version.encode() + b'"', body)
+        out[name] = body
+    return out, version
 
 
 def _headers(content_type: str, cache: str) -> dict[str, str]:
@@ -45,7 +62,7 @@ def _with_preload(shell: bytes, api_path: str) -> bytes:
 
 def add_page_routes(app: web.Application) -> None:
     """GET `/`, the `/ui/*` pages (all the same shell; the browser picks the view from the path) and assets."""
-    assets = _assets()
+    assets, version = _versioned(_assets())
     shell = assets["index.html"]
 
     async def page(request: web.Request) -> web.Response:
@@ -61,7 +78,8 @@ def add_page_routes(app: web.Application) -> None:
         body = assets.get(name)
         if body is None:
             raise web.HTTPNotFound()
-        headers = _headers(_content_type(name), "no-cache") | {"ETag": tags[name]}
+        cache = IMMUTABLE if request.query.get("v") == version else "no-cache"
+        headers = _headers(_content_type(name), cache) | {"ETag": tags[name]}
         if request.headers.get("If-None-Match") == tags[name]:
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, headers=headers)

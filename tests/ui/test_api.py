@@ -80,3 +80,25 @@ async def test_bad_requests_get_a_status_and_a_reason(api: Any, url: str, status
     response = await api.get(url)
     assert response.status == status
     assert "error" in await response.json()
+
+
+async def test_assets_are_versioned_and_a_versioned_asset_is_kept_by_the_browser(aiohttp_client: Any) -> None:
+    import re
+
+    from ui.pages import add_page_routes
+
+    app = web.Application()
+    add_page_routes(app)
+    client = await aiohttp_client(app)
+    shell = await (await client.get("/ui/sessions/s-1")).text()
+    version = re.search(r'src="/ui/static/app\.js\?v=(\w+)"', shell)
+    assert version and f'href="/ui/static/session.js?v={version[1]}"' in shell
+    assert '<link rel="preload" href="/api/sessions/s-1" as="fetch"' in shell
+    app_js = await client.get(f"/ui/static/app.js?v={version[1]}")
+    assert app_js.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert f'from "./session.js?v={version[1]}"' in await app_js.text()  # imports resolve to the preloaded URLs
+    for stale in ("/ui/static/app.js", "/ui/static/app.js?v=old"):
+        response = await client.get(stale)
+        assert response.status == 200 and response.headers["Cache-Control"] == "no-cache"
+    etag = response.headers["ETag"]
+    assert (await client.get("/ui/static/app.js", headers={"If-None-Match": etag})).status == 304
