@@ -143,6 +143,28 @@ def read_segment(path: Path) -> list[Batch]:
     return batches
 
 
+_LINE_HEAD = b'{"t":"'
+_ROWS_KEY = b'","r":['
+
+
+def read_segment_raw(path: Path) -> dict[str, list[bytes]] | None:
+    """Blocking: each table's row arrays (the JSON text of `r`, brackets included) of one segment, without
+    parsing the rows, for stores that parse JSON themselves. A torn last line is skipped as in `read_segment`;
+    None when a line does not have the shape `append` writes (a corrupt line: let `read_segment` handle it)."""
+    lines = path.read_bytes().split(b"\n")
+    lines.pop()  # a torn last line, or b"" (read_segment logs it)
+    out: dict[str, list[bytes]] = {}
+    for line in lines:
+        end = line.find(_ROWS_KEY, len(_LINE_HEAD))
+        if not line.startswith(_LINE_HEAD) or end < 0 or not line.endswith(b"]}"):
+            return None
+        table = line[len(_LINE_HEAD) : end]
+        if b'"' in table or b"\\" in table:
+            return None
+        out.setdefault(table.decode(), []).append(line[end + len(_ROWS_KEY) - 1 : -1])
+    return out
+
+
 def _seq(path: Path) -> int:
     try:
         return int(path.name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)])

@@ -16,7 +16,7 @@ from typing import Any
 
 from store.client import Store
 from store.errors import StoreError, StoreQueryError, StoreUnavailable, WriterBusy
-from store.spill import Batch, Segment, Spill, read_segment
+from store.spill import Batch, Segment, Spill, read_segment, read_segment_raw
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,25 @@ class Writer:
         if self._batch is None:
             self._batch, self._batch_done = _take(self._spill.sealed, self.flush_rows), set()
         paths = [s.path for s in self._batch]
-        loaded = await asyncio.get_running_loop().run_in_executor(None, _read_all, paths)
+        loop = asyncio.get_running_loop()
+        insert_json = getattr(self.store, "insert_json_arrays", None)
+        if insert_json is not None:  # the store parses the spill's JSON itself (chDB): no rows built in Python
+            raw = await loop.run_in_executor(None, _read_all_raw, paths)
+            for table, arrays in (raw or {}).items():
+                if table not in self._batch_done and await insert_json(table, arrays):
+                    self._batch_done.add(table)
+            if raw is not None and self._batch_done.issuperset(raw):
+                self._retire_batch()
+                return
+        loaded = await loop.run_in_executor(None, _read_all, paths)
         for table, batches in _by_table(loaded).items():
             if table not in self._batch_done:
                 await self._insert(table, batches)
                 self._batch_done.add(table)
+        self._retire_batch()
+
+    def _retire_batch(self) -> None:
+        assert self._batch is not None
         self._flushed_rows += sum(s.rows for s in self._batch)
         self._spill.retire(self._batch)
         self._batch = None
@@ -219,6 +233,17 @@ def _take(sealed: list[Segment], flush_rows: int) -> list[Segment]:
 
 def _read_all(paths: list[Path]) -> list[Batch]:
     return [batch for path in paths for batch in read_segment(path)]
+
+
+def _read_all_raw(paths: list[Path]) -> dict[str, list[bytes]] | None:
+    out: dict[str, list[bytes]] = {}
+    for path in paths:
+        tables = read_segment_raw(path)
+        if tables is None:
+            return None
+        for table, arrays in tables.items():
+            out.setdefault(table, []).extend(arrays)
+    return out
 
 
 def _by_table(batches: list[Batch]) -> dict[str, list[list[dict[str, Any]]]]:
