@@ -28,7 +28,8 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
                extend: Callable[[web.Application, Hub], None] | None = None) -> web.Application:
     """The gateway app; upstreams start with the app and stop with it."""
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          middlewares=[_bearer_guard(config.server.auth_tokens)])
+                          # Without tokens the guard has nothing to check: leave it out of every request's path.
+                          middlewares=[_bearer_guard(config.server.auth_tokens)] if config.server.auth_tokens else [])
     hub = Hub(config, transport_factory, observers)
     relay = Relay(hub, policy)
     app[HUB_KEY] = hub

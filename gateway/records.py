@@ -6,6 +6,7 @@ receives except through the budget policy seam in `gateway.relay`.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -14,6 +15,12 @@ from typing import Any, Protocol
 
 def now() -> float:
     return time.time()
+
+
+def new_call_id() -> str:
+    """Same as `uuid.uuid4().hex` (random, version 4, RFC 4122 variant) at under half the cost: one per call."""
+    value = int.from_bytes(os.urandom(16), "big") & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)
+    return f"{value:032x}"
 
 
 @dataclass
@@ -36,7 +43,7 @@ class CallRecord:
     cc_prompt_id: str = ""
     tool_use_id: str = ""
     traceparent: str = ""
-    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    call_id: str = field(default_factory=new_call_id)
     started_at: float = field(default_factory=now)
     ended_at: float = 0.0
     duration_ms: float = 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,6 +49,9 @@ class Relay:
     def __init__(self, hub: Hub, policy: Policy | None = None) -> None:
         self.hub = hub
         self.policy = policy
+        # Per upstream client: its tool list as last seen, its length and its names, so a call checks a set.
+        self._offered: weakref.WeakKeyDictionary[UpstreamClient, tuple[list[dict[str, Any]], int, set[Any]]] = (
+            weakref.WeakKeyDictionary())
 
     # ----- entry points (called by the downstream transport) --------------------------------
 
@@ -241,7 +245,11 @@ class Relay:
     def _still_offered(self, upstream: UpstreamClient, tool: str) -> bool:
         if upstream.state is not State.READY:
             return False
-        return any(t.get("name") == tool for t in upstream.catalog.items.get("tools", []))
+        tools = upstream.catalog.items.get("tools", [])
+        cached = self._offered.get(upstream)
+        if cached is None or cached[0] is not tools or cached[1] != len(tools):  # a refresh makes a new list
+            cached = self._offered[upstream] = (tools, len(tools), {t.get("name") for t in tools})
+        return tool in cached[2]
 
     # ----- events from upstreams during a request --------------------------------------------
 
