@@ -9,6 +9,7 @@ figure derived from it is an estimate and named `est_*`.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -43,16 +44,17 @@ def tool_costs(requests: Sequence[dict[str, Any]], results: Sequence[dict[str, A
     """One row per MCP tool result of the session, with the gateway's bytes when a call is tied to it.
     Also sets `observed_tokens` on those calls."""
     ordered = sorted(requests, key=_order)
+    index_of = _Index(ordered)
     prices = input_price_micros(ordered)
     by_consumer: dict[int, list[dict[str, Any]]] = {}
     for result in sorted((r for r in results if r["mcp_tool_name"]), key=_order):
-        index = _consumer(ordered, result)
+        index = _consumer(index_of, result)
         by_consumer.setdefault(index if index is not None else -1, []).append(result)
     call_of = {c["telemetry_tool_use_id"]: c for c in calls if c.get("telemetry_tool_use_id")}
     out: list[dict[str, Any]] = []
     for index, consumed in by_consumer.items():
         consumer = ordered[index] if index >= 0 else None
-        growth, later = _growth(ordered, index) if consumer is not None else (0, 0)
+        growth, later = _growth(index_of, index) if consumer is not None else (0, 0)
         weights = [max(1, r["tool_result_size_bytes"]) for r in consumed]
         for result, weight in zip(consumed, weights, strict=True):
             observed = round(growth * weight / sum(weights))
@@ -78,21 +80,44 @@ def tool_costs(requests: Sequence[dict[str, Any]], results: Sequence[dict[str, A
     return sorted(out, key=lambda r: (r["consumed_by_request_id"] is None, -r["carried_tokens"]))
 
 
-def _consumer(ordered: Sequence[dict[str, Any]], result: dict[str, Any]) -> int | None:
+class _Index:
+    """The session's requests (sorted by `_order`) indexed once, so finding each result's consumer and each
+    consumer's chain is a binary search, not a scan of every request (linear, not quadratic, in session length)."""
+
+    def __init__(self, ordered: Sequence[dict[str, Any]]) -> None:
+        self.ordered = ordered
+        self.lists: dict[tuple[str | None, str | None], tuple[list[tuple[Any, int]], list[int]]] = {}
+        chains: dict[str, list[int]] = {}
+        for i, r in enumerate(ordered):
+            key = _order(r)
+            for group in ((None, None), (r["prompt_id"], None), (None, r["mcp_tool_name"]),
+                          (r["prompt_id"], r["mcp_tool_name"])):
+                keys, indexes = self.lists.setdefault(group, ([], []))
+                keys.append(key)
+                indexes.append(i)
+            chains.setdefault(r["query_source"], []).append(i)
+        self.chain_of = {i: chain for chain in chains.values() for i in chain}
+        self.position = {i: n for chain in chains.values() for n, i in enumerate(chain)}
+
+    def first_after(self, prompt_id: str | None, tool: str | None, after: tuple[Any, int]) -> int | None:
+        keys, indexes = self.lists.get((prompt_id, tool), ([], []))
+        n = bisect.bisect_right(keys, after)
+        return indexes[n] if n < len(indexes) else None
+
+
+def _consumer(index: _Index, result: dict[str, Any]) -> int | None:
     """The first later request of the same prompt that names this tool, else the first later one of that prompt."""
-    after = [i for i, r in enumerate(ordered) if _order(r) > _order(result)
-             and (not result["prompt_id"] or r["prompt_id"] == result["prompt_id"])]
-    named = [i for i in after if ordered[i]["mcp_tool_name"] == result["mcp_tool_name"]]
-    return named[0] if named else (after[0] if after else None)
+    prompt = result["prompt_id"] or None
+    after = _order(result)
+    named = index.first_after(prompt, result["mcp_tool_name"], after)
+    return named if named is not None else index.first_after(prompt, None, after)
 
 
-def _growth(ordered: Sequence[dict[str, Any]], index: int) -> tuple[int, int]:
-    """(context growth of request `index` over the previous request of its chain, later requests of that chain)."""
-    source = ordered[index]["query_source"]
-    chain = [i for i, r in enumerate(ordered) if r["query_source"] == source]
-    position = chain.index(index)
+def _growth(index: _Index, at: int) -> tuple[int, int]:
+    """(context growth of request `at` over the previous request of its chain, later requests of that chain)."""
+    ordered, chain, position = index.ordered, index.chain_of[at], index.position[at]
     before = context_tokens(ordered[chain[position - 1]]) if position > 0 else 0
-    return max(0, context_tokens(ordered[index]) - before), len(chain) - position - 1
+    return max(0, context_tokens(ordered[at]) - before), len(chain) - position - 1
 
 
 def startup_overhead(requests: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],

@@ -1,7 +1,9 @@
 """The per-turn join (DESIGN §6): turns, gateway calls tied to them, per-tool cost and session roll-ups.
 
-Reads FINAL tables only, every query bounded by a session, a time range and a LIMIT. Turns use the SQL of the
-`turns` view (0003_turns.sql) with filters pushed inside; ties come from `store.ties`; costs from `store.costs`.
+Reads FINAL tables only, every query bounded by a session, a time range and a LIMIT. Turns are the `turns` view
+(0003_turns.sql) computed here over one session's rows (a test keeps the two equal): in ClickHouse most of a small
+lookup's time is planning, and the view's window-function SQL cost more to plan than all the rows it reads. Ties
+come from `store.ties`; costs from `store.costs`. docs/store.md ("Query speed") has the measurements.
 """
 
 from __future__ import annotations
