@@ -242,7 +242,7 @@ def identity(attributes: Attributes, origin: Origin, decoded: Decoded, where: st
         value = attributes.get(key)
         if value is None:
             value = resource.get(key)
-        row[column] = value if type(value) is str else as_text(value)
+        row[column] = value if type(value) is str else "" if value is None else as_text(value)
     app_version = _lookup(attributes, resource, "app.version")
     if app_version is None:
         app_version = resource.get("service.version")
@@ -335,7 +335,7 @@ def _log_rows(
     for column, attribute, kind in columns:
         value = attrs.get(attribute)
         if kind == _STR:
-            row[column] = value if type(value) is str else as_text(value)
+            row[column] = value if type(value) is str else "" if value is None else as_text(value)
         elif value is None or value == "":
             row[column] = None
         elif (kind == _INT and type(value) is int and INT64_MIN <= value <= INT64_MAX) or (
