@@ -275,9 +275,15 @@ async def _session_calls(store: Store, session_id: str, since: dt.datetime,
               "ends": [ties.seconds(e["event_time"]) for e in windowable]}
     rows = await store.query(_sql(store, SESSION_CALLS_SQL, lag=str(ties.MAX_LAG_S + 1),
                                   skew=str(ties.MAX_SKEW_S + 1)), params)
-    bound = sorted({r["mcp_session_id"] for r in rows if r.pop("bound")})
-    unique = {r["call_id"]: r for r in rows}  # a bound session's call in the window comes from both branches
-    calls = _range_first(list(unique.values()), since, until)
+    full = {r["call_id"]: r for r in rows if not r["bound"]}
+    listed = [r for r in rows if r["bound"]]  # every call of a bound session, as call_id and mcp_session_id only
+    bound = sorted({r["mcp_session_id"] for r in listed})
+    unread = sorted({r["call_id"] for r in listed} - set(full))
+    if unread:  # calls of bound sessions outside the window or not candidates: rare, read whole by key
+        full.update((r["call_id"], r) for r in await calls_of_sessions(store, bound, unread))
+    for row in full.values():
+        row.pop("bound", None)
+    calls = _range_first(list(full.values()), since, until)
     found = ties.tie_calls(calls, events)
     tied_mcp = {c["mcp_session_id"] for c in calls if found[c["call_id"]].cc_session_id == session_id}
     missing = sorted(tied_mcp - set(bound))
@@ -305,7 +311,17 @@ def _set_tie(call: dict[str, Any], tie: ties.Tie) -> None:
                 prompt_id=tie.cc_prompt_id, telemetry_tool_use_id=tie.tool_use_id)
 
 
-# Candidate calls in the window, then every call of the bound sessions (a call can come twice: deduplicated).
+# The columns of CALL_COLUMNS with constants of their types in place of all but call_id and mcp_session_id (over
+# a subquery: in ClickHouse an alias like `'' AS method` would replace the column in the same SELECT's WHERE).
+_CALL_KEYS_ONLY = """call_id, '' AS method, '' AS upstream, '' AS tool, '' AS exposed_name, mcp_session_id,
+    '' AS client_name, '' AS auth_identity, '' AS cc_session_id, '' AS cc_prompt_id, '' AS tool_use_id,
+    toDateTime64(0, 6, 'UTC') AS started_at, toDateTime64(0, 6, 'UTC') AS ended_at, toFloat64(0) AS duration_ms,
+    '' AS status, '' AS error, toUInt64(0) AS req_bytes_client, toUInt64(0) AS req_bytes_upstream,
+    toUInt64(0) AS resp_bytes_upstream, toUInt64(0) AS resp_bytes_client, toUInt64(0) AS text_bytes,
+    toUInt64(0) AS est_tokens, '' AS budget_action"""
+_BOUND = "SELECT mcp_session_id FROM {db}.sessions FINAL WHERE cc_session_id = {s:String}"
+# Candidate calls in the window, whole; then the keys of every call of the bound sessions (reading two columns
+# instead of 23 measured 9.4 -> 5.4 ms): those the first part did not return are read afterwards, when any.
 SESSION_CALLS_SQL = f"""
 SELECT {CALL_COLUMNS}, toUInt8(0) AS bound FROM {{db}}.calls FINAL
 PREWHERE started_at >= {{since:DateTime64(6, 'UTC')}} AND started_at < {{until:DateTime64(6, 'UTC')}}
@@ -317,10 +333,16 @@ WHERE method = 'tools/call'
                            {{names:Array(String)}}, {{ends:Array(Float64)}})))
 LIMIT {MAX_ROWS}
 UNION ALL
-SELECT {CALL_COLUMNS}, toUInt8(1) AS bound FROM {{db}}.calls FINAL
-WHERE mcp_session_id IN (SELECT mcp_session_id FROM {{db}}.sessions FINAL WHERE cc_session_id = {{s:String}})
-  AND method = 'tools/call'
-LIMIT {MAX_ROWS}"""
+SELECT {_CALL_KEYS_ONLY}, toUInt8(1) AS bound
+FROM (SELECT call_id, mcp_session_id FROM {{db}}.calls FINAL
+      WHERE mcp_session_id IN ({_BOUND}) AND method = 'tools/call' LIMIT {MAX_ROWS})"""
+
+
+async def calls_of_sessions(store: Store, mcp_session_ids: list[str], call_ids: list[str]) -> list[dict[str, Any]]:
+    """These calls of these MCP sessions (read by primary key)."""
+    sql = _sql(store, f"SELECT {CALL_COLUMNS} FROM {{db}}.calls FINAL WHERE mcp_session_id IN {{m:Array(String)}} "
+               f"AND call_id IN {{c:Array(String)}} AND method = 'tools/call' LIMIT {MAX_ROWS}")
+    return await store.query(sql, {"m": mcp_session_ids, "c": call_ids})
 
 
 def _calls_of(calls: list[dict[str, Any]], session_id: str, bound: list[str]) -> list[dict[str, Any]]:

@@ -169,3 +169,40 @@ async def test_the_turns_view_and_the_query_agree(post: Post, writer: Writer, st
                                   {"s": session_id})
     from_query = await turns(store, session_id)
     assert [{k: v for k, v in t.items() if k != "turn_id"} for t in from_query] == from_view
+
+
+async def test_session_detail_reads_only_candidate_calls_and_ties_them_as_over_the_whole_window(
+    post: Post, writer: Writer, store: Store
+) -> None:
+    """session_detail reads, of the calls in the session's window, only those that can tie; its calls and ties must
+    equal those of tied_calls over the whole window plus the bound MCP sessions (what it computed before)."""
+    from store import queries_turns as qt
+
+    session_id = await replay(post, writer, store)
+    rows = await qt.session_rows(store, session_id)
+    times = [r["event_time"] for r in rows["requests"] + rows["prompts"] + rows["results"]]
+    first, last = min(times), max(times)
+    one = (await store.query("SELECT * FROM calls FINAL ORDER BY started_at LIMIT 1"))[0]
+    extra = [  # a window-tied call of an unbound MCP session, that session's untied call, noise, an old bound call
+        {**one, "call_id": "fit", "mcp_session_id": "other", "tool_use_id": ""},
+        {**one, "call_id": "other-untied", "mcp_session_id": "other", "tool_use_id": "", "tool": "x",
+         "exposed_name": "x", "started_at": last, "ended_at": last},
+        {**one, "call_id": "noise", "mcp_session_id": "agent", "tool_use_id": "", "tool": "x", "exposed_name": "x"},
+        {**one, "call_id": "old", "tool_use_id": "", "started_at": first - dt.timedelta(days=2),
+         "ended_at": first - dt.timedelta(days=2)},
+    ]
+    await store.command("ALTER TABLE calls DELETE WHERE call_id = {c:String} SETTINGS mutations_sync = 2",
+                        {"c": one["call_id"]})
+    await store.insert("calls", [{k: v for k, v in c.items() if k != "inserted_at"} for c in extra])
+    await store.insert("sessions", [{"mcp_session_id": "mcp-1", "started_at": first, "cc_session_id": session_id,
+                                     "version": 1}])
+    detail = await session_detail(store, session_id)
+    assert detail is not None
+    got = [(c["call_id"], c["tie"], c["turn_index"]) for t in detail["turns"] for c in t["calls"]]
+    got += [(c["call_id"], c["tie"], None) for c in detail["calls_outside_turns"]]
+    since, until = first - qt.PAD, last + qt.PAD
+    reference = qt._calls_of(await qt.tied_calls(store, since, until, ["mcp-1"]), session_id, ["mcp-1"])
+    assert sorted((c["call_id"], c["tie"]) for c in reference) == sorted((c, t) for c, t, _ in got)
+    ties = {c: t for c, t, _ in got}
+    assert ties["fit"] == "telemetry_window" and ties["other-untied"] == ties["old"] == "unmatched"
+    assert "noise" not in ties and detail["session"]["mcp_sessions"] == ["mcp-1", "other"]
