@@ -1,4 +1,4 @@
-"""Measure the per-turn join's queries on a synthetic store: turns of one session (pushed-down SQL vs the `turns`
+"""Measure the per-turn join's queries on a synthetic store: turns of one session (computed in Python vs the `turns`
 view), a session page, the sessions list and the servers report. Run: python3 -m bench.turn_queries [sessions]."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ async def main(sessions: int) -> None:
                 await store.insert(table, table_rows[k:k + 50_000])
         print({t: len(r) for t, r in batch.items()})
         sid = ids[len(ids) // 2]
-        await timed("turns(session) pushed-down SQL", lambda: turns(store, sid))
+        await timed("turns(session): rows by key, view in Python", lambda: turns(store, sid))
         await timed("turns view WHERE session_id", lambda: store.query(
             "SELECT * FROM turns WHERE session_id = {s:String}", {"s": sid}))
         await timed("session_detail (turns, ties, costs)", lambda: session_detail(store, sid))
