@@ -269,12 +269,8 @@ async def _session_calls(store: Store, session_id: str, since: dt.datetime,
     fits no result), so it matters only as an untied call of an MCP session tied to this one: those are read
     afterwards by key, when that session was not read whole as a bound one."""
     events = await tool_events_between(store, since - PAD, until + PAD)
-    windowable = [e for e in events if e["kind"] == "result" and e["mcp_tool_name"]]
-    params = {"since": _utc(since), "until": _utc(until), "s": session_id,
-              "names": [e["mcp_tool_name"] for e in windowable],
-              "ends": [ties.seconds(e["event_time"]) for e in windowable]}
-    rows = await store.query(_sql(store, SESSION_CALLS_SQL, lag=str(ties.MAX_LAG_S + 1),
-                                  skew=str(ties.MAX_SKEW_S + 1)), params)
+    rows = await store.query(_candidates_sql(store, SESSION_CALLS_SQL),
+                             {**_candidate_params(events, since, until), "s": session_id})
     full = {r["call_id"]: r for r in rows if not r["bound"]}
     listed = [r for r in rows if r["bound"]]  # every call of a bound session, as call_id and mcp_session_id only
     bound = sorted({r["mcp_session_id"] for r in listed})
@@ -297,6 +293,17 @@ async def _session_calls(store: Store, session_id: str, since: dt.datetime,
     for call in calls:
         _set_tie(call, found[call["call_id"]])
     return calls, bound
+
+
+def _candidates_sql(store: Store, template: str) -> str:
+    return _sql(store, template, lag=str(ties.MAX_LAG_S + 1), skew=str(ties.MAX_SKEW_S + 1))
+
+
+def _candidate_params(events: list[dict[str, Any]], since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
+    """The window and, per tool result of MCP tools, its tool name and end time (what ties._fits compares)."""
+    windowable = [e for e in events if e["kind"] == "result" and e["mcp_tool_name"]]
+    return {"since": _utc(since), "until": _utc(until), "names": [e["mcp_tool_name"] for e in windowable],
+            "ends": [ties.seconds(e["event_time"]) for e in windowable]}
 
 
 def _range_first(calls: list[dict[str, Any]], since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
@@ -322,7 +329,8 @@ _CALL_KEYS_ONLY = """call_id, '' AS method, '' AS upstream, '' AS tool, '' AS ex
 _BOUND = "SELECT mcp_session_id FROM {db}.sessions FINAL WHERE cc_session_id = {s:String}"
 # Candidate calls in the window, whole; then the keys of every call of the bound sessions (reading two columns
 # instead of 23 measured 9.4 -> 5.4 ms): those the first part did not return are read afterwards, when any.
-SESSION_CALLS_SQL = f"""
+# Calls in [since, until) that can tie to a tool event of the window (see _session_calls).
+CANDIDATE_CALLS_SQL = f"""
 SELECT {CALL_COLUMNS}, toUInt8(0) AS bound FROM {{db}}.calls FINAL
 PREWHERE started_at >= {{since:DateTime64(6, 'UTC')}} AND started_at < {{until:DateTime64(6, 'UTC')}}
 WHERE method = 'tools/call'
@@ -331,7 +339,8 @@ WHERE method = 'tools/call'
            AND arrayExists((n, e) -> (n = exposed_name OR n = tool)
                                      AND e >= toFloat64(ended_at) - {{skew}} AND e <= toFloat64(ended_at) + {{lag}},
                            {{names:Array(String)}}, {{ends:Array(Float64)}})))
-LIMIT {MAX_ROWS}
+LIMIT {MAX_ROWS}"""
+SESSION_CALLS_SQL = CANDIDATE_CALLS_SQL + f"""
 UNION ALL
 SELECT {_CALL_KEYS_ONLY}, toUInt8(1) AS bound
 FROM (SELECT call_id, mcp_session_id FROM {{db}}.calls FINAL
@@ -410,8 +419,18 @@ async def mcp_session_detail(store: Store, mcp_session_id: str) -> dict[str, Any
         return None
     since = min(c["started_at"] for c in own) - PAD
     until = max(c["ended_at"] for c in own) + PAD
-    tied = await tied_calls(store, since, until, [mcp_session_id])
+    # tied_calls(since, until, [mcp_session_id]) restricted, as in _session_calls, to the calls that can tie.
+    events = await tool_events_between(store, since - PAD, until + PAD)
+    rows = await store.query(_candidates_sql(store, CANDIDATE_CALLS_SQL), _candidate_params(events, since, until))
+    full = {r["call_id"]: r for r in rows}
+    full.update((c["call_id"], c) for c in own)
+    for row in full.values():
+        row.pop("bound", None)
+    tied = _range_first(list(full.values()), since, until)
+    found = ties.tie_calls(tied, events)
     calls = [c for c in tied if c["mcp_session_id"] == mcp_session_id]
+    for call in calls:
+        _set_tie(call, found[call["call_id"]])
     for call in calls:
         call.update(turn_index=None, turn_id=None, match_method=None)
     rollup: dict[str, Any] = {"session_id": mcp_session_id, "kind": "mcp", "turns": 0, "match_methods": [],
