@@ -28,7 +28,6 @@ from gateway.upstreams.base import (
 from gateway.upstreams.sse_parser import EventTooLarge, SseParser
 
 DEFAULT_LOGGER = logging.getLogger("tollgate.upstreams.http")
-READ_CHUNK = 256 * 1024
 ERROR_EXCERPT = 200
 ERROR_BODY_CAP = 64 * 1024
 RETRY_DELAY = 0.5  # seconds before reconnecting a dropped stream, unless the server says `retry:`
@@ -73,9 +72,12 @@ class translate_errors:  # a lower-case name: used as `with translate_errors(...
 
 async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
     """The whole body, or None when it passes `cap` bytes (reading stops there)."""
+    if response.content_length is not None and response.content_length > cap:
+        return None
     parts: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_chunked(READ_CHUNK):
+    # iter_any: the chunks as the parser buffered them; iter_chunked(n) would copy each into n-byte slices.
+    async for chunk in response.content.iter_any():
         size += len(chunk)
         if size > cap:
             return None
