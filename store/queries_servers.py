@@ -12,13 +12,16 @@ from typing import Any
 from store.client import Store
 
 BYTES_PER_TOKEN = 4  # as gateway/metering.py estimates
+# Errors are the server's (tool error, protocol error, timeout); denied and truncated are budget decisions
+# (reported with budgets) and cancelled is the client's choice.
+ERRORS = "countIf(status IN ('tool_error', 'protocol_error', 'timeout'))"
 DEFAULT_DAYS = 30
 
 SERVERS_SQL = """
 SELECT
     upstream,
     count() AS calls,
-    countIf(status != 'ok') AS errors,
+    {errors} AS errors,
     uniqExact(tool) AS tools_used,
     uniqExact(mcp_session_id) AS sessions,
     sum(req_bytes_client) AS req_bytes,
@@ -41,7 +44,7 @@ LIMIT 1000
 """
 
 TOOLS_SQL = """
-SELECT tool, count() AS calls, countIf(status != 'ok') AS errors, sum(resp_bytes_upstream) AS resp_bytes,
+SELECT tool, count() AS calls, {errors} AS errors, sum(resp_bytes_upstream) AS resp_bytes,
        toUInt64(quantileExact(0.95)(resp_bytes_upstream)) AS resp_bytes_p95, max(resp_bytes_upstream) AS resp_bytes_max,
        sum(est_tokens) AS est_tokens
 FROM {db}.calls FINAL WHERE {where} GROUP BY tool ORDER BY resp_bytes DESC LIMIT 1000
@@ -82,7 +85,7 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 def _sql(store: Store, template: str, where: str) -> str:
-    return template.replace("{db}", store.database).replace("{where}", where)
+    return template.replace("{db}", store.database).replace("{where}", where).replace("{errors}", ERRORS)
 
 
 async def tool_list_context(store: Store, upstream: str | None = None) -> list[dict[str, Any]]:
