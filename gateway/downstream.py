@@ -73,7 +73,7 @@ class _Events:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, task: asyncio.Task[jsonrpc.Encoded | None]) -> None:
+    async def wait(self, task: asyncio.Task[bytes | None]) -> None:
         """Return once an event is queued or the task is done."""
         if self.items or task.done():
             return
@@ -157,36 +157,25 @@ class McpEndpoint:
         task.add_done_callback(events.wake)
         await events.wait(task)
         if task.done() and not events.items:
-            return await self._json_answer(request, task)
+            return self._json_answer(task)
         stream = await self._open_sse(request)
         if events.items:
             await _write_event(stream, f"p{next(self._post_streams)}", jsonrpc.encode(events.items.popleft()))
         await self._stream_until_done(stream, task, events)
         return stream
 
-    async def _json_answer(self, request: web.Request,
-                           task: asyncio.Task[jsonrpc.Encoded | None]) -> web.StreamResponse:
+    def _json_answer(self, task: asyncio.Task[bytes | None]) -> web.Response:
         encoded = None if task.cancelled() else task.result()
         if encoded is None:  # cancelled by the client: it expects no answer
             return web.Response(status=202)
-        if isinstance(encoded, bytes):
-            return web.Response(body=encoded, content_type="application/json")
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = encoded.size
-        await response.prepare(request)
-        for part in encoded.parts:
-            if not await _write_raw(response, part):
-                return response  # the client went away; the call still completed and was metered
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
-        return response
+        return web.Response(body=encoded, content_type="application/json")
 
     async def _open_sse(self, request: web.Request) -> web.StreamResponse:
         stream = web.StreamResponse(status=200, headers=SSE_HEADERS)
         await stream.prepare(request)
         return stream
 
-    async def _stream_until_done(self, stream: web.StreamResponse, task: asyncio.Task[jsonrpc.Encoded | None],
+    async def _stream_until_done(self, stream: web.StreamResponse, task: asyncio.Task[bytes | None],
                                  events: _Events) -> None:
         stream_id = f"p{next(self._post_streams)}"
         alive = True
@@ -196,7 +185,7 @@ class McpEndpoint:
                 alive = alive and await _write_event(stream, stream_id, jsonrpc.encode(events.items.popleft()))
         encoded = None if task.cancelled() else task.result()
         if encoded is not None and alive:
-            await _write_event(stream, stream_id, encoded if isinstance(encoded, bytes) else bytes(encoded))
+            await _write_event(stream, stream_id, encoded)
         with contextlib.suppress(ConnectionError):
             await stream.write_eof()
 
@@ -317,7 +306,7 @@ async def _write_event(stream: web.StreamResponse, stream_id: str | None, data: 
     return await _write_raw(stream, header.encode() + b"data: " + data + b"\n\n")
 
 
-async def _write_raw(stream: web.StreamResponse, payload: bytes | memoryview) -> bool:
+async def _write_raw(stream: web.StreamResponse, payload: bytes) -> bool:
     try:
         await stream.write(payload)
     except (ConnectionError, RuntimeError):

@@ -115,37 +115,6 @@ def encode_result(request_id: RequestId, result: dict[str, Any], raw_result: byt
     return b"".join((b'{"jsonrpc":"2.0","id":', orjson.dumps(request_id), b',"result":', raw_result, b"}"))
 
 
-SPLICE_MIN_BYTES = 256 * 1024
-
-
-class Spliced:
-    """An encoded response in pieces around the upstream's result bytes, which are written as they are: joining
-    them into one new buffer cost ~15% of a 10 MB call's CPU (a fresh 10 MB allocation is page-faulted in)."""
-
-    __slots__ = ("parts", "size")
-
-    def __init__(self, parts: tuple[bytes | memoryview, ...]) -> None:
-        self.parts = parts
-        self.size = sum(len(part) for part in parts)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __bytes__(self) -> bytes:
-        return b"".join(self.parts)
-
-
-Encoded = bytes | Spliced
-
-
-def encode_result_spliced(request_id: RequestId, result: dict[str, Any],
-                          raw_result: bytes | memoryview | None = None) -> Encoded:
-    """`encode_result`, but a big unchanged result stays in pieces (`Spliced`) instead of being copied."""
-    if raw_result is None or len(raw_result) < SPLICE_MIN_BYTES:
-        return encode_result(request_id, result, raw_result)
-    return Spliced((b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"result":', raw_result, b"}"))
-
-
 def result_slice(raw: bytes, body: dict[str, Any]) -> memoryview | None:
     """The bytes of `result` inside `raw`, the compact response `body` was parsed from, when it has exactly the
     keys jsonrpc, id and result in the order the Python SDK writes or the one the TypeScript SDK writes (result

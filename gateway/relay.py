@@ -55,7 +55,7 @@ class Relay:
 
     # ----- entry points (called by the downstream transport) --------------------------------
 
-    def start_request(self, session: Session, message: Message, emit: Emit) -> asyncio.Task[jsonrpc.Encoded | None]:
+    def start_request(self, session: Session, message: Message, emit: Emit) -> asyncio.Task[bytes | None]:
         request_id = message.id
         assert request_id is not None
         if request_id in session.in_flight:
@@ -88,7 +88,7 @@ class Relay:
 
     # ----- requests -------------------------------------------------------------------------
 
-    async def _answer(self, session: Session, message: Message, emit: Emit) -> jsonrpc.Encoded | None:
+    async def _answer(self, session: Session, message: Message, emit: Emit) -> bytes | None:
         request_id = message.id
         assert request_id is not None
         try:
@@ -156,7 +156,7 @@ class Relay:
 
     # ----- metered calls --------------------------------------------------------------------
 
-    async def _metered(self, session: Session, message: Message, emit: Emit) -> jsonrpc.Encoded | None:
+    async def _metered(self, session: Session, message: Message, emit: Emit) -> bytes | None:
         request_id = message.id
         assert request_id is not None
         call, upstream, params = self._prepare(session, message)
@@ -175,7 +175,7 @@ class Relay:
         except jsonrpc.ProtocolError as exc:
             call.finish("protocol_error", exc.message)
             return self._encode_error(call, request_id, exc.code, exc.message)
-        encoded = jsonrpc.encode_result_spliced(request_id, result, raw_result)
+        encoded = jsonrpc.encode_result(request_id, result, raw_result)
         call.resp_bytes_client = len(encoded)
         if not call.ended_at:
             call.finish("tool_error" if result.get("isError") else "ok")

@@ -76,8 +76,9 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | Non
         return None
     parts: list[bytes] = []
     size = 0
-    # iter_any: the chunks as the parser buffered them; iter_chunked(n) would copy each into n-byte slices.
-    async for chunk in response.content.iter_any():
+    # iter_chunks: each chunk as the parser buffered it, never copied; iter_chunked(n) re-slices into n-byte
+    # copies and iter_any joins whatever is buffered, so either copies a 10 MB body once more than this join.
+    async for chunk, _ in response.content.iter_chunks():
         size += len(chunk)
         if size > cap:
             return None
