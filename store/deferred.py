@@ -57,7 +57,15 @@ class DeferredStore:
                 except StoreUnavailable as exc:
                     self.last_error = str(exc)
                     raise
-                await self._on_connect(store)
+                try:
+                    await self._on_connect(store)
+                except BaseException as exc:
+                    # e.g. the server went away during migrations: release this attempt's thread and
+                    # connections (each retry opens a new Store), and stay unconnected.
+                    await store.close()
+                    if isinstance(exc, StoreUnavailable):
+                        self.last_error = str(exc)
+                    raise
                 log.info("store %s reachable again; connected", self.display_dsn)
                 self._store = store
         return self._store
@@ -89,11 +97,15 @@ async def open_store(dsn: str, *, cluster: str | None, on_connect: OnConnect) ->
     """The store for `tollgate serve`: connected now, or (a server DSN that is down) deferred."""
     try:
         store = await Store.open(dsn, cluster=cluster)
+        try:
+            await on_connect(store)
+        except BaseException:
+            await store.close()  # e.g. the server went away during migrations
+            raise
     except StoreUnavailable as exc:
         if dsn.startswith("chdb:"):
             raise
         log.warning("store %s unavailable at startup (%s); serving anyway, records spill to disk until it is back",
                     redact_dsn(dsn), exc)
         return DeferredStore(dsn, cluster=cluster, on_connect=on_connect, first_error=str(exc))
-    await on_connect(store)
     return store
