@@ -27,6 +27,12 @@ RETRYABLE_CODES = frozenset(
         319,  # UNKNOWN_STATUS_OF_INSERT
         425,  # SYSTEM_ERROR
         999,  # KEEPER_EXCEPTION
+        # Credentials and grants concern the connection, not the rows: retry (and log) until the
+        # operator fixes them, rather than setting good rows aside as bad data.
+        192,  # UNKNOWN_USER
+        194,  # REQUIRED_PASSWORD
+        497,  # ACCESS_DENIED
+        516,  # AUTHENTICATION_FAILED
     }
 )
 

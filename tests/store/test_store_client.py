@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver import exceptions as ch
 
 from store.client import Store, chdb_path, redact_dsn
-from store.errors import StoreLocked, StoreQueryError, StoreUnavailable
+from store.errors import StoreLocked, StoreQueryError, StoreUnavailable, map_error
 
 UNKNOWN_IDENTIFIER = 47
 UNKNOWN_TABLE = 60
@@ -158,3 +159,10 @@ def test_chdb_dsn_paths_absolute_and_relative(tmp_path: Path, monkeypatch: pytes
 
     assert chdb_path("chdb:///abs/dir") == "/abs/dir"
     assert chdb_path("chdb:///./data/tollgate") == str(tmp_path.resolve() / "data/tollgate")
+
+
+@pytest.mark.parametrize("code", [192, 194, 497, 516])
+def test_credential_errors_are_retryable_so_the_writer_keeps_the_rows(code: int) -> None:
+    error = ch.DatabaseError(f"Code: {code}. DB::Exception: default: Authentication failed", code=code)
+    mapped = map_error(error, secret="s3cret")
+    assert isinstance(mapped, StoreUnavailable) and mapped.code == code
