@@ -114,9 +114,10 @@ async def _report_from_store(config: Config) -> dict[str, Any]:
     from gateway.budget_store import load_spend
     from gateway.budgets import Budgets
     from gateway.enforcement import budget_rules
-    from store.client import Store
+    from store.client import Store, require_existing_data
     from store.schema import migrate
 
+    require_existing_data(config.store.dsn)
     store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     try:
         await migrate(store)

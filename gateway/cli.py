@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
         result: int = args.run(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
         return result
     except ConfigError as exc:
         print(f"tollgate: invalid configuration\n{exc}", file=sys.stderr)
@@ -37,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"tollgate: store: {exc}", file=sys.stderr)
         return 3
+    except ListenError as exc:
+        print(f"tollgate: {exc}", file=sys.stderr)
+        return 4
+    except BrokenPipeError:  # `tollgate report ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         return 130
 
@@ -156,10 +164,10 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, service.reload)  # `tollgate reload`: budgets only
-        await web.TCPSite(runner, host, port).start()
+        await _listen(runner, host, port)
         if config.server.otlp_listen:  # e.g. the standard OTLP/HTTP port 4318, same app and store
             otlp_host, otlp_port = parse_listen(config.server.otlp_listen)
-            await web.TCPSite(runner, otlp_host, otlp_port).start()
+            await _listen(runner, otlp_host, otlp_port)
             log.info("OTLP/HTTP also on http://%s/v1/{logs,metrics,traces}", config.server.otlp_listen)
         write_pid(pid_file)
         _announce(config)
@@ -169,6 +177,21 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
         remove_pid(pid_file)
         await runner.cleanup()
         await service.close()
+
+
+class ListenError(Exception):
+    """The listen address cannot be bound (in use, not local, no permission)."""
+
+
+async def _listen(runner: Any, host: str, port: int) -> None:
+    from aiohttp import web
+
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen on {host}:{port}: {reason} (another process? pick one with "
+                          "--listen HOST:PORT or server.listen)") from exc
 
 
 @dataclass
@@ -336,11 +359,12 @@ def _report(args: argparse.Namespace) -> int:
 
 async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool) -> str:
     """Read through the running server's API when it owns the embedded store, else from the store directly."""
-    from store.client import Store
+    from store.client import Store, require_existing_data
     from store.errors import StoreLocked
     from store.schema import migrate
     from ui.cli_report import fetch_direct, fetch_http, render
 
+    require_existing_data(config.store.dsn)
     try:
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:

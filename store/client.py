@@ -60,6 +60,13 @@ def chdb_path(dsn: str) -> str:
     return os.path.realpath(unquote(rest))
 
 
+def require_existing_data(dsn: str) -> None:
+    """For readers (reports): an embedded DSN must name a directory a server has written, never a new one."""
+    if dsn.startswith("chdb://") and not os.path.isdir(path := chdb_path(dsn)):
+        raise StoreError(f"no Tollgate data at {path}: start `tollgate serve` there first, or point "
+                         "--config / --data-dir at the data of a running or past server")
+
+
 def zero_value(type_name: str) -> Any:
     """The value ClickHouse itself would use for a column the row does not mention."""
     if type_name.startswith("Nullable("):

@@ -114,8 +114,8 @@ CALL_COLUMNS: list[Column] = [
     ("TIE", "tie", _s), ("CANDIDATES", "tie_candidates", _n), ("TOOL USE ID", "tool_use_id", _s)]
 SERVER_COLUMNS: list[Column] = [
     ("SERVER", "upstream", _s), ("CALLS", "calls", _n), ("ERRORS", "errors", _n), ("REQ BYTES", "req_bytes", _n),
-    ("RESULT BYTES", "resp_bytes", _n), ("P50", "resp_bytes_p50", _n), ("P95", "resp_bytes_p95", _n),
-    ("MAX", "resp_bytes_max", _n), ("EST TOKENS", "est_tokens", _n), ("TOOL LIST BYTES", "tool_list_bytes", _n),
+    ("RESULT BYTES", "resp_bytes", _n), ("RESULT P50", "resp_bytes_p50", _n), ("RESULT P95", "resp_bytes_p95", _n),
+    ("RESULT MAX", "resp_bytes_max", _n), ("EST TOKENS", "est_tokens", _n), ("TOOL LIST BYTES", "tool_list_bytes", _n),
     ("TOOL LIST TOKENS", "tool_list_est_tokens", _n)]
 RECENT_CALL_COLUMNS: list[Column] = [
     ("STARTED", "started_at", _t), ("SERVER", "upstream", _s), ("TOOL", "tool", _s), ("STATUS", "status", _s),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,38 @@ async def test_otlp_listen_serves_the_otlp_routes_on_a_second_address(tmp_path: 
             f"http://127.0.0.1:{otlp_port}/v1/logs", data=body,
             headers={"Content-Type": "application/x-protobuf"}) as response:
         assert response.status == 200
+
+
+def test_a_report_where_no_server_ever_ran_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    result = tollgate("report", "calls", cwd=tmp_path)  # no config here: the default ./data/tollgate
+    assert result.returncode == 3
+    assert f"no Tollgate data at {tmp_path.resolve() / 'data' / 'tollgate'}" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+async def test_a_busy_port_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path / "t.toml", port, tmp_path / "db")
+        result = await asyncio.to_thread(tollgate, "serve", "--config", str(config))
+    assert result.returncode == 4
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    mcp_json = tmp_path / ".mcp.json"
+    mcp_json.write_text(json.dumps({"mcpServers": {"a": {"command": "x"}}}))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (`| head`) is gone before anything is written
+    try:
+        result = subprocess.run([sys.executable, "-m", "gateway.cli", "import-mcp-json", str(mcp_json)],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
