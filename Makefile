@@ -1,8 +1,10 @@
 # Two entry points the README promises: `make run` and `make test`.
+# `make run ARGS="--listen 127.0.0.1:9000"` passes serve options through.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
+ARGS ?=
 
 .PHONY: install run test lint bench clean
 
@@ -15,7 +17,7 @@ install: $(BIN)/python
 
 # The venv's bin goes first on PATH so the demo upstream's `python3` finds the mcp SDK.
 run: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tollgate serve --config $(CONFIG)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tollgate serve --config $(CONFIG) $(ARGS)
 
 lint: install
 	$(BIN)/ruff check gateway ingest store ui tests bench
