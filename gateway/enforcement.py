@@ -69,6 +69,8 @@ class BudgetPolicy:
             return (f"Tollgate refused this call to upstream {call.upstream!r}: its budget could not read past "
                     "spend from Tollgate's store and is set to fail closed (fail_open = false). Try again in a "
                     "few minutes, or ask the user to check that Tollgate's store is reachable.")
+        if call.upstream not in self.budgets.rules:
+            return None  # nothing to check: no reservation either, the spend is charged when the call ends
         admission = self.budgets.admit(call.upstream, call.tool, call.mcp_session_id, call.req_bytes_client)
         for decision in admission.decisions:
             self._decided(call, decision)
@@ -112,7 +114,7 @@ class BudgetPolicy:
                               warned=int(record.budget_action == "warn"))
         if reservation is not None:
             self.budgets.settle(reservation, spend, record.started_at)
-        elif denied:
+        else:  # denied before reserving, or an upstream without a budget (spend still shows in reports)
             self.budgets.record(record.upstream, record.tool, record.mcp_session_id, record.started_at, spend)
 
     def tool_list_changed(self, snapshot: ToolListSnapshot) -> None:

@@ -149,6 +149,9 @@ def shot(name: str) -> Path:
 
 
 def publish(name: str) -> None:
+    """Refresh the README's screenshot only when asked: a test run must not dirty the checkout."""
+    if not os.environ.get("TOLLGATE_UPDATE_SCREENSHOTS"):
+        return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ARTIFACTS / f"{name}.png", SCREENSHOTS / f"{name}.png")
 
