@@ -126,3 +126,17 @@ def markdown(rows: list[Row]) -> str:
         verdict = "" if row.met is None else ("met" if row.met else "**missed**")
         lines.append(f"| {row.what} | {row.goal} | {row.measured} | {row.detail} | {verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def ui_rows(samples: list[dict[str, float]], events: int, calls: int) -> list[Row]:
+    """The session page's render time in headless Chromium, navigation start to the page's rendered mark."""
+    if not samples:
+        return [Row("session page render", "< 200 ms", "n/a", "no samples", False)]
+    rendered = sorted(s["rendered"] for s in samples)
+    api = statistics.median(s["api"] for s in samples)
+    median = statistics.median(rendered)
+    return [Row(f"session page render in Chromium ({events / 1e6:.1f}M events, {calls / 1e6:.1f}M calls)",
+                "< 200 ms", f"{median:.0f} ms",
+                f"min {rendered[0]:.0f} / max {rendered[-1]:.0f} ms over {len(rendered)} loads; API call "
+                f"{api:.0f} ms of it; {samples[0]['turns']:.0f} turns, {samples[0]['calls']:.0f} calls",
+                median < 200)]

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -16,10 +17,13 @@ from pathlib import Path
 
 import aiohttp
 
-from bench import ingest, proxy, queries, report
+from bench import ingest, proxy, queries, report, ui_render
 from bench.targets import ROOT, UPSTREAM_STDIO, Processes, Target, start_mcp_proxy, start_tollgate, start_upstream_http
 
 RESULTS = ROOT / "bench" / "results.md"
+README = ROOT / "README.md"
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+ALL_SECTIONS = {"proxy", "ingest", "queries", "ui"}
 
 
 def log(text: str) -> None:
@@ -81,6 +85,27 @@ async def query_section(quick: bool) -> list[report.Row]:
     return report.query_rows(results, events, calls)
 
 
+async def ui_section(quick: bool, notes: list[str]) -> list[report.Row]:
+    events, runs = (100_000, 5) if quick else (1_000_000, 15)
+    if not shutil.which(ui_render.CHROMIUM):
+        notes.append(f"UI render row skipped: {ui_render.CHROMIUM} not found (apt-get install chromium)")
+        return []
+    log(f"ui: session page among {events:,} telemetry events, {runs} loads in Chromium")
+    seeded = await ui_render.run(events, runs)
+    return report.ui_rows(seeded["samples"], seeded["events"], seeded["calls"])
+
+
+def update_readme(table: str) -> None:
+    """Carry the results table into the README between its bench markers (left alone when they are absent)."""
+    text = README.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        log("README has no bench markers: table not copied")
+        return
+    README.write_text(text[:start + len(README_START)] + "\n" + table + text[end:], encoding="utf-8")
+    log("README benchmark table updated")
+
+
 async def main(quick: bool, sections: set[str]) -> int:
     plan = proxy.QUICK if quick else proxy.FULL
     started = time.perf_counter()
@@ -103,11 +128,21 @@ async def main(quick: bool, sections: set[str]) -> int:
             procs.stop_all()
     if "queries" in sections:
         rows += await query_section(quick)
+    if "ui" in sections:
+        rows += await ui_section(quick, notes)
     text = _document(rows, notes, quick, load_before, time.perf_counter() - started)
     print(text)
     RESULTS.write_text(text, encoding="utf-8")
     log(f"written to {RESULTS.relative_to(ROOT)}")
+    if sections == ALL_SECTIONS:
+        update_readme(_readme_table(rows, quick, load_before))
     return 0
+
+
+def _readme_table(rows: list[report.Row], quick: bool, load: tuple[float, float, float]) -> str:
+    return (f"Measured by `python3 -m bench.run{' --quick' if quick else ''}` on "
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d}, {os.cpu_count()} cores, load average {load[0]:.1f} at start "
+            "(full output with notes: [`bench/results.md`](bench/results.md)).\n\n" + report.markdown(rows))
 
 
 def _document(rows: list[report.Row], notes: list[str], quick: bool, load: tuple[float, float, float],
@@ -123,10 +158,10 @@ def _document(rows: list[report.Row], notes: list[str], quick: bool, load: tuple
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="about two minutes, 10 times less query data")
-    parser.add_argument("--only", choices=["proxy", "ingest", "queries"], action="append",
-                        help="run only these sections (repeatable)")
+    parser.add_argument("--only", choices=sorted(ALL_SECTIONS), action="append",
+                        help="run only these sections (repeatable); the README table is updated by a full run only")
     args = parser.parse_args()
-    sections = set(args.only or ["proxy", "ingest", "queries"])
+    sections = set(args.only or ALL_SECTIONS)
     try:
         import uvloop
 

@@ -128,7 +128,8 @@ def summary(name: str, values: list[float]) -> str:
     return f"{name}: median {statistics.median(values):.1f} ms, p95 {p95:.1f} ms, min {ordered[0]:.1f} ms"
 
 
-async def main(events: int, runs: int) -> None:
+async def run(events: int, runs: int) -> dict[str, Any]:
+    """Seed, serve and load the session page `runs` times; the samples and what was seeded."""
     with tempfile.TemporaryDirectory() as tmp:
         service, runner, base_url = await serve(Path(tmp) / "store")
         try:
@@ -143,15 +144,22 @@ async def main(events: int, runs: int) -> None:
             await settle(service.store)
             session_id = f"sess-{events // EVENTS_PER_TURN // TURNS // 2}"
             samples = await measure(base_url, session_id, runs, str(Path(tmp) / "profile"))
-            print(f"session {session_id}: {samples[0]['turns']} turns, {samples[0]['calls']} tool calls, {runs} loads")
-            print(summary("API call (/api/sessions/{id})", [s["api"] for s in samples]))
-            print(summary("API call started", [s["api_start"] for s in samples]))
-            print(summary("DOM after API", [s["rendered"] - s["api_end"] for s in samples]))
-            print(summary("page's own time (rendered minus API call)", [s["rendered"] - s["api"] for s in samples]))
-            print(summary("page rendered (navigation start to tollgate:rendered)", [s["rendered"] for s in samples]))
+            return {"events": counted[0]["events"], "calls": counted[0]["calls"], "session": session_id,
+                    "samples": samples}
         finally:
             await runner.cleanup()
             await service.close()
+
+
+async def main(events: int, runs: int) -> None:
+    seeded = await run(events, runs)
+    samples = seeded["samples"]
+    print(f"session {seeded['session']}: {samples[0]['turns']} turns, {samples[0]['calls']} tool calls, {runs} loads")
+    print(summary("API call (/api/sessions/{id})", [s["api"] for s in samples]))
+    print(summary("API call started", [s["api_start"] for s in samples]))
+    print(summary("DOM after API", [s["rendered"] - s["api_end"] for s in samples]))
+    print(summary("page's own time (rendered minus API call)", [s["rendered"] - s["api"] for s in samples]))
+    print(summary("page rendered (navigation start to tollgate:rendered)", [s["rendered"] for s in samples]))
 
 
 if __name__ == "__main__":
