@@ -18,7 +18,16 @@ from pathlib import Path
 import aiohttp
 
 from bench import ingest, proxy, queries, report, ui_render
-from bench.targets import ROOT, UPSTREAM_STDIO, Processes, Target, start_mcp_proxy, start_tollgate, start_upstream_http
+from bench.targets import (
+    ROOT,
+    UPSTREAM_STDIO,
+    Processes,
+    Target,
+    start_floor,
+    start_mcp_proxy,
+    start_tollgate,
+    start_upstream_http,
+)
 
 RESULTS = ROOT / "bench" / "results.md"
 README = ROOT / "README.md"
@@ -38,11 +47,12 @@ async def proxy_section(procs: Processes, plan: proxy.Plan, notes: list[str]) ->
     tg_http = await start_tollgate(procs, "tollgate http", upstream)
     tg_bare = await start_tollgate(procs, "tollgate http no-store", upstream, store=False)
     tg_stdio = await start_tollgate(procs, "tollgate stdio", direct_stdio)
+    floor = start_floor(procs, upstream)
     peer = await start_mcp_proxy(procs)
     if isinstance(peer, str) or peer is None:
         notes.append(f"mcp-proxy row skipped: {peer}")
         peer = None
-    targets = [upstream, Target("direct http A/A", url=upstream.url), tg_http, tg_bare, direct_stdio, tg_stdio]
+    targets = [upstream, Target("direct http A/A", url=upstream.url), tg_http, tg_bare, floor, direct_stdio, tg_stdio]
     targets += [peer] if peer is not None else []
     bench = proxy.Bench(targets, plan)
     connector = aiohttp.TCPConnector(limit=0)
@@ -56,6 +66,10 @@ async def proxy_section(procs: Processes, plan: proxy.Plan, notes: list[str]) ->
     s = bench.samples
     rows = report.control_rows(s[upstream.name], s["direct http A/A"])
     rows += report.proxy_rows("Tollgate, http upstream", s[tg_http.name], s[upstream.name])
+    rows += report.proxy_rows("aiohttp pass-through floor (bench/floor.py), http upstream", s[floor.name],
+                              s[upstream.name], goals=False)
+    rows += report.proxy_rows("Tollgate / aiohttp floor, http upstream", s[tg_http.name], s[floor.name],
+                              goals=False)
     rows += report.proxy_rows("Tollgate, stdio upstream", s[tg_stdio.name], s[direct_stdio.name],
                               s[peer.name] if peer else None)
     if peer is not None:

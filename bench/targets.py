@@ -23,6 +23,7 @@ from bench.client import Client, HttpClient, StdioClient
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_SCRIPT = ROOT / "bench" / "upstream.py"
+FLOOR_SCRIPT = ROOT / "bench" / "floor.py"
 MCP_PROXY_VENV = ROOT / "bench" / ".venv-mcp-proxy"
 UPSTREAM_STDIO = [sys.executable, str(UPSTREAM_SCRIPT), "--transport", "stdio"]
 
@@ -123,6 +124,13 @@ def read_listening(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> str:
 def start_upstream_http(procs: Processes) -> Target:
     proc = procs.spawn([sys.executable, str(UPSTREAM_SCRIPT), "--transport", "http", "--port", "0"], "upstream-http")
     return Target("direct http", url=read_listening(proc), proc=proc)
+
+
+def start_floor(procs: Processes, upstream: Target) -> Target:
+    """The bare aiohttp pass-through relay (bench/floor.py) in front of the HTTP upstream."""
+    assert upstream.url is not None
+    proc = procs.spawn([sys.executable, str(FLOOR_SCRIPT), "--upstream", upstream.url], "floor")
+    return Target("aiohttp floor", url=read_listening(proc), proc=proc)
 
 
 def tollgate_config(workdir: Path, name: str, port: int, upstream: Target | None) -> Path:
