@@ -157,6 +157,7 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
     host, port = parse_listen(config.server.listen)
     runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
     await runner.setup()
+    runners = [runner]
     pid_file = pid_path(config)
     try:
         stop = asyncio.Event()
@@ -165,18 +166,36 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, service.reload)  # `tollgate reload`: budgets only
         await _listen(runner, host, port)
-        if config.server.otlp_listen:  # e.g. the standard OTLP/HTTP port 4318, same app and store
-            otlp_host, otlp_port = parse_listen(config.server.otlp_listen)
-            await _listen(runner, otlp_host, otlp_port)
-            log.info("OTLP/HTTP also on http://%s/v1/{logs,metrics,traces}", config.server.otlp_listen)
+        if service.otlp_app is not None and config.server.otlp_listen:
+            runners.append(await _listen_otlp(service.otlp_app, config.server.otlp_listen))
+        elif config.server.otlp_listen:
+            log.warning("server.otlp_listen ignored: --no-store runs no OTLP receiver")
         write_pid(pid_file)
         _announce(config)
         await stop.wait()
         log.info("shutting down")
     finally:
         remove_pid(pid_file)
-        await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
         await service.close()
+
+
+async def _listen_otlp(app: Any, listen: str) -> Any:
+    """Serve the OTLP-only app (no /mcp, /api or UI) on its own runner, e.g. the standard port 4318."""
+    from aiohttp import web
+
+    from gateway.config import parse_listen
+
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+    await runner.setup()
+    try:
+        await _listen(runner, *parse_listen(listen))
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("OTLP/HTTP also on http://%s/v1/{logs,metrics,traces}", listen)
+    return runner
 
 
 class ListenError(Exception):
@@ -204,6 +223,7 @@ class Service:
     policy: Any = None  # gateway.enforcement.BudgetPolicy
     spend: Any = None  # gateway.budget_store.SpendLoader
     reloader: Any = None  # gateway.budget_cli.BudgetReloader
+    otlp_app: Any = None  # the OTLP routes alone, for server.otlp_listen
 
     def reload(self) -> bool:
         """Re-read the config file and apply its budgets (SIGHUP); sessions stay as they are."""
@@ -245,9 +265,10 @@ async def open_service(config: Config) -> Service:
     policy = BudgetPolicy(config, sink=writer, metrics=metrics)
     spend = SpendLoader(store, policy.budgets)
     await spend.start()
-    app = create_app(config, observers=[recorder, metrics, policy], policy=policy,
-                     extend=lambda app, hub: _mount(app, hub, config, store, writer, metrics, policy))
-    return Service(app, store, writer, policy, spend, BudgetReloader(config, policy))
+    service = Service(None, store, writer, policy, spend, BudgetReloader(config, policy))
+    service.app = create_app(config, observers=[recorder, metrics, policy], policy=policy,
+                             extend=lambda app, hub: _mount(app, hub, service, config, metrics))
+    return service
 
 
 def _spill_dir(config: Config) -> Path:
@@ -260,19 +281,24 @@ def _spill_dir(config: Config) -> Path:
     return Path("data") / "spill"
 
 
-def _mount(app: Any, hub: Any, config: Config, store: Any, writer: Any, metrics: Any, policy: Any) -> None:
-    """Routes beside /mcp: OTLP ingest, /metrics, /api/budgets, and (when present) the API and UI."""
+def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -> None:
+    """Routes beside /mcp: OTLP ingest, /metrics, /api/budgets, and (when present) the API and UI; for
+    `server.otlp_listen`, a second app with the OTLP routes only (same writer, stats and binder)."""
     from aiohttp import web
 
     from gateway.binding import Binder
     from gateway.budget_report import add_budget_routes
-    from ingest.app import OtlpSettings, add_otlp_routes
+    from ingest.app import OtlpSettings, add_otlp_routes, create_otlp_app
 
+    store, writer, policy = service.store, service.writer, service.policy
     binder = Binder(hub.sessions, on_bound=hub.session_started)  # MCP session -> Claude Code session, inline
     hub.observers.append(binder)
-    otlp = add_otlp_routes(app, writer, OtlpSettings(
+    settings = OtlpSettings(
         max_body_bytes=config.telemetry.max_body_bytes, store_prompt_text=config.telemetry.store_prompt_text,
-        auth_tokens=config.server.auth_tokens), on_rows=binder.telemetry_rows)
+        auth_tokens=config.server.auth_tokens)
+    otlp = add_otlp_routes(app, writer, settings, on_rows=binder.telemetry_rows)
+    if config.server.otlp_listen:
+        service.otlp_app = create_otlp_app(writer, settings, stats=otlp, on_rows=binder.telemetry_rows)
     metrics.gauges["tollgate_upstream_up"] = lambda: {
         (("upstream", name),): 1.0 if u.state.value == "ready" else 0.0 for name, u in hub.upstreams.items()}
     metrics.gauges["tollgate_writer_pending_rows"] = lambda: {(): float(writer.stats().get("queued_rows", 0))}

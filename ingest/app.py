@@ -109,10 +109,13 @@ def add_otlp_routes(
     return receiver.stats
 
 
-def create_otlp_app(writer: RowWriter, settings: OtlpSettings) -> web.Application:
-    """A standalone OTLP receiver application (for a second listen address such as :4318)."""
+def create_otlp_app(
+    writer: RowWriter, settings: OtlpSettings, stats: OtlpStats | None = None, on_rows: RowsHook | None = None
+) -> web.Application:
+    """A standalone OTLP receiver application (for a second listen address such as :4318): the three OTLP
+    routes and nothing else; pass the main app's `stats` to count both addresses together."""
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args=RAW_BODY_HANDLER_ARGS)
-    add_otlp_routes(app, writer, settings)
+    add_otlp_routes(app, writer, settings, stats, on_rows)
     return app
 
 

@@ -73,7 +73,7 @@ async def test_a_second_server_on_the_same_data_dir_fails_fast_with_a_clear_mess
     assert "in use by another Tollgate process" in result.stderr
 
 
-async def test_otlp_listen_serves_the_otlp_routes_on_a_second_address(tmp_path: Path) -> None:
+async def test_otlp_listen_serves_only_the_otlp_routes_on_a_second_address(tmp_path: Path) -> None:
     from aiohttp import ClientSession as Http
 
     body = CAPTURED_LOGS.read_bytes()
@@ -81,10 +81,20 @@ async def test_otlp_listen_serves_the_otlp_routes_on_a_second_address(tmp_path: 
     config = write_config(tmp_path / "t.toml", port, tmp_path / "db")
     config.write_text(config.read_text().replace(f'listen = "127.0.0.1:{port}"',
                                                  f'listen = "127.0.0.1:{port}"\notlp_listen = "127.0.0.1:{otlp_port}"'))
-    async with tollgate_process(config), Http() as http, http.post(
-            f"http://127.0.0.1:{otlp_port}/v1/logs", data=body,
-            headers={"Content-Type": "application/x-protobuf"}) as response:
-        assert response.status == 200
+    otlp, main_url = f"http://127.0.0.1:{otlp_port}", f"http://127.0.0.1:{port}"
+    async with tollgate_process(config), Http() as http:
+        async with http.post(f"{otlp}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}) as ok:
+            assert ok.status == 200
+        initialize = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        mcp_headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        async with http.post(f"{otlp}/mcp", data=initialize, headers=mcp_headers) as mcp:
+            assert mcp.status == 404
+        for path in ("/api/sessions", "/api/budgets", "/", "/metrics", "/healthz"):
+            async with http.get(otlp + path) as other:
+                assert other.status == 404, path
+        async with http.get(f"{main_url}/api/sessions") as on_main:  # the routes are still on the main address
+            assert on_main.status == 200
 
 
 def test_a_report_where_no_server_ever_ran_says_so_and_creates_nothing(tmp_path: Path) -> None:
