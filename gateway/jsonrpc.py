@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -100,8 +100,12 @@ def classify(body: dict[str, Any]) -> Kind:
 
 
 def _valid_id(value: object) -> bool:
-    # Booleans are ints in Python but not valid JSON-RPC ids.
-    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
+    return value is None or is_request_id(value)
+
+
+def is_request_id(value: object) -> TypeGuard[RequestId]:
+    """A usable JSON-RPC id: a string or an integer (booleans are ints in Python, but not ids)."""
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 def encode(body: dict[str, Any]) -> bytes:

@@ -35,6 +35,38 @@ ROUTED_METHODS: dict[str, str] = {
 METERED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
 
 
+# Params that must be JSON strings when present (a client's value is used as a key or a name).
+_STRING_PARAMS: dict[str, tuple[str, ...]] = {
+    "tools/call": ("name",), "prompts/get": ("name",), "resources/read": ("uri",),
+    "resources/subscribe": ("uri",), "resources/unsubscribe": ("uri",), "logging/setLevel": ("level",),
+}
+_OBJECT_PARAMS: dict[str, tuple[str, ...]] = {
+    "tools/call": ("arguments",), "prompts/get": ("arguments",), "completion/complete": ("ref", "argument"),
+}
+
+
+def params_problem(method: str, params: dict[str, Any]) -> str | None:
+    """What makes `params` unusable for `method` (a wrong JSON type in a key the gateway reads), or None."""
+    meta = params.get("_meta")
+    if meta is not None and not isinstance(meta, dict):
+        return "_meta must be an object"
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    if token is not None and (isinstance(token, bool) or not isinstance(token, str | int | float)):
+        return "_meta.progressToken must be a string or a number"
+    for key in _STRING_PARAMS.get(method, ()):
+        if not isinstance(params.get(key), str):
+            return f"{key} must be a string"
+    for key in _OBJECT_PARAMS.get(method, ()):
+        if key in params and not isinstance(params[key], dict):
+            return f"{key} must be an object"
+    ref = params.get("ref")
+    if method == "completion/complete" and not isinstance(ref, dict):
+        return "ref must be an object"
+    if isinstance(ref, dict) and not isinstance(ref.get("name" if ref.get("type") == "ref/prompt" else "uri"), str):
+        return "ref.name (for ref/prompt) or ref.uri (for ref/resource) must be a string"
+    return None
+
+
 def negotiate(requested: object) -> str:
     """Echo a supported version; otherwise offer the latest (the spec's rule, never an error)."""
     if isinstance(requested, str) and requested in SUPPORTED_VERSIONS:

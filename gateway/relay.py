@@ -8,6 +8,7 @@ server-to-client requests) leave through an `emit` callback, the final answer as
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import weakref
 from collections.abc import Callable
@@ -49,6 +50,7 @@ class Relay:
     def __init__(self, hub: Hub, policy: Policy | None = None) -> None:
         self.hub = hub
         self.policy = policy
+        self.ignored: collections.Counter[str] = collections.Counter()  # client messages ignored, by reason
         # Per upstream client: its tool list as last seen, its length and its names, so a call checks a set.
         self._offered: weakref.WeakKeyDictionary[UpstreamClient, tuple[list[dict[str, Any]], int, set[Any]]] = (
             weakref.WeakKeyDictionary())
@@ -67,7 +69,14 @@ class Relay:
 
     async def handle_notification(self, session: Session, message: Message) -> None:
         if message.method == "notifications/cancelled":
-            task = session.in_flight.get(message.params.get("requestId"))  # type: ignore[arg-type]
+            request_id = message.params.get("requestId")
+            if not jsonrpc.is_request_id(request_id):
+                # The spec lets a receiver ignore a cancel it cannot match; a hostile id is never a key.
+                self.ignored["cancel_bad_request_id"] += 1
+                log.info("session %s sent a cancel with a non-id requestId (%s); ignored",
+                         session.session_id[:8], type(request_id).__name__)
+                return
+            task = session.in_flight.get(request_id)
             if task is not None:
                 task.cancel()
         elif message.method == "notifications/roots/list_changed":
@@ -92,6 +101,9 @@ class Relay:
         request_id = message.id
         assert request_id is not None
         try:
+            problem = mcp.params_problem(message.method, message.params)
+            if problem is not None:
+                raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}")
             if message.method in mcp.METERED_METHODS:
                 return await self._metered(session, message, emit)
             result = await self._dispatch(session, message, emit)

@@ -43,7 +43,13 @@ def everything_upstream(name: str = "everything") -> UpstreamConfig:
 @asynccontextmanager
 async def running_gateway(config: Config, **app_kwargs: Any) -> AsyncIterator[str]:
     """Serve Tollgate on a real loopback port; yields the MCP endpoint URL."""
-    app = create_app(config, **app_kwargs)
+    async with served(create_app(config, **app_kwargs)) as url:
+        yield url
+
+
+@asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """Serve an app already made (so a test can reach its hub or relay) on a loopback port."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

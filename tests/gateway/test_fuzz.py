@@ -20,12 +20,24 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12)
 METHODS = st.sampled_from(["tools/call", "tools/list", "ping", "resources/read", "prompts/get", "initialize",
-                           "notifications/cancelled", "completion/complete", "logging/setLevel", "x/y", ""])
+                           "notifications/cancelled", "completion/complete", "logging/setLevel", "resources/subscribe",
+                           "resources/unsubscribe", "prompts/list", "x/y", ""])
+# The keys the gateway reads from params, each given hostile values (lists and objects where an id,
+# a string or an object belongs), so every lookup and type assumption is exercised, not just the envelope.
+META = JSON_VALUES | st.fixed_dictionaries({}, optional={
+    "progressToken": JSON_VALUES, "claudecode/toolUseId": JSON_VALUES, "traceparent": JSON_VALUES})
+REAL_PARAMS = st.fixed_dictionaries({}, optional={
+    "requestId": JSON_VALUES, "cursor": JSON_VALUES, "name": JSON_VALUES | st.sampled_from(["a__echo", "a__slow"]),
+    "uri": JSON_VALUES, "_meta": META, "arguments": JSON_VALUES, "ref": JSON_VALUES, "level": JSON_VALUES,
+    "reason": JSON_VALUES})
 MESSAGES = st.fixed_dictionaries(
     {"jsonrpc": st.sampled_from(["2.0", "1.0", 2]) | JSON_VALUES},
     optional={"id": JSON_VALUES, "method": METHODS | JSON_VALUES, "params": JSON_VALUES,
               "result": JSON_VALUES, "error": JSON_VALUES})
-RAW = st.binary(max_size=200) | st.builds(lambda m: json.dumps(m).encode(), MESSAGES) | \
+# Well-formed envelopes, so the hostile values reach the relay instead of stopping at envelope checks.
+REQUESTS = st.fixed_dictionaries({"jsonrpc": st.just("2.0"), "method": METHODS, "params": REAL_PARAMS},
+                                 optional={"id": st.integers(1000, 2000) | st.text(min_size=1, max_size=8)})
+RAW = st.binary(max_size=200) | st.builds(lambda m: json.dumps(m).encode(), MESSAGES | REQUESTS) | \
     st.builds(lambda ms: json.dumps(ms).encode(), st.lists(MESSAGES, max_size=3))
 
 
@@ -95,5 +107,15 @@ def test_hostile_messages_get_precise_answers_and_the_session_keeps_serving(
         gateway: tuple[ThreadedGateway, str], raw: bytes) -> None:
     server, session_id = gateway
     check_answer(*server.post(raw, session_id))
+    status, data = server.post(b'{"jsonrpc":"2.0","id":"probe","method":"ping"}', session_id)
+    assert status == 200 and json.loads(data)["result"] == {}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=REQUESTS)
+def test_hostile_values_in_the_keys_the_gateway_reads_never_give_an_internal_error(
+        gateway: tuple[ThreadedGateway, str], message: dict[str, Any]) -> None:
+    server, session_id = gateway
+    check_answer(*server.post(json.dumps(message).encode(), session_id))
     status, data = server.post(b'{"jsonrpc":"2.0","id":"probe","method":"ping"}', session_id)
     assert status == 200 and json.loads(data)["result"] == {}

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc
-from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway
+from gateway.app import RELAY_KEY, create_app
+from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway, served
 from tests.gateway.service import running_service
 from tests.gateway.taps import tap, tapped_echo_upstream
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
@@ -77,3 +79,34 @@ async def test_cancel_reaches_only_the_owning_upstream_with_its_own_id(tmp_path:
     assert status in (200, 202)
     assert rows == [{"status": "cancelled", "req_bytes_upstream": rows[0]["req_bytes_upstream"]}]
     assert rows[0]["req_bytes_upstream"] > 0
+
+
+async def test_a_cancel_whose_request_id_is_no_id_is_ignored_and_counted() -> None:
+    app = create_app(gateway_config(echo_upstream("a")))
+    async with served(app) as url, Http() as http:
+        session_id = await open_session(http, url)
+        call = asyncio.create_task(post(http, url, session_id, slow_call(1, 300, "kept")))
+        for hostile in ([1], {"id": 1}, True, None, 1.0):  # True == 1 in Python: it must not cancel call 1
+            cancel = jsonrpc.notification_body("notifications/cancelled", {"requestId": hostile})
+            assert (await post(http, url, session_id, cancel))[0] == 202
+        status, raw = await asyncio.wait_for(call, 10)
+    assert status == 200 and text_of(raw) == "kept"
+    assert app[RELAY_KEY].ignored["cancel_bad_request_id"] == 5
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    ("tools/call", {"name": "a__echo", "arguments": ["text"]}),
+    ("tools/call", {"name": "a__echo", "arguments": {"text": "x"}, "_meta": {"progressToken": {"t": 1}}}),
+    ("tools/call", {"name": "a__echo", "arguments": {"text": "x"}, "_meta": ["progressToken"]}),
+    ("prompts/get", {"name": ["p"]}),
+    ("resources/read", {"uri": {"u": "file:///x"}}),
+    ("resources/subscribe", {"uri": ["file:///x"]}),
+    ("completion/complete", {"ref": {"type": "ref/prompt", "name": 3}, "argument": {"name": "a", "value": ""}}),
+    ("logging/setLevel", {"level": ["debug"]}),
+])
+async def test_a_wrong_json_type_in_a_key_the_gateway_reads_is_invalid_params(method: str,
+                                                                              params: dict[str, Any]) -> None:
+    async with running_gateway(gateway_config(echo_upstream("a"))) as url, Http() as http:
+        session_id = await open_session(http, url)
+        status, raw = await post(http, url, session_id, jsonrpc.request_body(5, method, params))
+    assert status == 200 and orjson.loads(raw)["error"]["code"] == jsonrpc.INVALID_PARAMS
