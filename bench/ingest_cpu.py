@@ -56,8 +56,7 @@ async def main(bodies: int, records: int, flush_rows: int) -> None:
         for payload in payloads:
             decoded = clock.run("decode (protobuf parse + records)", lambda p=payload: decode_protobuf("logs", p))
             rows = clock.run("map (to_rows)", lambda d=decoded: to_rows(d, options))
-            for table, table_rows in rows.items():
-                await clock.arun("spill append (writer.write)", lambda t=table, r=table_rows: writer.write(t, r))
+            await clock.arun("spill append (writer.write_all)", lambda r=rows: writer.write_all(r))
         await clock.arun(f"flush into chDB ({flush_rows:,}-row batches)", writer.flush)
         counted = await store.query("SELECT count() AS n FROM cc_api_requests")
         assert counted[0]["n"] == bodies * records, counted

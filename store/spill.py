@@ -6,10 +6,11 @@ Knows files only: it never talks to the store. The directory is locked to one pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,18 +72,27 @@ class Spill:
 
     def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Durably append one batch; returns once the line is in the kernel (and on disk if fsync)."""
-        line = orjson.dumps({"t": table, "r": rows}, option=_DUMPS_OPTIONS) + b"\n"
+        self.append_lines(encode({table: rows}), len(rows))
+
+    def append_lines(self, data: bytes, rows: int) -> None:
+        """Durably append lines from `encode`, all or none: a failed write (disk full) is cut back off."""
         if self._active is None:
             self._start_segment()
         assert self._active is not None
-        view = memoryview(line)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self.fsync:
-            os.fsync(self._fd)
-        self._active.rows += len(rows)
-        self._active.bytes += len(line)
+        start = self._active.bytes  # the file's size: this process alone appends to the active segment
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise
+        self._active.rows += rows
+        self._active.bytes += len(data)
 
     def seal(self) -> None:
         """Close the active segment so it can be stored; the next append starts a new one."""
@@ -120,6 +130,12 @@ class Spill:
         self._next_seq += 1
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._active = Segment(path)
+
+
+def encode(tables: Mapping[str, Sequence[dict[str, Any]]]) -> bytes:
+    """The spill lines of one write: one `{"t": table, "r": rows}` line per table that has rows."""
+    return b"".join(orjson.dumps({"t": table, "r": rows}, option=_DUMPS_OPTIONS) + b"\n"
+                    for table, rows in tables.items() if rows)
 
 
 def read_segment(path: Path) -> list[Batch]:

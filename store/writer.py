@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from store.client import Store
 from store.errors import StoreError, StoreQueryError, StoreUnavailable, WriterBusy
-from store.spill import Batch, Segment, Spill, read_segment, read_segment_raw
+from store.spill import Batch, Segment, Spill, encode, read_segment, read_segment_raw
 
 log = logging.getLogger(__name__)
 
@@ -85,25 +85,32 @@ class Writer:
 
     def submit(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Hot path: append to the spill (one write syscall, no fsync, no back-pressure) and return."""
-        self._append(table, rows)
+        self._append(encode({table: rows}), len(rows))
 
     async def write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Acknowledge durably (fsync if configured); raises WriterBusy when the backlog passed its bound."""
+        """Acknowledge one table's rows durably; see `write_all`."""
+        await self.write_all({table: rows})
+
+    async def write_all(self, tables: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+        """Acknowledge several tables' rows (one OTLP body) durably as one unit: all are spilled, or none
+        and WriterBusy is raised when the backlog would pass `max_pending_rows`."""
+        rows = sum(len(table_rows) for table_rows in tables.values())
         pending = self._spill.pending_rows
-        if pending >= self.max_pending_rows:
+        # A write larger than the whole bound is still taken into an empty backlog, or it never could be.
+        if pending and pending + rows > self.max_pending_rows:
             raise WriterBusy(self.retry_after_seconds(), pending)
-        self._append(table, rows)
+        self._append(encode(tables), rows)
 
     def retry_after_seconds(self) -> float:
         return max(1.0, self._backoff, self.flush_seconds)
 
-    def _append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    def _append(self, data: bytes, rows: int) -> None:
         if not self._started:
             raise StoreError("writer is not started")
         if not rows:
             return
         try:
-            self._spill.append(table, rows)
+            self._spill.append_lines(data, rows)
         except OSError as exc:
             raise StoreUnavailable(f"cannot append to spill {self._spill.directory}: {exc}") from exc
         if self._spill.active_rows >= self.flush_rows:

@@ -3,7 +3,7 @@ the real Writer in embedded chDB, asserted row by row against values read from t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -408,6 +408,8 @@ async def test_c19_writer_backlog_full_gets_429_with_retry_after(
     await busy.start()
     try:
         client = await otlp_client(writer_=busy)
+        first = await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)
+        assert first.status == 200  # a body larger than the bound is still taken into an empty backlog
         response = await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)
         assert response.status == 429
         assert int(response.headers["Retry-After"]) >= 1
@@ -415,6 +417,37 @@ async def test_c19_writer_backlog_full_gets_429_with_retry_after(
         assert again.status == 429
     finally:
         await busy.stop()
+
+
+async def raw_counts(store: Any, tables: Sequence[str]) -> dict[str, int]:
+    """Rows per table as stored, copies included (no FINAL): a doubled write shows here."""
+    return {t: (await store.query(f"SELECT count() AS n FROM {t}"))[0]["n"] for t in tables}
+
+
+async def test_c19_a_body_the_writer_can_take_only_part_of_gets_429_and_leaves_no_row_behind(
+    otlp_client: ClientFactory, store: Any, tmp_path: Any
+) -> None:
+    body, doc = capture("s1_protobuf", "0001_logs"), capture_doc("s1_protobuf", "0001_logs")
+    expected = {"cc_events_raw": len(expected_logs(doc)), "cc_api_requests": len(events_named(doc, "api_request")),
+                "cc_tool_results": len(events_named(doc, "tool_result"))}
+    # One row already waits; room for the raw table's rows but not for the typed ones after them.
+    writer = Writer(store, tmp_path / "part-spill", max_pending_rows=1 + expected["cc_events_raw"],
+                    flush_seconds=3600.0)
+    await writer.start()
+    try:
+        writer.submit("upstream_events", [{"event_id": "e-1", "upstream": "a", "kind": "start"}])
+        client = await otlp_client(writer_=writer)
+        refused = await client.post("/v1/logs", data=body, headers=PROTOBUF)
+        assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert writer.stats()["queued_rows"] == 1
+        await writer.flush()
+        assert await raw_counts(store, list(expected)) == dict.fromkeys(expected, 0)
+        retried = await client.post("/v1/logs", data=body, headers=PROTOBUF)
+        assert retried.status == 200
+        await writer.flush()
+        assert await raw_counts(store, list(expected)) == expected
+    finally:
+        await writer.stop()
 
 
 async def test_c19_stopped_writer_gets_503_with_retry_after(
@@ -432,7 +465,7 @@ class RefusingWriter:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    async def write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    async def write_all(self, tables: Mapping[str, Sequence[dict[str, Any]]]) -> None:
         raise self.exc
 
 
