@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.downstream import McpEndpoint
+from gateway.guards import rebinding_guard
 from gateway.hub import Hub, TransportFactory
 from gateway.records import Observer
 from gateway.relay import Policy, Relay
@@ -27,9 +28,10 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
                transport_factory: TransportFactory = make_transport,
                extend: Callable[[web.Application, Hub], None] | None = None) -> web.Application:
     """The gateway app; upstreams start with the app and stop with it."""
+    # Without tokens the bearer guard has nothing to check: leave it out of every request's path.
+    bearer = [_bearer_guard(config.server.auth_tokens)] if config.server.auth_tokens else []
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          # Without tokens the guard has nothing to check: leave it out of every request's path.
-                          middlewares=[_bearer_guard(config.server.auth_tokens)] if config.server.auth_tokens else [])
+                          middlewares=[rebinding_guard(config.server), *bearer])
     hub = Hub(config, transport_factory, observers)
     relay = Relay(hub, policy)
     app[HUB_KEY] = hub

@@ -108,6 +108,7 @@ class ServerConfig:
     registered_name: str = "tollgate"
     auth_tokens: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # Host names a loopback-bound server answers besides loopback ones
     session_idle_seconds: float = 3600.0
     max_body_bytes: int = 16 * 1024 * 1024
     otlp_listen: str | None = None
@@ -120,6 +121,7 @@ class StoreConfig:
     spill_dir: str | None = None
     flush_rows: int = 5000
     flush_seconds: float = 1.0
+    max_spill_bytes: int = 1024**3  # past it, OTLP answers 503 and the gateway's own rows are dropped
 
 
 @dataclass(frozen=True)
@@ -254,13 +256,17 @@ def _read_server(r: Reader, t: dict[str, Any], listen_override: str | None) -> S
         parts = urlsplit(origin)
         if not (parts.scheme and parts.netloc) or parts.path or parts.query:
             r.error(f"server.allowed_origins[{i}]", "expected SCHEME://HOST[:PORT]")
+    hosts = r.strings(t, "allowed_hosts", "server")
+    for i, host in enumerate(hosts or ()):
+        if not host.strip() or "/" in host or ":" in host.strip("[]").replace("::", ""):
+            r.error(f"server.allowed_hosts[{i}]", "expected a host name without scheme, port or path")
     otlp_listen = r.string(t, "otlp_listen", "server")
     for key, value in (("server.listen", listen), ("server.otlp_listen", otlp_listen)):
         if value is not None and not _valid_listen(value):
             r.error("--listen" if key == "server.listen" and listen_override else key, "expected HOST:PORT")
     return ServerConfig(**present(
         listen=listen, registered_name=registered, auth_tokens=tokens, allowed_origins=origins,
-        session_idle_seconds=r.number(t, "session_idle_seconds", "server"),
+        allowed_hosts=hosts, session_idle_seconds=r.number(t, "session_idle_seconds", "server"),
         max_body_bytes=r.integer(t, "max_body_bytes", "server"), otlp_listen=otlp_listen,
     ))
 
@@ -298,6 +304,7 @@ def _read_store(r: Reader, t: dict[str, Any], base_dir: Path, data_dir: str | Pa
         dsn=dsn, cluster=r.string(t, "cluster", "store"),
         spill_dir=_resolve_path(spill_dir, base_dir) if spill_dir else None,
         flush_rows=r.integer(t, "flush_rows", "store"), flush_seconds=r.number(t, "flush_seconds", "store"),
+        max_spill_bytes=r.integer(t, "max_spill_bytes", "store"),
     ))
 
 
