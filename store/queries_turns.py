@@ -450,27 +450,45 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 async def list_sessions(store: Store, *, user: str | None = None, server: str | None = None,
                         since: dt.datetime | None = None, until: dt.datetime | None = None,
                         limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    """Claude Code sessions and unclaimed MCP sessions active in [since, until), newest first, one page."""
+    """Claude Code sessions and unclaimed MCP sessions active in [since, until), newest first, one page.
+
+    The page and the total come from one query (a window count before LIMIT/OFFSET); only a page past the end,
+    which has no row to carry the count, costs a second query."""
     until = _utc(until) if until else dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     since = _utc(since) if since else until - dt.timedelta(days=30)
-    params: dict[str, Any] = {"since": since, "until": until, "user": user or "", "server": server or ""}
-    rows = await store.query(_sql(store, SESSIONS_SQL), params)
-    total = len(rows)
-    return {"sessions": rows[offset:offset + limit], "total": total, "limit": limit, "offset": offset,
+    params: dict[str, Any] = {"since": since, "until": until, "user": user or "", "server": server or "",
+                              "limit": limit, "offset": offset}
+    rows = await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_PAGE), params)
+    if rows:
+        total = int(rows[0]["total"])
+    elif offset:
+        total = int((await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_COUNT), params))[0]["total"])
+    else:
+        total = 0
+    for row in rows:
+        del row["total"]
+    return {"sessions": rows, "total": total, "limit": limit, "offset": offset,
             "next_offset": offset + limit if offset + limit < total else None,
             "since": since, "until": until}
 
 
+SESSIONS_PAGE = """SELECT *, count() OVER () AS total FROM listed ORDER BY last_at DESC, session_id
+LIMIT {limit:UInt32} OFFSET {offset:UInt32}"""
+SESSIONS_COUNT = "SELECT count() AS total FROM listed"
+_KIND_SUMS = ", ".join(f"sum(ifNull(row_{k}, 0)) AS {k}" for k in TOKEN_KINDS[:4])
 SESSIONS_SQL = f"""
 WITH
     requests AS (
         SELECT session_id, min(event_time) AS first_at, max(event_time) AS last_at, count() AS requests,
                uniqExactIf(prompt_id, prompt_id != '') AS prompt_turns, sum(row_tokens) AS total_tokens,
+               {_KIND_SUMS},
                sum(row_usd) AS cost_usd, sum(row_micros) AS cost_usd_micros, groupUniqArray(row_model) AS models,
                any(user_id) AS user_id, any(user_email) AS user_email, any(user_account_uuid) AS account
         FROM (
             SELECT session_id, event_time, prompt_id, user_id, user_email, user_account_uuid,
-                   toString(model) AS row_model,
+                   toString(model) AS row_model, input_tokens AS row_input_tokens,
+                   output_tokens AS row_output_tokens, cache_read_tokens AS row_cache_read_tokens,
+                   cache_creation_tokens AS row_cache_creation_tokens,
                    ifNull(input_tokens, 0) + ifNull(output_tokens, 0) + ifNull(cache_read_tokens, 0)
                        + ifNull(cache_creation_tokens, 0) AS row_tokens,
                    ifNull(coalesce(cost_usd, cost_usd_micros / 1000000), 0) AS row_usd,
@@ -515,13 +533,15 @@ WITH
                any(auth_identity) AS user_id
         FROM calls_in AS ci INNER JOIN bound AS b ON ci.mcp_session_id = b.mcp_session_id
         WHERE b.cc_session_id = '' GROUP BY ci.mcp_session_id
-    )
-SELECT * FROM (
+    ),
+    listed AS (SELECT * FROM (
     SELECT r.session_id AS session_id, 'claude_code' AS kind, r.first_at AS started_at, r.last_at AS last_at,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, p.prompts, r.prompt_turns) AS turns,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, 'turn_order', 'prompt_id') AS match_method,
-           r.requests AS requests, r.total_tokens AS total_tokens, r.cost_usd AS cost_usd,
-           r.cost_usd_micros AS cost_usd_micros, arrayFilter(m -> m != '', r.models) AS models,
+           r.requests AS requests, r.input_tokens AS input_tokens, r.output_tokens AS output_tokens,
+           r.cache_read_tokens AS cache_read_tokens, r.cache_creation_tokens AS cache_creation_tokens,
+           r.total_tokens AS total_tokens, r.cost_usd AS cost_usd, r.cost_usd_micros AS cost_usd_micros,
+           arrayFilter(m -> m != '', r.models) AS models,
            if(r.user_email != '', r.user_email, r.user_id) AS user, toUInt64(ifNull(pc.tool_calls, 0)) AS tool_calls,
            toUInt64(ifNull(pc.resp_bytes_upstream, 0)) AS resp_bytes_upstream, ifNull(pc.servers, []) AS servers
     FROM requests AS r
@@ -530,13 +550,13 @@ SELECT * FROM (
     WHERE ({{user:String}} = '' OR {{user:String}} IN (r.user_id, r.user_email, r.account))
     UNION ALL
     SELECT session_id, 'mcp' AS kind, first_at AS started_at, last_at, toUInt64(0) AS turns, '' AS match_method,
-           toUInt64(0) AS requests, toInt64(0) AS total_tokens, toFloat64(0) AS cost_usd,
-           toInt64(0) AS cost_usd_micros, CAST([] AS Array(String)) AS models, user_id AS user,
-           toUInt64(tool_calls) AS tool_calls, toUInt64(resp_bytes_upstream) AS resp_bytes_upstream, servers
+           toUInt64(0) AS requests, toInt64(0) AS input_tokens, toInt64(0) AS output_tokens,
+           toInt64(0) AS cache_read_tokens, toInt64(0) AS cache_creation_tokens, toInt64(0) AS total_tokens,
+           toFloat64(0) AS cost_usd, toInt64(0) AS cost_usd_micros, CAST([] AS Array(String)) AS models,
+           user_id AS user, toUInt64(tool_calls) AS tool_calls,
+           toUInt64(resp_bytes_upstream) AS resp_bytes_upstream, servers
     FROM unclaimed
     WHERE ({{user:String}} = '' OR {{user:String}} = user_id)
-)
-WHERE ({{server:String}} = '' OR has(servers, {{server:String}}))
-ORDER BY last_at DESC, session_id
-LIMIT {MAX_ROWS}
+    ) WHERE ({{server:String}} = '' OR has(servers, {{server:String}})))
+{{select}}
 """

@@ -53,7 +53,8 @@ SCHEMAS: dict[str, Any] = {
     "Error": _object(["error"], {"error": STR}),
     "SessionSummary": _object(["session_id", "kind", "started_at", "last_at"], {
         "session_id": STR, "kind": {"type": "string", "enum": ["claude_code", "mcp"]}, "started_at": TIME,
-        "last_at": TIME, "turns": INT, "match_method": STR, "requests": INT, "total_tokens": INT, "cost_usd": NUM,
+        "last_at": TIME, "turns": INT, "match_method": STR, "requests": INT, "input_tokens": INT, "output_tokens": INT,
+        "cache_read_tokens": INT, "cache_creation_tokens": INT, "total_tokens": INT, "cost_usd": NUM,
         "cost_usd_micros": INT, "models": STRS, "user": STR, "tool_calls": INT, "resp_bytes_upstream": INT,
         "servers": STRS}),
     "SessionPage": _object(["sessions", "total", "limit", "offset"], {

@@ -3,6 +3,8 @@ and bad input gets 400/404 rather than an error page."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -69,6 +71,150 @@ async def test_every_route_answers_with_the_fields_its_schema_requires(api: Any)
     assert bodies["/api/servers"]["servers"][0]["calls"] == 4
     assert bodies["/api/servers/{name}"]["largest_results"][0]["resp_bytes_upstream"] == 1000
     assert len(bodies["/api/calls"]["calls"]) == 4
+
+
+# ----- the sessions list over hand-made rows: pages and filters -------------------------------------------
+
+BASE = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """One session to store: Claude Code (two requests and one call tied by tool_use_id) or MCP-only (one call)."""
+
+    session_id: str
+    user: str
+    upstream: str
+    hour: int  # hours after BASE: sessions never overlap, so a time range holds whole sessions
+    kind: str = "claude_code"
+
+    @property
+    def at(self) -> dt.datetime:
+        return BASE + dt.timedelta(hours=self.hour)
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [{"event_key": f"{self.session_id}-r{n}", "event_name": "api_request", "session_id": self.session_id,
+                 "prompt_id": f"{self.session_id}-p", "user_email": self.user, "model": "claude-test",
+                 "event_time": self.at + dt.timedelta(seconds=2 * n), "request_id": f"req-{self.session_id}-{n}",
+                 "input_tokens": 100 * self.hour + n + 1, "output_tokens": 10 * self.hour + n,
+                 "cache_read_tokens": 1000 * self.hour + 7 * n, "cache_creation_tokens": 50 + self.hour + n,
+                 "cost_usd": 0.001 * (self.hour + 1) * (n + 1)} for n in range(2)] if self.kind == "claude_code" else []
+
+    def result(self) -> list[dict[str, Any]]:
+        return [{"event_key": f"{self.session_id}-t", "event_name": "tool_result", "session_id": self.session_id,
+                 "prompt_id": f"{self.session_id}-p", "event_time": self.at + dt.timedelta(seconds=1),
+                 "tool_name": "mcp_tool", "tool_use_id": f"toolu_{self.session_id}", "mcp_tool_name": "echo",
+                 "mcp_server_name": "tollgate"}] if self.kind == "claude_code" else []
+
+    def call(self) -> dict[str, Any]:
+        start = self.at + dt.timedelta(milliseconds=500)
+        return {"call_id": f"call-{self.session_id}", "method": "tools/call", "upstream": self.upstream,
+                "tool": "echo", "exposed_name": f"{self.upstream}__echo", "mcp_session_id": f"m-{self.session_id}"
+                if self.kind == "claude_code" else self.session_id,
+                "tool_use_id": f"toolu_{self.session_id}" if self.kind == "claude_code" else "",
+                "auth_identity": self.user, "status": "ok", "started_at": start,
+                "ended_at": start + dt.timedelta(milliseconds=400), "resp_bytes_upstream": 100 * (self.hour + 1)}
+
+    def last_at(self) -> dt.datetime:
+        last: dt.datetime = max([r["event_time"] for r in self.requests()] or [self.call()["started_at"]])
+        return last
+
+    def listed(self) -> dict[str, Any]:
+        """The /api/sessions row this session should get, from the rows above."""
+        requests = self.requests()
+        return {"session_id": self.session_id, "kind": self.kind, "user": self.user, "servers": [self.upstream],
+                "tool_calls": 1, "resp_bytes_upstream": self.call()["resp_bytes_upstream"],
+                "requests": len(requests), "turns": 1 if requests else 0,
+                **{k: sum(r[k] for r in requests) for k in KINDS},
+                "total_tokens": sum(r[k] for r in requests for k in KINDS)}
+
+
+SEEDED = (Seeded("cc-ann-1", "ann@example.com", "alpha", 0), Seeded("cc-bob", "bob@example.com", "beta", 1),
+          Seeded("cc-ann-2", "ann@example.com", "beta", 2), Seeded("cc-cat", "cat@example.com", "alpha", 3),
+          Seeded("mcp-agent", "agent", "beta", 4, kind="mcp"))
+
+
+@pytest.fixture
+async def many(aiohttp_client: Any, store: Store) -> Any:
+    await store.insert("cc_api_requests", [r for s in SEEDED for r in s.requests()])
+    await store.insert("cc_tool_results", [r for s in SEEDED for r in s.result()])
+    await store.insert("calls", [s.call() for s in SEEDED])
+    app = web.Application()
+    add_api_routes(app, store)
+    return await aiohttp_client(app)
+
+
+def newest_first(sessions: Any) -> list[Seeded]:
+    return sorted(sessions, key=lambda s: (-s.last_at().timestamp(), s.session_id))
+
+
+def iso(at: dt.datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def listing(client: Any, **params: Any) -> Any:
+    response = await client.get("/api/sessions", params=params)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_the_sessions_list_pages_through_every_session_newest_first(many: Any) -> None:
+    expected = [s.session_id for s in newest_first(SEEDED)]
+    size = 2
+    pages: list[list[str]] = []
+    offset: int | None = 0
+    while offset is not None:
+        body = await listing(many, limit=size, offset=offset)
+        assert (body["total"], body["limit"], body["offset"]) == (len(SEEDED), size, offset)
+        pages.append([s["session_id"] for s in body["sessions"]])
+        offset = body["next_offset"]
+    assert pages == [expected[i:i + size] for i in range(0, len(expected), size)]
+    past = await listing(many, limit=size, offset=len(SEEDED) + size)
+    assert (past["sessions"], past["total"], past["next_offset"]) == ([], len(SEEDED), None)
+
+
+async def test_the_sessions_list_sums_tokens_by_kind_per_session(many: Any) -> None:
+    body = await listing(many)
+    fields = ("session_id", "kind", "user", "servers", "tool_calls", "resp_bytes_upstream", "requests", "turns",
+              *KINDS, "total_tokens")
+    assert [{k: row[k] for k in fields} for row in body["sessions"]] == [s.listed() for s in newest_first(SEEDED)]
+
+
+@pytest.mark.parametrize(("params", "keep"), [
+    ({"user": "ann@example.com"}, lambda s: s.user == "ann@example.com"),
+    ({"user": "agent"}, lambda s: s.user == "agent"),
+    ({"server": "beta"}, lambda s: s.upstream == "beta"),
+    ({"server": "alpha", "user": "cat@example.com"}, lambda s: s.upstream == "alpha" and s.user == "cat@example.com"),
+    ({"since": iso(BASE + dt.timedelta(minutes=30)), "until": iso(BASE + dt.timedelta(hours=2, minutes=30))},
+     lambda s: 1 <= s.hour <= 2),
+    ({"since": iso(BASE + dt.timedelta(hours=3, minutes=30)), "limit": 1}, lambda s: s.hour >= 4),
+])
+async def test_the_sessions_list_filters_by_user_server_and_time_range(
+        many: Any, params: dict[str, Any], keep: Any) -> None:
+    body = await listing(many, **params)
+    kept = [s.session_id for s in newest_first(SEEDED) if keep(s)]
+    assert kept and [s["session_id"] for s in body["sessions"]] == kept[:params.get("limit", 50)]
+    assert body["total"] == len(kept)
+
+
+async def test_the_sessions_list_counts_and_pages_past_the_per_query_row_cap(aiohttp_client: Any,
+                                                                            store: Store) -> None:
+    """More MCP-only sessions than one query may return (MAX_ROWS): the total and the last page are still right."""
+    from store.queries_turns import MAX_ROWS
+
+    n = MAX_ROWS + 7
+    await store.command(f"""INSERT INTO calls (call_id, method, upstream, tool, mcp_session_id, status, started_at,
+        ended_at) SELECT concat('c', toString(number)), 'tools/call', 'alpha', 'echo',
+        concat('m', leftPad(toString(number), 6, '0')), 'ok', {{at:DateTime64(6, 'UTC')}} + number,
+        {{at:DateTime64(6, 'UTC')}} + number FROM numbers({n})""", {"at": BASE})
+    app = web.Application()
+    add_api_routes(app, store)
+    client = await aiohttp_client(app)
+    tail = 3  # the last page holds the oldest sessions, newest first
+    last = await listing(client, limit=5, offset=n - tail)
+    assert last["total"] == n and last["next_offset"] is None
+    assert [s["session_id"] for s in last["sessions"]] == [f"m{i:06d}" for i in reversed(range(tail))]
 
 
 @pytest.mark.parametrize(("url", "status"), [

@@ -6,6 +6,7 @@ OTLP capture, moved to the present, is POSTed to /v1/logs. Each page's figures a
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -37,6 +38,7 @@ WAIT_MS = 15_000
 TOKEN = "ui-test-token"
 BLOB_BYTES = 200_000
 RESULT_LIMIT = 50_000
+KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -118,7 +120,7 @@ async def browser_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
         async def make(base_url: str) -> Browser:
             context = await pw.chromium.launch_persistent_context(
                 str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=ARGS,
-                headless=True, viewport={"width": 1360, "height": 900})
+                headless=True, viewport={"width": 1360, "height": 900}, timezone_id="UTC")  # datetime-local = UTC
             contexts.append(context)
             return Browser(context, base_url)
 
@@ -185,11 +187,56 @@ async def test_sessions_page_lists_the_session_with_the_apis_figures(seeded: tup
     expected = next(s for s in listed if s["session_id"] == CC_SESSION)
     page = await browser.open("/ui/sessions")
     row = page.locator(f"#sessions tr[data-session='{CC_SESSION}']")
-    assert await row.locator("[data-k=total_tokens]").inner_text() == f"{expected['total_tokens']:,}"
+    for key in (*KINDS, "total_tokens"):
+        assert await row.locator(f"[data-k={key}]").inner_text() == f"{expected[key]:,}", key
+    assert expected["total_tokens"] == sum(expected[k] for k in KINDS) > 0
     assert await row.locator("[data-k=cost_usd]").inner_text() == usd(expected["cost_usd"])
     assert await page.locator("#sessions tbody tr").count() == len(listed)
     await accessible(page)
     await page.screenshot(path=shot("sessions"), full_page=True)
+
+
+async def shown(page: Any) -> list[str]:
+    return [str(await r.get_attribute("data-session")) for r in await page.locator("#sessions tbody tr").all()]
+
+
+async def test_sessions_pager_walks_the_apis_pages(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    first, second = [await api(svc, f"/api/sessions?limit=1&offset={n}") for n in (0, 1)]
+    assert first["total"] == second["total"] >= 2
+    page = await browser.open("/ui/sessions?limit=1")
+    assert await shown(page) == [s["session_id"] for s in first["sessions"]]
+    assert await page.get_by_role("link", name="← Newer").count() == 0
+    await page.get_by_role("link", name="Older →").click()
+    await page.wait_for_url("**/ui/sessions?*offset=1*", timeout=WAIT_MS)
+    await page.wait_for_selector("html[data-state=ready]", timeout=WAIT_MS)
+    assert await shown(page) == [s["session_id"] for s in second["sessions"]]
+    assert await page.locator("#sessions-count").inner_text() == f"{first['total']} sessions, showing 2\N{EN DASH}2"
+    await page.get_by_role("link", name="← Newer").click()
+    await page.wait_for_url("**/ui/sessions?*offset=0*", timeout=WAIT_MS)
+    await page.wait_for_selector("html[data-state=ready]", timeout=WAIT_MS)
+    assert await shown(page) == [s["session_id"] for s in first["sessions"]]
+
+
+async def test_sessions_time_range_filter_lists_what_the_api_lists_for_that_range(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    since, until = now - dt.timedelta(hours=1), now + dt.timedelta(hours=1)
+    expected = await api(svc, f"/api/sessions?since={since:%Y-%m-%dT%H:%M}Z&until={until:%Y-%m-%dT%H:%M}Z")
+    page = await browser.open("/ui/sessions")
+    await page.get_by_label("From").fill(f"{since:%Y-%m-%dT%H:%M}")
+    await page.get_by_label("To").fill(f"{until:%Y-%m-%dT%H:%M}")
+    await page.get_by_role("button", name="Apply").click()
+    await page.wait_for_url("**/ui/sessions?*since=*", timeout=WAIT_MS)
+    await page.wait_for_selector("html[data-state=ready]", timeout=WAIT_MS)
+    assert await shown(page) == [s["session_id"] for s in expected["sessions"]] != []
+    earlier = since - dt.timedelta(days=1)
+    await page.get_by_label("From").fill(f"{earlier:%Y-%m-%dT%H:%M}")
+    await page.get_by_label("To").fill(f"{since - dt.timedelta(hours=1):%Y-%m-%dT%H:%M}")
+    await page.get_by_role("button", name="Apply").click()
+    await page.wait_for_url(f"**/ui/sessions?*since={earlier:%Y-%m-%dT%H}*", timeout=WAIT_MS)
+    await page.wait_for_selector("html[data-state=ready] .empty", timeout=WAIT_MS)
 
 
 async def test_sessions_filters_are_labelled_and_narrow_the_list(seeded: tuple[Running, Browser]) -> None:

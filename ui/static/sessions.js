@@ -4,13 +4,14 @@
 import { getJson } from "./api.js";
 import { bytes, cell, el, ms, num, numCell, span, table, time, tokens, usd } from "./format.js";
 
-const PAGE = 50;
+const PAGE = 50; // rows a page, unless the address asks for another size (`limit`, 1-500 as the API allows)
 
 export async function render(_arg, query) {
   const offset = Number(query.get("offset") ?? 0);
+  const size = pageSize(query);
   const params = {
     user: query.get("user"), server: query.get("server"),
-    since: isoOf(query.get("since")), until: isoOf(query.get("until")), limit: PAGE, offset,
+    since: isoOf(query.get("since")), until: isoOf(query.get("until")), limit: size, offset,
   };
   const [page, servers] = await Promise.all([getJson("/api/sessions", params), serverNames()]);
   const rows = page.sessions ?? [];
@@ -20,7 +21,12 @@ export async function render(_arg, query) {
     el("p", { class: "muted", id: "sessions-count" },
       `${num(page.total ?? rows.length)} sessions` + (rows.length ? `, showing ${num(offset + 1)}–${num(offset + rows.length)}` : "")),
     rows.length ? sessionTable(rows) : el("p", { class: "empty" }, "No sessions in this range."),
-    pager(query, offset, page));
+    pager(query, offset, size, page));
+}
+
+function pageSize(query) {
+  const asked = Math.trunc(Number(query.get("limit")));
+  return asked >= 1 && asked <= 500 ? asked : PAGE;
 }
 
 function isoOf(local) {
@@ -56,7 +62,6 @@ function filters(query, servers) {
     el("div", { class: "field actions" }, el("button", { type: "submit" }, "Apply"), el("a", { href: "/ui/sessions" }, "Reset")));
 }
 
-const KINDS = ["Input", "Output", "Cache read", "Cache write"];
 const HEADERS = [
   "Session", "User", "Client", "Start", { label: "Duration", num: true }, { label: "Turns", num: true },
   { label: "Input", num: true }, { label: "Output", num: true }, { label: "Cache read", num: true },
@@ -64,18 +69,13 @@ const HEADERS = [
   { label: "MCP calls", num: true }, { label: "MCP bytes", num: true }, "Servers",
 ];
 
-// Tokens by kind get their own columns when the API sends them; the total is always there.
+const KIND_KEYS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"];
+
 function sessionTable(rows) {
-  const byKind = rows.some((r) => r.input_tokens !== undefined);
-  const headers = byKind ? HEADERS : HEADERS.filter((h) => !KINDS.includes(h.label));
-  return table("Sessions, newest first", headers, rows.map((r) => sessionRow(r, byKind)), { class: "data", id: "sessions" });
+  return table("Sessions, newest first", HEADERS, rows.map(sessionRow), { class: "data", id: "sessions" });
 }
 
-function kind(row, key) {
-  return row[key] === undefined || row[key] === null ? "—" : tokens(row[key]);
-}
-
-function sessionRow(row, byKind) {
+function sessionRow(row) {
   const link = el("a", { href: `/ui/sessions/${encodeURIComponent(row.session_id)}`, title: row.session_id }, shortId(row.session_id));
   const mcpBytes = Number(row.resp_bytes_upstream ?? 0) + Number(row.req_bytes_client ?? 0);
   return el("tr", { dataset: { session: row.session_id } },
@@ -85,7 +85,7 @@ function sessionRow(row, byKind) {
     cell(time(row.started_at), { class: "nowrap" }),
     numCell(ms(span(row.started_at, row.last_at ?? row.ended_at))),
     numCell(num(row.turns)),
-    byKind ? ["input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"].map((k) => numCell(kind(row, k))) : null,
+    KIND_KEYS.map((k) => numCell(tokens(row[k]), { dataset: { k } })),
     numCell(tokens(row.total_tokens), { dataset: { k: "total_tokens" } }),
     numCell(usd(row.cost_usd), { dataset: { k: "cost_usd" } }),
     numCell(num(row.tool_calls)),
@@ -97,15 +97,16 @@ export function shortId(id) {
   return id && id.length > 13 ? `${id.slice(0, 8)}…` : id;
 }
 
-function pager(query, offset, page) {
+function pager(query, offset, size, page) {
   const at = (value) => {
     const next = new URLSearchParams(query);
     next.set("offset", String(value));
     return `/ui/sessions?${next}`;
   };
   const links = [];
-  if (offset > 0) links.push(el("a", { href: at(Math.max(0, offset - PAGE)), rel: "prev" }, "← Newer"));
-  const next = page.next_offset ?? (offset + PAGE < (page.total ?? 0) ? offset + PAGE : null);
-  if (next !== null && next !== undefined) links.push(el("a", { href: at(next), rel: "next" }, "Older →"));
+  if (offset > 0) links.push(el("a", { href: at(Math.max(0, offset - size)), rel: "prev" }, "← Newer"));
+  if (page.next_offset !== null && page.next_offset !== undefined) {
+    links.push(el("a", { href: at(page.next_offset), rel: "next" }, "Older →"));
+  }
   return el("nav", { class: "pager", "aria-label": "Pages" }, links);
 }
