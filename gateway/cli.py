@@ -255,7 +255,7 @@ async def open_service(config: Config) -> Service:
     store = cast(Store, await open_store(config.store.dsn, cluster=config.store.cluster, on_connect=migrate))
     try:
         writer = Writer(store, _spill_dir(config), flush_rows=config.store.flush_rows,
-                        flush_seconds=config.store.flush_seconds)
+                        flush_seconds=config.store.flush_seconds, max_spill_bytes=config.store.max_spill_bytes)
         await writer.start()
     except BaseException:
         await store.close()
@@ -303,6 +303,9 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
         (("upstream", name),): 1.0 if u.state.value == "ready" else 0.0 for name, u in hub.upstreams.items()}
     metrics.gauges["tollgate_writer_pending_rows"] = lambda: {(): float(writer.stats().get("queued_rows", 0))}
     metrics.gauges["tollgate_writer_spill_bytes"] = lambda: {(): float(writer.stats().get("spilled_bytes", 0))}
+    metrics.gauges["tollgate_writer_max_spill_bytes"] = lambda: {(): float(writer.max_spill_bytes)}
+    # Rows dropped since start because the spill was full (a long store outage); only the gateway's own.
+    metrics.gauges["tollgate_writer_dropped_rows"] = lambda: {(): float(writer.stats().get("dropped_rows", 0))}
     metrics.gauges["tollgate_otlp_records_accepted"] = lambda: {
         (("signal", k),): float(v) for k, v in otlp.records_accepted.items()}
 

@@ -2,7 +2,8 @@
 
 StoreError                    anything the store could not do
 ├── StoreUnavailable          retryable: unreachable, overloaded, timed out (has retry_after_seconds)
-│   └── WriterBusy            the writer's bounded backlog is full; try again later
+│   ├── WriterBusy            the writer's bounded backlog is full; try again later
+│   └── SpillFull             the durable spill reached its byte bound (a long store outage)
 ├── StoreLocked               another process owns the embedded data directory (or spill directory)
 ├── StoreQueryError           permanent: bad SQL, unknown table or column, data that does not fit the type
 └── MigrationError            the schema on disk disagrees with the migration files
@@ -62,6 +63,18 @@ class WriterBusy(StoreUnavailable):
             retry_after_seconds=retry_after_seconds,
         )
         self.pending_rows = pending_rows
+
+
+class SpillFull(StoreUnavailable):
+    """The spill reached `store.max_spill_bytes`: nothing more is acknowledged until the store takes some."""
+
+    def __init__(self, retry_after_seconds: float, spill_bytes: int, max_spill_bytes: int) -> None:
+        super().__init__(
+            f"store unreachable and the spill is full ({spill_bytes} of {max_spill_bytes} bytes); "
+            f"retry in {retry_after_seconds:g}s",
+            retry_after_seconds=retry_after_seconds,
+        )
+        self.spill_bytes = spill_bytes
 
 
 class StoreLocked(StoreError):

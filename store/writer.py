@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from store.client import Store
-from store.errors import StoreError, StoreQueryError, StoreUnavailable, WriterBusy
+from store.errors import SpillFull, StoreError, StoreQueryError, StoreUnavailable, WriterBusy
 from store.spill import Batch, Segment, Spill, encode, read_segment, read_segment_raw
 
 log = logging.getLogger(__name__)
+DEFAULT_MAX_SPILL_BYTES = 1024**3
+DROP_LOG_SECONDS = 60.0  # at most one log line per this long about rows dropped on a full spill
 
 
 class Writer:
@@ -33,6 +37,7 @@ class Writer:
         flush_rows: int = 5000,
         flush_seconds: float = 1.0,
         max_pending_rows: int = 200_000,
+        max_spill_bytes: int = DEFAULT_MAX_SPILL_BYTES,
         fsync: bool = False,
         max_backoff_seconds: float = 30.0,
     ) -> None:
@@ -40,6 +45,7 @@ class Writer:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
+        self.max_spill_bytes = max_spill_bytes
         self.max_backoff_seconds = max_backoff_seconds
         self._spill = Spill(Path(spill_dir), fsync=fsync)
         self._flush_lock = asyncio.Lock()
@@ -54,6 +60,9 @@ class Writer:
         self._flushed_rows = 0
         self._flush_errors = 0
         self._rejected_rows = 0
+        self._dropped_rows = 0
+        self._dropped_unlogged = 0
+        self._dropped_logged_at = -math.inf
         self._last_error: str | None = None
 
     async def start(self) -> None:
@@ -84,8 +93,13 @@ class Writer:
         self._started = False
 
     def submit(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Hot path: append to the spill (one write syscall, no fsync, no back-pressure) and return."""
-        self._append(encode({table: rows}), len(rows))
+        """Hot path: append to the spill (one write syscall, no fsync, no back-pressure) and return. On a
+        full spill the rows are dropped and counted: accounting must not fail the call it describes."""
+        data = encode({table: rows})
+        if self._spill_full(len(data)):
+            self._drop(table, len(rows))
+            return
+        self._append(data, len(rows))
 
     async def write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Acknowledge one table's rows durably; see `write_all`."""
@@ -93,16 +107,34 @@ class Writer:
 
     async def write_all(self, tables: Mapping[str, Sequence[dict[str, Any]]]) -> None:
         """Acknowledge several tables' rows (one OTLP body) durably as one unit: all are spilled, or none
-        and WriterBusy is raised when the backlog would pass `max_pending_rows`."""
+        and WriterBusy is raised when the backlog would pass `max_pending_rows`, SpillFull when the spill
+        would pass `max_spill_bytes`."""
         rows = sum(len(table_rows) for table_rows in tables.values())
         pending = self._spill.pending_rows
         # A write larger than the whole bound is still taken into an empty backlog, or it never could be.
         if pending and pending + rows > self.max_pending_rows:
             raise WriterBusy(self.retry_after_seconds(), pending)
-        self._append(encode(tables), rows)
+        data = encode(tables)
+        if self._spill_full(len(data)):
+            raise SpillFull(self.retry_after_seconds(), self._spill.size_bytes, self.max_spill_bytes)
+        self._append(data, rows)
 
     def retry_after_seconds(self) -> float:
         return max(1.0, self._backoff, self.flush_seconds)
+
+    def _spill_full(self, size: int) -> bool:
+        used = self._spill.size_bytes
+        return bool(used) and used + size > self.max_spill_bytes
+
+    def _drop(self, table: str, rows: int) -> None:
+        self._dropped_rows += rows
+        self._dropped_unlogged += rows
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= DROP_LOG_SECONDS:
+            log.error("spill full (%d of %d bytes; store %s down?): dropped %d rows (last: %s), %d since start",
+                      self._spill.size_bytes, self.max_spill_bytes, self.store.display_dsn,
+                      self._dropped_unlogged, table, self._dropped_rows)
+            self._dropped_logged_at, self._dropped_unlogged = now, 0
 
     def _append(self, data: bytes, rows: int) -> None:
         if not self._started:
@@ -150,6 +182,7 @@ class Writer:
             "flushed_rows": self._flushed_rows,
             "flush_errors": self._flush_errors,
             "rejected_rows": self._rejected_rows,
+            "dropped_rows": self._dropped_rows,
             "backoff_seconds": self._backoff,
             "last_error": self._last_error,
         }

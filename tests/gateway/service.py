@@ -47,9 +47,10 @@ async def serve_app(app: web.Application) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def running_service(config: Config, data_dir: Path) -> AsyncIterator[Running]:
-    """Open the service with an embedded store in `data_dir`; close everything afterwards."""
-    config = replace(config, store=StoreConfig(dsn=f"chdb://{data_dir}", flush_seconds=0.05))
+async def running_service(config: Config, data_dir: Path, **store: Any) -> AsyncIterator[Running]:
+    """Open the service with an embedded store in `data_dir` (`store`: other StoreConfig keys); close
+    everything afterwards."""
+    config = replace(config, store=StoreConfig(**{"dsn": f"chdb://{data_dir}", "flush_seconds": 0.05, **store}))
     service = await open_service(config)
     try:
         async with serve_app(service.app) as base_url:

@@ -77,6 +77,7 @@ def test_every_problem_is_reported_at_once_with_its_toml_path(tmp_path: Path) ->
         [store]
         dsn = "postgres://db"
         flush_rows = "many"
+        max_spill_bytes = 0
         [telemetry]
         store_prompt_text = 1
         [upstreams.docs]
@@ -116,6 +117,7 @@ def test_every_problem_is_reported_at_once_with_its_toml_path(tmp_path: Path) ->
         "server.session_idle_seconds: must be a positive number",
         "store.dsn: expected chdb:///DIR or http(s)://[USER:PASSWORD@]HOST:PORT[/DB]",
         "store.flush_rows: expected a positive integer, got string",
+        "store.max_spill_bytes: must be a positive integer",
         "telemetry.store_prompt_text: expected true or false, got integer",
         'upstreams.docs.url: required for type "http"',
         'upstreams.a.comand: unknown key (did you mean "command"?)',
@@ -464,3 +466,8 @@ def test_describe_config_shows_upstreams_and_hides_secrets(tmp_path: Path) -> No
     assert docs[:4] == ["docs", "http", "https://***@docs.example/mcp?***", "yes"]
     assert " ".join(docs[4:]) == "max_result_bytes 1000, day_calls 10; truncate"
     assert run == ["run", "stdio", "python3", "srv.py", "--flag", "no", "-"]
+
+
+def test_the_spill_bound_defaults_to_one_gib_and_is_read_from_the_store_table(tmp_path: Path) -> None:
+    assert load(tmp_path, "").store.max_spill_bytes == 1024**3
+    assert load(tmp_path, "[store]\nmax_spill_bytes = 5000000\n").store.max_spill_bytes == 5_000_000

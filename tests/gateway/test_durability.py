@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc
@@ -23,6 +25,7 @@ from tests.gateway.service import running_service
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
 
 READY_LINE = b"Tollgate listening"
+CAPTURED_LOGS = Path(__file__).resolve().parents[1] / "data" / "claude_code" / "s1_protobuf" / "otlp" / "0001_logs.bin"
 
 
 def free_port() -> int:
@@ -140,3 +143,32 @@ async def test_proxying_continues_through_a_store_outage_and_rows_arrive_after(t
         outage.clear()
         rows = await svc.query("SELECT count() AS n FROM calls FINAL WHERE tool = 'echo'")
     assert rows[0]["n"] == 10
+
+
+async def test_a_full_spill_during_an_outage_refuses_otlp_with_503_and_drops_call_rows_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = CAPTURED_LOGS.read_bytes()
+    async with running_service(gateway_config(echo_upstream("a")), tmp_path / "db", max_spill_bytes=1) as svc:
+        store = svc.service.store
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailable("simulated outage")
+
+        store.insert = down  # type: ignore[method-assign]
+        store.insert_json_arrays = down  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="store.writer"):
+            acknowledged = await echo_calls(svc.mcp_url, [f"past-the-bound-{i}" for i in range(5)])
+        assert len(acknowledged) == 5  # proxying never fails for accounting
+        async with Http() as http:
+            async with http.post(svc.base_url + "/v1/logs", data=body,
+                                 headers={"Content-Type": "application/x-protobuf"}) as refused:
+                assert refused.status == 503
+                assert int(refused.headers["Retry-After"]) >= 1
+            async with http.get(svc.base_url + "/metrics") as metrics:
+                text = await metrics.text()
+        dropped = svc.service.writer.stats()["dropped_rows"]
+        assert dropped >= 4  # at most one row got in before the spill held something
+        assert f"tollgate_writer_dropped_rows {dropped}" in text
+        assert "tollgate_writer_max_spill_bytes 1" in text
+        assert len([r for r in caplog.records if "spill full" in r.message]) == 1  # rate-limited

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import shutil
 import signal
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 
 from store.client import Store
-from store.errors import StoreLocked, StoreUnavailable, WriterBusy
-from store.spill import REJECTED_DIR
+from store.errors import SpillFull, StoreLocked, StoreUnavailable, WriterBusy
+from store.spill import REJECTED_DIR, encode
 from store.writer import Writer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,6 +180,37 @@ async def test_backlog_past_its_bound_raises_writer_busy_but_submit_still_spills
     finally:
         await writer.stop()
     assert list((tmp_path / "spill").glob("segment-*"))
+
+
+async def test_a_full_spill_refuses_writes_whole_and_drops_submitted_rows_counted_and_logged_once(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyStore(store)
+    first, second = [call(k) for k in range(10)], [call(k) for k in range(10, 20)]
+    bound = len(encode({"calls": first})) + 100  # room for the first write, not for a second one
+    writer = Writer(flaky, tmp_path / "spill", max_spill_bytes=bound, flush_seconds=3600)  # type: ignore[arg-type]
+    await writer.start()
+    try:
+        await writer.write_all({"calls": first})
+        spilled = writer.stats()["spilled_bytes"]
+        with pytest.raises(SpillFull) as full:
+            await writer.write_all({"calls": second, "upstream_events": [{"event_id": "e", "upstream": "a"}]})
+        assert full.value.retry_after_seconds >= 1.0
+        assert (writer.stats()["queued_rows"], writer.stats()["spilled_bytes"]) == (10, spilled)
+        with caplog.at_level(logging.ERROR, logger="store.writer"):
+            writer.submit("calls", [call(20)])
+            writer.submit("calls", [call(21), call(22)])
+        assert writer.stats()["dropped_rows"] == 3
+        assert [r.message for r in caplog.records if "spill full" in r.message] == [caplog.records[0].message]
+        assert "dropped 1 rows" in caplog.records[0].message
+
+        flaky.healthy.set()
+        await writer.flush()
+        await writer.write_all({"calls": second})  # room again once the store took the backlog
+        await writer.flush()
+    finally:
+        await writer.stop()
+    assert await counts(store) == {"rows": 20, "ids": 20, "bytes": sum(range(20))}
 
 
 async def test_rows_the_store_refuses_are_set_aside_and_the_rest_stored(writer: Writer, store: Store) -> None:
