@@ -18,6 +18,7 @@ import pytest
 from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc
+from gateway.mcp import META_TOOL_USE_ID
 from store.client import Store
 from store.errors import StoreUnavailable
 from tests.gateway.conftest import ECHO_SERVER, echo_upstream, gateway_config
@@ -80,12 +81,14 @@ async def _drain(stream: asyncio.StreamReader) -> None:
 
 
 async def echo_calls(url: str, texts: list[str]) -> list[str]:
-    """Call a__echo once per text; returns the texts whose answers arrived (acknowledged)."""
+    """Call a__echo once per text, each with the text as its Claude Code tool_use_id (so a stored row names
+    its call); returns the texts whose answers arrived (acknowledged)."""
     acknowledged = []
     async with Http() as http:
         session_id = await open_session(http, url)
         for index, text in enumerate(texts):
-            body = jsonrpc.request_body(index + 1, "tools/call", {"name": "a__echo", "arguments": {"text": text}})
+            body = jsonrpc.request_body(index + 1, "tools/call", {
+                "name": "a__echo", "arguments": {"text": text}, "_meta": {META_TOOL_USE_ID: text}})
             async with http.post(url, data=orjson.dumps(body),
                                  headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
                 answer = orjson.loads(await response.read())
@@ -94,14 +97,16 @@ async def echo_calls(url: str, texts: list[str]) -> list[str]:
     return acknowledged
 
 
-async def stored_echo_texts(data_dir: Path) -> list[Any]:
+async def stored_echo_calls(data_dir: Path) -> tuple[list[str], list[str], int]:
+    """(texts of the distinct stored echo calls, texts of every stored copy, raw row count), texts sorted;
+    read without FINAL too, so a replay that stored a segment twice shows even before a merge."""
     store = await Store.open(f"chdb://{data_dir}")
     try:
-        rows = await store.query("SELECT call_id, count() AS n FROM calls FINAL WHERE tool = 'echo' GROUP BY call_id")
-        total = await store.query("SELECT count() AS n FROM calls WHERE tool = 'echo'")
+        final = await store.query("SELECT tool_use_id FROM calls FINAL WHERE tool = 'echo' ORDER BY tool_use_id")
+        raw = await store.query("SELECT tool_use_id FROM calls WHERE tool = 'echo' ORDER BY tool_use_id")
     finally:
         await store.close()
-    return [len(rows), {row["n"] for row in rows}, total[0]["n"]]
+    return [r["tool_use_id"] for r in final], [r["tool_use_id"] for r in raw], len(raw)
 
 
 async def test_kill_9_loses_no_acknowledged_call_and_replays_each_once(tmp_path: Path) -> None:
@@ -116,9 +121,10 @@ async def test_kill_9_loses_no_acknowledged_call_and_replays_each_once(tmp_path:
         async with tollgate_process(config) as again:
             again.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(again.wait(), 60) == 0
-    distinct, counts_per_call, _ = await stored_echo_texts(data_dir)
-    assert distinct == len(acknowledged) == 40
-    assert counts_per_call == {1}
+    distinct, copies, raw_total = await stored_echo_calls(data_dir)
+    assert len(acknowledged) == 40
+    assert distinct == sorted(acknowledged)
+    assert copies == sorted(acknowledged) and raw_total == len(acknowledged)  # no copy, merged or not
 
 
 async def test_proxying_continues_through_a_store_outage_and_rows_arrive_after(tmp_path: Path) -> None:
