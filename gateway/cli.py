@@ -416,9 +416,21 @@ def _report_budgets(args: argparse.Namespace) -> int:
 
 def _import_mcp_json(args: argparse.Namespace) -> int:
     from gateway.config import mcp_json_to_toml
+    from gateway.mcp_json import project_scoped
 
-    print(mcp_json_to_toml(args.file.read_text(encoding="utf-8")), end="")
-    return 0
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}"]) from None
+    problems: list[str] = []
+    print(mcp_json_to_toml(text, problems), end="")
+    for problem in problems:
+        print(f"tollgate: left out {problem}", file=sys.stderr)
+    if scoped := project_scoped(text):
+        print(f"tollgate: {len(scoped)} project-scoped server(s) not converted ({', '.join(scoped[:5])}"
+              f"{', ...' if len(scoped) > 5 else ''}); convert that project's .mcp.json instead",
+              file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _setup(args: argparse.Namespace) -> int:

@@ -179,10 +179,13 @@ def load_config(
     return replace(config, source=path.resolve() if path is not None else None)
 
 
-def mcp_json_to_toml(json_text: str) -> str:
-    """TOML `[upstreams.*]` tables for an mcpServers JSON file; `${VAR}` references kept as written."""
+def mcp_json_to_toml(json_text: str, problems: list[str] | None = None) -> str:
+    """TOML `[upstreams.*]` tables for an mcpServers JSON file; `${VAR}` references kept as written.
+
+    With `problems`, convertible entries are converted and the others described there.
+    """
     try:
-        return mcp_json.mcp_json_to_toml(json_text)
+        return mcp_json.mcp_json_to_toml(json_text, problems)
     except McpJsonError as exc:
         raise ConfigError(list(exc.problems)) from None
 
@@ -232,6 +235,7 @@ def _read_config(r: Reader, raw: dict[str, Any], base_dir: Path, overrides: Mapp
             else:
                 upstreams[upstream.name] = upstream
     _check_exposure(r, server)
+    upstreams = _without_self(r, server, upstreams)
     return Config(server, store, telemetry, tuple(sorted(upstreams.values(), key=lambda u: u.name)),
                   default_budget, None, imports)
 
@@ -278,6 +282,38 @@ def _check_exposure(r: Reader, server: ServerConfig) -> None:
     for value in (server.listen, server.otlp_listen):
         if value is not None and _valid_listen(value) and not is_loopback(host := parse_listen(value)[0]):
             r.error("server.auth_tokens", f"required when listening on {host}")
+
+
+def _without_self(r: Reader, server: ServerConfig, upstreams: dict[str, UpstreamConfig]) -> dict[str, UpstreamConfig]:
+    """Tollgate in front of itself lists its own tools again on every refresh, without end. An imported entry
+    that points here (~/.claude.json holds Tollgate's own registration) is skipped; a TOML one is an error."""
+    kept = {}
+    for name, upstream in upstreams.items():
+        if not (upstream.url and _points_at_self(upstream.url, server)):
+            kept[name] = upstream
+        elif upstream.origin:
+            _log.info("upstream %r from %s skipped: it is this Tollgate itself (%s)", name, upstream.origin,
+                      _redact_url(upstream.url))
+        else:
+            r.error(join(join("upstreams", name), "url"), f"points at this Tollgate itself ({server.listen})")
+    return kept
+
+
+def _points_at_self(url: str, server: ServerConfig) -> bool:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    for value in (server.listen, server.otlp_listen):
+        if value is None or not _valid_listen(value):
+            continue
+        listen_host, listen_port = parse_listen(value)
+        wildcard = listen_host in ("0.0.0.0", "::")
+        if port == listen_port and (host == listen_host or is_loopback(host) or wildcard):
+            return True
+    return False
 
 
 def _valid_listen(value: str) -> bool:

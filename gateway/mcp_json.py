@@ -45,24 +45,48 @@ class McpJsonError(Exception):
         super().__init__("; ".join(problems))
 
 
-def servers_to_tables(json_text: str) -> dict[str, dict[str, Any]]:
-    """Each `mcpServers` entry as a TOML-shaped upstream table, in file order, names unchanged."""
+def servers_to_tables(json_text: str, problems: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each `mcpServers` entry as a TOML-shaped upstream table, in file order, names unchanged.
+
+    Strict without `problems` (any bad entry raises McpJsonError); given a list, bad entries are left out and
+    described there. An unreadable document always raises.
+    """
+    data = _document(json_text)
+    servers = data.get("mcpServers", {} if "projects" in data else None)
+    if not isinstance(servers, dict):
+        raise McpJsonError(["mcpServers: expected an object"])
+    found: list[str] = []
+    tables = {}
+    for name, entry in servers.items():
+        table = _entry_table(entry, join("mcpServers", name), found)
+        if table is not None:
+            tables[name] = table
+    if found and problems is None:
+        raise McpJsonError(found)
+    if problems is not None:
+        problems.extend(found)
+    return tables
+
+
+def _document(json_text: str) -> dict[str, Any]:
     try:
         data = json.loads(json_text)
     except json.JSONDecodeError as exc:
         raise McpJsonError([f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
-    servers = data.get("mcpServers") if isinstance(data, dict) else None
-    if not isinstance(servers, dict):
-        raise McpJsonError(["mcpServers: expected an object"])
-    problems: list[str] = []
-    tables = {}
-    for name, entry in servers.items():
-        table = _entry_table(entry, join("mcpServers", name), problems)
-        if table is not None:
-            tables[name] = table
-    if problems:
-        raise McpJsonError(problems)
-    return tables
+    if not isinstance(data, dict):
+        raise McpJsonError([f"expected a JSON object with mcpServers, got {type_name(data)}"])
+    return data
+
+
+def project_scoped(json_text: str) -> list[str]:
+    """`projects.<dir>.mcpServers.<name>` paths of a ~/.claude.json: servers of one project, not imported."""
+    projects = _document(json_text).get("projects")
+    found: list[str] = []
+    for directory, project in (projects.items() if isinstance(projects, dict) else ()):
+        servers = project.get("mcpServers") if isinstance(project, dict) else None
+        if isinstance(servers, dict):
+            found += [join(join(join("projects", directory), "mcpServers"), name) for name in servers]
+    return found
 
 
 def _entry_table(entry: object, path: str, problems: list[str]) -> dict[str, Any] | None:
@@ -79,6 +103,9 @@ def _entry_table(entry: object, path: str, problems: list[str]) -> dict[str, Any
         return None
     table: dict[str, Any] = {"type": _TYPES[kind]}
     used = _STDIO_KEYS if table["type"] == "stdio" else _HTTP_KEYS
+    if used[0] not in given:
+        problems.append(f'{path}: type "{kind}" needs {used[0]}')
+        return None
     count = len(problems)
     for key, (check, what) in _CHECKS.items():
         if key in given and key not in used:
@@ -98,10 +125,13 @@ def _entry_table(entry: object, path: str, problems: list[str]) -> dict[str, Any
     return table if len(problems) == count else None
 
 
-def mcp_json_to_toml(json_text: str) -> str:
-    """TOML `[upstreams.*]` tables for an mcpServers file; names outside [A-Za-z0-9_-] are sanitized."""
+def mcp_json_to_toml(json_text: str, problems: list[str] | None = None) -> str:
+    """TOML `[upstreams.*]` tables for an mcpServers file; names outside [A-Za-z0-9_-] are sanitized.
+
+    With `problems`, entries that cannot be converted are left out and described there (see servers_to_tables).
+    """
     lines = ["# Upstreams converted from mcpServers JSON by `tollgate import-mcp-json`."]
-    tables = servers_to_tables(json_text)
+    tables = servers_to_tables(json_text, problems)
     taken = {name for name in tables if naming.LEGAL_NAME.fullmatch(name)}
     for name, table in tables.items():
         key = name if name in taken else _free_name(naming.sanitize(name), taken)

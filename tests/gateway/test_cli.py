@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import orjson
@@ -130,3 +131,22 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
         os.close(write_end)
     assert result.returncode == 141
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+
+
+def test_import_mcp_json_of_a_missing_file_is_one_clear_line(tmp_path: Path) -> None:
+    result = tollgate("import-mcp-json", str(tmp_path / "nowhere.json"))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr and "No such file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_import_mcp_json_converts_what_it_can_and_names_the_rest(tmp_path: Path) -> None:
+    claude_json = tmp_path / ".claude.json"
+    claude_json.write_text(json.dumps({
+        "mcpServers": {"a": {"command": "x"}, "broken": "nope"},
+        "projects": {"/src/app": {"mcpServers": {"db": {"command": "db-mcp"}}}}}))
+    result = tollgate("import-mcp-json", str(claude_json))
+    assert result.returncode == 1
+    assert tomllib.loads(result.stdout)["upstreams"] == {"a": {"type": "stdio", "command": "x"}}
+    assert "left out mcpServers.broken: expected an object, got string" in result.stderr
+    assert 'projects."/src/app".mcpServers.db' in result.stderr

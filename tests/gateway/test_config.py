@@ -471,3 +471,36 @@ def test_describe_config_shows_upstreams_and_hides_secrets(tmp_path: Path) -> No
 def test_the_spill_bound_defaults_to_one_gib_and_is_read_from_the_store_table(tmp_path: Path) -> None:
     assert load(tmp_path, "").store.max_spill_bytes == 1024**3
     assert load(tmp_path, "[store]\nmax_spill_bytes = 5000000\n").store.max_spill_bytes == 5_000_000
+
+
+def test_an_imported_entry_that_is_tollgate_itself_is_skipped(tmp_path: Path) -> None:
+    # ~/.claude.json holds Tollgate's own registration once `claude mcp add -s user tollgate ...` ran.
+    write(tmp_path, json.dumps({"mcpServers": {
+        "tollgate": {"type": "http", "url": "http://127.0.0.1:8790/mcp"},
+        "other": {"type": "http", "url": "http://127.0.0.1:8791/mcp"}}}), "claude.json")
+    config = load(tmp_path, 'import_mcp_servers = ["claude.json"]\n[server]\nlisten = "127.0.0.1:8790"\n')
+    assert [u.name for u in config.upstreams] == ["other"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8790/mcp", "http://localhost:8790/mcp", "http://[::1]:8790/x"])
+def test_a_toml_upstream_that_points_at_tollgate_itself_is_an_error(tmp_path: Path, url: str) -> None:
+    found = problems(tmp_path, f'[server]\nlisten = "127.0.0.1:8790"\n[upstreams.me]\ntype = "http"\nurl = "{url}"\n')
+    assert found == ["upstreams.me.url: points at this Tollgate itself (127.0.0.1:8790)"]
+
+
+def test_an_upstream_on_another_port_of_this_host_is_not_itself(tmp_path: Path) -> None:
+    config = load(tmp_path, '[server]\nlisten = "127.0.0.1:8790"\n[upstreams.a]\ntype = "http"\n'
+                  'url = "http://127.0.0.1:8791/mcp"\n')
+    assert [u.name for u in config.upstreams] == ["a"]
+
+
+def test_converter_leaves_out_bad_entries_and_says_why_when_asked() -> None:
+    text = json.dumps({"mcpServers": {"good": {"command": "x"}, "bad": 3, "nocmd": {"type": "stdio"},
+                                      "nourl": {"type": "sse"}}})
+    found: list[str] = []
+    parsed = tomllib.loads(mcp_json_to_toml(text, found))
+    assert list(parsed["upstreams"]) == ["good"]
+    assert found == ["mcpServers.bad: expected an object, got integer", 'mcpServers.nocmd: type "stdio" needs command',
+                     'mcpServers.nourl: type "sse" needs url']
+    with pytest.raises(ConfigError):
+        mcp_json_to_toml(text)
