@@ -64,12 +64,20 @@ FROM {db}.calls FINAL WHERE {where} ORDER BY started_at DESC LIMIT {limit:UInt32
 """
 
 CONTEXT_SQL = """
-SELECT upstream, bytes AS server_bytes, tools AS tool_count, latest_at AS taken_at,
-       intDiv(bytes + 3, 4) AS est_tokens
-FROM (SELECT upstream, argMax(server_bytes, taken_at) AS bytes, argMax(tool_count, taken_at) AS tools,
-             max(taken_at) AS latest_at
+SELECT upstream, snapshot_id, bytes AS server_bytes, tools AS tool_count, latest_at AS taken_at,
+       intDiv(bytes + {per_token_minus_1}, {per_token}) AS est_tokens
+FROM (SELECT upstream, argMax(snapshot_id, taken_at) AS snapshot_id, argMax(server_bytes, taken_at) AS bytes,
+             argMax(tool_count, taken_at) AS tools, max(taken_at) AS latest_at
       FROM {db}.tool_lists FINAL WHERE {where} GROUP BY upstream)
 ORDER BY upstream LIMIT 1000
+"""
+
+# One snapshot's tool definitions (PREWHERE on sort-key columns: every copy of a row shares them).
+DEFINITIONS_SQL = """
+SELECT tool, exposed_name, def_bytes, intDiv(def_bytes + {per_token_minus_1}, {per_token}) AS est_tokens
+FROM {db}.tool_lists FINAL
+PREWHERE upstream = {upstream:String} AND snapshot_id = {snapshot_id:String}
+ORDER BY def_bytes DESC, tool LIMIT 10000
 """
 
 
@@ -84,14 +92,20 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def _sql(store: Store, template: str, where: str) -> str:
-    return template.replace("{db}", store.database).replace("{where}", where).replace("{errors}", ERRORS)
+def _sql(store: Store, template: str, where: str = "1") -> str:
+    return (template.replace("{db}", store.database).replace("{where}", where).replace("{errors}", ERRORS)
+            .replace("{per_token_minus_1}", str(BYTES_PER_TOKEN - 1)).replace("{per_token}", str(BYTES_PER_TOKEN)))
 
 
 async def tool_list_context(store: Store, upstream: str | None = None) -> list[dict[str, Any]]:
     """Latest tool-list snapshot per upstream: definition bytes, tool count, estimated tokens per request."""
     where, params = ("upstream = {upstream:String}", {"upstream": upstream}) if upstream else ("1", {})
     return await store.query(_sql(store, CONTEXT_SQL, where), params)
+
+
+async def tool_definitions(store: Store, upstream: str, snapshot_id: str) -> list[dict[str, Any]]:
+    """The tools of one tool-list snapshot, largest first: definition bytes and estimated tokens each."""
+    return await store.query(_sql(store, DEFINITIONS_SQL), {"upstream": upstream, "snapshot_id": snapshot_id})
 
 
 async def servers(store: Store, since: dt.datetime | None = None,
@@ -112,7 +126,8 @@ async def servers(store: Store, since: dt.datetime | None = None,
 
 async def server_detail(store: Store, upstream: str, since: dt.datetime | None = None,
                         until: dt.datetime | None = None, largest: int = 10) -> dict[str, Any] | None:
-    """One upstream: totals, per tool, largest results, tool-list context; None when never seen."""
+    """One upstream: totals, per tool, largest results, tool-list context (with its latest snapshot's tools);
+    None when never seen."""
     where, params = _range(since, until)
     where += " AND upstream = {upstream:String} AND method = 'tools/call'"
     params |= {"upstream": upstream, "limit": largest}
@@ -120,6 +135,8 @@ async def server_detail(store: Store, upstream: str, since: dt.datetime | None =
     context = await tool_list_context(store, upstream)
     if not totals and not context:
         return None
+    if context:
+        context[0]["tools"] = await tool_definitions(store, upstream, context[0]["snapshot_id"])
     return {
         "server": totals[0] if totals else {"upstream": upstream, "calls": 0, "errors": 0},
         "tools": await store.query(_sql(store, TOOLS_SQL, where), params),

@@ -337,6 +337,12 @@ async def test_servers_page_shows_each_servers_calls_and_errors(seeded: tuple[Ru
         row = page.locator(f"#servers tr[data-server='{server['upstream']}']")
         assert count(await row.locator("[data-k=calls]").inner_text()) == server["calls"]
         assert count(await row.locator("[data-k=errors]").inner_text()) == server["errors"]
+        for key in ("resp_bytes_p50", "resp_bytes_p95", "resp_bytes_max", "req_bytes_p95", "resp_bytes"):
+            assert count(str(await row.locator(f"[data-k={key}]").get_attribute("title"))) == server[key], key
+        tool_list = row.locator("[data-k=tool_list]")
+        assert await tool_list.inner_text() == \
+            f"{server['tool_list_tools']:,} tools, {server['tool_list_est_tokens']:,} tok"
+        assert count(str(await tool_list.get_attribute("title"))) == server["tool_list_bytes"] > 0
     await accessible(page)
     await page.screenshot(path=shot("servers"), full_page=True)
     publish("servers")
@@ -353,6 +359,14 @@ async def test_server_page_plots_every_result_and_lists_the_largest(seeded: tupl
     assert sum(int(t.rsplit(": ", 1)[1].split()[0]) for t in bars) == detail["server"]["calls"]
     largest = detail["largest_results"][0]
     assert await page.locator(f"#largest tr[data-call='{largest['call_id']}'] th").inner_text() == largest["tool"]
+    definitions = detail["tool_list_context"]["tools"]
+    assert len(definitions) == detail["tool_list_context"]["tool_count"] > 0
+    assert await page.locator("#context-tools tbody tr").count() == len(definitions)
+    for tool in definitions:
+        row = page.locator(f"#context-tools tr[data-tool='{tool['tool']}']")
+        assert count(str(await row.locator("[data-k=def_bytes]").get_attribute("title"))) == tool["def_bytes"]
+        assert count(await row.locator("[data-k=est_tokens]").inner_text()) == tool["est_tokens"] == \
+            -(-tool["def_bytes"] // 4)
     await accessible(page)
     await page.screenshot(path=shot("server"), full_page=True)
     publish("server")

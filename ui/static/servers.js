@@ -38,11 +38,16 @@ function serverRow(s, budget) {
   return el("tr", { dataset: { server: s.upstream } },
     el("th", { scope: "row" }, el("a", { href: `/ui/servers/${encodeURIComponent(s.upstream)}` }, s.upstream)),
     numCell(num(s.calls), { dataset: { k: "calls" } }), numCell(num(s.errors), { dataset: { k: "errors" } }),
-    numCell(bytes(s.req_bytes_p50)), numCell(bytes(s.req_bytes_p95)), numCell(bytes(s.req_bytes_max)),
-    numCell(bytes(s.resp_bytes_p50)), numCell(bytes(s.resp_bytes_p95)),
-    numCell(bytes(s.resp_bytes_max), { dataset: { k: "resp_bytes_max" } }), numCell(bytes(s.resp_bytes)),
-    numCell(s.tool_list_tools ? `${num(s.tool_list_tools)} tools, ${tokens(s.tool_list_est_tokens)} tok` : "—"),
+    ["req_bytes_p50", "req_bytes_p95", "req_bytes_max", "resp_bytes_p50", "resp_bytes_p95", "resp_bytes_max",
+      "resp_bytes"].map((k) => byteCell(s, k)),
+    numCell(s.tool_list_tools ? `${num(s.tool_list_tools)} tools, ${tokens(s.tool_list_est_tokens)} tok` : "—",
+      { dataset: { k: "tool_list" }, title: s.tool_list_tools ? `${num(s.tool_list_bytes)} bytes` : null }),
     cell(busiestShare(budget)));
+}
+
+// Shown in KB/MB; the exact count is the cell's title.
+function byteCell(row, key) {
+  return numCell(bytes(row[key]), { dataset: { k: key }, title: `${num(row[key])} bytes` });
 }
 
 async function renderOne(name) {
@@ -125,8 +130,9 @@ function contextCost(ctx) {
   const perTool = ctx.tools ?? [];
   if (perTool.length) {
     section.append(table("Per tool definition", ["Tool", { label: "Definition bytes", num: true }, { label: "Est. tokens", num: true }],
-      perTool.map((t) => el("tr", {}, el("th", { scope: "row" }, t.tool), numCell(bytes(t.def_bytes)),
-        numCell(tokens(t.est_tokens ?? Math.ceil(t.def_bytes / 4))))), { class: "data", id: "context-tools" }));
+      perTool.map((t) => el("tr", { dataset: { tool: t.tool } }, el("th", { scope: "row" }, t.tool),
+        byteCell(t, "def_bytes"), numCell(tokens(t.est_tokens), { dataset: { k: "est_tokens" } }))),
+    { class: "data", id: "context-tools" }));
   }
   return section;
 }
