@@ -13,6 +13,7 @@ import orjson
 
 META_KEY = "tollgate/truncated"
 _LIST_KEYS = ("content", "contents")  # tools/call, resources/read
+MAX_PASSES = 4  # the first pass reserves nothing; each next one reserves what the marker and _meta overshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +41,26 @@ def cut_text(text: str, room: int) -> str:
 
 
 def truncate(result: dict[str, Any], limit: int, original_bytes: int, marker: str) -> Truncated:
-    """Keep blocks in order while they fit in `limit` bytes, cut the first text that does not, drop the rest."""
+    """The result cut so that, marker and `_meta` included, it fits in `limit` bytes (when the marker alone fits).
+
+    The marker's size depends on what was dropped, so the room left for content is found in a few passes.
+    """
+    reserve = 0
+    for _ in range(MAX_PASSES):
+        cut = _truncate(result, limit - reserve, limit, original_bytes, marker)
+        over = json_size(cut.result) - limit
+        if over <= 0 or reserve >= limit:
+            return cut
+        reserve = min(limit, reserve + over)
+    return cut
+
+
+def _truncate(result: dict[str, Any], room_limit: int, limit: int, original_bytes: int, marker: str) -> Truncated:
+    """Keep blocks in order while they fit in `room_limit` bytes, cut the first text that does not, drop the rest."""
     key = next((k for k in _LIST_KEYS if isinstance(result.get(k), list)), "content")
     blocks = [b for b in result.get(key) or [] if isinstance(b, dict)]
     shell = {k: v for k, v in result.items() if k not in (key, "structuredContent")}
-    room = limit - json_size({**shell, key: []})
+    room = room_limit - json_size({**shell, key: []})
     kept: list[dict[str, Any]] = []
     dropped: dict[str, int] = {}
     cut = False

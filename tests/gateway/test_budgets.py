@@ -199,6 +199,21 @@ def test_truncate_keeps_text_within_the_limit_and_marks_it() -> None:
                                              "limit": 1000, "dropped": []}
 
 
+MARKER = ("[Tollgate: result truncated from 9999999 to {delivered} bytes by the budget of upstream 'docs' "
+          "(max_result_bytes 200000){dropped}. Ask for a narrower result to see the rest.]")
+
+
+@pytest.mark.parametrize("limit", [600, 2_000, 200_000])
+def test_a_truncated_result_with_its_marker_and_meta_fits_the_limit(limit: int) -> None:
+    image = {"type": "image", "data": "QUJD" * 100_000, "mimeType": "image/png"}
+    result = {"content": [{"type": "text", "text": "é—🙂漢" * 60_000}, image, {"type": "text", "text": "tail"}],
+              "structuredContent": {"rows": list(range(50_000))}}
+    cut = truncate(result, limit, json_size(result), MARKER)
+    assert json_size(cut.result) <= limit
+    assert cut.result["content"][0]["text"]  # the cut text is kept, not all dropped to make room
+    assert cut.result["_meta"][META_KEY]["limit"] == limit
+
+
 def test_truncate_drops_an_image_that_does_not_fit_but_keeps_later_text_that_does() -> None:
     image = {"type": "image", "data": "QUJD" * 500, "mimeType": "image/png"}
     result = {"content": [{"type": "text", "text": "caption"}, image, {"type": "text", "text": "after"}],
