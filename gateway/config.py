@@ -195,8 +195,10 @@ def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not port.isdigit():
         raise ValueError("expected HOST:PORT")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is out of range (0-65535; 0 picks a free port)")
     return host, int(port)
 
 
@@ -266,8 +268,8 @@ def _read_server(r: Reader, t: dict[str, Any], listen_override: str | None) -> S
             r.error(f"server.allowed_hosts[{i}]", "expected a host name without scheme, port or path")
     otlp_listen = r.string(t, "otlp_listen", "server")
     for key, value in (("server.listen", listen), ("server.otlp_listen", otlp_listen)):
-        if value is not None and not _valid_listen(value):
-            r.error("--listen" if key == "server.listen" and listen_override else key, "expected HOST:PORT")
+        if value is not None and (why := _listen_problem(value)):
+            r.error("--listen" if key == "server.listen" and listen_override else key, why)
     return ServerConfig(**present(
         listen=listen, registered_name=registered, auth_tokens=tokens, allowed_origins=origins,
         allowed_hosts=hosts, session_idle_seconds=r.number(t, "session_idle_seconds", "server"),
@@ -314,6 +316,14 @@ def _points_at_self(url: str, server: ServerConfig) -> bool:
         if port == listen_port and (host == listen_host or is_loopback(host) or wildcard):
             return True
     return False
+
+
+def _listen_problem(value: str) -> str | None:
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _valid_listen(value: str) -> bool:

@@ -250,6 +250,8 @@ def test_cli_overrides_win_over_the_file(tmp_path: Path) -> None:
 
 def test_listen_override_is_validated_and_checked_for_exposure(tmp_path: Path) -> None:
     assert problems(tmp_path, "", listen="nope") == ["--listen: expected HOST:PORT"]
+    assert problems(tmp_path, "", listen="127.0.0.1:99999") == [
+        "--listen: port 99999 is out of range (0-65535; 0 picks a free port)"]
     assert problems(tmp_path, "", listen="0.0.0.0:80") == ["server.auth_tokens: required when listening on 0.0.0.0"]
 
 
