@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.records import CallRecord, ToolListSnapshot
+from store.statuses import ERRORS
 
 BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 Gauge = Callable[[], dict[tuple[tuple[str, str], ...], float]]
@@ -99,8 +100,8 @@ def _series(metrics: Metrics, name: str, **labels: str) -> Series:
 def _call_series(metrics: Metrics, upstream: str, method: str, status: str) -> _CallSeries:
     """The counters one finished call increments, each with its label tuple, as `inc` would address them."""
     calls = _series(metrics, "tollgate_calls_total", upstream=upstream, method=method, status=status)
-    errors = (None if status in ("ok", "truncated") else
-              _series(metrics, "tollgate_call_errors_total", upstream=upstream, status=status))
+    errors = (_series(metrics, "tollgate_call_errors_total", upstream=upstream, status=status)
+              if status in ERRORS else None)
     return calls, errors, tuple(_series(metrics, "tollgate_bytes_total", upstream=upstream, direction=direction)
                                 for direction in _DIRECTIONS)
 

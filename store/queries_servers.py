@@ -9,12 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from store import statuses
 from store.client import Store
 
 BYTES_PER_TOKEN = 4  # as gateway/metering.py estimates
-# Errors are the server's (tool error, protocol error, timeout); denied and truncated are budget decisions
-# (reported with budgets) and cancelled is the client's choice.
-ERRORS = "countIf(status IN ('tool_error', 'protocol_error', 'timeout'))"
+ERRORS = f"countIf({statuses.errors_sql()})"  # what counts as an error: store/statuses.py
 DEFAULT_DAYS = 30
 
 SERVERS_SQL = """

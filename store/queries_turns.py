@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from store import costs, ties
+from store import costs, statuses, ties
 from store.client import Store
 
 MAX_ROWS = 50_000  # per query: a session page never reads more than this from one table
@@ -403,7 +403,7 @@ def _rollup(session_id: str, turn_rows: list[dict[str, Any]], calls: list[dict[s
 def _call_totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "tool_calls": len(calls),
-        "tool_errors": sum(1 for c in calls if c["status"] != "ok"),
+        "tool_errors": sum(1 for c in calls if c["status"] in statuses.ERRORS),
         "req_bytes_client": sum(c["req_bytes_client"] for c in calls),
         "resp_bytes_upstream": sum(c["resp_bytes_upstream"] for c in calls),
         "est_tool_tokens": sum(c["est_tokens"] for c in calls),

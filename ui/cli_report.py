@@ -140,7 +140,7 @@ def render_session(doc: Mapping[str, Any]) -> str:
         f"  {_t(s.get('started_at'))} .. {_t(s.get('ended_at'))}   user {s.get('user_id') or '-'}",
         f"  requests {_n(s.get('requests', 0))}   tokens {_n(s.get('total_tokens', 0))}   "
         f"cost {_usd(s.get('cost_usd', 0))} ({_n(s.get('cost_usd_micros', 0))} micros)   "
-        f"tool calls {_n(s['tool_calls'])} ({_n(s['tool_errors'])} not ok)   "
+        f"tool calls {_n(s['tool_calls'])} ({_n(s['tool_errors'])} errors)   "
         f"result bytes {_n(s['resp_bytes_upstream'])}   ties {_ties(s['ties'])}",
     ]
     if doc["turns"]:

@@ -38,3 +38,17 @@ async def test_metrics_count_calls_bytes_and_health(tmp_path: Path) -> None:
     assert series(text, "tollgate_call_duration_seconds_count") == {
         'tollgate_call_duration_seconds_count{upstream="a"}': 2.0}
     assert "tollgate_writer_pending_rows" in text
+
+
+def test_metrics_count_as_errors_exactly_the_statuses_the_reports_do() -> None:
+    from gateway.prometheus import Metrics
+    from gateway.records import CallRecord
+    from store.statuses import ERRORS, STATUSES
+
+    metrics = Metrics()
+    for status in STATUSES:
+        record = CallRecord(method="tools/call", upstream="u", tool="t", exposed_name="u__t", mcp_session_id="m")
+        record.finish(status)
+        metrics.call_finished(record)
+    errors = series(metrics.render(), "tollgate_call_errors_total")
+    assert errors == {f'tollgate_call_errors_total{{status="{s}",upstream="u"}}': 1.0 for s in ERRORS}

@@ -1,13 +1,41 @@
-"""Per-server reports: what counts as an error, on real chDB."""
+"""Per-server reports: what counts as an error, on real chDB; per-tool definitions of the latest tool list."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+from pathlib import Path
 
 from store import queries_servers
 from store.client import Store
+from store.statuses import ERRORS, STATUSES
 
-STATUSES = ("ok", "tool_error", "protocol_error", "timeout", "cancelled", "denied", "truncated")
+GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
+
+
+def _outcomes(node: ast.expr) -> set[str]:
+    """The string values an expression can take: a literal, or either branch of `a if cond else b`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    return _outcomes(node.body) | _outcomes(node.orelse) if isinstance(node, ast.IfExp) else set()
+
+
+def recorded_statuses() -> set[str]:
+    """Every status the gateway passes to `CallRecord.finish(...)`."""
+    found: set[str] = set()
+    for path in GATEWAY.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "finish" \
+                    and node.args:
+                found |= _outcomes(node.args[0])
+    return found
+
+
+def test_every_status_the_gateway_records_is_in_the_stores_list() -> None:
+    recorded = recorded_statuses()
+    assert {"upstream_error", "denied", "truncated"} <= recorded  # the parse finds the relay's and the budgets'
+    assert recorded <= set(STATUSES)
+    assert set(STATUSES) > ERRORS and not ERRORS & {"ok", "truncated", "denied", "cancelled"}
 
 
 async def test_errors_are_the_servers_own_not_budget_decisions_or_cancels(store: Store) -> None:
@@ -20,8 +48,8 @@ async def test_errors_are_the_servers_own_not_budget_decisions_or_cancels(store:
     [row] = await queries_servers.servers(store)
     detail = await queries_servers.server_detail(store, "u")
     assert detail is not None
-    assert (row["calls"], row["errors"]) == (7, 3)  # tool_error, protocol_error, timeout
-    assert (detail["server"]["errors"], detail["tools"][0]["errors"]) == (3, 3)
+    assert (row["calls"], row["errors"]) == (len(STATUSES), len(ERRORS))
+    assert (detail["server"]["errors"], detail["tools"][0]["errors"]) == (len(ERRORS), len(ERRORS))
 
 
 async def test_the_tool_list_context_lists_each_tool_of_the_latest_snapshot(store: Store) -> None:
