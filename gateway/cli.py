@@ -12,6 +12,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -238,8 +240,9 @@ class Service:
             await self.store.close()
 
 
-async def open_service(config: Config) -> Service:
-    """Open the store and writer, then build the app with ingest, API and UI routes mounted."""
+async def open_service(config: Config, *, now: Callable[[], float] = time.time) -> Service:
+    """Open the store and writer, then build the app with ingest, API and UI routes mounted; `now` is the
+    budgets' clock (day windows, resets, the spend rebuild's end)."""
     from gateway.accounting import StoreRecorder
     from gateway.app import create_app
     from gateway.budget_cli import BudgetReloader
@@ -262,7 +265,7 @@ async def open_service(config: Config) -> Service:
         raise
     metrics = Metrics()
     recorder = StoreRecorder(writer)
-    policy = BudgetPolicy(config, sink=writer, metrics=metrics)
+    policy = BudgetPolicy(config, sink=writer, metrics=metrics, now=now)
     spend = SpendLoader(store, policy.budgets)
     await spend.start()
     service = Service(None, store, writer, policy, spend, BudgetReloader(config, policy))

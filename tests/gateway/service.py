@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,11 +48,12 @@ async def serve_app(app: web.Application) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def running_service(config: Config, data_dir: Path, **store: Any) -> AsyncIterator[Running]:
-    """Open the service with an embedded store in `data_dir` (`store`: other StoreConfig keys); close
-    everything afterwards."""
+async def running_service(config: Config, data_dir: Path, *, now: Callable[[], float] = time.time,
+                          **store: Any) -> AsyncIterator[Running]:
+    """Open the service with an embedded store in `data_dir` (`store`: other StoreConfig keys, `now`: the
+    budgets' clock); close everything afterwards."""
     config = replace(config, store=StoreConfig(**{"dsn": f"chdb://{data_dir}", "flush_seconds": 0.05, **store}))
-    service = await open_service(config)
+    service = await open_service(config, now=now)
     try:
         async with serve_app(service.app) as base_url:
             yield Running(base_url, service)

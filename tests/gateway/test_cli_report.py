@@ -4,9 +4,12 @@ the running server's API when one does (the embedded directory is locked), as ta
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
+import sys
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -81,3 +84,62 @@ async def test_reports_read_through_the_running_server_then_straight_from_the_st
         assert out.splitlines()[0].split()[0] in ("SESSION", "SERVER", "STARTED"), out
     code, _ = await report(capsys, "session", "no-such-session", "--config", str(config))
     assert code == 1
+
+
+async def test_report_budgets_reads_the_running_server_then_rebuilds_the_same_view_from_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import aiohttp
+
+    from tests.gateway.conftest import mcp_session
+    from tests.gateway.test_budgets_e2e import BUDGET_SERVER
+
+    port = free_port()
+    config_path = write_config(tmp_path, port)
+    config_path.write_text(config_path.read_text() + (
+        f'\n[upstreams.b]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
+        f'args = [{orjson.dumps(str(BUDGET_SERVER)).decode()}, "--name", "b"]\n'
+        '[upstreams.b.budget]\nday_calls = 2\ntimezone = "Asia/Kolkata"\n'))
+    config = load_config(config_path)
+    service = await open_service(config)
+    runner = web.AppRunner(service.app, auto_decompress=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with mcp_session(f"http://127.0.0.1:{port}/mcp") as client:
+            denied = [(await client.call_tool("b__echo", {"text": "t"})).is_error for _ in range(3)]
+        assert denied == [False, False, True]
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api/budgets") as response:
+            api = await response.json()
+        code, out = await report(capsys, "budgets", "--config", str(config_path), "--json")
+        assert code == 0
+        live = orjson.loads(out)
+        code, text = await report(capsys, "budgets", "--config", str(config_path))
+        assert code == 0
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    (api_b,) = api["upstreams"]
+    zone = ZoneInfo("Asia/Kolkata")
+    generated = dt.datetime.fromisoformat(api["generated_at"])
+    midnight = dt.datetime.combine(generated.astimezone(zone).date() + dt.timedelta(days=1), dt.time(0), zone)
+    assert api_b["day"]["reset_at"] == midnight.isoformat()
+    left = int(midnight.timestamp() - generated.timestamp())  # generated_at is cut to the second, so 1 s less
+    assert left - 1 <= api_b["day"]["resets_in_seconds"] <= left
+    assert live["source"] == f"http://127.0.0.1:{port}/api/budgets"
+    (live_b,) = live["upstreams"]
+    assert (live_b["day"]["calls"], live_b["day"]["denied"], live_b["day"]["reset_at"]) == (2, 1, midnight.isoformat())
+    assert "b: day_calls 2 (deny)" in text and "today: 2 calls" in text and "1 denied" in text
+    assert f"day resets at {midnight.isoformat()} (Asia/Kolkata)" in text
+    assert f"(source: http://127.0.0.1:{port}/api/budgets)" in text
+
+    code, out = await report(capsys, "budgets", "--config", str(config_path), "--json")  # no server: the store
+    assert code == 0
+    rebuilt = orjson.loads(out)
+    assert rebuilt["source"].startswith("chdb://")
+    (rebuilt_b,) = rebuilt["upstreams"]
+    assert {k: rebuilt_b["day"][k] for k in ("calls", "bytes", "denied", "reset_at")} == {
+        k: live_b["day"][k] for k in ("calls", "bytes", "denied", "reset_at")}
+    code, text = await report(capsys, "budgets", "--config", str(config_path))
+    assert code == 0 and "today: 2 calls" in text and "(source: chdb://" in text
