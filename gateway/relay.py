@@ -187,6 +187,11 @@ class Relay:
         except jsonrpc.ProtocolError as exc:
             call.finish("protocol_error", exc.message)
             return self._encode_error(call, request_id, exc.code, exc.message)
+        except Exception as exc:
+            # A bug must not lose the call's row: record it, then let _answer's last resort reply.
+            call.finish("internal_error", f"{type(exc).__name__}: {exc}")
+            self.hub.call_finished(call)
+            raise
         encoded = jsonrpc.encode_result(request_id, result, raw_result)
         call.resp_bytes_client = len(encoded)
         if not call.ended_at:

@@ -400,14 +400,23 @@ class UpstreamClient:
             raise UpstreamError(f"upstream {self.name} is unavailable: {self.last_error or 'not connected'}")
         try:
             await transport.send(raw, request_id=request_id)
+            return
         except SessionLost:
-            await self._reinitialize(transport)
-            await transport.send(raw, request_id=request_id)
+            pass  # retried below, outside this handler, so the retry's own failures are translated too
         except TransportError as exc:
             raise UpstreamError(f"upstream {self.name}: {exc}") from exc
+        try:
+            await self._reinitialize(transport)
+            await transport.send(raw, request_id=request_id)
+        except SessionLost as exc:
+            raise UpstreamError(f"upstream {self.name} lost our session again right after re-initializing") from exc
+        except TransportError as exc:
+            raise UpstreamError(f"upstream {self.name}: re-initializing failed: {exc}") from exc
 
     async def _reinitialize(self, transport: Transport) -> None:
-        """The upstream forgot our session (it restarted): shake hands again, once."""
+        """The upstream forgot our session (it restarted): shake hands again, once.
+
+        Raises UpstreamError (an error answer, a timeout) or TransportError; never a bare TimeoutError."""
         log.info("upstream %s lost our session; re-initializing", self.name)
         self._observer.upstream_event(self, "restart", "session lost; re-initialized")
         upstream_id = next(self._ids)
@@ -417,11 +426,17 @@ class UpstreamClient:
                   "capabilities": mcp.client_capabilities(None),
                   "clientInfo": {"name": "tollgate", "version": "0.1.0"}}
         try:
-            await transport.send(jsonrpc.encode(jsonrpc.request_body(upstream_id, "initialize", params)),
-                                 request_id=upstream_id)
-            await asyncio.wait_for(pending.future, self.config.timeouts.init_seconds)
+            async with asyncio.timeout(self.config.timeouts.init_seconds):  # an HTTP answer may arrive in send()
+                await transport.send(jsonrpc.encode(jsonrpc.request_body(upstream_id, "initialize", params)),
+                                     request_id=upstream_id)
+                answer = await pending.future
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {self.name} did not answer initialize in time") from None
         finally:
             self._pending.pop(upstream_id, None)
+        if "error" in answer.body:
+            error = answer.body["error"] if isinstance(answer.body["error"], dict) else {}
+            raise UpstreamError(f"upstream {self.name} refused to re-initialize: {error.get('message', error)}")
         await transport.send(jsonrpc.encode(jsonrpc.notification_body("notifications/initialized")))
 
     # ----- inbound ---------------------------------------------------------------------------

@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
+import orjson
+import pytest
+from aiohttp import ClientSession as Http
+from aiohttp import web
+
+from gateway import jsonrpc
 from gateway.config import Timeouts, UpstreamConfig
 from tests.fixtures.procs import ECHO_SERVER, _read_until, stop_process
-from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream
+from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, running_gateway
+from tests.gateway.recorder import Recorder
 from tests.gateway.service import running_service
+from tests.gateway.test_downstream import JSON_HEADERS, open_session
+from tests.gateway.upstreams.fake_http import Handler, fake_upstream
 
 
 async def test_noise_on_stdout_is_survived_and_not_charged_to_calls(tmp_path: Path) -> None:
@@ -64,3 +74,53 @@ async def test_a_restarted_http_upstream_is_reinitialized_once_and_the_call_succ
     assert "before" in repr(before.content) and "after" in repr(after.content)
     assert not after.is_error
     assert [e["detail"] for e in events] == ["session lost; re-initialized"]
+
+
+def forgetful_upstream(mode: str) -> Handler:
+    """Serves initialize and tools/list; every tools/call gets HTTP 404 (our session is gone). The
+    re-initialize then: succeeds, so the retried call gets a second 404 ("404_twice"); or is answered with
+    a JSON-RPC error ("init_error"), with HTTP 500 ("init_http_500"), or never ("init_silent")."""
+    inits = 0
+
+    async def post(request: web.Request) -> web.StreamResponse:
+        nonlocal inits
+        body = orjson.loads(await request.read())
+        if "id" not in body:
+            return web.Response(status=202)
+        if body["method"] == "initialize":
+            inits += 1
+            if inits > 1 and mode == "init_error":
+                return web.json_response(jsonrpc.error_body(body["id"], jsonrpc.INVALID_PARAMS, "no more sessions"))
+            if inits > 1 and mode == "init_http_500":
+                return web.Response(status=500, text="the upstream broke")
+            if inits > 1 and mode == "init_silent":
+                await asyncio.Event().wait()
+            result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "f"}}
+            return web.json_response(jsonrpc.result_body(body["id"], result), headers={"Mcp-Session-Id": f"s{inits}"})
+        if body["method"] == "tools/list":
+            tool = {"name": "echo", "inputSchema": {"type": "object"}}
+            return web.json_response(jsonrpc.result_body(body["id"], {"tools": [tool]}))
+        return web.Response(status=404)
+
+    return post
+
+
+@pytest.mark.parametrize(("mode", "code", "status"), [
+    ("404_twice", jsonrpc.UPSTREAM_UNAVAILABLE, "upstream_error"),
+    ("init_error", jsonrpc.UPSTREAM_UNAVAILABLE, "upstream_error"),
+    ("init_http_500", jsonrpc.UPSTREAM_UNAVAILABLE, "upstream_error"),
+    ("init_silent", jsonrpc.REQUEST_TIMEOUT, "timeout"),
+])
+async def test_a_failed_reinitialize_answers_a_clear_error_and_the_call_is_recorded(
+        mode: str, code: int, status: str) -> None:
+    recorder = Recorder()
+    async with fake_upstream(forgetful_upstream(mode)) as fake:
+        upstream = UpstreamConfig(name="f", type="http", url=fake.url, timeouts=Timeouts(init_seconds=1.5))
+        async with running_gateway(gateway_config(upstream), observers=[recorder]) as url, Http() as http:
+            session_id = await open_session(http, url)
+            body = orjson.dumps(jsonrpc.request_body(7, "tools/call", {"name": "f__echo", "arguments": {}}))
+            async with http.post(url, data=body, headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
+                answer: dict[str, Any] = orjson.loads(await response.read())
+    assert answer["error"]["code"] == code
+    assert [call.status for call in recorder.calls] == [status]
+    assert recorder.kinds("f").count("restart") == 1  # re-initialized once, not in a loop
