@@ -34,6 +34,7 @@ CATALOG_KINDS: dict[str, tuple[str, str]] = {
 }
 MAX_PAGES = 1000
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+CANCEL_NOTICE_SECONDS = 5.0
 
 
 class State(Enum):
@@ -323,7 +324,7 @@ class UpstreamClient:
             self._by_token[str(upstream_id)] = upstream_id
         try:
             raw = jsonrpc.encode(jsonrpc.request_body(upstream_id, method, params))
-            await self._send(raw, upstream_id)
+            await self._send_in_time(raw, upstream_id, method, idle_seconds or self.config.timeouts.call_seconds)
             if on_sent is not None:
                 on_sent(upstream_id, len(raw))
             return await self._await_answer(upstream_id, pending, method, idle_seconds)
@@ -333,6 +334,16 @@ class UpstreamClient:
         finally:
             self._pending.pop(upstream_id, None)
             self._by_token.pop(str(upstream_id), None)
+
+    async def _send_in_time(self, raw: bytes, upstream_id: int, method: str, limit: float) -> None:
+        """Send, bounded like the answer: an HTTP upstream's JSON answer arrives within the POST itself,
+        so a server that accepts the connection and never answers would otherwise hang the call."""
+        try:
+            async with asyncio.timeout(limit):
+                await self._send(raw, upstream_id)
+        except TimeoutError:
+            await self._cancel_quietly(upstream_id, "timed out at the gateway")
+            raise UpstreamTimeout(f"upstream {self.name} did not answer {method} in time") from None
 
     async def _await_answer(self, upstream_id: int, pending: _Pending, method: str,
                             idle_seconds: float | None) -> Response:
@@ -391,8 +402,9 @@ class UpstreamClient:
         pending = self._pending.pop(upstream_id, None)
         if pending is not None and not pending.future.done():
             pending.future.cancel()
-        with contextlib.suppress(TransportError, UpstreamError):
-            await self.notify("notifications/cancelled", {"requestId": upstream_id, "reason": reason})
+        with contextlib.suppress(TransportError, UpstreamError, TimeoutError):
+            async with asyncio.timeout(CANCEL_NOTICE_SECONDS):  # a hung upstream must not hold up the caller
+                await self.notify("notifications/cancelled", {"requestId": upstream_id, "reason": reason})
 
     async def _send(self, raw: bytes, request_id: int | None) -> None:
         transport = self._transport

@@ -124,3 +124,24 @@ async def test_a_failed_reinitialize_answers_a_clear_error_and_the_call_is_recor
     assert answer["error"]["code"] == code
     assert [call.status for call in recorder.calls] == [status]
     assert recorder.kinds("f").count("restart") == 1  # re-initialized once, not in a loop
+
+
+async def test_an_http_upstream_that_never_answers_a_post_times_out_the_call() -> None:
+    async def post(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        if body.get("method") == "tools/call":
+            await asyncio.Event().wait()  # accepts the POST, never answers it
+        return await forgetful_upstream("404_twice")(request)
+
+    recorder = Recorder()
+    timeouts = Timeouts(init_seconds=5.0, call_seconds=0.5, call_max_seconds=5.0)
+    async with fake_upstream(post) as fake:
+        upstream = UpstreamConfig(name="f", type="http", url=fake.url, timeouts=timeouts)
+        async with running_gateway(gateway_config(upstream), observers=[recorder]) as url, Http() as http:
+            session_id = await open_session(http, url)
+            body = orjson.dumps(jsonrpc.request_body(7, "tools/call", {"name": "f__echo", "arguments": {}}))
+            async with asyncio.timeout(10), \
+                    http.post(url, data=body, headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
+                answer: dict[str, Any] = orjson.loads(await response.read())
+    assert answer["error"]["code"] == jsonrpc.REQUEST_TIMEOUT
+    assert [call.status for call in recorder.calls] == ["timeout"]
