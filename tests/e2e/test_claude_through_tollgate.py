@@ -97,10 +97,10 @@ def claude_bin() -> Path:
     return require_claude()
 
 
-async def direct_response_size(tool: str, arguments: dict[str, Any], request_id: int) -> int:
+async def direct_response_size(upstream: str, tool: str, arguments: dict[str, Any], request_id: int) -> int:
     """Bytes of the echo server's own JSON-RPC answer to one tools/call, talking to it directly over stdio."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ECHO_SERVER), "--name", "direct", stdin=asyncio.subprocess.PIPE,
+        sys.executable, str(ECHO_SERVER), "--name", upstream, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024)
     assert proc.stdin is not None and proc.stdout is not None
     messages = [
@@ -169,10 +169,36 @@ async def test_two_turns_through_tollgate_are_tied_by_tool_use_id(claude_bin: Pa
         assert f"mcp__{NAME}__{c['exposed_name']}" == use.name
         assert c["status"] == "ok"
 
+    # Tollgate numbers its requests to an upstream 1, 2, ... (initialize, the lists, then these few calls): single
+    # digits, like the direct call's id 1, so each answer is byte for byte the size of the direct one.
+    for tool_use_id, (_, c) in calls.items():
+        direct = await direct_response_size(c["upstream"], c["tool"], issued[tool_use_id].input, 1)
+        assert c["resp_bytes_upstream"] == direct, c["exposed_name"]
+
     blob = next(c for _, c in calls.values() if c["exposed_name"] == "alpha__blob")
-    assert blob["text_bytes"] == BLOB_N and blob["resp_bytes_upstream"] >= BLOB_N
-    direct = await direct_response_size("blob", {"n": BLOB_N}, 1)
-    assert abs(blob["resp_bytes_upstream"] - direct) <= 8  # only the upstream request id's digits may differ
+    assert blob["text_bytes"] == BLOB_N and blob["resp_bytes_upstream"] > BLOB_N
     cost = next(t for t in detail["tool_costs"] if t["tool_use_id"] == blob["tool_use_id"])
-    assert cost["resp_bytes_upstream"] == blob["resp_bytes_upstream"] and cost["observed_tokens"] > 0
+    assert cost["resp_bytes_upstream"] == blob["resp_bytes_upstream"]
+    # The blob's result is consumed by the reply after the blob call: observed = that request's context growth
+    # over the one before it (one query_source chain), carried by every later request of the session.
+    replies = [r for turn in SCRIPT for r in turn]
+    at = next(i for i, r in enumerate(replies) if any(c.name == A_BLOB for c in r.tool_calls)) + 1
+    assert cost["observed_tokens"] == context(replies[at].usage) - context(replies[at - 1].usage) > 0
+    assert (cost["later_requests"], cost["carried_tokens"]) == (
+        len(replies) - at - 1, cost["observed_tokens"] * (len(replies) - at - 1))
+
+    # Startup overhead: the requests that finished before the first MCP tool call started (ToolSearch is not one).
+    # The reply asking for that call is not among them: Claude Code starts a tool as soon as its tool_use block
+    # has streamed in, and logs the request once the whole reply has.
+    first_mcp = next(i for i, r in enumerate(replies) if any(c.name in TOOLS for c in r.tool_calls))
+    startup = detail["startup"]
+    assert startup["requests"] == first_mcp
+    for attr, column in TOKEN_FIELDS[:4]:
+        assert startup[column] == sum(getattr(r.usage, attr) for r in replies[:first_mcp]), column
+    assert 0 < startup["cost_usd"] < turns[0]["cost_usd"]
     assert {c["upstream"] for c in detail["tool_list_context"]} == {"alpha", "beta"}
+
+
+def context(usage: Usage) -> int:
+    """Tokens of context a request read: input plus cache reads and writes (as store/costs.py counts them)."""
+    return usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
