@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -35,6 +35,9 @@ CATALOG_KINDS: dict[str, tuple[str, str]] = {
 MAX_PAGES = 1000
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CANCEL_NOTICE_SECONDS = 5.0
+# Ready this long counts as recovered, so the next failure starts the backoff over; a server that
+# dies sooner after each start is one crash loop, and its restarts keep backing off.
+READY_STABLE_SECONDS = 10.0
 
 
 class State(Enum):
@@ -107,8 +110,9 @@ class UpstreamClient:
     """A long-lived client of one upstream; safe to share between downstream sessions."""
 
     def __init__(self, config: UpstreamConfig, make_transport: Callable[[], Transport],
-                 observer: UpstreamObserver) -> None:
+                 observer: UpstreamObserver, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
+        self._sleep = sleep  # between restarts; a test passes its own to see the delays without waiting them
         self.name = config.name
         self._make_transport = make_transport
         self._observer = observer
@@ -169,16 +173,19 @@ class UpstreamClient:
                 self._fail(_describe(exc, "initialize timed out"))
                 await self._drop_transport(self.last_error)
             else:
-                attempt = 0
                 self._set_state(State.READY)
+                ready_at = time.monotonic()
                 await lost.wait()
                 if self._closing:
                     return
                 self.restarts += 1
                 self._observer.upstream_event(self, "restart", self.last_error)
+                if time.monotonic() - ready_at >= READY_STABLE_SECONDS:
+                    attempt = 0
             delay = RESTART_BACKOFF[min(attempt, len(RESTART_BACKOFF) - 1)]
             attempt += 1
-            await asyncio.sleep(delay)
+            log.info("upstream %s: next start in %gs", self.name, delay)
+            await self._sleep(delay)
 
     async def _connect(self, lost: asyncio.Event) -> None:
         self._set_state(State.STARTING)

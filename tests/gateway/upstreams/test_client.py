@@ -1,0 +1,69 @@
+"""UpstreamClient against real fixture processes: restart backoff of an upstream that keeps dying."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.config import Timeouts, UpstreamConfig
+from gateway.upstreams import client as client_mod
+from gateway.upstreams.client import RESTART_BACKOFF, UpstreamClient
+from gateway.upstreams.factory import make_transport
+from tests.fixtures.procs import raw_stdio_command
+
+
+class Quiet:
+    """An UpstreamObserver that keeps the event kinds and nothing else."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    def upstream_changed(self, upstream: UpstreamClient) -> None:
+        return None
+
+    def upstream_notification(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
+        return None
+
+    def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
+        return None
+
+    def upstream_event(self, upstream: UpstreamClient, kind: str, detail: str) -> None:
+        self.kinds.append(kind)
+
+
+async def restart_delays(count: int) -> tuple[list[float], UpstreamClient]:
+    """Run an upstream that dies right after each successful start; the first `count` pauses it asked for."""
+    delays: list[float] = []
+    enough = asyncio.Event()
+
+    async def pause(seconds: float) -> None:  # records the delay instead of waiting it
+        delays.append(seconds)
+        if len(delays) >= count:
+            enough.set()
+            await asyncio.Event().wait()  # hold the loop here until close() cancels it
+
+    command, args = raw_stdio_command("--exit-after-list")
+    config = UpstreamConfig(name="dies", type="stdio", command=command, args=tuple(args),
+                            timeouts=Timeouts(init_seconds=20.0))
+    client = UpstreamClient(config, lambda: make_transport(config), Quiet(), sleep=pause)
+    client.start()
+    try:
+        await asyncio.wait_for(enough.wait(), 60)
+    finally:
+        await client.close()
+    return delays, client
+
+
+async def test_an_upstream_that_dies_right_after_each_start_backs_off_longer_each_time() -> None:
+    delays, client = await restart_delays(4)
+    assert delays == list(RESTART_BACKOFF[:4])
+    assert client.restarts == 4  # every start got as far as ready: these are restarts, not failed starts
+
+
+async def test_an_upstream_that_stayed_ready_long_enough_restarts_after_the_shortest_delay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_mod, "READY_STABLE_SECONDS", 0.0)  # every start counts as recovered
+    delays, _ = await restart_delays(3)
+    assert delays == [RESTART_BACKOFF[0]] * 3
