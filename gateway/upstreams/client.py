@@ -32,6 +32,7 @@ CATALOG_KINDS: dict[str, tuple[str, str]] = {
     "resourceTemplates": ("resources/templates/list", "resources"),
     "prompts": ("prompts/list", "prompts"),
 }
+CATALOG_IDENTITY = {"tools": "name", "resources": "uri", "resourceTemplates": "uriTemplate", "prompts": "name"}
 MAX_PAGES = 1000
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CANCEL_NOTICE_SECONDS = 5.0
@@ -271,6 +272,7 @@ class UpstreamClient:
 
     async def _read_all_pages(self, method: str, key: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
+        held: set[str] = set()
         seen: set[str] = set()
         cursor: str | None = None
         for _ in range(MAX_PAGES):
@@ -281,17 +283,22 @@ class UpstreamClient:
                     raise
                 log.info("upstream %s: %s failed (%s); treating as empty", self.name, method, exc)
                 return items
-            items.extend(item for item in result.get(key) or [] if isinstance(item, dict))
+            # A server that ignores the cursor sends a page again: keep each item once (by its name or
+            # uri, as the merged catalog routes), before deciding whether to read on.
+            _add_new(items, held, result.get(key), CATALOG_IDENTITY[key])
             cursor = result.get("nextCursor")
             if not cursor:
                 return items
             if not isinstance(cursor, str) or cursor in seen:
-                self._observer.upstream_event(self, "pagination_cycle", f"{method} cursor {cursor!r}")
-                log.warning("upstream %s: %s repeated cursor %r; keeping %d items",
-                            self.name, method, cursor, len(items))
+                self._paging_stopped("pagination_cycle", f"{method} repeated cursor {cursor!r}", len(items))
                 return items
             seen.add(cursor)
+        self._paging_stopped("pagination_cap", f"{method} still had more after {MAX_PAGES} pages", len(items))
         return items
+
+    def _paging_stopped(self, kind: str, detail: str, kept: int) -> None:
+        log.warning("upstream %s: %s; stopped paging, keeping %d items", self.name, detail, kept)
+        self._observer.upstream_event(self, kind, detail)
 
     def _schedule_refresh(self) -> None:
         if self._refresh is None or self._refresh.done():
@@ -534,6 +541,19 @@ class UpstreamClient:
             "tools": len(self.catalog.items.get("tools", [])),
             "in_flight": len(self._pending),
         }
+
+
+def _add_new(items: list[dict[str, Any]], held: set[str], page: Any, identity: str) -> None:
+    """Append the page's items whose `identity` field is not held yet (items without one are kept)."""
+    for item in page if isinstance(page, list) else []:
+        if not isinstance(item, dict):
+            continue
+        ident = item.get(identity)
+        if isinstance(ident, str):
+            if ident in held:
+                continue
+            held.add(ident)
+        items.append(item)
 
 
 def _describe(exc: BaseException | None, fallback: str) -> str:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import ClientSession as Http
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway import jsonrpc
 from gateway.config import Timeouts, UpstreamConfig
+from gateway.upstreams import client as client_mod
 from tests.gateway.conftest import (
     echo_upstream,
     gateway_config,
@@ -20,20 +23,49 @@ from tests.gateway.conftest import (
     raw_upstream,
     running_gateway,
 )
+from tests.gateway.recorder import Recorder
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
 
 FAST = Timeouts(init_seconds=3.0)
 
 
-async def test_paginated_lists_are_read_to_the_end_and_a_repeating_cursor_stops_paging() -> None:
+async def test_paginated_lists_are_read_to_the_end_and_a_repeating_cursor_stops_paging(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "tollgate.upstream")
+    recorder = Recorder()
     config = gateway_config(raw_upstream("paginated", "--tool-count", "14", "--page-size", "8"),
                             raw_upstream("badcursor", "--tool-count", "5", "--page-size", "2", "--bad-cursor"))
-    async with running_gateway(config) as url, mcp_session(url) as client:
+    async with running_gateway(config, observers=[recorder]) as url, mcp_session(url) as client:
         result = await client.list_tools()
+        health = await get_health(url)
     names = [tool.name for tool in result.tools]
     assert [n for n in names if n.startswith("paginated__")] == [f"paginated__tool_{i:02d}" for i in range(1, 15)]
     assert [n for n in names if n.startswith("badcursor__")] == ["badcursor__tool_01", "badcursor__tool_02"]
+    assert len(names) == len(set(names))
+    assert health["upstreams"]["badcursor"]["tools"] == 2  # the repeated page added nothing to its catalog
     assert result.next_cursor is None  # the gateway never hands out an upstream's cursor
+    assert [kind for name, kind, _ in recorder.events if kind.startswith("pagination")] == ["pagination_cycle"]
+    assert [name for name, kind, _ in recorder.events if kind == "pagination_cycle"] == ["badcursor"]
+    assert "badcursor: tools/list repeated cursor 'again'" in caplog.text
+
+
+async def test_paging_stops_at_the_page_cap_and_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(client_mod, "MAX_PAGES", 3)
+    caplog.set_level(logging.WARNING, "tollgate.upstream")
+    recorder = Recorder()
+    config = gateway_config(raw_upstream("long", "--tool-count", "14", "--page-size", "2"))
+    async with running_gateway(config, observers=[recorder]) as url, mcp_session(url) as client:
+        names = [tool.name for tool in (await client.list_tools()).tools]
+    assert names == [f"long__tool_{i:02d}" for i in range(1, 7)]  # 3 pages of 2, the rest left unread
+    assert ("long", "pagination_cap", "tools/list still had more after 3 pages") in recorder.events
+    assert "long: tools/list still had more after 3 pages; stopped paging, keeping 6 items" in caplog.text
+
+
+async def get_health(url: str) -> dict[str, Any]:
+    async with Http() as http, http.get(url.replace("/mcp", "/healthz")) as response:
+        health: dict[str, Any] = await response.json()
+    return health
 
 
 async def test_an_upstream_on_2024_11_05_is_negotiated_down_and_clients_see_one_version() -> None:
