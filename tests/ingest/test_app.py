@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from ingest.app import OtlpSettings, encode_status
+from ingest.claude_code import TABLES
 from store.errors import StoreUnavailable, WriterBusy
 from store.writer import Writer
 from tests.ingest.conftest import (
@@ -501,6 +502,57 @@ async def test_c20_same_export_twice_stores_one_row_per_event(
 
 
 # --- bad bodies, auth, stats ------------------------------------------------------------------------------
+
+CAP = 64 * 1024  # the receiver's body cap in the bad-body tests: the valid capture fits, the bad ones do not
+
+
+def bad_bodies() -> dict[str, tuple[bytes, dict[str, str], int]]:
+    """name -> (body, headers, status) of bodies that must change nothing stored."""
+    valid = capture("s1_protobuf", "0001_logs")
+    gzipped = {**PROTOBUF, "Content-Encoding": "gzip"}
+    return {
+        "malformed protobuf": (b"\x0a\xff\xff\xff\x0f{not protobuf", PROTOBUF, 400),
+        "malformed json": (b'{"resourceLogs": [', JSON, 400),
+        "truncated gzip": (gz(valid)[:-8], gzipped, 400),
+        "gzip inflating past the cap": (gz(b"\x00" * (4 * CAP)), gzipped, 413),
+        "wrong content type": (valid, {"Content-Type": "text/plain"}, 415),
+        "unsupported content encoding": (valid, {**PROTOBUF, "Content-Encoding": "br"}, 415),
+        "oversized": (valid + b"\x00" * CAP, PROTOBUF, 413),
+        "empty protobuf": (b"", PROTOBUF, 200),
+        "empty json": (b"", JSON, 400),
+    }
+
+
+async def every_table_count(store: Any, writer: Writer) -> dict[str, int]:
+    """Rows per telemetry table, copies included (no FINAL), after storing everything written."""
+    await writer.flush()
+    return {t: (await store.query(f"SELECT count() AS n FROM {t}"))[0]["n"] for t in TABLES}
+
+
+@pytest.mark.parametrize("bad", list(bad_bodies()))
+async def test_a_bad_body_after_a_good_one_gets_its_status_and_changes_no_count(
+    otlp_client: ClientFactory, store: Any, writer: Writer, bad: str
+) -> None:
+    assert len(capture("s1_protobuf", "0001_logs")) < CAP
+    client = await otlp_client(OtlpSettings(max_body_bytes=CAP))
+    assert (await client.post("/v1/logs", data=capture("s1_protobuf", "0001_logs"), headers=PROTOBUF)).status == 200
+    before = await every_table_count(store, writer)
+    assert before["cc_events_raw"] == len(expected_logs(capture_doc("s1_protobuf", "0001_logs")))
+    body, headers, status = bad_bodies()[bad]
+    response = await client.post("/v1/logs", data=body, headers=headers)
+    assert response.status == status
+    assert "Retry-After" not in response.headers  # permanent: the exporter must not retry it
+    assert await every_table_count(store, writer) == before
+
+
+async def test_c19_a_signal_tollgate_does_not_store_gets_404_not_a_retryable_status(
+    otlp_client: ClientFactory, store: Any, writer: Writer
+) -> None:
+    client = await otlp_client()
+    before = await every_table_count(store, writer)
+    response = await client.post("/v1/profiles", data=b"\x0a\x00", headers=PROTOBUF)
+    assert response.status == 404  # OTLP/HTTP: not retried (only 429, 502, 503, 504 are)
+    assert await every_table_count(store, writer) == before
 
 async def test_oversized_body_with_content_length_gets_413(otlp_client: ClientFactory, stored: Any) -> None:
     body = capture("s1_protobuf", "0001_logs")
