@@ -1,8 +1,9 @@
 """Tie accuracy under concurrency: 8 MCP sessions call the same tools at once through Tollgate while synthetic
-Claude Code telemetry (tool_result events as the CLI sends them) reports each call.
+Claude Code telemetry (tool_result events as the CLI sends them) reports each call, each session over two prompts.
 
-With tool_use_ids every tie is exact and right; with the ids stripped from the MCP requests the telemetry
-window method's correct share is measured and reported, and nothing it ties is labelled exact.
+With tool_use_ids every tie is exact and right (session and prompt); with the ids stripped from the MCP requests
+the telemetry window method's correct share (right result, session and prompt) is measured and reported, and
+nothing it ties is labelled exact.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.gateway.conftest import mcp_session
 
 SESSIONS = 8
 CALLS_PER_SESSION = 8
+PROMPTS_PER_SESSION = 2  # each session's calls are split between two turns, in order
 NAME = "tollgate"
 
 
@@ -75,11 +77,12 @@ def tool_result_body(sent: list[Sent], rng: random.Random) -> bytes:
 
 
 async def one_session(url: str, rng: random.Random, send_ids: bool) -> list[Sent]:
-    """A client session making CALLS_PER_SESSION sequential calls to tools every session uses."""
-    cc_session, prompt_id = str(uuid.uuid4()), str(uuid.uuid4())
+    """A client session making CALLS_PER_SESSION sequential calls to tools every session uses, over two prompts."""
+    cc_session, prompt_ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(PROMPTS_PER_SESSION)]
     sent: list[Sent] = []
     async with mcp_session(url) as client:
         for sequence in range(CALLS_PER_SESSION):
+            prompt_id = prompt_ids[sequence * PROMPTS_PER_SESSION // CALLS_PER_SESSION]
             exposed, args = rng.choice([("alpha__echo", {"text": "hi"}), ("beta__echo", {"text": "hi"}),
                                         ("alpha__slow", {"ms": rng.randint(1, 40), "text": "x"}),
                                         ("beta__blob", {"n": rng.randint(10, 5000)})])
@@ -109,21 +112,21 @@ async def run_phase(base: str, service: Any, send_ids: bool, seed: int) -> dict[
     return {"sent": sent, "calls": [c for c in calls if c["started_at"] >= since]}
 
 
-def expected_ids(sent: list[Sent], calls: list[dict[str, Any]]) -> dict[str, str]:
-    """call_id -> the tool_use_id of the telemetry that really describes it (same session, same position)."""
+def expected_sent(sent: list[Sent], calls: list[dict[str, Any]]) -> dict[str, Sent]:
+    """call_id -> the call as really sent, whose telemetry describes it (same session, same position)."""
     by_cc: dict[str, list[Sent]] = {}
     for s in sent:
         by_cc.setdefault(s.cc_session, []).append(s)
     by_mcp: dict[str, list[dict[str, Any]]] = {}
     for c in sorted(calls, key=lambda c: c["started_at"]):
         by_mcp.setdefault(c["mcp_session_id"], []).append(c)
-    expected: dict[str, str] = {}
+    expected: dict[str, Sent] = {}
     for mcp_calls in by_mcp.values():  # a session's tool sequence (8 picks of 4) identifies its client
         names = [c["exposed_name"] for c in mcp_calls]
         owners = [ss for ss in by_cc.values() if [s.exposed for s in ss] == names]
         assert len(owners) == 1, names
         for call, s in zip(mcp_calls, owners[0], strict=True):
-            expected[call["call_id"]] = s.tool_use_id
+            expected[call["call_id"]] = s
     return expected
 
 
@@ -140,12 +143,17 @@ async def test_ties_under_concurrency_exact_with_ids_and_measured_without(
     assert all(c["tie"] == ties.EXACT for c in calls)
     assert all(c["telemetry_tool_use_id"] == c["tool_use_id"] for c in calls)
     assert all(c["turn_session_id"] == truth[c["tool_use_id"]].cc_session for c in calls)
+    assert all(c["prompt_id"] == truth[c["tool_use_id"]].prompt_id for c in calls)
+    assert len({c["prompt_id"] for c in calls}) == SESSIONS * PROMPTS_PER_SESSION
 
     calls = without_ids["calls"]
     assert len(calls) == SESSIONS * CALLS_PER_SESSION and all(c["tool_use_id"] == "" for c in calls)
-    expected = expected_ids(without_ids["sent"], calls)
+    expected = expected_sent(without_ids["sent"], calls)
     assert not [c for c in calls if c["tie"] == ties.EXACT]  # never labelled exact without an id
-    correct = sum(1 for c in calls if c["tie"] == ties.WINDOW and c["telemetry_tool_use_id"] == expected[c["call_id"]])
+    correct = sum(1 for c in calls if c["tie"] == ties.WINDOW
+                  and c["telemetry_tool_use_id"] == expected[c["call_id"]].tool_use_id
+                  and (c["turn_session_id"], c["prompt_id"]) == (expected[c["call_id"]].cc_session,
+                                                                 expected[c["call_id"]].prompt_id))
     right_session = sum(1 for c in calls if c["turn_session_id"] and c["telemetry_tool_use_id"]
                         and any(s.tool_use_id == c["telemetry_tool_use_id"] for s in without_ids["sent"]))
     share = correct / len(calls)

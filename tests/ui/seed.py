@@ -7,6 +7,7 @@ gateway calls carrying the same tool_use_ids, so they tie exactly.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,15 @@ def _records(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def otlp_logs_now(end_ns: int | None = None) -> bytes:
     """The capture's body with every timestamp shifted so its last event happened at `end_ns` (default: now)."""
-    doc: dict[str, Any] = orjson.loads(CAPTURE.read_bytes())
-    records = _records(doc)
-    shift = (end_ns or time.time_ns()) - max(int(r["timeUnixNano"]) for r in records)
-    for record in records:
+    return logs_now([CAPTURE], end_ns)[0]
+
+
+def logs_now(paths: Sequence[Path], end_ns: int | None = None) -> list[bytes]:
+    """OTLP/JSON log bodies shifted by one amount, so the last event of them all happened at `end_ns` (default:
+    now) and the gaps between batches stay as captured."""
+    docs: list[dict[str, Any]] = [orjson.loads(path.read_bytes()) for path in paths]
+    shift = (end_ns or time.time_ns()) - max(int(r["timeUnixNano"]) for doc in docs for r in _records(doc))
+    for record in (r for doc in docs for r in _records(doc)):
         for key in ("timeUnixNano", "observedTimeUnixNano"):
             if key in record:
                 record[key] = str(int(record[key]) + shift)
@@ -36,4 +42,4 @@ def otlp_logs_now(end_ns: int | None = None) -> bytes:
                 at = int(record["timeUnixNano"]) / 1e9
                 attr["value"] = {"stringValue": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
                                  + f".{int(at * 1000) % 1000:03d}Z"}
-    return orjson.dumps(doc)
+    return [orjson.dumps(doc) for doc in docs]
