@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from store.client import Store
 from store.errors import SpillFull, StoreLocked, StoreUnavailable, WriterBusy
-from store.spill import REJECTED_DIR, encode
+from store.spill import REJECTED_DIR, encode, read_segment
 from store.writer import Writer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,6 +212,21 @@ async def test_a_full_spill_refuses_writes_whole_and_drops_submitted_rows_counte
     finally:
         await writer.stop()
     assert await counts(store) == {"rows": 20, "ids": 20, "bytes": sum(range(20))}
+
+
+async def test_a_write_the_disk_cannot_take_is_refused_and_cut_back_off_the_spill(tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO / "tests/store/disk_full_child.py"), str(spill),
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 0
+    report = orjson.loads(out)
+    assert report["outcome"].startswith("refused: cannot append to spill")
+    assert (report["stats"]["queued_rows"], report["stats"]["spilled_bytes"]) == (1, report["size"])
+    (segment,) = spill.glob("segment-*")
+    assert segment.stat().st_size == report["size"]  # the partial write of the refused body was cut off
+    assert read_segment(segment) == [("calls", [{"call_id": "kept"}])]
 
 
 async def test_rows_the_store_refuses_are_set_aside_and_the_rest_stored(writer: Writer, store: Store) -> None:
