@@ -56,12 +56,15 @@ def stdio_upstream(name: str) -> UpstreamConfig:
 
 
 @asynccontextmanager
-async def tollgate(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
-    """`open_service` on a real loopback port 0 with a fresh chDB directory; yields (base URL, service)."""
+async def tollgate(tmp_path: Path, upstreams: tuple[UpstreamConfig, ...] = ()) -> AsyncIterator[tuple[str, Service]]:
+    """`open_service` on a real loopback port 0 with a fresh chDB directory; yields (base URL, service).
+
+    Upstreams: `upstreams`, by default the echo server as alpha and beta.
+    """
     config = Config(
         server=ServerConfig(listen="127.0.0.1:0", registered_name=NAME),
         store=StoreConfig(dsn=f"chdb://{tmp_path / 'chdb'}", flush_seconds=0.2),
-        upstreams=(stdio_upstream("alpha"), stdio_upstream("beta")),
+        upstreams=upstreams or (stdio_upstream("alpha"), stdio_upstream("beta")),
     )
     service = await open_service(config)
     runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
