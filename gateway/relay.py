@@ -86,10 +86,10 @@ class Relay:
     async def handle_response(self, session: Session, message: Message) -> None:
         """A client's answer to a server-to-client request: back to its upstream, original id."""
         pending = session.server_requests.pop(str(message.id), None)
-        upstream = self.hub.upstreams.get(pending.upstream) if pending else None
-        if pending is None or upstream is None:
+        if pending is None:
             log.info("session %s answered unknown server request %r", session.session_id[:8], message.id)
             return
+        upstream = pending.upstream
         try:
             await upstream.respond({**message.body, "id": pending.upstream_id})
         except UpstreamError as exc:
@@ -187,11 +187,6 @@ class Relay:
         except jsonrpc.ProtocolError as exc:
             call.finish("protocol_error", exc.message)
             return self._encode_error(call, request_id, exc.code, exc.message)
-        except Exception as exc:
-            # A bug must not lose the call's row: record it, then let _answer's last resort reply.
-            call.finish("internal_error", f"{type(exc).__name__}: {exc}")
-            self.hub.call_finished(call)
-            raise
         encoded = jsonrpc.encode_result(request_id, result, raw_result)
         call.resp_bytes_client = len(encoded)
         if not call.ended_at:
@@ -291,7 +286,7 @@ class Relay:
             self.hub.spawn(upstream.respond(error))
             return
         downstream_id = session.next_server_request_id()
-        session.server_requests[downstream_id] = ServerRequest(upstream.name, body["id"])
+        session.server_requests[downstream_id] = ServerRequest(upstream, body["id"])
         emit({**body, "id": downstream_id})
 
     # ----- routing helpers ------------------------------------------------------------------

@@ -13,9 +13,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.jsonrpc import RequestId
+
+if TYPE_CHECKING:
+    from gateway.upstreams.client import UpstreamClient
 
 REPLAY_BUFFER_EVENTS = 256
 
@@ -24,7 +27,7 @@ REPLAY_BUFFER_EVENTS = 256
 class ServerRequest:
     """A server-to-client request relayed to this session, awaiting the client's answer."""
 
-    upstream: str
+    upstream: UpstreamClient  # the instance that asked: for a stateful upstream, this session's own
     upstream_id: RequestId
 
 

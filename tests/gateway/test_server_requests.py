@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 from mcp import ClientSession
@@ -46,3 +48,17 @@ async def test_a_client_without_sampling_gets_the_upstream_refused_at_once() -> 
         await client.initialize()
         result = await client.call_tool("everything__trigger-sampling-request", {"prompt": "hello", "maxTokens": 5})
     assert "The client does not support sampling" in repr(result.content)  # Tollgate's own refusal
+
+
+async def test_an_elicitation_from_a_sessions_own_instance_is_answered_to_that_instance() -> None:
+    async def elicit(context: Any, params: Any) -> ElicitResult:
+        return ElicitResult(action="accept", content={"name": "Grace Hopper"})
+
+    upstream = dataclasses.replace(everything_upstream(), stateful=True)
+    async with running_gateway(gateway_config(upstream)) as url, \
+            streamable_http_client(url) as streams, \
+            ClientSession(streams[0], streams[1], elicitation_callback=elicit) as client:
+        await client.initialize()
+        async with asyncio.timeout(30):  # an answer sent to the shared instance would leave this call hanging
+            result = await client.call_tool("everything__trigger-elicitation-request", {})
+    assert "Grace Hopper" in repr(result.content)
