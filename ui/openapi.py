@@ -1,12 +1,15 @@
 """The OpenAPI 3.1 description of the JSON API served at `/api/openapi.json`.
 
-Every route in `ui.api.ROUTES` has a path here (a test checks both ways); schemas name the fields clients rely
-on and leave room for more (`additionalProperties` stays open).
+Every route in `ui.api.ROUTES`, and `/api/budgets` (served by `gateway/budget_report.py`), has a path here (a test
+checks both ways and validates each route's real answer against its schema); schemas require the fields clients
+rely on and leave room for more (`additionalProperties` stays open).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from store import statuses
 
 VERSION = "0.1.0"
 
@@ -40,68 +43,143 @@ def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
 
 
 INT = {"type": "integer"}
+NINT = {"type": ["integer", "null"]}
 NUM = {"type": "number"}
 STR = {"type": "string"}
 NSTR = {"type": ["string", "null"]}
+NTIME = {"type": ["string", "null"], "format": "date-time"}
+BOOL = {"type": "boolean"}
 STRS = {"type": "array", "items": STR}
-TOKENS = {k: INT for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-                           "cache_creation_5m_tokens", "cache_creation_1h_tokens", "total_tokens")}
+KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+TOKENS = {k: INT for k in (*KINDS, "cache_creation_5m_tokens", "cache_creation_1h_tokens", "total_tokens")}
 TIE = {"type": "string", "enum": ["tool_use_id", "hook", "telemetry_window", "unmatched"]}
 METHOD = {"type": ["string", "null"], "enum": ["prompt_id", "turn_order", None]}
+STATUS = {"type": "string", "enum": list(statuses.STATUSES)}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _array(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": _ref(name)}
+
+
+SPEND = _object(["calls", "bytes", "tokens", "denied", "truncated", "warned"],
+                {k: INT for k in ("calls", "bytes", "tokens", "denied", "truncated", "warned")})
+LIMITS = {"type": "object", "additionalProperties": _object(["allowed", "action"], {"allowed": INT, "action": STR})}
+
+SERVER_TOTALS = {  # an upstream with no call in the range has only upstream, calls (0) and errors (0)
+    "upstream": STR, "calls": INT, "errors": INT, "tools_used": INT, "sessions": INT, "req_bytes": INT,
+    "resp_bytes": INT, "resp_bytes_p50": INT, "resp_bytes_p95": INT, "resp_bytes_max": INT, "req_bytes_p50": INT,
+    "req_bytes_p95": INT, "req_bytes_max": INT, "est_tokens": INT, "duration_ms_p95": NUM, "first_at": TIME,
+    "last_at": TIME}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _object(["error"], {"error": STR}),
-    "SessionSummary": _object(["session_id", "kind", "started_at", "last_at"], {
+    "SessionSummary": _object(["session_id", "kind", "started_at", "last_at", "turns", "match_method", "requests",
+                               *KINDS, "total_tokens", "cost_usd", "cost_usd_micros", "models", "user",
+                               "tool_calls", "resp_bytes_upstream", "servers"], {
         "session_id": STR, "kind": {"type": "string", "enum": ["claude_code", "mcp"]}, "started_at": TIME,
-        "last_at": TIME, "turns": INT, "match_method": STR, "requests": INT, "input_tokens": INT, "output_tokens": INT,
-        "cache_read_tokens": INT, "cache_creation_tokens": INT, "total_tokens": INT, "cost_usd": NUM,
-        "cost_usd_micros": INT, "models": STRS, "user": STR, "tool_calls": INT, "resp_bytes_upstream": INT,
-        "servers": STRS}),
-    "SessionPage": _object(["sessions", "total", "limit", "offset"], {
-        "sessions": {"type": "array", "items": {"$ref": "#/components/schemas/SessionSummary"}},
-        "total": INT, "limit": INT, "offset": INT, "next_offset": {"type": ["integer", "null"]},
+        "last_at": TIME, "turns": INT, "match_method": {"type": "string", "enum": ["prompt_id", "turn_order", ""]},
+        "requests": INT, **{k: INT for k in KINDS}, "total_tokens": INT, "cost_usd": NUM, "cost_usd_micros": INT,
+        "models": STRS, "user": STR, "tool_calls": INT, "resp_bytes_upstream": INT, "servers": STRS}),
+    "SessionPage": _object(["sessions", "total", "limit", "offset", "next_offset", "since", "until"], {
+        "sessions": _array("SessionSummary"), "total": INT, "limit": INT, "offset": INT, "next_offset": NINT,
         "since": TIME, "until": TIME}),
-    "ToolCall": _object(["call_id", "upstream", "tool", "mcp_session_id", "tie"], {
+    "ToolCall": _object(["call_id", "upstream", "tool", "mcp_session_id", "tool_use_id", "prompt_id", "status",
+                         "req_bytes_client", "resp_bytes_upstream", "est_tokens", "tie", "tie_candidates",
+                         "turn_index", "match_method"], {
         "call_id": STR, "tool_use_id": STR, "prompt_id": STR, "upstream": STR, "tool": STR, "exposed_name": STR,
-        "mcp_session_id": STR, "started_at": TIME, "ended_at": TIME, "duration_ms": NUM, "status": STR,
+        "mcp_session_id": STR, "started_at": TIME, "ended_at": TIME, "duration_ms": NUM, "status": STATUS,
         "req_bytes_client": INT, "req_bytes_upstream": INT, "resp_bytes_upstream": INT, "resp_bytes_client": INT,
         "text_bytes": INT, "est_tokens": INT, "observed_tokens": INT, "carried_tokens": INT, "tie": TIE,
-        "tie_candidates": INT, "turn_index": {"type": ["integer", "null"]}, "match_method": METHOD}),
-    "Turn": _object(["session_id", "turn_id", "turn_index", "match_method", "requests", "calls"], {
+        "tie_candidates": INT, "turn_index": NINT, "match_method": METHOD}),
+    "Turn": _object(["session_id", "turn_id", "prompt_id", "turn_index", "match_method", "started_at", "ended_at",
+                     "requests", *TOKENS, "cost_usd", "cost_usd_micros", "models", "calls"], {
         "session_id": STR, "turn_id": STR, "prompt_id": STR, "turn_index": INT,
         "match_method": {"type": "string", "enum": ["prompt_id", "turn_order"]},
-        "prompt_length": {"type": ["integer", "null"]}, "prompt": STR, "started_at": TIME, "ended_at": TIME,
+        "prompt_length": NINT, "prompt": STR, "started_at": TIME, "ended_at": TIME,
         "requests": INT, **TOKENS, "cost_usd": NUM, "cost_usd_micros": INT, "models": STRS, "query_sources": STRS,
-        "tool_calls": INT, "resp_bytes_upstream": INT,
-        "calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}}}),
-    "ToolCost": _object(["tool_use_id", "observed_tokens", "carried_tokens"], {
+        "tool_calls": INT, "resp_bytes_upstream": INT, "calls": _array("ToolCall")}),
+    "ToolCost": _object(["tool_use_id", "observed_tokens", "later_requests", "carried_tokens",
+                         "est_carried_cost_usd"], {
         "tool_use_id": STR, "prompt_id": STR, "mcp_server_name": STR, "mcp_tool_name": STR,
         "tool_result_size_bytes": INT, "consumed_by_request_id": NSTR, "observed_tokens": INT,
         "later_requests": INT, "carried_tokens": INT, "est_carried_cost_usd": NUM, "call_id": NSTR,
-        "upstream": NSTR, "resp_bytes_upstream": {"type": ["integer", "null"]}}),
-    "SessionDetail": _object(["session", "turns", "calls_outside_turns", "tool_costs"], {
-        "session": {"type": "object", "additionalProperties": True},
-        "turns": {"type": "array", "items": {"$ref": "#/components/schemas/Turn"}},
-        "calls_outside_turns": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}},
-        "tool_costs": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCost"}},
-        "startup": {"type": ["object", "null"], "additionalProperties": True},
-        "tool_list_context": {"type": "array", "items": {"type": "object", "additionalProperties": True}}}),
-    "Usage": _object(["usage"], {"usage": {"type": "array", "items": {"type": "object",
-                                                                        "additionalProperties": True}}}),
-    "ServerSummary": _object(["upstream", "calls", "errors"], {
-        "upstream": STR, "calls": INT, "errors": INT, "req_bytes": INT, "resp_bytes": INT, "resp_bytes_p50": INT,
-        "resp_bytes_p95": INT, "resp_bytes_max": INT, "est_tokens": INT, "tool_list_bytes": INT,
-        "tool_list_est_tokens": INT}),
-    "Servers": _object(["servers"], {"servers": {"type": "array",
-                                                 "items": {"$ref": "#/components/schemas/ServerSummary"}}}),
-    "ServerDetail": _object(["server", "tools", "largest_results"], {
-        "server": {"$ref": "#/components/schemas/ServerSummary"},
-        "tools": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
-        "largest_results": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
-        "tool_list_context": {"type": ["object", "null"], "additionalProperties": True}}),
-    "Calls": _object(["calls"], {"calls": {"type": "array", "items": {"type": "object",
-                                                                        "additionalProperties": True}}}),
+        "upstream": NSTR, "resp_bytes_upstream": NINT}),
+    "SessionRollup": _object(["session_id", "kind", "turns", "match_methods", "tool_calls", "tool_errors",
+                              "req_bytes_client", "resp_bytes_upstream", "est_tool_tokens", "servers", "ties"], {
+        "session_id": STR, "kind": {"type": "string", "enum": ["claude_code", "mcp"]}, "turns": INT,
+        "match_methods": STRS, **TOKENS, "requests": INT, "cost_usd": NUM, "cost_usd_micros": INT,
+        "started_at": NTIME, "ended_at": NTIME, "models": STRS, "user_id": STR, "tool_calls": INT,
+        "tool_errors": INT, "req_bytes_client": INT, "resp_bytes_upstream": INT, "est_tool_tokens": INT,
+        "servers": STRS, "mcp_sessions": STRS,
+        "ties": _object(["tool_use_id", "telemetry_window", "unmatched"], {k: INT for k in (
+            "tool_use_id", "telemetry_window", "unmatched")})}),
+    "Startup": _object(["first_tool_call_at", "requests", *KINDS, "total_tokens", "cost_usd", "cost_usd_micros"], {
+        "first_tool_call_at": {"type": ["number", "null"], "description": "Unix seconds"}, "requests": INT,
+        **{k: INT for k in KINDS}, "total_tokens": INT, "cost_usd": NUM, "cost_usd_micros": INT}),
+    "SessionToolList": _object(["upstream", "server_bytes", "tool_count", "est_tokens", "used_in_session",
+                                "est_session_tokens", "est_session_cost_usd"], {
+        "upstream": STR, "server_bytes": INT, "tool_count": INT, "est_tokens": INT, "used_in_session": BOOL,
+        "est_session_tokens": INT, "est_session_cost_usd": NUM}),
+    "SessionDetail": _object(["session", "turns", "calls_outside_turns", "tool_costs", "startup",
+                              "tool_list_context"], {
+        "session": _ref("SessionRollup"), "turns": _array("Turn"), "calls_outside_turns": _array("ToolCall"),
+        "tool_costs": _array("ToolCost"), "startup": {"oneOf": [_ref("Startup"), {"type": "null"}]},
+        "tool_list_context": _array("SessionToolList")}),
+    "UsageRow": _object(["session_id", "model", "requests", "turns", *KINDS, "cost_usd", "cost_usd_micros"], {
+        "session_id": STR, "model": STR, "requests": INT, "turns": INT, **TOKENS, "cost_usd": NUM,
+        "cost_usd_micros": INT, "requests_without_cost": INT, "user_id": STR, "app_version": STR,
+        "first_at": TIME}),
+    "Usage": _object(["usage"], {"usage": _array("UsageRow")}),
+    "ServerTotals": _object(["upstream", "calls", "errors"], SERVER_TOTALS),
+    "ServerSummary": _object(["upstream", "calls", "errors", "tool_list_bytes", "tool_list_tools",
+                              "tool_list_est_tokens"], {
+        **SERVER_TOTALS, "tool_list_bytes": INT, "tool_list_tools": INT, "tool_list_est_tokens": INT}),
+    "Servers": _object(["servers"], {"servers": _array("ServerSummary")}),
+    "ToolSummary": _object(["tool", "calls", "errors", "resp_bytes", "resp_bytes_p95", "resp_bytes_max",
+                            "est_tokens"], {
+        "tool": STR, "calls": INT, "errors": INT, "resp_bytes": INT, "resp_bytes_p95": INT, "resp_bytes_max": INT,
+        "est_tokens": INT}),
+    "LargestResult": _object(["call_id", "upstream", "tool", "mcp_session_id", "started_at", "status",
+                              "resp_bytes_upstream"], {
+        "call_id": STR, "upstream": STR, "tool": STR, "mcp_session_id": STR, "tool_use_id": STR,
+        "started_at": TIME, "status": STATUS, "resp_bytes_upstream": INT, "text_bytes": INT, "est_tokens": INT}),
+    "ToolDefinition": _object(["tool", "exposed_name", "def_bytes", "est_tokens"], {
+        "tool": STR, "exposed_name": STR, "def_bytes": INT, "est_tokens": INT}),
+    "ToolListContext": _object(["upstream", "snapshot_id", "server_bytes", "tool_count", "taken_at", "est_tokens",
+                                "tools"], {
+        "upstream": STR, "snapshot_id": STR, "server_bytes": INT, "tool_count": INT, "taken_at": TIME,
+        "est_tokens": INT, "tools": _array("ToolDefinition")}),
+    "ServerDetail": _object(["server", "tools", "largest_results", "tool_list_context"], {
+        "server": _ref("ServerTotals"), "tools": _array("ToolSummary"), "largest_results": _array("LargestResult"),
+        "tool_list_context": {"oneOf": [_ref("ToolListContext"), {"type": "null"}]}}),
+    "Call": _object(["call_id", "method", "upstream", "tool", "mcp_session_id", "started_at", "status",
+                     "req_bytes_client", "resp_bytes_upstream"], {
+        "call_id": STR, "method": STR, "upstream": STR, "tool": STR, "exposed_name": STR, "mcp_session_id": STR,
+        "cc_session_id": STR, "tool_use_id": STR, "started_at": TIME, "ended_at": TIME, "duration_ms": NUM,
+        "status": STATUS, "error": STR, "req_bytes_client": INT, "req_bytes_upstream": INT,
+        "resp_bytes_upstream": INT, "resp_bytes_client": INT, "text_bytes": INT, "est_tokens": INT,
+        "budget_action": STR}),
+    "Calls": _object(["calls"], {"calls": _array("Call")}),
+    "BudgetUpstream": _object(["upstream", "limits", "timezone", "fail_open", "spend_unknown", "day", "sessions",
+                               "usage", "tools"], {
+        "upstream": STR, "limits": LIMITS, "timezone": STR, "fail_open": BOOL, "spend_unknown": BOOL,
+        "day": {**SPEND, "required": [*SPEND["required"], "reset_at", "resets_in_seconds"],
+                "properties": {**SPEND["properties"], "reset_at": TIME, "resets_in_seconds": INT}},
+        "sessions": _object(["count", "busiest"], {"count": INT, "busiest": SPEND}),
+        "usage": {"type": "array", "items": _object(["limit", "window", "used", "allowed"], {
+            "limit": STR, "window": {"type": "string", "enum": ["day", "session"]}, "used": INT, "allowed": INT})},
+        "tools": {"type": "array", "items": _object(["tool", "limits", "day"], {
+            "tool": STR, "limits": {"oneOf": [LIMITS, {"type": "null"}]}, "day": SPEND})}}),
+    "Budgets": _object(["generated_at", "upstreams"], {
+        "generated_at": TIME, "upstreams": _array("BudgetUpstream")}),
 }
+
+
+SERVED_BY_GATEWAY = ("/api/budgets",)  # described here, served beside /mcp from the live budgets
 
 
 def spec() -> dict[str, Any]:
@@ -134,6 +212,10 @@ def spec() -> dict[str, Any]:
                 _param("session", "MCP session id or bound Claude Code session id", STR), SINCE, UNTIL,
                 _param("limit", "rows (1-1000, default 100)", {**limit, "maximum": 1000})],
                 _ok("Calls", "Calls")),
+            "/api/budgets": {"get": {
+                "summary": "Per upstream: budget limits and actions, spend today and in the busiest live session, "
+                           "denials, truncations, time to reset (served by the gateway: live figures)",
+                "responses": {"200": _ok("Budgets", "Budgets"), "401": ERROR}}},
             "/api/openapi.json": {"get": {"summary": "This description", "responses": {
                 "200": {"description": "OpenAPI 3.1 document",
                         "content": {"application/json": {"schema": {"type": "object"}}}}}}},

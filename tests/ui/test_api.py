@@ -9,13 +9,17 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from jsonschema import Draft202012Validator, ValidationError
 from openapi_spec_validator import validate
 
+from gateway.budget_report import add_budget_routes
+from gateway.budgets import Budgets
+from gateway.config import BudgetConfig
 from store.client import Store
 from store.writer import Writer
 from tests.store.test_queries_turns import Post, post, replay, writer  # noqa: F401 (fixtures)
 from ui.api import ROUTES, add_api_routes
-from ui.openapi import spec
+from ui.openapi import SERVED_BY_GATEWAY, spec
 
 SINCE = "since=2026-01-01T00:00:00Z"
 
@@ -23,7 +27,10 @@ SINCE = "since=2026-01-01T00:00:00Z"
 def test_the_openapi_description_is_valid_and_describes_every_route() -> None:
     doc = spec()
     validate(doc)
-    assert set(doc["paths"]) == {path for path, _ in ROUTES}
+    assert set(doc["paths"]) == {path for path, _ in ROUTES} | set(SERVED_BY_GATEWAY)
+    app = web.Application()
+    add_budget_routes(app, Budgets({}))
+    assert {r.canonical for r in app.router.resources()} == set(SERVED_BY_GATEWAY)
     for path, item in doc["paths"].items():
         declared = {p["name"] for p in item["get"]["parameters"] if p["in"] == "path"} if "parameters" in item["get"] \
             else set()
@@ -33,34 +40,46 @@ def test_the_openapi_description_is_valid_and_describes_every_route() -> None:
 @pytest.fixture
 async def api(aiohttp_client: Any, post: Post, writer: Writer, store: Store) -> Any:  # noqa: F811
     session_id = await replay(post, writer, store)
+    await store.insert("tool_lists", [  # a tool list, so the servers' tool-list context is not empty
+        {"snapshot_id": "snap", "upstream": "capture", "taken_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+         "tool": tool, "exposed_name": f"capture__{tool}", "def_bytes": size, "server_bytes": 700, "tool_count": 2}
+        for tool, size in (("echo", 300), ("big_payload", 400))])
+    budgets = Budgets({"capture": BudgetConfig(day_calls=10, max_result_bytes=5000, tools={
+        "big_payload": BudgetConfig(day_calls=2)})})
+    budgets.admit("capture", "echo", "mcp-1", 120)  # some spend today
     app = web.Application()
     add_api_routes(app, store)
+    add_budget_routes(app, budgets)
     client = await aiohttp_client(app)
     client.session_id = session_id
     return client
 
 
-def required_of(doc: dict[str, Any], path: str) -> list[str]:
-    ref = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"].get("$ref")
-    return doc["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] if ref else []
+def validator(doc: dict[str, Any], path: str) -> Draft202012Validator:
+    """JSON Schema (OpenAPI 3.1 uses 2020-12) of the route's 200 answer, its $refs resolved in `doc`."""
+    schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**schema, "components": doc["components"]},
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-async def test_every_route_answers_with_the_fields_its_schema_requires(api: Any) -> None:
+async def test_every_route_answers_with_a_body_its_schema_accepts(api: Any) -> None:
     doc = spec()
     paths = {
         "/api/sessions": f"/api/sessions?{SINCE}", "/api/sessions/{id}": f"/api/sessions/{api.session_id}",
         "/api/usage": f"/api/usage?{SINCE}", "/api/servers": f"/api/servers?{SINCE}",
         "/api/servers/{name}": f"/api/servers/capture?{SINCE}", "/api/calls": f"/api/calls?{SINCE}&server=capture",
-        "/api/openapi.json": "/api/openapi.json",
+        "/api/openapi.json": "/api/openapi.json", "/api/budgets": "/api/budgets",
     }
-    assert set(paths) == {path for path, _ in ROUTES}
+    assert set(paths) == set(doc["paths"])
     bodies = {}
     for template, url in paths.items():
         response = await api.get(url)
         assert response.status == 200, (url, await response.text())
         body = await response.json()
-        assert set(required_of(doc, template)) <= set(body), template
+        validator(doc, template).validate(body)
         bodies[template] = body
+    assert bodies["/api/servers/{name}"]["tool_list_context"]["tools"]  # the nested schemas had rows to check
+    assert bodies["/api/budgets"]["upstreams"][0]["tools"] and bodies["/api/sessions/{id}"]["startup"]
     assert [s["session_id"] for s in bodies["/api/sessions"]["sessions"]] == [api.session_id]
     detail = bodies["/api/sessions/{id}"]
     assert [t["match_method"] for t in detail["turns"] if t["turn_index"] > 0] == ["prompt_id", "prompt_id"]
@@ -198,6 +217,16 @@ async def test_the_sessions_list_filters_by_user_server_and_time_range(
     assert body["total"] == len(kept)
 
 
+async def test_an_mcp_only_session_and_a_claude_code_session_both_fit_the_detail_schema(many: Any) -> None:
+    check = validator(spec(), "/api/sessions/{id}")
+    for seeded in (SEEDED[-1], SEEDED[0]):
+        response = await many.get(f"/api/sessions/{seeded.session_id}")
+        assert response.status == 200
+        body = await response.json()
+        check.validate(body)
+        assert body["session"]["kind"] == seeded.kind
+
+
 async def test_the_sessions_list_counts_and_pages_past_the_per_query_row_cap(aiohttp_client: Any,
                                                                             store: Store) -> None:
     """More MCP-only sessions than one query may return (MAX_ROWS): the total and the last page are still right."""
@@ -215,6 +244,20 @@ async def test_the_sessions_list_counts_and_pages_past_the_per_query_row_cap(aio
     last = await listing(client, limit=5, offset=n - tail)
     assert last["total"] == n and last["next_offset"] is None
     assert [s["session_id"] for s in last["sessions"]] == [f"m{i:06d}" for i in reversed(range(tail))]
+
+
+async def test_the_schemas_refuse_a_body_missing_a_field_or_with_a_wrong_type(api: Any) -> None:
+    doc = spec()
+    detail = await (await api.get(f"/api/sessions/{api.session_id}")).json()
+    call = detail["turns"][-1]["calls"][0]
+    broken = [
+        {**detail, "turns": [{**detail["turns"][-1], "calls": [{k: v for k, v in call.items() if k != "tie"}]}]},
+        {**detail, "calls_outside_turns": [{**call, "status": "exploded"}]},
+        {**detail, "session": {**detail["session"], "tool_calls": "4"}},
+    ]
+    for body in broken:
+        with pytest.raises(ValidationError):
+            validator(doc, "/api/sessions/{id}").validate(body)
 
 
 @pytest.mark.parametrize(("url", "status"), [
