@@ -143,3 +143,42 @@ async def test_report_budgets_reads_the_running_server_then_rebuilds_the_same_vi
         k: live_b["day"][k] for k in ("calls", "bytes", "denied", "reset_at")}
     code, text = await report(capsys, "budgets", "--config", str(config_path))
     assert code == 0 and "today: 2 calls" in text and "(source: chdb://" in text
+
+
+async def test_report_session_shows_a_tied_tool_call_in_its_table_and_its_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.store.test_queries_turns import capture_events
+
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    result = next(e for name in BATCHES for e in capture_events(name)
+                  if e.get("event.name") == "tool_result" and e["tool_name"] == "mcp_tool")
+    tool = orjson.loads(result["tool_parameters"])["mcp_tool_name"]
+    ended = dt.datetime.fromtimestamp(result["time"] / 1e9, dt.UTC) - dt.timedelta(milliseconds=3)
+    call = {"call_id": "cli-call", "method": "tools/call", "upstream": "capture", "tool": tool, "exposed_name": tool,
+            "mcp_session_id": "mcp-cli", "tool_use_id": result["tool_use_id"], "status": "ok",
+            "started_at": ended - dt.timedelta(milliseconds=int(result["duration_ms"]) - 6), "ended_at": ended,
+            "req_bytes_client": 321, "resp_bytes_upstream": 4567, "est_tokens": 1142}
+    service.writer.submit("calls", [call])  # as the gateway records a call
+    await service.writer.flush()
+    try:
+        code, text = await report(capsys, "session", result["session.id"], "--config", str(config))
+        assert code == 0
+        code, out = await report(capsys, "session", result["session.id"], "--config", str(config), "--json")
+        assert code == 0
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    doc = orjson.loads(out)
+    [(turn, got)] = [(t, c) for t in doc["turns"] for c in t["calls"]]
+    assert (got["call_id"], got["tie"], got["prompt_id"], turn["prompt_id"]) == (
+        call["call_id"], "tool_use_id", result["prompt.id"], result["prompt.id"])
+    lines = text.splitlines()
+    header, row = lines[lines.index("tool calls") + 1:lines.index("tool calls") + 3]
+    assert header.split()[:3] == ["TURN", "SERVER", "TOOL"]
+    assert row.split() == [str(turn["turn_index"]), "capture", tool, "ok", f"{call['req_bytes_client']:,}",
+                           f"{call['resp_bytes_upstream']:,}", f"{call['est_tokens']:,}",
+                           f"{got['observed_tokens']:,}", f"{got['carried_tokens']:,}", "tool_use_id", "1",
+                           result["tool_use_id"]]
