@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -291,6 +291,7 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
 
     from gateway.binding import Binder
     from gateway.budget_report import add_budget_routes
+    from gateway.guards import rebinding_guard
     from ingest.app import OtlpSettings, add_otlp_routes, create_otlp_app
 
     store, writer, policy = service.store, service.writer, service.policy
@@ -300,8 +301,10 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
         max_body_bytes=config.telemetry.max_body_bytes, store_prompt_text=config.telemetry.store_prompt_text,
         auth_tokens=config.server.auth_tokens)
     otlp = add_otlp_routes(app, writer, settings, on_rows=binder.telemetry_rows)
-    if config.server.otlp_listen:
-        service.otlp_app = create_otlp_app(writer, settings, stats=otlp, on_rows=binder.telemetry_rows)
+    if config.server.otlp_listen:  # the same DNS-rebinding guard, judged by the OTLP listener's own address
+        guard = rebinding_guard(replace(config.server, listen=config.server.otlp_listen))
+        service.otlp_app = create_otlp_app(writer, settings, stats=otlp, on_rows=binder.telemetry_rows,
+                                           middlewares=[guard])
     metrics.gauges["tollgate_upstream_up"] = lambda: {
         (("upstream", name),): 1.0 if u.state.value == "ready" else 0.0 for name, u in hub.upstreams.items()}
     metrics.gauges["tollgate_writer_pending_rows"] = lambda: {(): float(writer.stats().get("queued_rows", 0))}

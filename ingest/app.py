@@ -111,11 +111,13 @@ def add_otlp_routes(
 
 
 def create_otlp_app(
-    writer: RowWriter, settings: OtlpSettings, stats: OtlpStats | None = None, on_rows: RowsHook | None = None
+    writer: RowWriter, settings: OtlpSettings, stats: OtlpStats | None = None, on_rows: RowsHook | None = None,
+    middlewares: Sequence[Any] = (),
 ) -> web.Application:
     """A standalone OTLP receiver application (for a second listen address such as :4318): the three OTLP
     routes and nothing else; pass the main app's `stats` to count both addresses together."""
-    app = web.Application(client_max_size=settings.max_body_bytes, handler_args=RAW_BODY_HANDLER_ARGS)
+    app = web.Application(client_max_size=settings.max_body_bytes, handler_args=RAW_BODY_HANDLER_ARGS,
+                          middlewares=middlewares)
     add_otlp_routes(app, writer, settings, stats, on_rows)
     return app
 

@@ -96,6 +96,9 @@ async def test_otlp_listen_serves_only_the_otlp_routes_on_a_second_address(tmp_p
                 assert other.status == 404, path
         async with http.get(f"{main_url}/api/sessions") as on_main:  # the routes are still on the main address
             assert on_main.status == 200
+        async with http.post(f"{otlp}/v1/logs", data=body, headers={  # a rebound name: the guard holds here too
+                "Content-Type": "application/x-protobuf", "Host": f"evil.example:{otlp_port}"}) as rebound:
+            assert rebound.status == 403
 
 
 def test_a_report_where_no_server_ever_ran_says_so_and_creates_nothing(tmp_path: Path) -> None:
