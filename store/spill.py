@@ -43,6 +43,9 @@ class Spill:
         self.directory = directory
         self.fsync = fsync
         self.sealed: list[Segment] = []
+        # Totals of `sealed`, kept as it changes: read on every write, and a long outage seals many segments.
+        self._sealed_rows = 0
+        self._sealed_bytes = 0
         self._active: Segment | None = None
         self._fd = -1
         self._next_seq = 1
@@ -53,18 +56,18 @@ class Spill:
         self._lock = DirLock(str(self.directory))
         for path in sorted(self.directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}")):
             batches = read_segment(path)
-            self.sealed.append(Segment(path, sum(len(r) for _, r in batches), path.stat().st_size))
+            self._add_sealed(Segment(path, sum(len(r) for _, r in batches), path.stat().st_size))
             self._next_seq = max(self._next_seq, _seq(path) + 1)
 
     @property
     def pending_rows(self) -> int:
         active = self._active.rows if self._active else 0
-        return active + sum(s.rows for s in self.sealed)
+        return active + self._sealed_rows
 
     @property
     def size_bytes(self) -> int:
         active = self._active.bytes if self._active else 0
-        return active + sum(s.bytes for s in self.sealed)
+        return active + self._sealed_bytes
 
     @property
     def active_rows(self) -> int:
@@ -102,14 +105,21 @@ class Spill:
             os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        self.sealed.append(self._active)
+        self._add_sealed(self._active)
         self._active = None
+
+    def _add_sealed(self, segment: Segment) -> None:
+        self.sealed.append(segment)
+        self._sealed_rows += segment.rows
+        self._sealed_bytes += segment.bytes
 
     def retire(self, segments: Sequence[Segment]) -> None:
         """Delete segments whose rows are all stored."""
         for segment in segments:
             segment.path.unlink(missing_ok=True)
             self.sealed.remove(segment)
+            self._sealed_rows -= segment.rows
+            self._sealed_bytes -= segment.bytes
 
     def reject(self, table: str, rows: list[dict[str, Any]], error: str) -> Path:
         """Keep rows the store refused for good, beside the spill, for a person to inspect or replay."""
