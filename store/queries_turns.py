@@ -11,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from store import costs, statuses, ties
+from store import costs, queries_servers, statuses, ties
 from store.client import Store
 
 MAX_ROWS = 50_000  # per query: a session page never reads more than this from one table
 PAD = dt.timedelta(minutes=2)  # calls and tool results around a session's telemetry span
-BYTES_PER_TOKEN = 4  # as gateway/metering.py estimates
 
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
                "cache_creation_5m_tokens", "cache_creation_1h_tokens")
@@ -216,18 +215,6 @@ async def tied_calls(store: Store, since: dt.datetime, until: dt.datetime,
     return calls
 
 
-async def tool_lists(store: Store) -> list[dict[str, Any]]:
-    """Per upstream, its latest tool-list snapshot: bytes, tool count, estimated tokens."""
-    sql = _sql(store, f"""
-        SELECT upstream, bytes AS server_bytes, tools AS tool_count, latest_at AS taken_at,
-               intDiv(bytes + {BYTES_PER_TOKEN - 1}, {BYTES_PER_TOKEN}) AS est_tokens
-        FROM (SELECT upstream, argMax(server_bytes, taken_at) AS bytes, argMax(tool_count, taken_at) AS tools,
-                     max(taken_at) AS latest_at
-              FROM {{db}}.tool_lists FINAL GROUP BY upstream)
-        ORDER BY upstream LIMIT 1000""")
-    return await store.query(sql)
-
-
 # ----- one session ---------------------------------------------------------------------------------------
 
 
@@ -247,7 +234,7 @@ async def session_detail(store: Store, session_id: str) -> dict[str, Any] | None
     all_calls, bound = await _session_calls(store, session_id, since, until)
     mine = _calls_of(all_calls, session_id, bound)
     _place_calls(turn_rows, mine, results)
-    lists = await tool_lists(store)
+    lists = await queries_servers.tool_list_context(store)
     tool_costs = costs.tool_costs(requests, results, mine)
     rollup = _rollup(session_id, turn_rows, mine)
     return {
