@@ -151,7 +151,7 @@ class Relay:
 
     async def _forward(self, session: Session, upstream: UpstreamClient, method: str,
                        params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        response = await upstream.request(method, params, sink=self._sink(session, upstream, emit))
+        response = await upstream.request(method, params, sink=self._sink(session, upstream, emit), owner=session)
         return _result_or_raise(response.body)
 
     async def _complete(self, session: Session, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -247,7 +247,7 @@ class Relay:
         upstream = await self.hub.client_for(session, upstream)
 
         response = await upstream.request(call.method, params, sink=self._sink(session, upstream, emit, call),
-                                          on_sent=sent)
+                                          on_sent=sent, owner=session)
         call.resp_bytes_upstream = response.size
         result = _result_or_raise(response.body)
         _apply_sizes(call, metering.measure(result))

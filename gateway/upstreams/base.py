@@ -54,6 +54,9 @@ class Transport(abc.ABC):
     """One connection to one upstream MCP server, carrying raw JSON-RPC messages."""
 
     kind: str = "abstract"
+    # True when every message that belongs to a request arrives tagged with its id (Streamable HTTP),
+    # so an untagged one belongs to none; False when untagged is all the transport can say (stdio).
+    relates_messages: bool = False
 
     def __init__(self) -> None:
         self.stats = TransportStats()

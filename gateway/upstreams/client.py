@@ -85,11 +85,13 @@ class Response:
 class _Pending:
     """One request in flight. Plain slots: built once per call on the hot path."""
 
-    __slots__ = ("future", "last_activity", "progress_events", "progress_token", "sink")
+    __slots__ = ("future", "last_activity", "owner", "progress_events", "progress_token", "sink")
 
-    def __init__(self, future: asyncio.Future[Response], sink: EventSink | None, progress_token: Any = None) -> None:
+    def __init__(self, future: asyncio.Future[Response], sink: EventSink | None, progress_token: Any = None,
+                 owner: object = None) -> None:
         self.future = future
         self.sink = sink
+        self.owner = owner  # whom the sink speaks for (a downstream session); opaque here
         self.progress_token = progress_token  # the client's own token, restored on relayed progress
         self.progress_events = 0
         self.last_activity = time.monotonic()  # progress and server requests push the idle deadline back
@@ -323,16 +325,18 @@ class UpstreamClient:
 
     async def request(self, method: str, params: dict[str, Any] | None, *,
                       sink: EventSink | None = None, on_sent: Callable[[int, int], None] | None = None,
-                      idle_seconds: float | None = None) -> Response:
+                      idle_seconds: float | None = None, owner: object = None) -> Response:
         """Send one request and wait for its answer; progress and server requests go to `sink`.
 
+        `owner` says whom the sink speaks for: over stdio a server request or log message is given to
+        a call only when every call in flight has the same owner (see `_call_for`).
         `on_sent(upstream_id, wire_bytes)` is called once the request is on its way. Raises
         UpstreamError (unavailable, timeout) and asyncio.CancelledError (the caller cancelled;
         a `notifications/cancelled` then goes upstream).
         """
         upstream_id = next(self._ids)
         params, token = self._with_own_progress_token(params, upstream_id)
-        pending = _Pending(asyncio.get_running_loop().create_future(), sink, token)
+        pending = _Pending(asyncio.get_running_loop().create_future(), sink, token, owner)
         self._pending[upstream_id] = pending
         if token is not None:
             self._by_token[str(upstream_id)] = upstream_id
@@ -500,6 +504,21 @@ class UpstreamClient:
         else:
             self._observer.upstream_notification(self, body)
 
+    def _call_for(self, related_id: str | int | None) -> tuple[_Pending | None, bool]:
+        """The in-flight call an inbound message belongs to, and whether that is ambiguous.
+
+        Streamable HTTP names it (the POST stream a message came on; a GET-stream message belongs to
+        none). stdio and legacy SSE carry no link, so it is certain only when every call in flight
+        with a sink has one owner: then the newest; with several owners, ambiguous.
+        """
+        if related_id is not None or (self._transport is not None and self._transport.relates_messages):
+            pending = self._pending.get(related_id) if isinstance(related_id, int) else None
+            return (pending if pending is not None and pending.sink is not None else None), False
+        calls = [p for p in self._pending.values() if p.sink is not None]
+        if len({id(p if p.owner is None else p.owner) for p in calls}) > 1:
+            return None, True
+        return (calls[-1] if calls else None), False
+
     def _relay_progress(self, body: dict[str, Any]) -> None:
         params = body.get("params") or {}
         upstream_id = self._by_token.get(str(params.get("progressToken")))
@@ -512,19 +531,24 @@ class UpstreamClient:
 
     def _on_server_request(self, body: dict[str, Any], related_id: str | int | None) -> None:
         if body.get("method") == "ping":
-            task = asyncio.create_task(self._answer_quietly(jsonrpc.result_body(body["id"], {})))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._answer_soon(jsonrpc.result_body(body["id"], {}))
             return
-        pending = self._pending.get(related_id) if isinstance(related_id, int) else None
-        if pending is None:
-            # stdio carries no link to a request: the newest in-flight call with a sink owns it.
-            pending = next((p for p in reversed(self._pending.values()) if p.sink is not None), None)
+        pending, ambiguous = self._call_for(related_id)
         if pending is not None and pending.sink is not None:
             pending.last_activity = time.monotonic()
             pending.sink(body)
+        elif ambiguous:
+            # Handing it to a guessed session could show one client's data to another.
+            self._answer_soon(jsonrpc.error_body(body["id"], jsonrpc.METHOD_NOT_FOUND, (
+                f"Tollgate cannot route {body.get('method')}: calls of several client sessions are in flight on "
+                f"the shared upstream {self.name}, and this request does not say which call it belongs to")))
         else:
             self._observer.upstream_request(self, body)
+
+    def _answer_soon(self, body: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._answer_quietly(body))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _answer_quietly(self, body: dict[str, Any]) -> None:
         with contextlib.suppress(UpstreamError, TransportError):

@@ -101,6 +101,7 @@ class StreamableHttpTransport(Transport):
     """An MCP server reached over Streamable HTTP (protocol 2025-03-26 and later)."""
 
     kind = "http"
+    relates_messages = True
 
     def __init__(
         self,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CreateMessageResult, ElicitResult, TextContent
 
-from tests.gateway.conftest import everything_upstream, gateway_config, running_gateway
+from gateway import jsonrpc
+from tests.gateway.conftest import echo_upstream, everything_upstream, gateway_config, running_gateway
+from tests.gateway.taps import tap, tapped_echo_upstream
 
 
 async def test_sampling_request_reaches_the_client_and_its_answer_the_upstream() -> None:
@@ -62,3 +65,42 @@ async def test_an_elicitation_from_a_sessions_own_instance_is_answered_to_that_i
         async with asyncio.timeout(30):  # an answer sent to the shared instance would leave this call hanging
             result = await client.call_tool("everything__trigger-elicitation-request", {})
     assert "Grace Hopper" in repr(result.content)
+
+
+def sampler(name: str, asked: list[str]) -> Any:
+    async def sampling(context: Any, params: Any) -> CreateMessageResult:
+        asked.append(name)
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text=f"by-{name}"),
+                                   model="test-model", stop_reason="endTurn")
+    return sampling
+
+
+async def test_a_stdio_request_during_calls_of_two_sessions_is_refused_not_given_to_either(tmp_path: Path) -> None:
+    asked: list[str] = []
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo")
+    async with tap(tmp_path / "a.fifo") as upstream_in, running_gateway(gateway_config(upstream)) as url, \
+            streamable_http_client(url) as one_streams, streamable_http_client(url) as two_streams, \
+            ClientSession(*one_streams, sampling_callback=sampler("one", asked)) as one, \
+            ClientSession(*two_streams, sampling_callback=sampler("two", asked)) as two:
+        await one.initialize()
+        await two.initialize()
+        asking = asyncio.create_task(one.call_tool("a__sample_during_slow", {}))
+        await upstream_in.wait_for("tools/call")  # session one's call is in flight: two's comes newer
+        busy = asyncio.create_task(two.call_tool("a__slow", {"ms": 1500, "text": "two"}))
+        async with asyncio.timeout(30):
+            result, _ = await asyncio.gather(asking, busy)
+    assert asked == []  # before: the newest in-flight call (session two's) was handed session one's request
+    assert f"refused {jsonrpc.METHOD_NOT_FOUND}" in repr(result.content)
+    assert "several client sessions" in repr(result.content)
+
+
+async def test_a_stdio_request_while_only_its_session_has_calls_in_flight_reaches_that_session() -> None:
+    asked: list[str] = []
+    async with running_gateway(gateway_config(echo_upstream("a"))) as url, \
+            streamable_http_client(url) as streams, ClientSession(*streams, sampling_callback=sampler("one", asked)) \
+            as one:
+        await one.initialize()
+        async with asyncio.timeout(30):
+            result, _ = await asyncio.gather(one.call_tool("a__sample_during_slow", {}),
+                                             one.call_tool("a__slow", {"ms": 300, "text": "x"}))
+    assert asked == ["one"] and "sampled: by-one" in repr(result.content)
