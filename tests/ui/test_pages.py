@@ -191,6 +191,9 @@ async def test_sessions_page_lists_the_session_with_the_apis_figures(seeded: tup
         assert await row.locator(f"[data-k={key}]").inner_text() == f"{expected[key]:,}", key
     assert expected["total_tokens"] == sum(expected[k] for k in KINDS) > 0
     assert await row.locator("[data-k=cost_usd]").inner_text() == usd(expected["cost_usd"])
+    result_bytes = row.locator("[data-k=resp_bytes_upstream]")
+    assert expected["resp_bytes_upstream"] > 0
+    assert await result_bytes.get_attribute("title") == f"{expected['resp_bytes_upstream']:,} bytes"
     assert await page.locator("#sessions tbody tr").count() == len(listed)
     await accessible(page)
     await page.screenshot(path=shot("sessions"), full_page=True)

@@ -1,5 +1,5 @@
 // Sessions: newest first, one page at a time, filtered by user, server and time range (a GET form, so a
-// filtered view is a link). Columns: who, which client, when, how long, turns, tokens by kind, cost, MCP bytes.
+// filtered view is a link). Columns: who, which client, when, how long, turns, tokens by kind, cost, MCP result bytes.
 
 import { getJson } from "./api.js";
 import { bytes, cell, el, ms, num, numCell, span, table, time, tokens, usd } from "./format.js";
@@ -66,7 +66,7 @@ const HEADERS = [
   "Session", "User", "Client", "Start", { label: "Duration", num: true }, { label: "Turns", num: true },
   { label: "Input", num: true }, { label: "Output", num: true }, { label: "Cache read", num: true },
   { label: "Cache write", num: true }, { label: "Total tokens", num: true }, { label: "Cost", num: true },
-  { label: "MCP calls", num: true }, { label: "MCP bytes", num: true }, "Servers",
+  { label: "MCP calls", num: true }, { label: "MCP result bytes", num: true }, "Servers",
 ];
 
 const KIND_KEYS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"];
@@ -77,7 +77,7 @@ function sessionTable(rows) {
 
 function sessionRow(row) {
   const link = el("a", { href: `/ui/sessions/${encodeURIComponent(row.session_id)}`, title: row.session_id }, shortId(row.session_id));
-  const mcpBytes = Number(row.resp_bytes_upstream ?? 0) + Number(row.req_bytes_client ?? 0);
+  const mcpBytes = Number(row.resp_bytes_upstream ?? 0);  // what the upstreams answered: the context that grows
   return el("tr", { dataset: { session: row.session_id } },
     el("th", { scope: "row" }, link, row.kind === "mcp" ? el("span", { class: "tag" }, "MCP only") : null),
     cell(row.user || row.user_id || "—", { class: "clip", title: row.user || row.user_id || null }),
@@ -89,7 +89,7 @@ function sessionRow(row) {
     numCell(tokens(row.total_tokens), { dataset: { k: "total_tokens" } }),
     numCell(usd(row.cost_usd), { dataset: { k: "cost_usd" } }),
     numCell(num(row.tool_calls)),
-    numCell(bytes(mcpBytes), { title: `${num(mcpBytes)} bytes` }),
+    numCell(bytes(mcpBytes), { title: `${num(mcpBytes)} bytes`, dataset: { k: "resp_bytes_upstream" } }),
     cell((row.servers ?? []).join(", ") || "—"));
 }
 
