@@ -14,11 +14,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import catalog as catalog_mod
-from gateway import jsonrpc
+from gateway import jsonrpc, mcp
 from gateway.catalog import MergedCatalog
 from gateway.config import Config, UpstreamConfig
 from gateway.records import CallRecord, Observer
-from gateway.sessions import Session, SessionRegistry
+from gateway.sessions import ServerRequest, Session, SessionRegistry
 from gateway.upstreams.base import Transport
 from gateway.upstreams.client import State, UpstreamClient, UpstreamError
 
@@ -100,13 +100,27 @@ class Hub:
                     self._each_observer(lambda o, s=snapshot: o.tool_list_changed(s))  # type: ignore[misc]
 
     def upstream_notification(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
-        self._broadcast(body)
+        """A notification of a shared upstream tied to no call (the client routed the others)."""
+        route_notification(upstream, body, list(self.sessions), self._broadcast)
 
     def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
         """A server-to-client request tied to no call: no client can be chosen safely."""
         error = jsonrpc.error_body(body.get("id"), jsonrpc.METHOD_NOT_FOUND,
                                    f"Tollgate cannot route {body.get('method')} outside a request")
         self.spawn(upstream.respond(error))
+
+    def offer_server_request(self, session: Session, upstream: UpstreamClient, body: dict[str, Any],
+                             deliver: Callable[[dict[str, Any]], None]) -> None:
+        """Relay a server-to-client request to `session` under an id of its own, or refuse it at once
+        when the client lacks the capability it needs."""
+        needed = mcp.SERVER_REQUEST_CAPABILITY.get(str(body.get("method")))
+        if needed is not None and not session.supports(needed):
+            error = jsonrpc.error_body(body["id"], jsonrpc.METHOD_NOT_FOUND, f"The client does not support {needed}")
+            self.spawn(upstream.respond(error))
+            return
+        downstream_id = session.next_server_request_id()
+        session.server_requests[downstream_id] = ServerRequest(upstream, body["id"], deliver)
+        deliver({**body, "id": downstream_id})
 
     def upstream_event(self, upstream: UpstreamClient, kind: str, detail: str) -> None:
         self._each_observer(lambda o: o.upstream_event(upstream.name, kind, detail))
@@ -166,6 +180,33 @@ class Hub:
                 "upstreams": upstreams}
 
 
+def route_notification(upstream: UpstreamClient, body: dict[str, Any], sessions: list[Session],
+                       everyone: Callable[[dict[str, Any]], None]) -> None:
+    """Give an upstream's unrelated notification to the sessions it concerns: a cancel of a relayed
+    request to the client holding it, `resources/updated` to subscribers of the uri, the rest to all."""
+    method, params = body.get("method"), body.get("params")
+    params = params if isinstance(params, dict) else {}
+    if method == "notifications/cancelled":
+        _cancel_server_request(upstream, params, sessions)
+    elif method == "notifications/resources/updated":
+        data = jsonrpc.encode(body)
+        for session in sessions:
+            if (upstream.name, str(params.get("uri"))) in session.subscriptions:
+                session.general.push(data)
+    else:
+        everyone(body)
+
+
+def _cancel_server_request(upstream: UpstreamClient, params: dict[str, Any], sessions: list[Session]) -> None:
+    for session in sessions:
+        for downstream_id, pending in list(session.server_requests.items()):
+            if pending.upstream is upstream and pending.upstream_id == params.get("requestId"):
+                del session.server_requests[downstream_id]
+                pending.deliver(jsonrpc.notification_body("notifications/cancelled",
+                                                          {**params, "requestId": downstream_id}))
+                return
+
+
 def _bind(factory: TransportFactory, config: UpstreamConfig) -> Callable[[], Transport]:
     return lambda: factory(config)
 
@@ -198,10 +239,13 @@ class _PrivateObserver:
         return None
 
     def upstream_notification(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
-        self.session.general.push(jsonrpc.encode(body))
+        route_notification(upstream, body, [self.session], self._push)
 
     def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
         self.hub.upstream_request(upstream, body)
 
     def upstream_event(self, upstream: UpstreamClient, kind: str, detail: str) -> None:
         self.hub.upstream_event(upstream, kind, detail)
+
+    def _push(self, body: dict[str, Any]) -> None:
+        self.session.general.push(jsonrpc.encode(body))

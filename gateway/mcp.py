@@ -33,6 +33,9 @@ ROUTED_METHODS: dict[str, str] = {
     "prompts/get": "name",
 }
 METERED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+# Server-to-client requests, and the client capability each needs.
+SERVER_REQUEST_CAPABILITY: dict[str, str] = {
+    "elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"}
 
 
 # Params that must be JSON strings when present (a client's value is used as a key or a name).

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway import jsonrpc, mcp, metering
 from gateway.jsonrpc import Message, RequestId
 from gateway.records import CallRecord
-from gateway.sessions import ServerRequest, Session
+from gateway.sessions import Session
 from gateway.upstreams.client import State, UpstreamClient, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tollgate.relay")
 
 Emit = Callable[[dict[str, Any]], None]
-CAPABILITY_FOR = {"elicitation/create": "elicitation", "sampling/createMessage": "sampling",
-                  "roots/list": "roots"}
 
 
 class Policy(Protocol):
@@ -126,8 +124,7 @@ class Relay:
         if method in mcp.CATALOG_METHODS:
             return self._list(session, method, params)
         if method in ("resources/subscribe", "resources/unsubscribe"):
-            upstream = self._resource_owner(str(params.get("uri", "")))
-            return await self._forward(session, upstream, method, params, emit)
+            return await self._subscription(session, method, params, emit)
         if method == "completion/complete":
             return await self._complete(session, params, emit)
         if method == "logging/setLevel":
@@ -151,8 +148,23 @@ class Relay:
 
     async def _forward(self, session: Session, upstream: UpstreamClient, method: str,
                        params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        upstream = await self.hub.client_for(session, upstream)
         response = await upstream.request(method, params, sink=self._sink(session, upstream, emit), owner=session)
         return _result_or_raise(response.body)
+
+    async def _subscription(self, session: Session, method: str, params: dict[str, Any],
+                            emit: Emit) -> dict[str, Any]:
+        """Subscribe or unsubscribe upstream, and remember it: `resources/updated` reaches subscribers only."""
+        upstream = self._resource_owner(params["uri"])
+        key = (upstream.name, params["uri"])
+        if method == "resources/unsubscribe":
+            session.subscriptions.discard(key)
+            if not upstream.config.stateful and any(key in s.subscriptions for s in self.hub.sessions):
+                return {}  # another session still wants this shared upstream's updates
+        result = await self._forward(session, upstream, method, params, emit)
+        if method == "resources/subscribe":
+            session.subscriptions.add(key)
+        return result
 
     async def _complete(self, session: Session, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
         ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
@@ -267,27 +279,17 @@ class Relay:
 
     def _sink(self, session: Session, upstream: UpstreamClient, emit: Emit,
               call: CallRecord | None = None) -> Callable[[dict[str, Any]], None]:
+        deliver = _while_running(asyncio.current_task(), emit, session)
+
         def sink(body: dict[str, Any]) -> None:
             if "id" not in body:
-                if call is not None:
+                if call is not None and body.get("method") == "notifications/progress":
                     call.progress_events += 1
                 emit(body)
             else:
-                self._relay_server_request(session, upstream, body, emit)
+                self.hub.offer_server_request(session, upstream, body, deliver)
 
         return sink
-
-    def _relay_server_request(self, session: Session, upstream: UpstreamClient, body: dict[str, Any],
-                              emit: Emit) -> None:
-        needed = CAPABILITY_FOR.get(str(body.get("method")))
-        if needed is not None and not session.supports(needed):
-            error = jsonrpc.error_body(body["id"], jsonrpc.METHOD_NOT_FOUND,
-                                       f"The client does not support {needed}")
-            self.hub.spawn(upstream.respond(error))
-            return
-        downstream_id = session.next_server_request_id()
-        session.server_requests[downstream_id] = ServerRequest(upstream, body["id"])
-        emit({**body, "id": downstream_id})
 
     # ----- routing helpers ------------------------------------------------------------------
 
@@ -321,6 +323,18 @@ class Relay:
             await upstream.notify(method, params)
         except UpstreamError as exc:
             log.info("could not notify %s: %s", upstream.name, exc)
+
+
+def _while_running(task: asyncio.Task[Any] | None, emit: Emit, session: Session) -> Emit:
+    """Emit on the request's own stream while it is open, later on the session's GET stream (where
+    an upstream's cancel of a relayed request still finds the client after the call ended)."""
+    def deliver(body: dict[str, Any]) -> None:
+        if task is not None and not task.done():
+            emit(body)
+        else:
+            session.general.push(jsonrpc.encode(body))
+
+    return deliver
 
 
 def _result_or_raise(body: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class ServerRequest:
 
     upstream: UpstreamClient  # the instance that asked: for a stateful upstream, this session's own
     upstream_id: RequestId
+    deliver: Callable[[dict[str, Any]], None]  # reaches the client: the call's stream, else the GET stream
 
 
 class EventStream:
@@ -70,6 +71,7 @@ class Session:
     prompt_routes: dict[str, tuple[str, str]] = field(default_factory=dict)
     in_flight: dict[RequestId, asyncio.Task[Any]] = field(default_factory=dict)
     server_requests: dict[str, ServerRequest] = field(default_factory=dict)
+    subscriptions: set[tuple[str, str]] = field(default_factory=set)  # (upstream, uri) of resources/subscribe
     general: EventStream = field(default_factory=lambda: EventStream("g"))
     # Upstreams marked `stateful` get one client (process) per session, closed with the session.
     private_upstreams: dict[str, Any] = field(default_factory=dict)

@@ -126,6 +126,7 @@ class UpstreamClient:
         self.state = State.STOPPED
         self.last_error = ""
         self.restarts = 0
+        self.unrouted = 0  # notifications dropped because no single session could be told they were its
         self.protocol_version = ""
         self.server_info: dict[str, Any] = {}
         self.capabilities: dict[str, Any] = {}
@@ -481,7 +482,7 @@ class UpstreamClient:
         if message.kind is jsonrpc.Kind.RESPONSE:
             self._on_response(message, raw)
         elif message.kind is jsonrpc.Kind.NOTIFICATION:
-            self._on_notification(message.body)
+            self._on_notification(message.body, related_id)
         else:
             self._on_server_request(message.body, related_id)
 
@@ -493,14 +494,25 @@ class UpstreamClient:
             return
         pending.future.set_result(Response(message.body, message.size, raw))
 
-    def _on_notification(self, body: dict[str, Any]) -> None:
+    def _on_notification(self, body: dict[str, Any], related_id: str | int | None = None) -> None:
         method = body.get("method", "")
         if method == "notifications/progress":
             self._relay_progress(body)
-        elif method == "notifications/cancelled":
-            return  # the upstream gave up on one of our server-to-client requests; nothing to do
         elif method.endswith("/list_changed"):
             self._schedule_refresh()
+        elif method in ("notifications/cancelled", "notifications/resources/updated"):
+            self._observer.upstream_notification(self, body)  # tied to a server request or a subscription
+        else:
+            self._relay_related(body, related_id)
+
+    def _relay_related(self, body: dict[str, Any], related_id: str | int | None) -> None:
+        """A log message (or other notification) goes to the call it belongs to when that is certain."""
+        pending, ambiguous = self._call_for(related_id)
+        if pending is not None and pending.sink is not None:
+            pending.sink(body)
+        elif ambiguous:
+            self.unrouted += 1  # one client's log must never reach another: dropped
+            log.debug("upstream %s: %s during calls of several sessions; not relayed", self.name, body.get("method"))
         else:
             self._observer.upstream_notification(self, body)
 
