@@ -104,9 +104,10 @@ class Hub:
         route_notification(upstream, body, list(self.sessions), self._broadcast)
 
     def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
-        """A server-to-client request tied to no call: no client can be chosen safely."""
-        error = jsonrpc.error_body(body.get("id"), jsonrpc.METHOD_NOT_FOUND,
-                                   f"Tollgate cannot route {body.get('method')} outside a request")
+        """A server-to-client request of a shared upstream tied to no call: no client can be chosen safely."""
+        error = jsonrpc.error_body(body.get("id"), jsonrpc.METHOD_NOT_FOUND, (
+            f"Tollgate cannot route {body.get('method')} outside a call: the upstream {upstream.name} is "
+            "shared by all client sessions (mark it stateful to give each session its own)"))
         self.spawn(upstream.respond(error))
 
     def offer_server_request(self, session: Session, upstream: UpstreamClient, body: dict[str, Any],
@@ -242,7 +243,8 @@ class _PrivateObserver:
         route_notification(upstream, body, [self.session], self._push)
 
     def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
-        self.hub.upstream_request(upstream, body)
+        """Outside a call, this instance's requests (roots/list, say) can only be for its session."""
+        self.hub.offer_server_request(self.session, upstream, body, self._push)
 
     def upstream_event(self, upstream: UpstreamClient, kind: str, detail: str) -> None:
         self.hub.upstream_event(upstream, kind, detail)

@@ -78,7 +78,8 @@ class Relay:
             if task is not None:
                 task.cancel()
         elif message.method == "notifications/roots/list_changed":
-            for upstream in self._ready():
+            own = [u for u in session.private_upstreams.values() if u.state is State.READY]
+            for upstream in self._ready() + own:
                 await self._notify_quietly(upstream, message.method, message.params or None)
 
     async def handle_response(self, session: Session, message: Message) -> None:

@@ -525,8 +525,8 @@ class UpstreamClient:
         """
         if related_id is not None or (self._transport is not None and self._transport.relates_messages):
             pending = self._pending.get(related_id) if isinstance(related_id, int) else None
-            return (pending if pending is not None and pending.sink is not None else None), False
-        calls = [p for p in self._pending.values() if p.sink is not None]
+            return (pending if pending is not None and _open(pending) else None), False
+        calls = [p for p in self._pending.values() if _open(p)]
         if len({id(p if p.owner is None else p.owner) for p in calls}) > 1:
             return None, True
         return (calls[-1] if calls else None), False
@@ -590,6 +590,11 @@ def _add_new(items: list[dict[str, Any]], held: set[str], page: Any, identity: s
                 continue
             held.add(ident)
         items.append(item)
+
+
+def _open(pending: _Pending) -> bool:
+    # An answered call stays in `_pending` until its waiter resumes; what follows the answer is not its.
+    return pending.sink is not None and not pending.future.done()
 
 
 def _describe(exc: BaseException | None, fallback: str) -> str:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CreateMessageResult, ElicitResult, TextContent
+from mcp.types import CreateMessageResult, ElicitResult, ListRootsResult, Root, TextContent
+from pydantic import FileUrl
 
 from gateway import jsonrpc
-from tests.gateway.conftest import echo_upstream, everything_upstream, gateway_config, running_gateway
+from gateway.config import UpstreamConfig
+from tests.gateway.conftest import echo_upstream, everything_upstream, gateway_config, raw_upstream, running_gateway
 from tests.gateway.taps import tap, tapped_echo_upstream
 
 
@@ -104,3 +107,40 @@ async def test_a_stdio_request_while_only_its_session_has_calls_in_flight_reache
             result, _ = await asyncio.gather(one.call_tool("a__sample_during_slow", {}),
                                              one.call_tool("a__slow", {"ms": 300, "text": "x"}))
     assert asked == ["one"] and "sampled: by-one" in repr(result.content)
+
+
+ROOTS_ON_INIT = ("--roots-on-init", "--tools-named", "roots_answer")
+
+
+async def roots_answer_through(upstream: UpstreamConfig, roots: Any = None) -> dict[str, Any]:
+    """The answer the upstream got to the roots/list it sends once initialized (outside any call)."""
+    async with running_gateway(gateway_config(upstream)) as url, streamable_http_client(url) as streams, \
+            ClientSession(*streams, list_roots_callback=roots) as client:
+        await client.initialize()
+        async with asyncio.timeout(30):
+            answer = await client.call_tool("s__roots_answer", {})
+    return dict(json.loads(answer.content[0].text))  # type: ignore[union-attr]
+
+
+async def test_a_roots_request_outside_any_call_from_a_sessions_own_instance_reaches_that_session() -> None:
+    async def roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=FileUrl("file:///work/project"), name="project")])
+
+    answer = await roots_answer_through(raw_upstream("s", *ROOTS_ON_INIT, stateful=True), roots)
+    assert answer["result"]["roots"][0]["uri"] == "file:///work/project"
+    assert answer["id"] == "roots-1"  # the upstream's own id, restored
+
+
+async def test_a_roots_request_outside_any_call_from_a_sessions_own_instance_needs_the_capability() -> None:
+    answer = await roots_answer_through(raw_upstream("s", *ROOTS_ON_INIT, stateful=True))
+    assert answer["error"]["code"] == jsonrpc.METHOD_NOT_FOUND
+    assert "does not support roots" in answer["error"]["message"]
+
+
+async def test_a_roots_request_outside_any_call_from_a_shared_instance_is_refused_saying_why() -> None:
+    async def roots(context: Any) -> ListRootsResult:
+        raise AssertionError("a shared upstream's request must not reach any one client")
+
+    answer = await roots_answer_through(raw_upstream("s", *ROOTS_ON_INIT), roots)
+    assert answer["error"]["code"] == jsonrpc.METHOD_NOT_FOUND
+    assert "shared by all client sessions" in answer["error"]["message"]
