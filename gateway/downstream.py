@@ -11,16 +11,15 @@ import asyncio
 import collections
 import contextlib
 import hmac
-import ipaddress
 import itertools
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gateway import jsonrpc, mcp
 from gateway.config import ServerConfig
+from gateway.guards import origin_allowed
 from gateway.hub import Hub
 from gateway.jsonrpc import Kind, Message
 from gateway.relay import DuplicateRequest, Relay
@@ -255,14 +254,7 @@ class McpEndpoint:
                         headers={"WWW-Authenticate": 'Bearer realm="tollgate"'})
 
     def _origin_allowed(self, origin: str) -> bool:
-        if origin in self.server.allowed_origins or "*" in self.server.allowed_origins:
-            return True
-        host = urlsplit(origin).hostname or ""
-        if host == "localhost":
-            return True
-        with contextlib.suppress(ValueError):
-            return ipaddress.ip_address(host).is_loopback
-        return False
+        return origin_allowed(origin, self.server.allowed_origins)
 
     def _session(self, request: web.Request, message: Message | None) -> Session:
         request_id = message.id if message else None
