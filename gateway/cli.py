@@ -289,6 +289,7 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     `server.otlp_listen`, a second app with the OTLP routes only (same writer, stats and binder)."""
     from aiohttp import web
 
+    from gateway.app import RELAY_KEY
     from gateway.binding import Binder
     from gateway.budget_report import add_budget_routes
     from gateway.guards import rebinding_guard
@@ -314,6 +315,12 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     metrics.gauges["tollgate_writer_dropped_rows"] = lambda: {(): float(writer.stats().get("dropped_rows", 0))}
     metrics.gauges["tollgate_otlp_records_accepted"] = lambda: {
         (("signal", k),): float(v) for k, v in otlp.records_accepted.items()}
+    # Client messages dropped on purpose (a cancel naming no request id, ...) and upstream notifications that no
+    # single session could be told were its own (stdio logs while several sessions have calls in flight).
+    metrics.gauges["tollgate_client_messages_ignored"] = lambda: {
+        (("reason", k),): float(v) for k, v in app[RELAY_KEY].ignored.items()}
+    metrics.gauges["tollgate_upstream_notifications_unrouted"] = lambda: {
+        (("upstream", name),): float(u.unrouted) for name, u in hub.upstreams.items()}
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(text=metrics.render(), content_type="text/plain")

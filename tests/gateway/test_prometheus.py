@@ -52,3 +52,22 @@ def test_metrics_count_as_errors_exactly_the_statuses_the_reports_do() -> None:
         metrics.call_finished(record)
     errors = series(metrics.render(), "tollgate_call_errors_total")
     assert errors == {f'tollgate_call_errors_total{{status="{s}",upstream="u"}}': 1.0 for s in ERRORS}
+
+
+async def test_metrics_count_client_messages_ignored_on_purpose(tmp_path: Path) -> None:
+    async with running_service(gateway_config(echo_upstream("a")), tmp_path / "db") as svc, Http() as http:
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        async with http.post(svc.mcp_url, json=init, headers=headers) as response:
+            headers["Mcp-Session-Id"] = response.headers["Mcp-Session-Id"]
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": [1]}}
+        for _ in range(2):
+            async with http.post(svc.mcp_url, json=cancel, headers=headers) as response:
+                assert response.status == 202
+        async with http.get(svc.base_url + "/metrics") as response:
+            text = await response.text()
+    assert series(text, "tollgate_client_messages_ignored") == {
+        'tollgate_client_messages_ignored{reason="cancel_bad_request_id"}': 2.0}
+    assert series(text, "tollgate_upstream_notifications_unrouted") == {
+        'tollgate_upstream_notifications_unrouted{upstream="a"}': 0.0}
