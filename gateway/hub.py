@@ -43,6 +43,7 @@ class Hub:
         self._tool_names: tuple[str, ...] = ()
         self.sessions = SessionRegistry(config.server.session_idle_seconds, self._session_ended)
         self._background: set[asyncio.Task[Any]] = set()
+        self._closing_clients: set[asyncio.Task[None]] = set()  # ended sessions' own upstreams, stopping
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -64,7 +65,10 @@ class Hub:
             self._reaper.cancel()
         for session in list(self.sessions):
             self.sessions.end(session.session_id, "shutdown")
-        await asyncio.gather(*(u.close() for u in self.upstreams.values()), return_exceptions=True)
+        # Awaited, not cancelled: a private stdio client may still be waiting out the grace before
+        # SIGKILL of a worker that ignores SIGTERM, and the loop ends right after this.
+        await asyncio.gather(*(u.close() for u in self.upstreams.values()), *self._closing_clients,
+                             return_exceptions=True)
         for task in list(self._background):
             task.cancel()
 
@@ -156,7 +160,9 @@ class Hub:
         self._each_observer(lambda o: o.session_event(_session_row(session, ended=True)))
         session.general.queue.put_nowait(("", b""))  # wakes and closes an attached GET stream
         for client in session.private_upstreams.values():
-            self.spawn(client.close())
+            task = asyncio.create_task(_logged(client.close()), name=f"close-{client.name}-{session.session_id[:8]}")
+            self._closing_clients.add(task)
+            task.add_done_callback(self._closing_clients.discard)
         session.private_upstreams.clear()
 
     def _broadcast(self, body: dict[str, Any]) -> None:

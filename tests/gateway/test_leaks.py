@@ -8,10 +8,11 @@ from pathlib import Path
 
 from aiohttp import ClientSession as Http
 
-from gateway.config import Timeouts
+from gateway.config import Timeouts, UpstreamConfig
 from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, running_gateway
 from tests.gateway.test_downstream import open_session
 from tests.gateway.test_stateful import wait_gone
+from tests.gateway.upstreams.test_stdio import alive
 
 
 def descendants(root: int) -> set[int]:
@@ -89,3 +90,23 @@ async def test_an_upstream_crash_fails_the_call_clearly_and_the_upstream_comes_b
                 except Exception:
                     await asyncio.sleep(0.2)
     assert "back" in repr(answer.content)
+
+
+async def test_shutdown_waits_until_live_stateful_sessions_processes_are_gone(tmp_path: Path) -> None:
+    flag = tmp_path / "stubborn"
+    raw = raw_upstream("s")
+    # The shared instance (started first) stops at once; the sessions' own, started once the flag exists,
+    # each hold a worker that ignores SIGTERM, so stopping them takes the whole grace before SIGKILL.
+    script = f'if test -e "{flag}"; then exec "$0" "$@" --spawn-stubborn; fi; exec "$0" "$@"'
+    upstream = UpstreamConfig(name="s", type="stdio", command="sh", args=("-c", script, raw.command or "", *raw.args),
+                              stateful=True, timeouts=Timeouts(init_seconds=20))
+    baseline = descendants(os.getpid())
+    async with running_gateway(gateway_config(upstream)) as url:
+        flag.touch()
+        pids = [int(pid) for text in await asyncio.gather(*(_dropped_session(url) for _ in range(3)))
+                for pid in text.split()]
+        assert len(pids) == 6 and all(alive(pid) for pid in pids)
+    # Nothing is awaited here: once the gateway has stopped, its sessions' processes must be gone already.
+    assert [pid for pid in pids if alive(pid)] == []
+    assert descendants(os.getpid()) - baseline == set()
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("stdio-teardown")] == []
