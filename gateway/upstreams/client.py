@@ -173,8 +173,11 @@ class UpstreamClient:
             lost = asyncio.Event()
             try:
                 await asyncio.wait_for(self._connect(lost), self.config.timeouts.init_seconds)
-            except (TransportError, UpstreamError, TimeoutError, OSError) as exc:
-                self._fail(_describe(exc, "initialize timed out"))
+            except TimeoutError:  # str() of it is empty: say what timed out
+                self._fail(f"initialize timed out after {self.config.timeouts.init_seconds:g}s")
+                await self._drop_transport(self.last_error)
+            except (TransportError, UpstreamError, OSError) as exc:
+                self._fail(_describe(exc, "initialize failed"))
                 await self._drop_transport(self.last_error)
             else:
                 self._set_state(State.READY)
@@ -192,7 +195,8 @@ class UpstreamClient:
             await self._sleep(delay)
 
     async def _connect(self, lost: asyncio.Event) -> None:
-        self._set_state(State.STARTING)
+        if self.state is not State.UNHEALTHY:  # a retry stays unhealthy, with its error, until it is ready
+            self._set_state(State.STARTING)
         self._observer.upstream_event(self, "start", "")
         transport = self._make_transport()
         self._transport = transport
