@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
+import pytest
 from aiohttp import ClientSession as Http
+from mcp import MCPError
 
+from gateway import jsonrpc
 from gateway.config import Timeouts, UpstreamConfig
 from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, running_gateway
+from tests.gateway.recorder import Recorder
 from tests.gateway.test_downstream import open_session
 from tests.gateway.test_stateful import wait_gone
 from tests.gateway.upstreams.test_stdio import alive
@@ -35,6 +40,15 @@ def descendants(root: int) -> set[int]:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def pipe_fds() -> int:
+    """Open pipes and pidfds: what a child process costs us (sockets come and go with HTTP connections)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(("pipe:", "anon_inode:[pidfd]"))
+    return count
 
 
 async def test_fifty_sessions_closed_or_dropped_leave_no_process_or_fd(tmp_path: Path) -> None:
@@ -73,23 +87,23 @@ async def _dropped_session(url: str) -> str:
 
 
 async def test_an_upstream_crash_fails_the_call_clearly_and_the_upstream_comes_back() -> None:
+    recorder = Recorder()
     upstream = raw_upstream("c", "--crash-on", "boom", "--tools-named", "boom,echo",
                             timeouts=Timeouts(init_seconds=20))
-    async with running_gateway(gateway_config(upstream)) as url, mcp_session(url) as client:
-        failed = None
-        try:
+    async with running_gateway(gateway_config(upstream), observers=[recorder]) as url, mcp_session(url) as client:
+        procs, fds = descendants(os.getpid()), pipe_fds()
+        readied = len(recorder.snapshots)  # one tool list snapshot each time the upstream becomes ready
+        with pytest.raises(MCPError) as failed:
             await client.call_tool("c__boom", {})
-        except Exception as exc:  # the SDK raises the JSON-RPC error
-            failed = str(exc)
-        assert failed is not None and "exited with code 3" in failed
-        async with asyncio.timeout(30):
-            while True:  # the restart follows a backoff schedule: retry until the new process answers
-                try:
-                    answer = await client.call_tool("c__echo", {"text": "back"})
-                    break
-                except Exception:
-                    await asyncio.sleep(0.2)
+        await recorder.wait_until(lambda: len(recorder.snapshots) > readied)  # restarted (after its backoff)
+        answer = await client.call_tool("c__echo", {"text": "back"})
+        procs_after, fds_after = descendants(os.getpid()), pipe_fds()
+    assert failed.value.error.code == jsonrpc.UPSTREAM_UNAVAILABLE
+    assert "exited with code 3" in failed.value.error.message
+    assert recorder.kinds("c").count("restart") == 1
     assert "back" in repr(answer.content)
+    assert len(procs_after) == len(procs) == 1 and procs_after != procs  # a new process in place of the old one
+    assert fds_after == fds > 0  # the crashed process's pipes were all closed, the new one's opened
 
 
 async def test_shutdown_waits_until_live_stateful_sessions_processes_are_gone(tmp_path: Path) -> None:
