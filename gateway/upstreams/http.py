@@ -42,6 +42,18 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def redact(text: str, url: str) -> str:
+    """`text` with the parts of `url` that may hold a secret (user, password, query) masked: aiohttp's
+    error messages quote the whole URL."""
+    parts = urlsplit(url)
+    pieces = parts.query.split("&")
+    candidates = {parts.query, parts.username or "", parts.password or "", *pieces,
+                  *(piece.partition("=")[2] for piece in pieces)}
+    for secret in sorted((c for c in candidates if len(c) >= 4), key=len, reverse=True):  # short ones match anything
+        text = text.replace(secret, "***")
+    return text
+
+
 class translate_errors:  # a lower-case name: used as `with translate_errors(...)`, like the generator it replaced
     """Map aiohttp and socket failures to Tollgate transport errors, once, at the boundary.
 
@@ -63,10 +75,11 @@ class translate_errors:  # a lower-case name: used as `with translate_errors(...
         if isinstance(exc, TimeoutError):
             raise TransportError(f"upstream {name} at {safe_url(url)}: no answer within {self.timeout:g}s") from exc
         if isinstance(exc, aiohttp.ClientConnectorError):
-            raise TransportClosed(f"upstream {name} at {safe_url(url)}: cannot connect: {exc.os_error or exc}") from exc
+            raise TransportClosed(f"upstream {name} at {safe_url(url)}: cannot connect: "
+                                  f"{redact(str(exc.os_error or exc), url)}") from exc
         if isinstance(exc, aiohttp.ClientError | OSError):
             raise TransportClosed(f"upstream {name} at {safe_url(url)}: connection failed: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                                  f"{type(exc).__name__}: {redact(str(exc), url)}") from exc
         return None
 
 
@@ -219,7 +232,7 @@ class StreamableHttpTransport(Transport):
         if is_error and request_id is not None and error_id == request_id:
             self._deliver(body, request_id)
             return
-        text = body[:ERROR_EXCERPT].decode("utf-8", "replace").strip()
+        text = redact(body[:ERROR_EXCERPT].decode("utf-8", "replace").strip(), self.url)  # it may echo the URL
         raise TransportError(f"upstream {self.name}: HTTP {response.status}: {text or response.reason}")
 
     # SSE streams (POST answers and the GET stream).

@@ -6,10 +6,13 @@ import logging
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession as Http
+from aiohttp import web
 
 from gateway.config import Timeouts, UpstreamConfig
 from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session, raw_upstream, running_gateway
 from tests.gateway.taps import tap, tapped_echo_upstream
+from tests.gateway.upstreams.fake_http import fake_upstream
 
 SHORT = Timeouts(init_seconds=20.0, call_seconds=1.0, call_max_seconds=30.0)
 
@@ -67,3 +70,28 @@ async def test_header_secrets_never_reach_the_log(caplog: pytest.LogCaptureFixtu
         await client.list_tools()
     assert "locked" in caplog.text
     assert secret not in caplog.text
+
+
+async def test_secrets_in_a_stdio_env_or_quoted_by_an_aiohttp_error_never_reach_the_log_or_health(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "s3cr3t-token-value"
+
+    async def redirect_loop(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPTemporaryRedirect(str(request.url))  # aiohttp's TooManyRedirects quotes the full URL
+
+    failing_stdio = raw_upstream("envy", "--exit-code", "1", env={"API_TOKEN": secret},
+                                 timeouts=Timeouts(init_seconds=2.0))
+    async with fake_upstream(redirect_loop) as fake:
+        looping = UpstreamConfig(name="looping", type="http", url=f"{fake.url}?key={secret}",
+                                 timeouts=Timeouts(init_seconds=2.0))
+        async with running_gateway(gateway_config(looping, failing_stdio, echo_upstream("ok"))) as url, \
+                mcp_session(url) as client:
+            await client.list_tools()
+            async with Http() as http, http.get(url.replace("/mcp", "/healthz")) as response:
+                health = await response.text()
+    # The fake upstream's own access log shows its URL; what Tollgate logs must not.
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("tollgate"))
+    assert "TooManyRedirects" in logged and "exited with code 1" in logged  # both failures were logged
+    assert secret not in logged
+    assert secret not in health
