@@ -26,6 +26,7 @@ class Metrics:
         self.histogram: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS_MS) + 1))
         self.histogram_sum: dict[str, float] = defaultdict(float)
         self.gauges: dict[str, Gauge] = {}
+        self.sampled_counters: dict[str, Gauge] = {}  # counters kept elsewhere (upstream clients), read at render
         self.help: dict[str, str] = {}
         self._call_series: dict[tuple[str, str, str], _CallSeries] = {}
 
@@ -68,6 +69,9 @@ class Metrics:
         for name, series in sorted(self.counters.items()):
             lines.append(f"# TYPE {name} counter")
             lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(series.items())]
+        for name, sample in sorted(self.sampled_counters.items()):
+            lines.append(f"# TYPE {name} counter")
+            lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(sample().items())]
         lines += self._render_histogram()
         for name, gauge in sorted(self.gauges.items()):
             lines.append(f"# TYPE {name} gauge")

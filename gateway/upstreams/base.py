@@ -34,6 +34,8 @@ class MessageTooLarge(TransportError):
 MessageHandler = Callable[[bytes, "str | int | None"], None]
 # Called once when the pipe ends; None for an orderly close, else the cause.
 ClosedHandler = Callable[[BaseException | None], None]
+# Called with (kind, detail) for what is worth recording but is no message, e.g. a non-JSON stdout line.
+EventHandler = Callable[[str, str], None]
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Transport(abc.ABC):
 
     def __init__(self) -> None:
         self.stats = TransportStats()
+        self._report: EventHandler = _ignore_event
 
     @abc.abstractmethod
     async def open(self, on_message: MessageHandler, on_closed: ClosedHandler) -> None:
@@ -80,3 +83,11 @@ class Transport(abc.ABC):
 
     def set_protocol_version(self, version: str) -> None:  # noqa: B027 - optional hook
         """Told the negotiated protocol version after initialize (HTTP sends it as a header)."""
+
+    def set_event_handler(self, handler: EventHandler) -> None:
+        """Told where to report events that are not messages; every one is reported, unthrottled."""
+        self._report = handler
+
+
+def _ignore_event(kind: str, detail: str) -> None:
+    return None

@@ -34,6 +34,9 @@ CATALOG_KINDS: dict[str, tuple[str, str]] = {
 }
 CATALOG_IDENTITY = {"tools": "name", "resources": "uri", "resourceTemplates": "uriTemplate", "prompts": "name"}
 MAX_PAGES = 1000
+# Transport events (a non-JSON stdout line each) recorded per minute: a noisy server must not flood
+# the store. All are counted (health, metrics); the next recorded one says how many were held back.
+TRANSPORT_EVENTS_PER_MINUTE = 10
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CANCEL_NOTICE_SECONDS = 5.0
 # Ready this long counts as recovered, so the next failure starts the backoff over; a server that
@@ -126,6 +129,8 @@ class UpstreamClient:
         self.state = State.STOPPED
         self.last_error = ""
         self.restarts = 0
+        self.non_json_lines = 0  # over every process this client ran
+        self._event_limit = _RateLimit(TRANSPORT_EVENTS_PER_MINUTE, 60.0)
         self.unrouted = 0  # notifications dropped because no single session could be told they were its
         self.protocol_version = ""
         self.server_info: dict[str, Any] = {}
@@ -199,6 +204,7 @@ class UpstreamClient:
             self._set_state(State.STARTING)
         self._observer.upstream_event(self, "start", "")
         transport = self._make_transport()
+        transport.set_event_handler(self._transport_event)
         self._transport = transport
 
         def closed(exc: BaseException | None) -> None:
@@ -239,6 +245,13 @@ class UpstreamClient:
         if transport is not None:
             with contextlib.suppress(Exception):
                 await transport.close()
+
+    def _transport_event(self, kind: str, detail: str) -> None:
+        if kind == "non_json_line":
+            self.non_json_lines += 1
+        if self._event_limit.allow(time.monotonic()):
+            held, self._event_limit.held = self._event_limit.held, 0
+            self._observer.upstream_event(self, kind, f"{detail} ({held} more not recorded)" if held else detail)
 
     def _fail(self, message: str) -> None:
         self.last_error = message
@@ -580,7 +593,27 @@ class UpstreamClient:
             "server_info": self.server_info,
             "tools": len(self.catalog.items.get("tools", [])),
             "in_flight": len(self._pending),
+            "non_json_lines": self.non_json_lines,
         }
+
+
+class _RateLimit:
+    """At most `limit` events per `window` seconds; counts the ones it held back."""
+
+    __slots__ = ("held", "limit", "sent", "started", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self.started, self.sent, self.held = -window, 0, 0
+
+    def allow(self, now: float) -> bool:
+        if now - self.started >= self.window:
+            self.started, self.sent = now, 0
+        if self.sent < self.limit:
+            self.sent += 1
+            return True
+        self.held += 1
+        return False
 
 
 def _add_new(items: list[dict[str, Any]], held: set[str], page: Any, identity: str) -> None:

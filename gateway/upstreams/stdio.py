@@ -28,6 +28,7 @@ from gateway.upstreams.base import (
 DEFAULT_LOGGER = logging.getLogger("tollgate.upstreams.stdio")
 STDERR_LINE_CAP = 64 * 1024
 LOG_EXCERPT = 200
+EVENT_EXCERPT = 120  # of a non-JSON stdout line, in the upstream event recorded for it
 _POLL_SECONDS = 0.02
 
 
@@ -253,6 +254,7 @@ class StdioTransport(Transport):
             self.stats.non_json_lines += 1
             self.stats.extra["non_json_bytes"] = self.stats.extra.get("non_json_bytes", 0) + len(line)
             self.log.warning("upstream %s stdout (not JSON-RPC, ignored): %s", self.name, excerpt(line))
+            self._report("non_json_line", excerpt(line, EVENT_EXCERPT))
             return
         self.stats.bytes_in += len(line)
         self.stats.messages_in += 1

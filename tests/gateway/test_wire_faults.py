@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway import jsonrpc
 from gateway.config import Timeouts, UpstreamConfig
+from gateway.upstreams.client import TRANSPORT_EVENTS_PER_MINUTE
 from tests.fixtures.procs import ECHO_SERVER, _read_until, stop_process
 from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, running_gateway
 from tests.gateway.recorder import Recorder
@@ -35,6 +36,29 @@ async def test_noise_on_stdout_is_survived_and_not_charged_to_calls(tmp_path: Pa
     assert all(0 < row["resp_bytes_upstream"] < 200 for row in rows)  # a JSON line, never the noise
     assert all(row["resp_bytes_upstream"] != noise for row in rows)
     assert not {"restart", "unhealthy"} & {event["kind"] for event in events}  # the upstream stayed up
+
+
+async def test_non_json_stdout_lines_are_recorded_counted_in_health_and_metrics_and_rate_limited(
+        tmp_path: Path) -> None:
+    upstream = raw_upstream("noisy", "--banner", "Server v1.2 starting", "--banner-repeat", "30",
+                            "--noise-between", "[db] connected")
+    async with running_service(gateway_config(upstream), tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            await client.call_tool("noisy__echo", {"text": "one"})
+        async with Http() as http:
+            async with http.get(svc.base_url + "/healthz") as response:
+                health = await response.json()
+            async with http.get(svc.base_url + "/metrics") as response:
+                metrics = await response.text()
+        events = await svc.query("SELECT detail FROM upstream_events FINAL "
+                                 "WHERE upstream = 'noisy' AND kind = 'non_json_line'")
+    # 30 banner lines before the first answer, then one after each of initialize, tools/list and the call.
+    counted = health["upstreams"]["noisy"]["non_json_lines"]
+    assert counted == 33
+    assert f'tollgate_upstream_non_json_lines_total{{upstream="noisy"}} {counted}' in metrics
+    details = [event["detail"] for event in events]
+    assert len(details) == TRANSPORT_EVENTS_PER_MINUTE  # a noisy server cannot flood the store
+    assert "Server v1.2 starting" in details
 
 
 async def test_utf8_split_inside_an_emoji_arrives_intact_and_counts_12_bytes(tmp_path: Path) -> None:
