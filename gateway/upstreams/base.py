@@ -62,7 +62,7 @@ class Transport(abc.ABC):
 
     def __init__(self) -> None:
         self.stats = TransportStats()
-        self._report: EventHandler = _ignore_event
+        self._on_event: EventHandler = _ignore_event
 
     @abc.abstractmethod
     async def open(self, on_message: MessageHandler, on_closed: ClosedHandler) -> None:
@@ -86,7 +86,7 @@ class Transport(abc.ABC):
 
     def set_event_handler(self, handler: EventHandler) -> None:
         """Told where to report events that are not messages; every one is reported, unthrottled."""
-        self._report = handler
+        self._on_event = handler
 
 
 def _ignore_event(kind: str, detail: str) -> None:

@@ -254,7 +254,7 @@ class StdioTransport(Transport):
             self.stats.non_json_lines += 1
             self.stats.extra["non_json_bytes"] = self.stats.extra.get("non_json_bytes", 0) + len(line)
             self.log.warning("upstream %s stdout (not JSON-RPC, ignored): %s", self.name, excerpt(line))
-            self._report("non_json_line", excerpt(line, EVENT_EXCERPT))
+            self._on_event("non_json_line", excerpt(line, EVENT_EXCERPT))
             return
         self.stats.bytes_in += len(line)
         self.stats.messages_in += 1
