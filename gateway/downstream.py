@@ -11,7 +11,6 @@ import asyncio
 import collections
 import contextlib
 import hmac
-import itertools
 import logging
 from typing import Any
 
@@ -23,7 +22,7 @@ from gateway.guards import origin_allowed
 from gateway.hub import Hub
 from gateway.jsonrpc import Kind, Message
 from gateway.relay import DuplicateRequest, Relay
-from gateway.sessions import Session
+from gateway.sessions import EventStream, Session
 
 log = logging.getLogger("tollgate.downstream")
 
@@ -88,7 +87,6 @@ class McpEndpoint:
 
     def __init__(self, hub: Hub, relay: Relay, server: ServerConfig) -> None:
         self.hub, self.relay, self.server = hub, relay, server
-        self._post_streams = itertools.count(1)
 
     def register(self, app: web.Application, path: str = "/mcp") -> None:
         app.router.add_post(path, self.post)
@@ -158,9 +156,7 @@ class McpEndpoint:
         if task.done() and not events.items:
             return self._json_answer(task)
         stream = await self._open_sse(request)
-        if events.items:
-            await _write_event(stream, f"p{next(self._post_streams)}", jsonrpc.encode(events.items.popleft()))
-        await self._stream_until_done(stream, task, events)
+        await self._stream_until_done(stream, task, events, session.open_stream())
         return stream
 
     def _json_answer(self, task: asyncio.Task[bytes | None]) -> web.Response:
@@ -175,16 +171,18 @@ class McpEndpoint:
         return stream
 
     async def _stream_until_done(self, stream: web.StreamResponse, task: asyncio.Task[bytes | None],
-                                 events: _Events) -> None:
-        stream_id = f"p{next(self._post_streams)}"
+                                 events: _Events, numbered: EventStream) -> None:
+        """Write each event and then the answer, each numbered on `numbered`, which keeps them for a
+        client that drops the connection and resumes with GET and Last-Event-ID."""
         alive = True
         while not (task.done() and not events.items):
             await events.wait(task)
             while events.items:
-                alive = alive and await _write_event(stream, stream_id, jsonrpc.encode(events.items.popleft()))
+                alive = await _publish(stream, numbered, jsonrpc.encode(events.items.popleft()), alive)
         encoded = None if task.cancelled() else task.result()
-        if encoded is not None and alive:
-            await _write_event(stream, stream_id, encoded)
+        if encoded is not None:
+            await _publish(stream, numbered, encoded, alive)
+        numbered.end()
         with contextlib.suppress(ConnectionError):
             await stream.write_eof()
 
@@ -196,35 +194,33 @@ class McpEndpoint:
             if "text/event-stream" not in request.headers.get("Accept", ""):
                 raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream")
             session = self._session(request, None)
-            if session.general.attached:
+            numbered, after = session.resume_point(request.headers.get("Last-Event-ID"))
+            if numbered is session.general and numbered.attached:
                 raise HttpError(409, jsonrpc.INVALID_REQUEST, "Conflict: this session already has a GET stream")
         except HttpError as exc:
             return exc.response()
         stream = await self._open_sse(request)
-        session.general.attached = True
+        if numbered is not session.general:  # resuming a POST's answer stream: the rest of it, then the end
+            await self._follow(stream, session, numbered, after)
+            return stream
+        numbered.attached = True
         try:
-            await self._pump_general(stream, session, request.headers.get("Last-Event-ID"))
+            await self._follow(stream, session, numbered, after)
         finally:
-            session.general.attached = False
+            numbered.attached = False
             session.touch()  # idle time counts from when the client let go of the stream
         return stream
 
-    async def _pump_general(self, stream: web.StreamResponse, session: Session, last_event_id: str | None) -> None:
-        general = session.general
-        if last_event_id is not None:
-            while not general.queue.empty():
-                general.queue.get_nowait()
-            for event_id, data in general.replay_after(last_event_id):
-                if not await _write_event(stream, None, data, event_id):
-                    return
+    async def _follow(self, stream: web.StreamResponse, session: Session, numbered: EventStream, after: int) -> None:
+        """Write `numbered`'s events past `after` as they come, until it ends, the session ends or the client goes."""
         while self.hub.sessions.get(session.session_id) is session:
-            try:
-                event_id, data = await asyncio.wait_for(general.queue.get(), KEEPALIVE_SECONDS)
-            except TimeoutError:
-                if not await _write_raw(stream, b": keepalive\n\n"):
+            for seq, data in numbered.after(after):
+                if not await _write_event(stream, data, numbered.event_id(seq)):
                     return
-                continue
-            if not data or not await _write_event(stream, None, data, event_id):
+                after = numbered.delivered = seq
+            if numbered.ended:
+                return
+            if not await numbered.wait(after, KEEPALIVE_SECONDS) and not await _write_raw(stream, b": keepalive\n\n"):
                 return
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -292,10 +288,14 @@ async def _read_capped(request: web.Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _write_event(stream: web.StreamResponse, stream_id: str | None, data: bytes,
-                       event_id: str | None = None) -> bool:
-    header = f"event: message\nid: {event_id}\n" if event_id else "event: message\n"
-    return await _write_raw(stream, header.encode() + b"data: " + data + b"\n\n")
+async def _publish(stream: web.StreamResponse, numbered: EventStream, data: bytes, alive: bool) -> bool:
+    """Number `data` on `numbered` (kept for resumption) and write it while the client is still there."""
+    event_id = numbered.push(data)
+    return alive and await _write_event(stream, data, event_id)
+
+
+async def _write_event(stream: web.StreamResponse, data: bytes, event_id: str) -> bool:
+    return await _write_raw(stream, f"event: message\nid: {event_id}\n".encode() + b"data: " + data + b"\n\n")
 
 
 async def _write_raw(stream: web.StreamResponse, payload: bytes) -> bool:

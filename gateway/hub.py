@@ -158,7 +158,7 @@ class Hub:
     def _session_ended(self, session: Session, reason: str) -> None:
         log.info("session %s ended (%s)", session.session_id[:8], reason)
         self._each_observer(lambda o: o.session_event(_session_row(session, ended=True)))
-        session.general.queue.put_nowait(("", b""))  # wakes and closes an attached GET stream
+        session.general.end()  # wakes and closes an attached GET stream
         for client in session.private_upstreams.values():
             task = asyncio.create_task(_logged(client.close()), name=f"close-{client.name}-{session.session_id[:8]}")
             self._closing_clients.add(task)

@@ -7,10 +7,11 @@ per-client state; upstream connections are shared and owned by `gateway.upstream
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from gateway.upstreams.client import UpstreamClient
 
 REPLAY_BUFFER_EVENTS = 256
+REPLAY_BUFFER_BYTES = 8 * 1024 * 1024  # per stream; the newest event is kept whatever its size
+POST_STREAMS_KEPT = 8  # a session's most recent POST streams, resumable with their Last-Event-ID
 
 
 @dataclass
@@ -33,26 +36,62 @@ class ServerRequest:
 
 
 class EventStream:
-    """One SSE stream's numbered events, kept in a bounded buffer for Last-Event-ID replay."""
+    """One SSE stream's events, numbered `<stream id>-<n>`, in a bounded buffer that readers follow.
+
+    Each reader keeps its own position, so a live GET, a GET resumed with Last-Event-ID and a replay
+    read alike; what a client away or slow has not read is kept only as far as the bounds allow.
+    """
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
-        self._seq = itertools.count(1)
-        self.buffer: deque[tuple[str, bytes]] = deque(maxlen=REPLAY_BUFFER_EVENTS)
-        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.last_seq = 0
+        self.delivered = 0  # the last event a reader wrote out: where a GET without Last-Event-ID resumes
+        self.buffer: deque[tuple[int, bytes]] = deque()
+        self.buffered_bytes = 0
+        self.ended = False
         self.attached = False
+        self._changed = asyncio.Event()
+
+    def event_id(self, seq: int) -> str:
+        return f"{self.stream_id}-{seq}"
 
     def push(self, data: bytes) -> str:
-        event_id = f"{self.stream_id}-{next(self._seq)}"
-        self.buffer.append((event_id, data))
-        self.queue.put_nowait((event_id, data))
-        return event_id
+        self.last_seq += 1
+        self.buffer.append((self.last_seq, data))
+        self.buffered_bytes += len(data)
+        while len(self.buffer) > REPLAY_BUFFER_EVENTS or (
+                self.buffered_bytes > REPLAY_BUFFER_BYTES and len(self.buffer) > 1):
+            self.buffered_bytes -= len(self.buffer.popleft()[1])
+        self._changed.set()
+        return self.event_id(self.last_seq)
 
-    def replay_after(self, last_event_id: str) -> list[tuple[str, bytes]]:
-        ids = [event_id for event_id, _ in self.buffer]
-        if last_event_id not in ids:
-            return list(self.buffer)
-        return list(self.buffer)[ids.index(last_event_id) + 1:]
+    def end(self) -> None:
+        """No more events: readers return once they have written what is buffered."""
+        self.ended = True
+        self._changed.set()
+
+    def after(self, seq: int) -> list[tuple[int, bytes]]:
+        """Buffered events numbered past `seq`, oldest first."""
+        if not self.buffer:
+            return []
+        return list(itertools.islice(self.buffer, max(0, seq + 1 - self.buffer[0][0]), None))
+
+    def seq_of(self, event_id: str) -> int | None:
+        """The number in one of this stream's event ids; None for another stream's or one never issued."""
+        stream_id, _, number = event_id.rpartition("-")
+        if stream_id != self.stream_id or not number.isdigit() or int(number) > self.last_seq:
+            return None
+        return int(number)
+
+    async def wait(self, seq: int, timeout: float) -> bool:
+        """Wait until there is an event past `seq` or the stream ended; False when `timeout` passed first."""
+        if self.last_seq > seq or self.ended:
+            return True
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+            return True
+        return False
 
 
 @dataclass
@@ -72,10 +111,17 @@ class Session:
     in_flight: dict[RequestId, asyncio.Task[Any]] = field(default_factory=dict)
     server_requests: dict[str, ServerRequest] = field(default_factory=dict)
     subscriptions: set[tuple[str, str]] = field(default_factory=set)  # (upstream, uri) of resources/subscribe
-    general: EventStream = field(default_factory=lambda: EventStream("g"))
+    # Stream ids carry a random per-session tag, so another session's event id is never taken for ours.
+    _tag: str = field(default_factory=lambda: secrets.token_hex(4))
+    general: EventStream = field(init=False)
+    post_streams: OrderedDict[str, EventStream] = field(default_factory=OrderedDict)
     # Upstreams marked `stateful` get one client (process) per session, closed with the session.
     private_upstreams: dict[str, Any] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _stream_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.general = EventStream(f"{self._tag}g")
 
     @property
     def client_name(self) -> str:
@@ -93,6 +139,28 @@ class Session:
 
     def supports(self, capability: str) -> bool:
         return capability in self.client_capabilities
+
+    def open_stream(self) -> EventStream:
+        """A new POST answer stream, kept (the last POST_STREAMS_KEPT of them) for resumption."""
+        stream = EventStream(f"{self._tag}p{next(self._stream_ids)}")
+        self.post_streams[stream.stream_id] = stream
+        while len(self.post_streams) > POST_STREAMS_KEPT:
+            self.post_streams.popitem(last=False)
+        return stream
+
+    def resume_point(self, last_event_id: str | None) -> tuple[EventStream, int]:
+        """The stream a GET continues and the number of the last event of it the client saw.
+
+        No Last-Event-ID: the general stream, after what was delivered. One of this session's
+        streams: that stream, after it. Anything else: the general stream, replaying nothing."""
+        if last_event_id is None:
+            return self.general, self.general.delivered
+        stream_id = last_event_id.rpartition("-")[0]
+        stream = self.general if stream_id == self.general.stream_id else self.post_streams.get(stream_id)
+        seq = stream.seq_of(last_event_id) if stream is not None else None
+        if stream is None or seq is None:
+            return self.general, self.general.last_seq
+        return stream, seq
 
 
 class SessionRegistry:
