@@ -1,4 +1,4 @@
-"""UpstreamClient against real fixture processes: restart backoff of an upstream that keeps dying."""
+"""UpstreamClient: restart backoff of a real upstream that keeps dying; transport events rate-limited."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config import Timeouts, UpstreamConfig
 from gateway.upstreams import client as client_mod
-from gateway.upstreams.client import RESTART_BACKOFF, UpstreamClient
+from gateway.upstreams.client import RESTART_BACKOFF, TRANSPORT_EVENTS_PER_MINUTE, UpstreamClient
 from gateway.upstreams.factory import make_transport
 from tests.fixtures.procs import raw_stdio_command
 
@@ -19,6 +19,7 @@ class Quiet:
 
     def __init__(self) -> None:
         self.kinds: list[str] = []
+        self.details: list[str] = []
 
     def upstream_changed(self, upstream: UpstreamClient) -> None:
         return None
@@ -31,6 +32,7 @@ class Quiet:
 
     def upstream_event(self, upstream: UpstreamClient, kind: str, detail: str) -> None:
         self.kinds.append(kind)
+        self.details.append(detail)
 
 
 async def restart_delays(count: int) -> tuple[list[float], UpstreamClient]:
@@ -67,3 +69,19 @@ async def test_an_upstream_that_stayed_ready_long_enough_restarts_after_the_shor
     monkeypatch.setattr(client_mod, "READY_STABLE_SECONDS", 0.0)  # every start counts as recovered
     delays, _ = await restart_delays(3)
     assert delays == [RESTART_BACKOFF[0]] * 3
+
+
+def test_non_json_lines_are_all_counted_but_recorded_at_most_so_many_a_minute(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    observer = Quiet()
+    config = UpstreamConfig(name="noisy", type="stdio", command="true")
+    client = UpstreamClient(config, lambda: make_transport(config), observer)
+    for n in range(TRANSPORT_EVENTS_PER_MINUTE + 5):
+        client._transport_event("non_json_line", f"line {n}")
+    now[0] += 60.0
+    client._transport_event("non_json_line", "a minute later")
+    assert client.non_json_lines == TRANSPORT_EVENTS_PER_MINUTE + 6
+    assert observer.details == [f"line {n}" for n in range(TRANSPORT_EVENTS_PER_MINUTE)] + [
+        "a minute later (5 more not recorded)"]
