@@ -195,32 +195,38 @@ class McpEndpoint:
                 raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream")
             session = self._session(request, None)
             numbered, after = session.resume_point(request.headers.get("Last-Event-ID"))
-            if numbered is session.general and numbered.attached:
-                raise HttpError(409, jsonrpc.INVALID_REQUEST, "Conflict: this session already has a GET stream")
         except HttpError as exc:
             return exc.response()
         stream = await self._open_sse(request)
         if numbered is not session.general:  # resuming a POST's answer stream: the rest of it, then the end
             await self._follow(stream, session, numbered, after)
             return stream
-        numbered.attached = True
+        if numbered.attached:  # a client reconnecting before its dropped stream was noticed: the new one wins
+            log.info("session %s: a new GET stream replaces the open one", session.session_id[:8])
+        reader = numbered.take_over()
         try:
-            await self._follow(stream, session, numbered, after)
+            await self._follow(stream, session, numbered, after, reader)
         finally:
-            numbered.attached = False
+            numbered.let_go(reader)
             session.touch()  # idle time counts from when the client let go of the stream
         return stream
 
-    async def _follow(self, stream: web.StreamResponse, session: Session, numbered: EventStream, after: int) -> None:
-        """Write `numbered`'s events past `after` as they come, until it ends, the session ends or the client goes."""
-        while self.hub.sessions.get(session.session_id) is session:
+    async def _follow(self, stream: web.StreamResponse, session: Session, numbered: EventStream, after: int,
+                      reader: int | None = None) -> None:
+        """Write `numbered`'s events past `after` as they come, until it ends, the session ends, the client goes or
+        (the GET stream) a newer GET takes it over."""
+        def mine() -> bool:
+            return reader is None or numbered.reader == reader
+
+        while self.hub.sessions.get(session.session_id) is session and mine():
             for seq, data in numbered.after(after):
-                if not await _write_event(stream, data, numbered.event_id(seq)):
+                if not mine() or not await _write_event(stream, data, numbered.event_id(seq)):
                     return
                 after = numbered.delivered = seq
             if numbered.ended:
                 return
-            if not await numbered.wait(after, KEEPALIVE_SECONDS) and not await _write_raw(stream, b": keepalive\n\n"):
+            if not await numbered.wait(after, KEEPALIVE_SECONDS, reader) and not await _write_raw(
+                    stream, b": keepalive\n\n"):
                 return
 
     async def delete(self, request: web.Request) -> web.Response:

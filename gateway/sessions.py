@@ -49,8 +49,24 @@ class EventStream:
         self.buffer: deque[tuple[int, bytes]] = deque()
         self.buffered_bytes = 0
         self.ended = False
-        self.attached = False
+        self.reader = 0  # the GET now writing this stream out (0: none); a newer GET takes it over
+        self._readers = itertools.count(1)
         self._changed = asyncio.Event()
+
+    @property
+    def attached(self) -> bool:
+        return self.reader != 0
+
+    def take_over(self) -> int:
+        """Make a new reader the stream's only one; the one before it (a dropped connection the server has not
+        noticed yet, say) stops at its next step instead of holding the stream until a keepalive fails."""
+        self.reader = next(self._readers)
+        self._changed.set()
+        return self.reader
+
+    def let_go(self, reader: int) -> None:
+        if self.reader == reader:
+            self.reader = 0
 
     def event_id(self, seq: int) -> str:
         return f"{self.stream_id}-{seq}"
@@ -83,9 +99,9 @@ class EventStream:
             return None
         return int(number)
 
-    async def wait(self, seq: int, timeout: float) -> bool:
-        """Wait until there is an event past `seq` or the stream ended; False when `timeout` passed first."""
-        if self.last_seq > seq or self.ended:
+    async def wait(self, seq: int, timeout: float, reader: int | None = None) -> bool:
+        """Wait until there is an event past `seq`, the stream ended or `reader` lost it; False on `timeout`."""
+        if self.last_seq > seq or self.ended or (reader is not None and self.reader != reader):
             return True
         self._changed.clear()
         with contextlib.suppress(TimeoutError):

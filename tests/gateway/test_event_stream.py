@@ -3,6 +3,7 @@ from that stream only, out of a bounded buffer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -160,3 +161,20 @@ def test_a_stream_buffer_is_bounded_in_bytes_but_keeps_the_newest_event() -> Non
     assert stream.buffered_bytes <= REPLAY_BUFFER_BYTES and len(stream.buffer) == 2
     stream.push(b"y" * (REPLAY_BUFFER_BYTES + 1))
     assert [seq for seq, _ in stream.buffer] == [4] and stream.after(3)[0][0] == 4
+
+
+async def test_a_new_get_stream_takes_over_from_one_the_client_dropped() -> None:
+    # A client that reconnects before the server noticed its old connection drop (that takes a failed keepalive
+    # write) must not be refused: the newest GET gets the stream, the old one ends with nothing more written.
+    async with gateway_with_hub() as (url, hub), Http() as http, asyncio.timeout(20):
+        session_id = await open_session(http, url)
+        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": session_id}
+        async with http.get(url, headers=headers) as first:
+            announce(hub, 1)
+            assert "event-1" in (await read_events(first, 1))[0][1]
+            async with http.get(url, headers=headers) as second:
+                assert second.status == 200
+                assert await read_to_end(first) == []
+                announce(hub, 2)
+                (event,) = await read_events(second, 1)
+    assert "event-2" in event[1]
