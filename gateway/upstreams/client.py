@@ -211,7 +211,7 @@ class UpstreamClient:
             if self._transport is transport:
                 self._fail(_describe(exc, "upstream closed the connection") if exc or not self._closing
                            else "closed")
-                self._fail_pending(f"upstream {self.name} is unavailable: {self.last_error}")
+                self._fail_pending(f"upstream {self.name} is unavailable: {_unnamed(self.name, self.last_error)}")
                 self._transport = None
                 lost.set()
 
@@ -241,7 +241,7 @@ class UpstreamClient:
 
     async def _drop_transport(self, reason: str) -> None:
         transport, self._transport = self._transport, None
-        self._fail_pending(f"upstream {self.name} is unavailable: {reason}")
+        self._fail_pending(f"upstream {self.name} is unavailable: {_unnamed(self.name, reason)}")
         if transport is not None:
             with contextlib.suppress(Exception):
                 await transport.close()
@@ -445,14 +445,15 @@ class UpstreamClient:
     async def _send(self, raw: bytes, request_id: int | None) -> None:
         transport = self._transport
         if transport is None:
-            raise UpstreamError(f"upstream {self.name} is unavailable: {self.last_error or 'not connected'}")
+            why = _unnamed(self.name, self.last_error) or "not connected"
+            raise UpstreamError(f"upstream {self.name} is unavailable: {why}")
         try:
             await transport.send(raw, request_id=request_id)
             return
         except SessionLost:
             pass  # retried below, outside this handler, so the retry's own failures are translated too
         except TransportError as exc:
-            raise UpstreamError(f"upstream {self.name}: {exc}") from exc
+            raise UpstreamError(_prefixed(self.name, str(exc))) from exc
         try:
             await self._reinitialize(transport)
             await transport.send(raw, request_id=request_id)
@@ -632,6 +633,21 @@ def _add_new(items: list[dict[str, Any]], held: set[str], page: Any, identity: s
 def _open(pending: _Pending) -> bool:
     # An answered call stays in `_pending` until its waiter resumes; what follows the answer is not its.
     return pending.sink is not None and not pending.future.done()
+
+
+def _names(name: str, text: str) -> bool:
+    head = f"upstream {name}"
+    return text.startswith(head) and text[len(head):len(head) + 1] in ("", " ", ":")
+
+
+def _prefixed(name: str, text: str) -> str:
+    """`text` said of upstream `name`, once: transport errors often name the upstream already."""
+    return text if _names(name, text) else f"upstream {name}: {text}"
+
+
+def _unnamed(name: str, text: str) -> str:
+    """`text` without a leading 'upstream <name>' (and ': '), to follow a sentence that already names it."""
+    return text[len(f"upstream {name}"):].lstrip(": ") if _names(name, text) else text
 
 
 def _describe(exc: BaseException | None, fallback: str) -> str:

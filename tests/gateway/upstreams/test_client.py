@@ -9,7 +9,13 @@ import pytest
 
 from gateway.config import Timeouts, UpstreamConfig
 from gateway.upstreams import client as client_mod
-from gateway.upstreams.client import RESTART_BACKOFF, TRANSPORT_EVENTS_PER_MINUTE, UpstreamClient
+from gateway.upstreams.client import (
+    RESTART_BACKOFF,
+    TRANSPORT_EVENTS_PER_MINUTE,
+    UpstreamClient,
+    _prefixed,
+    _unnamed,
+)
 from gateway.upstreams.factory import make_transport
 from tests.fixtures.procs import raw_stdio_command
 
@@ -85,3 +91,18 @@ def test_non_json_lines_are_all_counted_but_recorded_at_most_so_many_a_minute(
     assert client.non_json_lines == TRANSPORT_EVENTS_PER_MINUTE + 6
     assert observer.details == [f"line {n}" for n in range(TRANSPORT_EVENTS_PER_MINUTE)] + [
         "a minute later (5 more not recorded)"]
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("upstream h at http://127.0.0.1:1/mcp: cannot connect", "upstream h at http://127.0.0.1:1/mcp: cannot connect"),
+    ("cannot connect", "upstream h: cannot connect"),
+    ("upstream hh: other", "upstream h: upstream hh: other"),
+])
+def test_an_error_names_its_upstream_once(text: str, said: str) -> None:
+    assert _prefixed("h", text) == said
+
+
+def test_an_unavailable_upstreams_reason_does_not_repeat_its_name() -> None:
+    assert _unnamed("x", "upstream x exited with status 1") == "exited with status 1"
+    assert _unnamed("x", "upstream x: process is gone") == "process is gone"
+    assert _unnamed("x", "process is gone") == "process is gone"
