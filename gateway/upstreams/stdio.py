@@ -27,6 +27,7 @@ from gateway.upstreams.base import (
 
 DEFAULT_LOGGER = logging.getLogger("tollgate.upstreams.stdio")
 STDERR_LINE_CAP = 64 * 1024
+MIN_SECRET_CHARS = 8  # env values this long or longer are masked in stderr lines; shorter ones (LOG_LEVEL=info) are not
 LOG_EXCERPT = 200
 EVENT_EXCERPT = 120  # of a non-JSON stdout line, in the upstream event recorded for it
 _POLL_SECONDS = 0.02
@@ -161,6 +162,8 @@ class StdioTransport(Transport):
         self.command = command
         self.args = tuple(args)
         self.env = dict(env or {})
+        # Longest first, so a value containing a shorter one is starred whole; short values are not secrets.
+        self._secrets = sorted((v for v in self.env.values() if len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
         self.cwd = cwd
         self.max_message_bytes = max_message_bytes
         self.grace_seconds = grace_seconds
@@ -271,14 +274,20 @@ class StdioTransport(Transport):
         self.log.error("%s; stopping the upstream", error)
         self._end(error)
 
+    def _masked(self, text: str) -> str:
+        """Values of the configured env (API keys, tokens) starred out: servers do print their own config."""
+        for value in self._secrets:
+            text = text.replace(value, "***")
+        return text
+
     def _on_stderr(self, data: bytes) -> None:
         lines = self._stderr_framer.feed(data)
         if self._stderr_framer.overflow is not None:
             lines.append(self._stderr_framer.take_pending())
         for line in lines:
-            text = excerpt(line, STDERR_LINE_CAP)
+            text = self._masked(excerpt(line, STDERR_LINE_CAP))
             self.stats.stderr_lines += 1
-            self._last_stderr.append(excerpt(line))
+            self._last_stderr.append(self._masked(excerpt(line)))
             self.log.info("upstream %s stderr: %s", self.name, text)
 
     def _on_pipe_lost(self, fd: int) -> None:

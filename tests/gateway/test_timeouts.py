@@ -95,3 +95,14 @@ async def test_secrets_in_a_stdio_env_or_quoted_by_an_aiohttp_error_never_reach_
     assert "TooManyRedirects" in logged and "exited with code 1" in logged  # both failures were logged
     assert secret not in logged
     assert secret not in health
+
+
+async def test_a_secret_an_upstream_prints_on_stderr_is_masked_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "s3cr3t-token-value"
+    leaky = raw_upstream("leaky", "--print-env", "API_TOKEN", env={"API_TOKEN": secret, "LOG_LEVEL": "info"})
+    async with running_gateway(gateway_config(leaky)) as url, mcp_session(url) as client:
+        await client.list_tools()
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("tollgate"))
+    assert "upstream leaky stderr: config: API_TOKEN=***" in logged
+    assert secret not in logged
