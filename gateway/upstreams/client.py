@@ -124,6 +124,8 @@ class UpstreamClient:
         self._observer = observer
         self._transport: Transport | None = None
         self._ids = itertools.count(1)
+        self._reinit_lock = asyncio.Lock()
+        self._sessions_made = 0  # re-initializations after a lost session; a call that saw none makes one
         self._pending: dict[int, _Pending] = {}
         self._by_token: dict[str, int] = {}
         self.state = State.STOPPED
@@ -447,6 +449,7 @@ class UpstreamClient:
         if transport is None:
             why = _unnamed(self.name, self.last_error) or "not connected"
             raise UpstreamError(f"upstream {self.name} is unavailable: {why}")
+        sessions_before = self._sessions_made
         try:
             await transport.send(raw, request_id=request_id)
             return
@@ -455,7 +458,10 @@ class UpstreamClient:
         except TransportError as exc:
             raise UpstreamError(_prefixed(self.name, str(exc))) from exc
         try:
-            await self._reinitialize(transport)
+            async with self._reinit_lock:  # calls that lost the session together re-initialize it once
+                if self._sessions_made == sessions_before:
+                    await self._reinitialize(transport)
+                    self._sessions_made += 1
             await transport.send(raw, request_id=request_id)
         except SessionLost as exc:
             raise UpstreamError(f"upstream {self.name} lost our session again right after re-initializing") from exc

@@ -100,6 +100,27 @@ async def test_a_restarted_http_upstream_is_reinitialized_once_and_the_call_succ
     assert [e["detail"] for e in events] == ["session lost; re-initialized"]
 
 
+async def test_calls_that_lose_the_session_together_re_initialize_it_once(tmp_path: Path) -> None:
+    from tests.fixtures.procs import free_port
+
+    port = free_port()
+    upstream = UpstreamConfig(name="h", type="http", url=f"http://127.0.0.1:{port}/mcp",
+                              timeouts=Timeouts(init_seconds=20))
+    process = await _echo_http_on(port)
+    try:
+        async with running_service(gateway_config(upstream), tmp_path / "db") as svc, \
+                mcp_session(svc.mcp_url) as client:
+            await client.call_tool("h__echo", {"text": "before"})
+            await stop_process(process)
+            process = await _echo_http_on(port)
+            results = await asyncio.gather(*(client.call_tool("h__echo", {"text": f"after {n}"}) for n in range(5)))
+            events = await svc.query("SELECT detail FROM upstream_events FINAL WHERE kind = 'restart'")
+    finally:
+        await stop_process(process)
+    assert [f"after {n}" in repr(r.content) and not r.is_error for n, r in enumerate(results)] == [True] * 5
+    assert [e["detail"] for e in events] == ["session lost; re-initialized"]
+
+
 def forgetful_upstream(mode: str) -> Handler:
     """Serves initialize and tools/list; every tools/call gets HTTP 404 (our session is gone). The
     re-initialize then: succeeds, so the retried call gets a second 404 ("404_twice"); or is answered with
