@@ -53,6 +53,7 @@ class IngestResult:
     stored_per_s: float = 0.0  # including the drain into chDB
     drain_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    throttled: int = 0  # bodies answered 429/503 and sent again after Retry-After
 
 
 async def pending_rows(http: aiohttp.ClientSession, base: str) -> float:
@@ -79,19 +80,31 @@ async def throughput(base: str, records: int, seconds: float, first: int, concur
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
-            nonlocal sent
+            nonlocal sent, throttled
             while time.perf_counter() < deadline:
-                async with http.post(f"{base}/v1/logs", data=body(tmpl, next(counter)), headers=PROTOBUF) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"/v1/logs answered {r.status}")
+                data = body(tmpl, next(counter))
+                while (wait := await _post_once(http, base, data)) is not None:
+                    throttled += 1  # back-pressure: wait as the answer says, then send the same body again
+                    await asyncio.sleep(wait)
                 sent += records
 
+        throttled = 0
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         acked = time.perf_counter() - start
         drain = await wait_drained(http, base, 120)
-    return IngestResult(records, sent / acked, sent / (acked + drain), drain)
+    return IngestResult(records, sent / acked, sent / (acked + drain), drain, throttled=throttled)
+
+
+async def _post_once(http: aiohttp.ClientSession, base: str, data: bytes) -> float | None:
+    """POST one body: None when accepted, the Retry-After seconds on 429/503 (as an OTLP exporter honours it)."""
+    async with http.post(f"{base}/v1/logs", data=data, headers=PROTOBUF) as r:
+        await r.read()
+        if r.status == 200:
+            return None
+        if r.status in (429, 503):
+            return float(r.headers.get("Retry-After", "1"))
+        raise RuntimeError(f"/v1/logs answered {r.status}")
 
 
 async def paced_latency(base: str, events_per_s: int, records: int, seconds: float, first: int) -> list[float]:

@@ -98,7 +98,9 @@ def ingest_rows(results: list[IngestResult], latencies: list[float]) -> list[Row
     for r in results:
         goal = "≥ 50,000 events/s" if r.records == 1000 else ""
         rows.append(Row(f"OTLP ingest, {r.records:,}-record batches", goal, f"{r.stored_per_s:,.0f} events/s",
-                        f"stored in chDB (drain {r.drain_s:.1f} s included); {r.acked_per_s:,.0f}/s acknowledged",
+                        f"stored in chDB (drain {r.drain_s:.1f} s included); {r.acked_per_s:,.0f}/s acknowledged"
+                        + (f"; {r.throttled} bodies throttled (429/503, resent after Retry-After)"
+                           if r.throttled else ""),
                         r.stored_per_s >= 50_000 if goal else None))
     if latencies:
         p99 = percentile(latencies, 99)

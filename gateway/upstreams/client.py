@@ -449,6 +449,9 @@ class UpstreamClient:
         if transport is None:
             why = _unnamed(self.name, self.last_error) or "not connected"
             raise UpstreamError(f"upstream {self.name} is unavailable: {why}")
+        if self._reinit_lock.locked():  # the session is being made again: send with the new one, not none
+            async with self._reinit_lock:
+                pass
         sessions_before = self._sessions_made
         try:
             await transport.send(raw, request_id=request_id)

@@ -161,7 +161,7 @@ class StreamableHttpTransport(Transport):
     async def send(self, message: bytes, *, request_id: str | int | None = None) -> None:
         client = self._live_client()
         self._resume_event_stream_after_new_session()
-        had_session = self._session_id is not None
+        sent_session = self._session_id
         headers = self._headers(accept=ACCEPT_BOTH, content_type="application/json")
         with translate_errors(self.name, self.url, self.connect_timeout):
             response = await client.post(self.url, data=message, headers=headers)
@@ -169,7 +169,7 @@ class StreamableHttpTransport(Transport):
         self.stats.messages_out += 1
         self._capture_session(response)
         try:
-            await self._take_response(response, request_id, had_session)
+            await self._take_response(response, request_id, sent_session)
         except BaseException:
             response.release()
             raise
@@ -197,10 +197,11 @@ class StreamableHttpTransport(Transport):
     # Responses to POST.
 
     async def _take_response(
-        self, response: aiohttp.ClientResponse, request_id: str | int | None, had_session: bool
+        self, response: aiohttp.ClientResponse, request_id: str | int | None, sent_session: str | None
     ) -> None:
-        if response.status == 404 and had_session:
-            self._session_id = None
+        if response.status == 404 and sent_session is not None:
+            if self._session_id == sent_session:  # a late 404 for an older session must not drop the new one
+                self._session_id = None
             raise SessionLost(f"upstream {self.name} no longer knows our session (HTTP 404)")
         if response.status in (202, 204):
             response.release()
