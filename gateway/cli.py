@@ -314,14 +314,14 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     metrics.gauges["tollgate_writer_spill_bytes"] = lambda: {(): float(writer.stats().get("spilled_bytes", 0))}
     metrics.gauges["tollgate_writer_max_spill_bytes"] = lambda: {(): float(writer.max_spill_bytes)}
     # Rows dropped since start because the spill was full (a long store outage); only the gateway's own.
-    metrics.gauges["tollgate_writer_dropped_rows"] = lambda: {(): float(writer.stats().get("dropped_rows", 0))}
-    metrics.gauges["tollgate_otlp_records_accepted"] = lambda: {
+    metrics.sampled_counters["tollgate_writer_dropped_rows"] = lambda: {(): float(writer.stats().get("dropped_rows", 0))}
+    metrics.sampled_counters["tollgate_otlp_records_accepted"] = lambda: {
         (("signal", k),): float(v) for k, v in otlp.records_accepted.items()}
     # Client messages dropped on purpose (a cancel naming no request id, ...) and upstream notifications that no
     # single session could be told were its own (stdio logs while several sessions have calls in flight).
-    metrics.gauges["tollgate_client_messages_ignored"] = lambda: {
+    metrics.sampled_counters["tollgate_client_messages_ignored"] = lambda: {
         (("reason", k),): float(v) for k, v in app[RELAY_KEY].ignored.items()}
-    metrics.gauges["tollgate_upstream_notifications_unrouted"] = lambda: {
+    metrics.sampled_counters["tollgate_upstream_notifications_unrouted"] = lambda: {
         (("upstream", name),): float(u.unrouted) for name, u in hub.upstreams.items()}
 
     async def prometheus(_: web.Request) -> web.Response:

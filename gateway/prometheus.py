@@ -68,14 +68,14 @@ class Metrics:
         lines: list[str] = []
         for name, series in sorted(self.counters.items()):
             lines.append(f"# TYPE {name} counter")
-            lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(series.items())]
+            lines += [f"{name}{_labels(labels)} {_number(value)}" for labels, value in sorted(series.items())]
         for name, sample in sorted(self.sampled_counters.items()):
             lines.append(f"# TYPE {name} counter")
-            lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(sample().items())]
+            lines += [f"{name}{_labels(labels)} {_number(value)}" for labels, value in sorted(sample().items())]
         lines += self._render_histogram()
         for name, gauge in sorted(self.gauges.items()):
             lines.append(f"# TYPE {name} gauge")
-            lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(gauge().items())]
+            lines += [f"{name}{_labels(labels)} {_number(value)}" for labels, value in sorted(gauge().items())]
         return "\n".join(lines) + "\n"
 
     def _render_histogram(self) -> list[str]:
@@ -87,7 +87,7 @@ class Metrics:
                 running += count
                 le = "+Inf" if bound is None else f"{bound / 1000:g}"
                 lines.append(f'{name}_bucket{{le="{le}",upstream="{_escape(upstream)}"}} {running}')
-            lines.append(f'{name}_sum{{upstream="{_escape(upstream)}"}} {self.histogram_sum[upstream]:g}')
+            lines.append(f'{name}_sum{{upstream="{_escape(upstream)}"}} {_number(self.histogram_sum[upstream])}')
             lines.append(f'{name}_count{{upstream="{_escape(upstream)}"}} {running}')
         return lines
 
@@ -108,6 +108,13 @@ def _call_series(metrics: Metrics, upstream: str, method: str, status: str) -> _
               if status in ERRORS else None)
     return calls, errors, tuple(_series(metrics, "tollgate_bytes_total", upstream=upstream, direction=direction)
                                 for direction in _DIRECTIONS)
+
+
+def _number(value: float) -> str:
+    """Exact: a byte counter past 1e6 must not round to 6 digits (`:g`), or rate() misses what was added."""
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
 
 
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:

@@ -71,3 +71,14 @@ async def test_metrics_count_client_messages_ignored_on_purpose(tmp_path: Path) 
         'tollgate_client_messages_ignored{reason="cancel_bad_request_id"}': 2.0}
     assert series(text, "tollgate_upstream_notifications_unrouted") == {
         'tollgate_upstream_notifications_unrouted{upstream="a"}': 0.0}
+
+
+def test_values_are_written_exactly_and_counters_typed_as_counters() -> None:
+    from gateway.prometheus import Metrics
+
+    metrics = Metrics()
+    metrics.sampled_counters["tollgate_things"] = lambda: {(): 22_349_417.0}
+    metrics.gauges["tollgate_ratio"] = lambda: {(): 0.125}
+    text = metrics.render()
+    assert "# TYPE tollgate_things counter\ntollgate_things 22349417\n" in text  # `:g` wrote 2.23494e+07
+    assert "tollgate_ratio 0.125" in text
