@@ -314,7 +314,8 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     metrics.gauges["tollgate_writer_spill_bytes"] = lambda: {(): float(writer.stats().get("spilled_bytes", 0))}
     metrics.gauges["tollgate_writer_max_spill_bytes"] = lambda: {(): float(writer.max_spill_bytes)}
     # Rows dropped since start because the spill was full (a long store outage); only the gateway's own.
-    metrics.sampled_counters["tollgate_writer_dropped_rows"] = lambda: {(): float(writer.stats().get("dropped_rows", 0))}
+    metrics.sampled_counters["tollgate_writer_dropped_rows"] = lambda: {
+        (): float(writer.stats().get("dropped_rows", 0))}
     metrics.sampled_counters["tollgate_otlp_records_accepted"] = lambda: {
         (("signal", k),): float(v) for k, v in otlp.records_accepted.items()}
     # Client messages dropped on purpose (a cancel naming no request id, ...) and upstream notifications that no
