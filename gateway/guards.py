@@ -26,7 +26,10 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
     """A configured Origin, or any loopback one (http://localhost:3000, http://127.0.0.1, http://[::1])."""
     if origin in allowed or "*" in allowed:
         return True
-    host = urlsplit(origin).hostname or ""
+    try:
+        host = urlsplit(origin).hostname or ""
+    except ValueError:  # "http://[::1" and the like: not an origin anyone may send from
+        return False
     if host == "localhost":
         return True
     with contextlib.suppress(ValueError):
@@ -36,7 +39,10 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
 
 def host_of(header: str) -> str:
     """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1', 'Example.org' -> 'example.org'."""
-    return (urlsplit(f"//{header}").hostname or "").lower()
+    try:
+        return (urlsplit(f"//{header}").hostname or "").lower()
+    except ValueError:  # an unbalanced "[": no host name at all, so no loopback one
+        return header.lower()
 
 
 def allowed_hosts(server: ServerConfig) -> frozenset[str] | None:

@@ -66,7 +66,7 @@ def test_a_server_listening_beyond_loopback_checks_no_host_names() -> None:
 
 
 @pytest.mark.parametrize(("header", "host"), [("127.0.0.1:8765", "127.0.0.1"), ("[::1]:8765", "::1"),
-                                              ("Example.ORG", "example.org"), ("", "")])
+                                              ("Example.ORG", "example.org"), ("", ""), ("[", "[")])
 def test_host_header_parsing(header: str, host: str) -> None:
     assert host_of(header) == host
 
@@ -76,3 +76,14 @@ def test_loopback_origins_are_allowed_and_others_only_when_configured() -> None:
     assert origin_allowed("http://[::1]:8765", ())
     assert not origin_allowed("https://evil.example", ())
     assert origin_allowed("https://ui.example", ("https://ui.example",))
+    assert not origin_allowed("http://[::1", ())
+
+
+@pytest.mark.parametrize("headers", [{"Host": "["}, {"Host": "a b[c"}, {"Origin": "http://[::1"}])
+async def test_a_malformed_host_or_origin_is_refused_not_an_internal_error(
+        tmp_path: Path, headers: dict[str, str]) -> None:
+    async with running_service(gateway_config(), tmp_path / "store") as svc, Http() as http:
+        for path in ("/mcp", "/api/sessions", "/v1/logs"):
+            status, body = await _status(http, "POST" if path != "/api/sessions" else "GET", svc.base_url + path,
+                                         **headers)
+            assert status == 403, (path, body)
