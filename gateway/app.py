@@ -54,15 +54,19 @@ def _bearer_guard(tokens: tuple[str, ...]) -> Any:
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        if tokens and request.path.startswith(GUARDED_PREFIXES):
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens):
-                return web.json_response({"error": "unauthorized: bearer token required"}, status=401,
-                                         headers={"WWW-Authenticate": 'Bearer realm="tollgate"'})
+        if tokens and request.path.startswith(GUARDED_PREFIXES) and not has_token(request, tokens):
+            return web.json_response({"error": "unauthorized: bearer token required"}, status=401,
+                                     headers={"WWW-Authenticate": 'Bearer realm="tollgate"'})
         response: web.StreamResponse = await handler(request)
         return response
 
     return guard
+
+
+def has_token(request: web.Request, tokens: tuple[str, ...]) -> bool:
+    """The request carries one of `tokens` as `Authorization: Bearer <token>`."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens)
 
 
 async def _end_sessions(app: web.Application) -> None:
@@ -80,5 +84,12 @@ async def _hub_lifetime(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    health = request.app[HUB_KEY].health()
-    return web.json_response(health, status=200 if health["status"] != "down" else 503)
+    """Overall status for anyone (load balancers probe without a token); upstream names, versions and errors only
+    with the bearer token when tokens are configured."""
+    hub = request.app[HUB_KEY]
+    health = hub.health()
+    status = 200 if health["status"] != "down" else 503
+    tokens = hub.config.server.auth_tokens
+    if tokens and not has_token(request, tokens):
+        return web.json_response({"status": health["status"]}, status=status)
+    return web.json_response(health, status=status)

@@ -185,3 +185,6 @@ async def test_api_and_metrics_need_the_bearer_token_when_one_is_configured(tmp_
                 assert response.status == 200, path
         async with http.get(svc.base_url + "/healthz") as response:
             assert response.status == 200
+            assert await response.json() == {"status": "ok"}  # no upstream names or errors without the token
+        async with http.get(svc.base_url + "/healthz", headers={"Authorization": "Bearer s3cret"}) as response:
+            assert (await response.json())["upstreams"]["a"]["state"] == "ready"
