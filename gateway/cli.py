@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+from gateway import logfilter
 from gateway.config import Config, ConfigError, load_config
 from store.errors import StoreError
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logfilter.install()
     try:
         result: int = args.run(args)
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
