@@ -137,7 +137,7 @@ def ui_rows(samples: list[dict[str, float]], events: int, calls: int) -> list[Ro
     rendered = sorted(s["rendered"] for s in samples)
     api = statistics.median(s["api"] for s in samples)
     median = statistics.median(rendered)
-    return [Row(f"session page render in Chromium ({events / 1e6:.1f}M events, {calls / 1e6:.1f}M calls)",
+    return [Row(f"session page render in Chromium ({events / 1e6:g}M events, {calls / 1e6:g}M calls)",
                 "< 200 ms", f"{median:.0f} ms",
                 f"min {rendered[0]:.0f} / max {rendered[-1]:.0f} ms over {len(rendered)} loads; API call "
                 f"{api:.0f} ms of it; {samples[0]['turns']:.0f} turns, {samples[0]['calls']:.0f} calls",
