@@ -100,6 +100,9 @@ class UpstreamConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     budget: BudgetConfig | None = None  # merged with the top-level [budget]
     origin: str | None = None  # where an imported upstream came from, e.g. "import_mcp_servers[0]"
+    # stdio: variables the config references for something else (a token, a DSN password, another upstream),
+    # left out of the environment this process inherits
+    withheld_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,12 @@ _STORE_KEYS = tuple(StoreConfig.__dataclass_fields__)
 _TELEMETRY_KEYS = tuple(TelemetryConfig.__dataclass_fields__)
 _TIMEOUT_KEYS = tuple(Timeouts.__dataclass_fields__)
 _BUDGET_KEYS = (*BUDGET_LIMITS, "action", "timezone", "fail_open", "actions")
-_UPSTREAM_KEYS = tuple(k for k in UpstreamConfig.__dataclass_fields__ if k not in ("name", "origin"))
+_UPSTREAM_KEYS = tuple(k for k in UpstreamConfig.__dataclass_fields__ if k not in ("name", "origin", "withheld_env"))
 _STDIO_ONLY = ("command", "args", "env", "cwd", "stateful")
 _HTTP_ONLY = ("url", "headers")
 _OVERRIDES = ("listen", "data_dir")
+# Never secrets, and servers need them: a `${HOME}` in a path does not take HOME from every stdio upstream.
+ALWAYS_INHERITED = frozenset({"HOME", "LANG", "LOGNAME", "PATH", "PWD", "SHELL", "TMPDIR", "USER"})
 
 
 def load_config(
@@ -224,20 +229,21 @@ def _read_config(r: Reader, raw: dict[str, Any], base_dir: Path, overrides: Mapp
     ))
     default_budget = _read_budget(r, raw.get("budget"), "budget", None, allow_tools=False)
     upstreams: dict[str, UpstreamConfig] = {}
+    tables: dict[str, str] = {}  # upstream name -> the TOML path of its table
     for name, table in r.table(raw, "upstreams", "").items():
         upstream = _read_upstream(r, name, table, join("upstreams", name), base_dir, default_budget)
         if upstream is not None:
-            upstreams[name] = upstream
+            upstreams[name], tables[name] = upstream, join("upstreams", name)
     imports = tuple(base_dir / Path(p).expanduser() for p in r.strings(raw, "import_mcp_servers", "") or ())
     for index, json_path in enumerate(imports):
-        for upstream in _import_mcp_json(r, index, json_path, default_budget):
+        for upstream, table_path in _import_mcp_json(r, index, json_path, default_budget):
             if upstream.name in upstreams:
                 _log.info("upstream %r from %s ignored: already defined (%s)",
                           upstream.name, json_path, upstreams[upstream.name].origin or "TOML")
             else:
-                upstreams[upstream.name] = upstream
+                upstreams[upstream.name], tables[upstream.name] = upstream, table_path
     _check_exposure(r, server)
-    upstreams = _without_self(r, server, upstreams)
+    upstreams = {name: _withhold_env(r, u, tables[name]) for name, u in _without_self(r, server, upstreams).items()}
     return Config(server, store, telemetry, tuple(sorted(upstreams.values(), key=lambda u: u.name)),
                   default_budget, None, imports)
 
@@ -416,6 +422,16 @@ def _read_upstream(
     ))
 
 
+def _withhold_env(r: Reader, upstream: UpstreamConfig, table_path: str) -> UpstreamConfig:
+    """A stdio upstream keeps out of its environment what the rest of the config references: those are
+    secrets meant for Tollgate or another upstream (one it needs, it names in its own `env`)."""
+    if upstream.type != "stdio":
+        return upstream
+    own = table_path + "."
+    names = {name for path, name in r.references if not path.startswith(own)} - ALWAYS_INHERITED
+    return replace(upstream, withheld_env=tuple(sorted(names)))
+
+
 def _valid_http_url(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -478,8 +494,8 @@ def _valid_zone(name: str) -> bool:
 
 def _import_mcp_json(
     r: Reader, index: int, path: Path, default_budget: BudgetConfig | None
-) -> list[UpstreamConfig]:
-    """Upstreams of one mcpServers file; relative commands resolve against that file's directory."""
+) -> list[tuple[UpstreamConfig, str]]:
+    """Upstreams of one mcpServers file, each with its path; relative commands resolve against the file's directory."""
     where = f"import_mcp_servers[{index}]"
     try:
         tables = servers_to_tables(path.read_text(encoding="utf-8"))
@@ -495,7 +511,7 @@ def _import_mcp_json(
         json_path = f"{where}: {join('mcpServers', name)}"
         upstream = _read_upstream(r, name, table, json_path, path.parent, default_budget, f"{where}: {path}")
         if upstream is not None:
-            upstreams.append(upstream)
+            upstreams.append((upstream, json_path))
     return upstreams
 
 

@@ -62,6 +62,7 @@ class Reader:
     def __init__(self, environ: Mapping[str, str] | None, problems: list[str] | None = None) -> None:
         self.environ = environ  # None: leave ${VAR} references as written
         self.problems: list[str] = [] if problems is None else problems
+        self.references: list[tuple[str, str]] = []  # (toml path, variable name) of each ${VAR} expanded
 
     def error(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}" if path else message)
@@ -77,6 +78,7 @@ class Reader:
             escaped, name, default = match.groups()
             if escaped:
                 return match.group(0)[1:]
+            self.references.append((path, name))
             if name in environ:
                 return environ[name]
             if default is not None:

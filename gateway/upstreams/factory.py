@@ -15,7 +15,7 @@ def make_transport(config: UpstreamConfig) -> Transport:
 
         assert config.command is not None
         return StdioTransport(config.name, config.command, config.args, config.env, config.cwd,
-                              config.max_message_bytes, logger)
+                              config.max_message_bytes, logger, withheld_env=config.withheld_env)
     if config.type == "http":
         from gateway.upstreams.http import StreamableHttpTransport
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Collection, Mapping
 from typing import cast
 
 import orjson
@@ -115,6 +116,12 @@ def excerpt(data: bytes, limit: int = LOG_EXCERPT) -> str:
     return text + "..." if len(data) > limit else text
 
 
+def child_environment(env: Mapping[str, str], withheld: Collection[str]) -> dict[str, str]:
+    """The gateway's environment without the `withheld` names, then the upstream's own `env` over it."""
+    inherited = {name: value for name, value in os.environ.items() if name not in withheld}
+    return {**inherited, **env}
+
+
 class _Protocol(asyncio.SubprocessProtocol):
     """Forwards pipe events to the transport; callbacks, so exit is seen even if pipes stay open."""
 
@@ -155,6 +162,7 @@ class StdioTransport(Transport):
         max_message_bytes: int = 64 * 1024 * 1024,
         logger: logging.Logger | None = None,
         *,
+        withheld_env: Collection[str] = (),
         grace_seconds: float = 2.0,
     ) -> None:
         super().__init__()
@@ -162,6 +170,7 @@ class StdioTransport(Transport):
         self.command = command
         self.args = tuple(args)
         self.env = dict(env or {})
+        self.withheld_env = frozenset(withheld_env)
         # Longest first, so a value containing a shorter one is starred whole; short values are not secrets.
         self._secrets = sorted((v for v in self.env.values() if len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
         self.cwd = cwd
@@ -205,7 +214,7 @@ class StdioTransport(Transport):
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, **self.env},
+                env=child_environment(self.env, self.withheld_env),
                 cwd=self.cwd,
                 start_new_session=True,
             )

@@ -202,6 +202,34 @@ def test_env_references_are_expanded_in_any_string(tmp_path: Path) -> None:
     assert config.server.auth_tokens == ("t0ken",)
 
 
+def test_a_stdio_upstream_withholds_variables_the_rest_of_the_config_references(tmp_path: Path) -> None:
+    env = {"TOLLGATE_TOKEN": "t0ken", "CH_PASSWORD": "pw", "DOCS_TOKEN": "d0cs", "A_KEY": "k", "ROOT": "/srv",
+           "HOME": "/home/u"}
+    config = load(tmp_path, """
+        [server]
+        auth_tokens = ["${TOLLGATE_TOKEN}"]
+        [store]
+        dsn = "http://default:${CH_PASSWORD}@127.0.0.1:8123/tollgate"
+        spill_dir = "${HOME}/spill"
+        [upstreams.docs]
+        url = "https://docs.example/mcp"
+        headers = { Authorization = "Bearer ${DOCS_TOKEN}" }
+        [upstreams.a]
+        command = "${ROOT}/a"
+        args = ["--key", "${A_KEY}"]
+        env = { TOKEN = "${TOLLGATE_TOKEN}" }
+        [upstreams.b]
+        command = "b"
+        """, env)
+
+    # its own table (command, args, env) is a's; HOME is never withheld
+    assert upstream(config, "a").withheld_env == ("CH_PASSWORD", "DOCS_TOKEN", "TOLLGATE_TOKEN")
+    assert upstream(config, "b").withheld_env == ("A_KEY", "CH_PASSWORD", "DOCS_TOKEN", "ROOT", "TOLLGATE_TOKEN")
+    assert upstream(config, "docs").withheld_env == ()
+    assert problems(tmp_path, '[upstreams.a]\ncommand = "a"\nwithheld_env = ["X"]\n') == [
+        "upstreams.a.withheld_env: unknown key"]
+
+
 def test_missing_env_variable_names_key_and_variable_but_no_values(tmp_path: Path) -> None:
     text = """
         [upstreams.docs]

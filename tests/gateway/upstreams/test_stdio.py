@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import time
 from pathlib import Path
 
 import pytest
 
+from gateway.config import load_config
 from gateway.upstreams.base import MessageTooLarge, TransportClosed, TransportError
+from gateway.upstreams.factory import make_transport
 from gateway.upstreams.stdio import LineFramer, StdioTransport
 from tests.fixtures.procs import EVERYTHING_BIN, PYTHON, REPO_ROOT, echo_stdio_command, raw_stdio_command
 from tests.gateway.upstreams.wire import Wire, text_of
@@ -207,6 +210,33 @@ async def test_raw_fixture_pages_lists_named_tools_and_pins_its_protocol() -> No
     finally:
         await paged.transport.close()
         await named.transport.close()
+
+
+async def test_a_stdio_upstream_sees_neither_the_gateways_token_nor_another_upstreams_secrets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"TOLLGATE_TOKEN": "gateway-secret", "DOCS_TOKEN": "docs-secret", "UNRELATED": "kept"}.items():
+        monkeypatch.setenv(name, value)
+    command, args = raw_stdio_command()
+    (tmp_path / "t.toml").write_text(f"""
+[server]
+auth_tokens = ["${{TOLLGATE_TOKEN}}"]
+[upstreams.docs]
+url = "https://docs.example/mcp"
+headers = {{ Authorization = "Bearer ${{DOCS_TOKEN}}" }}
+[upstreams.raw]
+command = {json.dumps(command)}
+args = {json.dumps(args)}
+env = {{ TOKEN = "${{TOLLGATE_TOKEN}}" }}
+""")
+    raw = next(u for u in load_config(tmp_path / "t.toml").upstreams if u.name == "raw")
+    wire = await Wire(make_transport(raw)).open()
+    try:
+        await wire.initialize()
+        seen = json.loads(text_of(await wire.call(1, "env", names="TOLLGATE_TOKEN,DOCS_TOKEN,TOKEN,UNRELATED,PATH")))
+    finally:
+        await wire.transport.close()
+    assert seen == {"TOLLGATE_TOKEN": None, "DOCS_TOKEN": None, "TOKEN": "gateway-secret", "UNRELATED": "kept",
+                    "PATH": os.environ["PATH"]}
 
 
 async def test_a_missing_command_raises_a_clear_transport_error() -> None:
