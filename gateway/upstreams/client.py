@@ -21,6 +21,7 @@ import orjson
 
 from gateway import jsonrpc, mcp
 from gateway.config import UpstreamConfig
+from gateway.upstreams import paging
 from gateway.upstreams.base import SessionLost, Transport, TransportError
 
 log = logging.getLogger("tollgate.upstream")
@@ -32,8 +33,6 @@ CATALOG_KINDS: dict[str, tuple[str, str]] = {
     "resourceTemplates": ("resources/templates/list", "resources"),
     "prompts": ("prompts/list", "prompts"),
 }
-CATALOG_IDENTITY = {"tools": "name", "resources": "uri", "resourceTemplates": "uriTemplate", "prompts": "name"}
-MAX_PAGES = 1000
 # Transport events (a non-JSON stdout line each) recorded per minute: a noisy server must not flood
 # the store. All are counted (health, metrics); the next recorded one says how many were held back.
 TRANSPORT_EVENTS_PER_MINUTE = 10
@@ -294,28 +293,16 @@ class UpstreamClient:
 
     async def _read_all_pages(self, method: str, key: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        held: set[str] = set()
-        seen: set[str] = set()
-        cursor: str | None = None
-        for _ in range(MAX_PAGES):
-            try:
-                result = await self._call_checked(method, {"cursor": cursor} if cursor else {})
-            except UpstreamError as exc:
-                if key == "tools":
-                    raise
-                log.info("upstream %s: %s failed (%s); treating as empty", self.name, method, exc)
-                return items
-            # A server that ignores the cursor sends a page again: keep each item once (by its name or
-            # uri, as the merged catalog routes), before deciding whether to read on.
-            _add_new(items, held, result.get(key), CATALOG_IDENTITY[key])
-            cursor = result.get("nextCursor")
-            if not cursor:
-                return items
-            if not isinstance(cursor, str) or cursor in seen:
-                self._paging_stopped("pagination_cycle", f"{method} repeated cursor {cursor!r}", len(items))
-                return items
-            seen.add(cursor)
-        self._paging_stopped("pagination_cap", f"{method} still had more after {MAX_PAGES} pages", len(items))
+
+        def stopped(kind: str, detail: str) -> None:
+            self._paging_stopped(kind, detail, len(items))
+
+        try:
+            await paging.read_all_pages(self._call_checked, method, key, items, stopped)
+        except UpstreamError as exc:
+            if key == "tools":
+                raise
+            log.info("upstream %s: %s failed (%s); treating as empty", self.name, method, exc)
         return items
 
     def _paging_stopped(self, kind: str, detail: str, kept: int) -> None:
@@ -624,19 +611,6 @@ class _RateLimit:
             return True
         self.held += 1
         return False
-
-
-def _add_new(items: list[dict[str, Any]], held: set[str], page: Any, identity: str) -> None:
-    """Append the page's items whose `identity` field is not held yet (items without one are kept)."""
-    for item in page if isinstance(page, list) else []:
-        if not isinstance(item, dict):
-            continue
-        ident = item.get(identity)
-        if isinstance(ident, str):
-            if ident in held:
-                continue
-            held.add(ident)
-        items.append(item)
 
 
 def _open(pending: _Pending) -> bool:

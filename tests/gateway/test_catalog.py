@@ -16,7 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from gateway import jsonrpc
 from gateway.config import Timeouts, UpstreamConfig
-from gateway.upstreams import client as client_mod
+from gateway.upstreams import paging
 from tests.gateway.conftest import (
     echo_upstream,
     gateway_config,
@@ -52,7 +52,7 @@ async def test_paginated_lists_are_read_to_the_end_and_a_repeating_cursor_stops_
 
 async def test_paging_stops_at_the_page_cap_and_says_so(monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(client_mod, "MAX_PAGES", 3)
+    monkeypatch.setattr(paging, "MAX_PAGES", 3)
     caplog.set_level(logging.WARNING, "tollgate.upstream")
     recorder = Recorder()
     config = gateway_config(raw_upstream("long", "--tool-count", "14", "--page-size", "2"))
