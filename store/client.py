@@ -91,28 +91,42 @@ def zero_value(type_name: str) -> Any:
 
 
 class DirLock:
-    """An exclusive flock on `<dir>/.tollgate.lock` holding the owner's pid; released on close or death."""
+    """An exclusive flock on `<dir>/.tollgate.lock` holding the owner's pid; released on close or death.
 
-    def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, LOCK_FILE)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    `what` names the directory in errors ("data directory", "spill directory")."""
+
+    def __init__(self, directory: str, what: str = "data directory") -> None:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self._fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise unusable_dir(directory, what, exc) from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
         except BlockingIOError:
             owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(self._fd)
-            raise StoreLocked(
-                f"data directory {directory} is in use by another Tollgate process (pid {owner})"
-            ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            raise StoreLocked(f"{what} {directory} is in use by another Tollgate process (pid {owner})") from None
+        except OSError as exc:
+            os.close(self._fd)
+            raise unusable_dir(directory, what, exc) from None
 
     def release(self) -> None:
         if self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1
+
+
+def unusable_dir(directory: str, what: str, exc: OSError) -> StoreError:
+    """The one-line error for a directory the store cannot create, lock or read."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        reason = "it exists and is not a directory"
+    else:
+        reason = exc.strerror or str(exc)
+    return StoreError(f"cannot use {what} {directory}: {reason}")
 
 
 class Store:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from store.client import DirLock
+from store.client import DirLock, unusable_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,16 @@ class Spill:
 
     def open(self) -> None:
         """Blocking: lock the directory and adopt leftover segments (a previous run's unstored rows) as sealed."""
-        self._lock = DirLock(str(self.directory))
-        for path in sorted(self.directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}")):
-            batches = read_segment(path)
-            self._add_sealed(Segment(path, sum(len(r) for _, r in batches), path.stat().st_size))
-            self._next_seq = max(self._next_seq, _seq(path) + 1)
+        self._lock = DirLock(str(self.directory), "spill directory")
+        try:
+            for path in sorted(self.directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}")):
+                batches = read_segment(path)
+                self._add_sealed(Segment(path, sum(len(r) for _, r in batches), path.stat().st_size))
+                self._next_seq = max(self._next_seq, _seq(path) + 1)
+        except OSError as exc:
+            self._lock.release()
+            self._lock = None
+            raise unusable_dir(str(self.directory), "spill directory", exc) from None
 
     @property
     def pending_rows(self) -> int:

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.gateway.conftest import ECHO_SERVER
 from tests.gateway.test_durability import free_port, tollgate_process, write_config
@@ -72,6 +73,22 @@ async def test_a_second_server_on_the_same_data_dir_fails_fast_with_a_clear_mess
         result = await asyncio.to_thread(tollgate, "serve", "--config", str(second))
     assert result.returncode == 3
     assert "in use by another Tollgate process" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["data dir is a file", "data dir cannot be made", "spill dir is a file"])
+def test_an_unusable_data_or_spill_directory_is_a_one_line_store_error(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("")
+    data_dir = {"data dir is a file": tmp_path / "file", "data dir cannot be made": Path("/proc/tollgate")}.get(
+        where, tmp_path / "db")
+    config = write_config(tmp_path / "t.toml", free_port(), data_dir)
+    if where == "spill dir is a file":
+        config.write_text(config.read_text().replace("[store]\n", f'[store]\nspill_dir = "{tmp_path / "file"}"\n'))
+    result = tollgate("serve", "--config", str(config))
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    what = "spill directory" if where == "spill dir is a file" else "data directory"
+    shown = tmp_path / "file" if where != "data dir cannot be made" else data_dir
+    assert f"tollgate: store: cannot use {what} {shown}: " in result.stderr.splitlines()[-1]
 
 
 async def test_otlp_listen_serves_only_the_otlp_routes_on_a_second_address(tmp_path: Path) -> None:
