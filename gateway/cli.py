@@ -312,6 +312,9 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
         (("upstream", name),): 1.0 if u.state.value == "ready" else 0.0 for name, u in hub.upstreams.items()}
     metrics.sampled_counters["tollgate_upstream_non_json_lines_total"] = lambda: {
         (("upstream", name),): float(u.non_json_lines) for name, u in hub.upstreams.items()}
+    metrics.gauges["tollgate_sessions_open"] = lambda: {(): float(len(hub.sessions))}
+    # initialize requests refused with 503 because server.max_sessions sessions were open
+    metrics.sampled_counters["tollgate_sessions_refused"] = lambda: {(): float(hub.sessions.refused)}
     metrics.gauges["tollgate_writer_pending_rows"] = lambda: {(): float(writer.stats().get("queued_rows", 0))}
     metrics.gauges["tollgate_writer_spill_bytes"] = lambda: {(): float(writer.stats().get("spilled_bytes", 0))}
     metrics.gauges["tollgate_writer_max_spill_bytes"] = lambda: {(): float(writer.max_spill_bytes)}

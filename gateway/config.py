@@ -113,6 +113,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()  # Host names a loopback-bound server answers besides loopback ones
     session_idle_seconds: float = 3600.0
+    max_sessions: int = 1000  # open client sessions; an initialize past it gets 503
     max_body_bytes: int = 16 * 1024 * 1024
     otlp_listen: str | None = None
 
@@ -279,6 +280,7 @@ def _read_server(r: Reader, t: dict[str, Any], listen_override: str | None) -> S
     return ServerConfig(**present(
         listen=listen, registered_name=registered, auth_tokens=tokens, allowed_origins=origins,
         allowed_hosts=hosts, session_idle_seconds=r.number(t, "session_idle_seconds", "server"),
+        max_sessions=r.integer(t, "max_sessions", "server"),
         max_body_bytes=r.integer(t, "max_body_bytes", "server"), otlp_listen=otlp_listen,
     ))
 

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import hmac
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +23,7 @@ from gateway.guards import origin_allowed
 from gateway.hub import Hub
 from gateway.jsonrpc import Kind, Message
 from gateway.relay import DuplicateRequest, Relay
-from gateway.sessions import EventStream, Session
+from gateway.sessions import EventStream, Session, SessionLimit
 
 log = logging.getLogger("tollgate.downstream")
 
@@ -32,6 +33,9 @@ KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
                "X-Accel-Buffering": "no"}
 SERVER_INFO = {"name": "tollgate", "title": "Tollgate MCP gateway", "version": "0.1.0"}
+# A DELETE may free a session any moment, idle expiry only after an hour: a hint that keeps clients from hammering.
+SESSION_RETRY_AFTER_SECONDS = 30
+LIMIT_LOG_SECONDS = 60.0  # at most one log line per this long while initializes are refused
 
 
 class HttpError(Exception):
@@ -87,6 +91,8 @@ class McpEndpoint:
 
     def __init__(self, hub: Hub, relay: Relay, server: ServerConfig) -> None:
         self.hub, self.relay, self.server = hub, relay, server
+        self._limit_logged_at: float | None = None
+        self._limit_unlogged = 0  # refusals since the last log line
 
     def register(self, app: web.Application, path: str = "/mcp") -> None:
         app.router.add_post(path, self.post)
@@ -129,9 +135,14 @@ class McpEndpoint:
         version = mcp.negotiate(params.get("protocolVersion"))
         client_info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
         capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
-        session = self.hub.sessions.create(
-            protocol_version=version, client_info=client_info or {}, client_capabilities=capabilities or {},
-            auth_identity=identity, user_agent=request.headers.get("User-Agent", ""))
+        try:
+            session = self.hub.sessions.create(
+                protocol_version=version, client_info=client_info or {}, client_capabilities=capabilities or {},
+                auth_identity=identity, user_agent=request.headers.get("User-Agent", ""))
+        except SessionLimit as exc:
+            self._log_refusal(exc)
+            raise HttpError(503, jsonrpc.SERVER_BUSY, f"Service Unavailable: {exc}; retry later", message.id,
+                            headers={"Retry-After": str(SESSION_RETRY_AFTER_SECONDS)}) from None
         self.hub.session_started(session)
         assert message.id is not None
         result = {"protocolVersion": version, "capabilities": mcp.server_capabilities(),
@@ -140,6 +151,15 @@ class McpEndpoint:
                  session.client_version, version)
         return web.Response(body=jsonrpc.encode(jsonrpc.result_body(message.id, result)),
                             content_type="application/json", headers={SESSION_HEADER: session.session_id})
+
+    def _log_refusal(self, exc: SessionLimit) -> None:
+        """One warning per LIMIT_LOG_SECONDS however many initializes a flood sends."""
+        self._limit_unlogged += 1
+        now = time.monotonic()
+        if self._limit_logged_at is not None and now - self._limit_logged_at < LIMIT_LOG_SECONDS:
+            return
+        log.warning("refused %d initialize request(s): %s", self._limit_unlogged, exc)
+        self._limit_logged_at, self._limit_unlogged = now, 0
 
     def _instructions(self) -> str:
         parts = [f"[{u.name}] {u.instructions}" for u in self.hub.upstreams.values() if u.instructions]

@@ -41,7 +41,8 @@ class Hub:
         }
         self.catalog = MergedCatalog()
         self._tool_names: tuple[str, ...] = ()
-        self.sessions = SessionRegistry(config.server.session_idle_seconds, self._session_ended)
+        self.sessions = SessionRegistry(config.server.session_idle_seconds, self._session_ended,
+                                        config.server.max_sessions)
         self._background: set[asyncio.Task[Any]] = set()
         self._closing_clients: set[asyncio.Task[None]] = set()  # ended sessions' own upstreams, stopping
         self._reaper: asyncio.Task[None] | None = None

@@ -20,6 +20,7 @@ INTERNAL_ERROR = -32603
 # Implementation-defined server errors (-32000..-32099).
 UPSTREAM_UNAVAILABLE = -32001
 REQUEST_TIMEOUT = -32002
+SERVER_BUSY = -32003  # a bound was reached (server.max_sessions): retry later
 REQUEST_CANCELLED = -32800  # MCP's RequestCancelled
 
 RequestId = str | int

@@ -179,15 +179,30 @@ class Session:
         return stream, seq
 
 
-class SessionRegistry:
-    """All live sessions; expiry runs the same cleanup as DELETE."""
+class SessionLimit(Exception):
+    """`max_sessions` sessions are open: a new one must wait for a DELETE or an idle expiry."""
 
-    def __init__(self, idle_seconds: float, on_end: Callable[[Session, str], None]) -> None:
+    def __init__(self, max_sessions: int) -> None:
+        super().__init__(f"{max_sessions} sessions are open (server.max_sessions)")
+        self.max_sessions = max_sessions
+
+
+class SessionRegistry:
+    """All live sessions, at most `max_sessions` of them; expiry runs the same cleanup as DELETE."""
+
+    def __init__(self, idle_seconds: float, on_end: Callable[[Session, str], None],
+                 max_sessions: int = 1000) -> None:
         self._sessions: dict[str, Session] = {}
         self._idle_seconds = idle_seconds
         self._on_end = on_end
+        self.max_sessions = max_sessions
+        self.refused = 0  # creates refused since start because the cap was reached
 
     def create(self, **kwargs: Any) -> Session:
+        """A new session; SessionLimit when the cap is reached even after ending idle ones."""
+        if len(self._sessions) >= self.max_sessions and not self.expire_idle():
+            self.refused += 1
+            raise SessionLimit(self.max_sessions)
         session = Session(session_id=secrets.token_hex(16), **kwargs)
         self._sessions[session.session_id] = session
         return session

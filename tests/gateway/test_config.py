@@ -72,6 +72,7 @@ def test_every_problem_is_reported_at_once_with_its_toml_path(tmp_path: Path) ->
         listen = "localhost"
         registered_name = "a-name-that-is-far-too-long-for-claude-codes-tool-names"
         session_idle_seconds = -1
+        max_sessions = 0
         auth_tokens = ["ok", ""]
         allowed_origins = ["http://localhost:3000/path"]
         [store]
@@ -115,6 +116,7 @@ def test_every_problem_is_reported_at_once_with_its_toml_path(tmp_path: Path) ->
         "server.allowed_origins[0]: expected SCHEME://HOST[:PORT]",
         "server.listen: expected HOST:PORT",
         "server.session_idle_seconds: must be a positive number",
+        "server.max_sessions: must be a positive integer",
         "store.dsn: expected chdb:///DIR or http(s)://[USER:PASSWORD@]HOST:PORT[/DB]",
         "store.flush_rows: expected a positive integer, got string",
         "store.max_spill_bytes: must be a positive integer",

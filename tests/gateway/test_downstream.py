@@ -188,3 +188,28 @@ async def test_api_and_metrics_need_the_bearer_token_when_one_is_configured(tmp_
             assert await response.json() == {"status": "ok"}  # no upstream names or errors without the token
         async with http.get(svc.base_url + "/healthz", headers={"Authorization": "Bearer s3cret"}) as response:
             assert (await response.json())["upstreams"]["a"]["state"] == "ready"
+
+
+async def test_an_initialize_past_max_sessions_gets_503_until_a_session_ends(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.gateway.service import running_service
+
+    async with running_service(gateway_config(echo_upstream("a"), max_sessions=3), tmp_path / "db") as svc, \
+            Http() as http:
+        url = svc.mcp_url
+        sessions = [await open_session(http, url) for _ in range(3)]
+        for request_id in (4, 5):
+            status, headers, body = await post(http, url, initialize(request_id=request_id))
+            assert status == 503 and "Mcp-Session-Id" not in headers
+            assert int(headers["Retry-After"]) > 0
+            assert body["id"] == request_id and body["error"]["code"] == jsonrpc.SERVER_BUSY
+            assert "3 sessions" in body["error"]["message"]
+        async with http.delete(url, headers={"Mcp-Session-Id": sessions[0]}) as deleted:
+            assert deleted.status == 200
+        assert await open_session(http, url)
+        async with http.get(svc.base_url + "/metrics") as response:
+            metrics = await response.text()
+    assert "tollgate_sessions_refused 2" in metrics.splitlines()
+    assert "tollgate_sessions_open 3" in metrics.splitlines()
+    refusals = [r for r in caplog.records if r.name == "tollgate.downstream" and "refused" in r.getMessage()]
+    assert len(refusals) == 1  # rate-limited: one line for the flood
