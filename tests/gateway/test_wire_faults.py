@@ -78,7 +78,10 @@ async def _echo_http_on(port: int) -> asyncio.subprocess.Process:
     return process
 
 
-async def test_a_restarted_http_upstream_is_reinitialized_once_and_the_call_succeeds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("calls", [1, 5], ids=["one-call", "five-concurrent-calls"])
+async def test_a_restarted_http_upstream_is_reinitialized_once_and_the_call_succeeds(
+        tmp_path: Path, calls: int) -> None:
+    # Five calls that lose the session together must still make one new session between them.
     from tests.fixtures.procs import free_port
 
     port = free_port()
@@ -91,33 +94,12 @@ async def test_a_restarted_http_upstream_is_reinitialized_once_and_the_call_succ
             before = await client.call_tool("h__echo", {"text": "before"})
             await stop_process(process)
             process = await _echo_http_on(port)  # same address, all its sessions gone
-            after = await client.call_tool("h__echo", {"text": "after"})
+            after = await asyncio.gather(*(client.call_tool("h__echo", {"text": f"after {n}"}) for n in range(calls)))
             events = await svc.query("SELECT detail FROM upstream_events FINAL WHERE kind = 'restart'")
     finally:
         await stop_process(process)
-    assert "before" in repr(before.content) and "after" in repr(after.content)
-    assert not after.is_error
-    assert [e["detail"] for e in events] == ["session lost; re-initialized"]
-
-
-async def test_calls_that_lose_the_session_together_re_initialize_it_once(tmp_path: Path) -> None:
-    from tests.fixtures.procs import free_port
-
-    port = free_port()
-    upstream = UpstreamConfig(name="h", type="http", url=f"http://127.0.0.1:{port}/mcp",
-                              timeouts=Timeouts(init_seconds=20))
-    process = await _echo_http_on(port)
-    try:
-        async with running_service(gateway_config(upstream), tmp_path / "db") as svc, \
-                mcp_session(svc.mcp_url) as client:
-            await client.call_tool("h__echo", {"text": "before"})
-            await stop_process(process)
-            process = await _echo_http_on(port)
-            results = await asyncio.gather(*(client.call_tool("h__echo", {"text": f"after {n}"}) for n in range(5)))
-            events = await svc.query("SELECT detail FROM upstream_events FINAL WHERE kind = 'restart'")
-    finally:
-        await stop_process(process)
-    assert [f"after {n}" in repr(r.content) and not r.is_error for n, r in enumerate(results)] == [True] * 5
+    assert "before" in repr(before.content)
+    assert [f"after {n}" in repr(r.content) and not r.is_error for n, r in enumerate(after)] == [True] * calls
     assert [e["detail"] for e in events] == ["session lost; re-initialized"]
 
 
