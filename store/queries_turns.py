@@ -498,7 +498,8 @@ WITH
     ),
     calls_in AS (
         SELECT c.mcp_session_id AS mcp_session_id, c.upstream AS upstream, c.resp_bytes_upstream AS resp_bytes,
-               c.started_at AS started_at, c.auth_identity AS auth_identity, e.session_id AS cc_session_id
+               c.started_at AS started_at, c.ended_at AS ended_at, c.auth_identity AS auth_identity,
+               e.session_id AS cc_session_id
         FROM {{db}}.calls AS c FINAL LEFT JOIN exact AS e ON c.tool_use_id = e.tool_use_id
         WHERE c.method = 'tools/call' AND c.started_at >= {{since:DateTime64(6, 'UTC')}}
           AND c.started_at < {{until:DateTime64(6, 'UTC')}}
@@ -515,7 +516,7 @@ WITH
         WHERE b.cc_session_id != '' GROUP BY b.cc_session_id
     ),
     unclaimed AS (
-        SELECT ci.mcp_session_id AS session_id, min(started_at) AS first_at, max(started_at) AS last_at,
+        SELECT ci.mcp_session_id AS session_id, min(started_at) AS first_at, max(ended_at) AS last_at,
                count() AS tool_calls, sum(resp_bytes) AS resp_bytes_upstream, groupUniqArray(upstream) AS servers,
                any(auth_identity) AS user_id
         FROM calls_in AS ci INNER JOIN bound AS b ON ci.mcp_session_id = b.mcp_session_id

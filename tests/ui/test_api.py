@@ -136,7 +136,7 @@ class Seeded:
                 "ended_at": start + dt.timedelta(milliseconds=400), "resp_bytes_upstream": 100 * (self.hour + 1)}
 
     def last_at(self) -> dt.datetime:
-        last: dt.datetime = max([r["event_time"] for r in self.requests()] or [self.call()["started_at"]])
+        last: dt.datetime = max([r["event_time"] for r in self.requests()] or [self.call()["ended_at"]])
         return last
 
     def listed(self) -> dict[str, Any]:
@@ -225,6 +225,17 @@ async def test_an_mcp_only_session_and_a_claude_code_session_both_fit_the_detail
         body = await response.json()
         check.validate(body)
         assert body["session"]["kind"] == seeded.kind
+
+
+async def test_an_mcp_only_session_lasts_as_long_in_the_list_as_on_its_page(many: Any) -> None:
+    seeded = SEEDED[-1]
+    (row,) = [r for r in (await listing(many))["sessions"] if r["session_id"] == seeded.session_id]
+    detail = (await (await many.get(f"/api/sessions/{seeded.session_id}")).json())["session"]
+    call = seeded.call()
+    assert (dt.datetime.fromisoformat(row["last_at"]) - dt.datetime.fromisoformat(row["started_at"])
+            == call["ended_at"] - call["started_at"])
+    assert (dt.datetime.fromisoformat(detail["ended_at"]) - dt.datetime.fromisoformat(detail["started_at"])
+            == call["ended_at"] - call["started_at"])
 
 
 async def test_the_sessions_list_counts_and_pages_past_the_per_query_row_cap(aiohttp_client: Any,
