@@ -22,6 +22,7 @@ from gateway.sessions import ServerRequest, Session, SessionRegistry
 from gateway.upstreams.base import Transport
 from gateway.upstreams.client import State, UpstreamClient, UpstreamError
 
+UNSUBSCRIBE_SECONDS = 10.0  # an ended session's leftover subscription; the upstream may be slow or gone
 log = logging.getLogger("tollgate.hub")
 
 TransportFactory = Callable[[UpstreamConfig], Transport]
@@ -44,7 +45,7 @@ class Hub:
         self.sessions = SessionRegistry(config.server.session_idle_seconds, self._session_ended,
                                         config.server.max_sessions)
         self._background: set[asyncio.Task[Any]] = set()
-        self._closing_clients: set[asyncio.Task[None]] = set()  # ended sessions' own upstreams, stopping
+        self._closing_clients: set[asyncio.Task[None]] = set()  # ended sessions: own upstreams stopping, unsubscribes
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -165,6 +166,21 @@ class Hub:
             self._closing_clients.add(task)
             task.add_done_callback(self._closing_clients.discard)
         session.private_upstreams.clear()
+        self._unsubscribe_orphans(session)
+
+    def _unsubscribe_orphans(self, session: Session) -> None:
+        """Unsubscribe a shared upstream from the uris only the ended session wanted updates of (clients rarely
+        unsubscribe before they go); a session's own instances are being closed anyway."""
+        for upstream_name, uri in sorted(session.subscriptions):
+            upstream = self.upstreams.get(upstream_name)
+            wanted = any((upstream_name, uri) in s.subscriptions for s in self.sessions if s is not session)
+            if upstream is None or upstream.config.stateful or wanted:
+                continue
+            request = upstream.request("resources/unsubscribe", {"uri": uri}, idle_seconds=UNSUBSCRIBE_SECONDS)
+            task = asyncio.create_task(_logged(request), name=f"unsubscribe-{upstream_name}")
+            self._closing_clients.add(task)
+            task.add_done_callback(self._closing_clients.discard)
+        session.subscriptions.clear()
 
     def _broadcast(self, body: dict[str, Any]) -> None:
         data = jsonrpc.encode(body)

@@ -3,6 +3,7 @@ resource update its subscribers, an upstream's cancel of a relayed request the c
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -104,3 +105,36 @@ async def test_an_upstreams_cancel_of_a_relayed_request_reaches_the_client_under
     assert answer["result"]["content"][0]["text"] == "abandoned"
 
 
+
+
+async def test_an_ended_sessions_last_subscription_is_unsubscribed_upstream_and_a_shared_one_is_kept() -> None:
+    app = create_app(gateway_config(everything_upstream()))
+    hub = app[HUB_KEY]
+    upstream = hub.upstreams["everything"]
+    sent: list[tuple[str, Any]] = []
+    unsubscribed = asyncio.Event()
+    real_request = upstream.request
+
+    async def spy(method: str, params: dict[str, Any] | None, **kwargs: Any) -> Any:
+        sent.append((method, (params or {}).get("uri")))
+        answer = await real_request(method, params, **kwargs)
+        if method == "resources/unsubscribe":
+            unsubscribed.set()
+        return answer
+
+    upstream.request = spy  # type: ignore[method-assign]
+    async with served(app) as url, Http() as http:
+        one, two = await open_session(http, url), await open_session(http, url)
+        _, _, listed = await post(http, url, jsonrpc.request_body(1, "resources/list"), one)
+        first, second = [r["uri"] for r in answer_of(listed)["result"]["resources"][:2]]
+        for session_id, uri in ((one, first), (one, second), (two, second)):
+            status, _, answer = await post(http, url, jsonrpc.request_body(2, "resources/subscribe", {"uri": uri}),
+                                           session_id)
+            assert status == 200 and "result" in answer_of(answer), answer
+        async with http.delete(url, headers={"Mcp-Session-Id": one}) as response:
+            assert response.status == 200
+        async with asyncio.timeout(10):
+            await unsubscribed.wait()
+        # Both unsubscribes (a wrong second one too) start before the first is answered: all are in `sent` now.
+        after_delete = [uri for method, uri in sent if method == "resources/unsubscribe"]
+    assert after_delete == [first]  # `second` is still wanted by session two (ended only at shutdown)
