@@ -335,11 +335,7 @@ def _listen_problem(value: str) -> str | None:
 
 
 def _valid_listen(value: str) -> bool:
-    try:
-        parse_listen(value)
-    except ValueError:
-        return False
-    return True
+    return _listen_problem(value) is None
 
 
 def _read_store(r: Reader, t: dict[str, Any], base_dir: Path, data_dir: str | Path | None) -> StoreConfig:

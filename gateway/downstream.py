@@ -1,8 +1,8 @@
 """The Streamable HTTP server side of `/mcp`: sessions, POST answers as JSON or SSE, GET, DELETE.
 
-HTTP concerns only (Origin, auth, media types, size caps, session headers, SSE framing);
-message meaning is `gateway.relay`'s. Refuses the 2026-07-28 stateless probe the way a
-legacy server does (400, plain JSON-RPC error) so clients fall back to `initialize`.
+HTTP concerns only (auth, media types, size caps, session headers, SSE framing; Host and Origin are
+`gateway.guards`' for every route); message meaning is `gateway.relay`'s. Refuses the 2026-07-28 stateless
+probe the way a legacy server does (400, plain JSON-RPC error) so clients fall back to `initialize`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from aiohttp import web
 
 from gateway import jsonrpc, mcp
 from gateway.config import ServerConfig
-from gateway.guards import origin_allowed
 from gateway.hub import Hub
 from gateway.jsonrpc import Kind, Message
 from gateway.relay import DuplicateRequest, Relay
@@ -261,11 +260,8 @@ class McpEndpoint:
     # ----- checks ---------------------------------------------------------------------------
 
     def _admit(self, request: web.Request) -> str:
-        """Origin and bearer-token checks; returns the caller's identity ('' when anonymous)."""
-        origin = request.headers.get("Origin")
-        if origin is not None and not self._origin_allowed(origin):
-            log.warning("refused request with Origin %s", origin[:100])
-            raise HttpError(403, jsonrpc.INVALID_REQUEST, "Forbidden: Origin not allowed")
+        """The bearer-token check (Origin and Host were checked for every route by gateway.guards); returns
+        the caller's identity ('' when anonymous)."""
         if not self.server.auth_tokens:
             return ""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -274,9 +270,6 @@ class McpEndpoint:
                 return f"token-{index + 1}"
         raise HttpError(401, jsonrpc.INVALID_REQUEST, "Unauthorized: bearer token required",
                         headers={"WWW-Authenticate": 'Bearer realm="tollgate"'})
-
-    def _origin_allowed(self, origin: str) -> bool:
-        return origin_allowed(origin, self.server.allowed_origins)
 
     def _session(self, request: web.Request, message: Message | None) -> Session:
         request_id = message.id if message else None

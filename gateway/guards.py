@@ -6,8 +6,6 @@ Origin check alone cannot stop it from reading the API or posting telemetry: the
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -27,14 +25,9 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
     if origin in allowed or "*" in allowed:
         return True
     try:
-        host = urlsplit(origin).hostname or ""
+        return is_loopback(urlsplit(origin).hostname or "")
     except ValueError:  # "http://[::1" and the like: not an origin anyone may send from
         return False
-    if host == "localhost":
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False
 
 
 def host_of(header: str) -> str:
