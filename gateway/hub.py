@@ -45,7 +45,7 @@ class Hub:
         self.sessions = SessionRegistry(config.server.session_idle_seconds, self._session_ended,
                                         config.server.max_sessions)
         self._background: set[asyncio.Task[Any]] = set()
-        self._closing_clients: set[asyncio.Task[None]] = set()  # ended sessions: own upstreams stopping, unsubscribes
+        self._finishing: set[asyncio.Task[None]] = set()  # awaited by close: own upstreams stopping, unsubscribes
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -69,7 +69,7 @@ class Hub:
             self.sessions.end(session.session_id, "shutdown")
         # Awaited, not cancelled: a private stdio client may still be waiting out the grace before
         # SIGKILL of a worker that ignores SIGTERM, and the loop ends right after this.
-        await asyncio.gather(*(u.close() for u in self.upstreams.values()), *self._closing_clients,
+        await asyncio.gather(*(u.close() for u in self.upstreams.values()), *self._finishing,
                              return_exceptions=True)
         for task in list(self._background):
             task.cancel()
@@ -162,9 +162,7 @@ class Hub:
         self._each_observer(lambda o: o.session_event(_session_row(session, ended=True)))
         session.general.end()  # wakes and closes an attached GET stream
         for client in session.private_upstreams.values():
-            task = asyncio.create_task(_logged(client.close()), name=f"close-{client.name}-{session.session_id[:8]}")
-            self._closing_clients.add(task)
-            task.add_done_callback(self._closing_clients.discard)
+            self._finish_before_close(client.close(), f"close-{client.name}-{session.session_id[:8]}")
         session.private_upstreams.clear()
         self._unsubscribe_orphans(session)
 
@@ -177,10 +175,14 @@ class Hub:
             if upstream is None or upstream.config.stateful or wanted:
                 continue
             request = upstream.request("resources/unsubscribe", {"uri": uri}, idle_seconds=UNSUBSCRIBE_SECONDS)
-            task = asyncio.create_task(_logged(request), name=f"unsubscribe-{upstream_name}")
-            self._closing_clients.add(task)
-            task.add_done_callback(self._closing_clients.discard)
+            self._finish_before_close(request, f"unsubscribe-{upstream_name}")
         session.subscriptions.clear()
+
+    def _finish_before_close(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run `work` in the background; `close` awaits it rather than cancelling it (unlike `spawn`)."""
+        task = asyncio.create_task(_logged(work), name=name)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     def _broadcast(self, body: dict[str, Any]) -> None:
         data = jsonrpc.encode(body)
