@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import ClientSession as Http
-from mcp import ClientSession
+from mcp import ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway import jsonrpc
@@ -138,3 +138,33 @@ async def test_a_recovered_upstream_rejoins_the_catalog_and_clients_are_told(tmp
     assert not any(name.startswith("late__") for name in before)
     assert "late__whoami" in after
     assert answer.content[0].text == "late"  # type: ignore[union-attr]
+
+
+async def test_resources_of_two_upstreams_are_merged_and_each_read_reaches_its_owner() -> None:
+    async with running_gateway(gateway_config(echo_upstream("b"), echo_upstream("a"))) as url, \
+            mcp_session(url) as client:
+        resources = [str(r.uri) for r in (await client.list_resources()).resources]
+        templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+        reads = {uri: (await client.read_resource(uri)).contents[0].text  # type: ignore[union-attr]
+                 for uri in ("echo://a/static", "echo://b/static", "echo://a/items/1", "echo://b/items/2")}
+        with pytest.raises(MCPError) as unknown:  # owned by no one: never guessed between two candidates
+            await client.read_resource("echo://c/static")
+    assert resources == ["echo://a/static", "echo://b/static"]
+    assert templates == ["echo://a/items/{item}", "echo://b/items/{item}"]
+    assert reads == {"echo://a/static": "static of a", "echo://b/static": "static of b",
+                     "echo://a/items/1": "item 1 of a", "echo://b/items/2": "item 2 of b"}
+    assert unknown.value.error.code == jsonrpc.INVALID_PARAMS
+
+
+async def test_a_disabled_upstream_is_neither_started_nor_listed_nor_in_health(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    echo = echo_upstream("off")
+    off = UpstreamConfig(name="off", type="stdio", command="sh", enabled=False,
+                         args=("-c", f'touch "{started}"; exec "$0" "$@"', echo.command or "", *echo.args))
+    async with running_gateway(gateway_config(echo_upstream("on"), off)) as url, mcp_session(url) as client:
+        tools = [tool.name for tool in (await client.list_tools()).tools]
+        health = await get_health(url)
+    assert not started.exists()
+    assert tools and all(name.startswith("on__") for name in tools)
+    assert list(health["upstreams"]) == ["on"]
+    assert health["status"] == "ok"

@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.gateway.conftest import ECHO_SERVER
+from tests.fixtures.procs import require_everything
+from tests.gateway.conftest import ECHO_SERVER, ROOT, mcp_session
 from tests.gateway.test_durability import free_port, tollgate_process, write_config
 
 CAPTURED_LOGS = Path(__file__).resolve().parents[1] / "data" / "claude_code" / "s1_protobuf" / "otlp" / "0001_logs.bin"
@@ -170,3 +171,20 @@ def test_import_mcp_json_converts_what_it_can_and_names_the_rest(tmp_path: Path)
     assert tomllib.loads(result.stdout)["upstreams"] == {"a": {"type": "stdio", "command": "x"}}
     assert "left out mcpServers.broken: expected an object, got string" in result.stderr
     assert 'projects."/src/app".mcpServers.db' in result.stderr
+
+
+async def test_the_demo_config_serves_both_demo_upstreams(tmp_path: Path) -> None:
+    from aiohttp import ClientSession as Http
+
+    require_everything()  # node_modules from `npm ci`: a skip on a bare checkout, a failure under CI
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with tollgate_process(ROOT / "config.example.toml", "--data-dir", str(tmp_path / "db"),
+                                "--listen", f"127.0.0.1:{port}"):
+        async with Http() as http, http.get(f"{base}/healthz") as response:
+            health = await response.json()
+        async with mcp_session(f"{base}/mcp") as client:
+            tools = [tool.name for tool in (await client.list_tools()).tools]
+    assert {name: u["state"] for name, u in health["upstreams"].items()} == {"everything": "ready", "notes": "ready"}
+    assert {"everything__echo", "notes__add_note", "notes__search_notes"} <= set(tools)
+    assert {name.split("__", 1)[0] for name in tools} == {"everything", "notes"}

@@ -328,6 +328,20 @@ def test_upstream_type_is_inferred_from_command_or_url(tmp_path: Path) -> None:
     ]
 
 
+def test_an_upstreams_max_message_bytes_is_read_and_defaults_to_64_mib(tmp_path: Path) -> None:
+    config = load(tmp_path, """
+        [upstreams.capped]
+        command = "x"
+        max_message_bytes = 1048576
+        [upstreams.plain]
+        url = "http://h/mcp"
+        """)
+    assert upstream(config, "capped").max_message_bytes == 1048576
+    assert upstream(config, "plain").max_message_bytes == 64 * 1024 * 1024
+    assert problems(tmp_path, '[upstreams.c]\ncommand = "x"\nmax_message_bytes = 0\n') == [
+        "upstreams.c.max_message_bytes: must be a positive integer"]
+
+
 def test_budgets_merge_default_then_upstream_then_tool(tmp_path: Path) -> None:
     config = load(tmp_path, """
         [budget]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,7 +69,9 @@ async def test_initialize_echoes_a_supported_version_and_offers_the_latest_other
     assert headers["Mcp-Session-Id"]
 
 
-async def test_a_supported_but_different_version_header_is_accepted(endpoint: str) -> None:
+async def test_a_supported_but_different_version_header_is_accepted_and_logged(
+        endpoint: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate.downstream")
     async with Http() as http:
         session_id = await open_session(http, endpoint, "2025-03-26")
         status, _, body = await post(http, endpoint, jsonrpc.request_body(1, "tools/list"), session_id,
@@ -77,6 +80,8 @@ async def test_a_supported_but_different_version_header_is_accepted(endpoint: st
         status, _, body = await post(http, endpoint, jsonrpc.request_body(2, "tools/list"), session_id,
                                      **{"MCP-Protocol-Version": "1999-01-01"})
         assert status == 400 and body["error"]["code"] == jsonrpc.INVALID_REQUEST
+    logged = [r.getMessage() for r in caplog.records if r.name == "tollgate.downstream"]
+    assert f"session {session_id[:8]} negotiated 2025-03-26 but sent MCP-Protocol-Version 2025-11-25" in logged
 
 
 async def test_missing_session_is_400_unknown_is_404_and_delete_ends_it(endpoint: str) -> None:
@@ -135,11 +140,22 @@ async def test_foreign_origins_are_refused_and_loopback_origins_allowed(endpoint
 
 
 async def test_oversized_bodies_get_413_and_wrong_media_type_415(endpoint: str) -> None:
+    too_large = "Payload Too Large: the limit is 65536 bytes"
+    big = orjson.dumps(jsonrpc.request_body(1, "tools/call", {"name": "a__echo", "arguments": {"text": "x" * 100_000}}))
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the cap must hold on the bytes as read
+        for start in range(0, len(big), 8192):
+            yield big[start:start + 8192]
+
     async with Http() as http:
         session_id = await open_session(http, endpoint)
-        big = jsonrpc.request_body(1, "tools/call", {"name": "a__echo", "arguments": {"text": "x" * 100_000}})
-        status, _, _ = await post(http, endpoint, big, session_id)
-        assert status == 413
+        status, _, body = await post(http, endpoint, big, session_id)
+        assert (status, body["error"]["code"], body["error"]["message"]) == (413, jsonrpc.INVALID_REQUEST, too_large)
+        headers = {**JSON_HEADERS, "Mcp-Session-Id": session_id}
+        async with http.post(endpoint, data=chunked(), headers=headers) as response:
+            assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
+            assert "Content-Length" not in response.request_info.headers
+            assert (response.status, (await response.json())["error"]["message"]) == (413, too_large)
         status, _, _ = await post(http, endpoint, initialize(), **{"Content-Type": "text/plain"})
         assert status == 415
 

@@ -52,10 +52,10 @@ args = [{orjson.dumps(str(ECHO_SERVER)).decode()}, "--name", "a"]
 
 
 @asynccontextmanager
-async def tollgate_process(config: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`tollgate serve` as a real subprocess, yielded once it announced it is listening."""
+async def tollgate_process(config: Path, *options: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`tollgate serve` (with more serve `options`) as a real subprocess, yielded once it announced it is listening."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
+        sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), *options,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
     assert process.stderr is not None
     drain: asyncio.Task[None] | None = None

@@ -110,6 +110,26 @@ async def test_every_event_of_a_post_stream_has_an_id_of_that_one_stream() -> No
     assert streams.isdisjoint({general, *(event_id.rpartition("-")[0] for event_id, _ in second)})
 
 
+async def test_a_progress_event_reaches_the_client_while_the_upstream_still_holds_the_call() -> None:
+    hold = orjson.dumps(jsonrpc.request_body(1, "tools/call", {"name": "a__hold", "arguments": {},
+                                                               "_meta": {"progressToken": "h"}}))
+    release = orjson.dumps(jsonrpc.request_body(2, "tools/call", {"name": "a__release", "arguments": {}}))
+    async with gateway_with_hub() as (url, _), Http() as http:
+        headers = {**JSON_HEADERS, "Mcp-Session-Id": await open_session(http, url)}
+        async with http.post(url, data=hold, headers=headers) as response:
+            # The upstream answers only once released, after this read: a relay that held events back until the
+            # answer would time out here.
+            async with asyncio.timeout(10):
+                (first,) = await read_events(response, 1)
+            async with http.post(url, data=release, headers=headers) as released:
+                assert (await released.json())["result"]["content"][0]["text"] == "ok"
+            rest = await read_to_end(response)
+    assert response.content_type == "text/event-stream"
+    assert orjson.loads(first[1]) == jsonrpc.notification_body("notifications/progress", {
+        "progressToken": "h", "progress": 1.0, "total": 2.0, "message": "holding"})
+    assert [orjson.loads(data)["result"]["content"][0]["text"] for _, data in rest] == ["released"]
+
+
 async def test_a_get_with_the_last_event_id_of_a_post_stream_replays_the_rest_of_it() -> None:
     async with gateway_with_hub() as (url, _), Http() as http:
         session_id = await open_session(http, url)

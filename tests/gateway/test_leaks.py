@@ -15,6 +15,7 @@ from gateway import jsonrpc
 from gateway.config import Timeouts, UpstreamConfig
 from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, running_gateway
 from tests.gateway.recorder import Recorder
+from tests.gateway.test_catalog import get_health
 from tests.gateway.test_downstream import open_session
 from tests.gateway.test_stateful import wait_gone
 from tests.gateway.upstreams.test_stdio import alive
@@ -98,9 +99,11 @@ async def test_an_upstream_crash_fails_the_call_clearly_and_the_upstream_comes_b
         await recorder.wait_until(lambda: len(recorder.snapshots) > readied)  # restarted (after its backoff)
         answer = await client.call_tool("c__echo", {"text": "back"})
         procs_after, fds_after = descendants(os.getpid()), pipe_fds()
+        health = await get_health(url)
     assert failed.value.error.code == jsonrpc.UPSTREAM_UNAVAILABLE
     assert "exited with code 3" in failed.value.error.message
     assert recorder.kinds("c").count("restart") == 1
+    assert (health["upstreams"]["c"]["state"], health["upstreams"]["c"]["restarts"]) == ("ready", 1)
     assert "back" in repr(answer.content)
     assert len(procs_after) == len(procs) == 1 and procs_after != procs  # a new process in place of the old one
     assert fds_after == fds > 0  # the crashed process's pipes were all closed, the new one's opened

@@ -72,6 +72,26 @@ async def test_a_calls_log_and_progress_reach_its_own_client_and_never_another_s
     assert seen_by_two == [MARKER]
 
 
+async def test_two_sessions_using_one_progress_token_at_once_each_see_only_their_own_progress() -> None:
+    async def progress_seen(http: Http, url: str, session_id: str, steps: int) -> list[dict[str, Any]]:
+        call = jsonrpc.request_body(1, "tools/call", {"name": "a__progress", "arguments": {"steps": steps, "ms": 100},
+                                                      "_meta": {"progressToken": "same"}})
+        async with http.post(url, data=orjson.dumps(call), headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) \
+                as response:
+            events = await events_until(response, lambda body: body.get("id") == 1)
+        assert events[-1]["result"]["content"][0]["text"] == "done"
+        return [body["params"] for body in events[:-1]]
+
+    async with served(create_app(gateway_config(echo_upstream("a")))) as url, Http() as http:
+        one, two = await open_session(http, url), await open_session(http, url)
+        seen_by_one, seen_by_two = await asyncio.gather(progress_seen(http, url, one, 3),
+                                                        progress_seen(http, url, two, 4))
+    assert seen_by_one == [{"progressToken": "same", "progress": float(n), "total": 3.0, "message": f"step {n}"}
+                           for n in range(1, 4)]
+    assert seen_by_two == [{"progressToken": "same", "progress": float(n), "total": 4.0, "message": f"step {n}"}
+                           for n in range(1, 5)]
+
+
 async def test_a_resource_update_reaches_only_the_sessions_subscribed_to_its_uri() -> None:
     app = create_app(gateway_config(everything_upstream()))
     hub = app[HUB_KEY]

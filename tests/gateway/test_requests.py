@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc
 from gateway.app import RELAY_KEY, create_app
-from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway, served
+from tests.fixtures.servers.raw_stdio_server import META_RESULT
+from tests.gateway.conftest import echo_upstream, gateway_config, raw_upstream, running_gateway, served
 from tests.gateway.service import running_service
 from tests.gateway.taps import tap, tapped_echo_upstream
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
@@ -67,18 +69,46 @@ async def test_cancel_reaches_only_the_owning_upstream_with_its_own_id(tmp_path:
         cancel = jsonrpc.notification_body("notifications/cancelled", {"requestId": 101, "reason": "user"})
         unknown = jsonrpc.notification_body("notifications/cancelled", {"requestId": 999})
         assert (await post(http, svc.mcp_url, session_id, unknown))[0] == 202
+        cancel_posted = time.monotonic()
         assert (await post(http, svc.mcp_url, session_id, cancel))[0] == 202
         received = await tap_a.wait_for("notifications/cancelled")
+        cancel_delay = time.monotonic() - cancel_posted
         status, raw = await asyncio.wait_for(long_call, 10)
         assert (await busy_b)[0] == 200
         rows = await svc.query("SELECT status, req_bytes_upstream FROM calls FINAL WHERE tool = 'slow' "
                                "AND upstream = 'a'")
     assert received["params"]["requestId"] == forwarded["id"] != 101
+    assert cancel_delay < 0.5  # C08 asks about 100 ms; the bound leaves room for a loaded machine
     assert not any(m.get("method") == "notifications/cancelled" for m in tap_b.drain_nowait())
     assert b'"result"' not in raw and b'"error"' not in raw  # no answer for a cancelled request
     assert status in (200, 202)
     assert rows == [{"status": "cancelled", "req_bytes_upstream": rows[0]["req_bytes_upstream"]}]
     assert rows[0]["req_bytes_upstream"] > 0
+
+
+async def test_unknown_meta_keys_reach_the_upstream_unchanged_beside_its_own_progress_token(tmp_path: Path) -> None:
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo")
+    meta = {"x-unknown": {"k": 1}, "progressToken": "tok-1"}
+    call = jsonrpc.request_body(3, "tools/call", {"name": "a__progress", "arguments": {"steps": 1, "ms": 1},
+                                                  "_meta": meta})
+    async with tap(tmp_path / "a.fifo") as upstream_in, running_gateway(gateway_config(upstream)) as url, \
+            Http() as http:
+        session_id = await open_session(http, url)
+        status, raw = await post(http, url, session_id, call)
+        forwarded = await upstream_in.wait_for("tools/call")
+    assert forwarded["params"]["_meta"] == {"x-unknown": {"k": 1}, "progressToken": str(forwarded["id"])}
+    progress, answer = (orjson.loads(line[len(b"data: "):]) for line in raw.splitlines() if line.startswith(b"data"))
+    assert status == 200 and progress["params"]["progressToken"] == "tok-1"  # the client's own token again
+    assert answer["result"]["content"][0]["text"] == "done"
+
+
+async def test_a_results_meta_reaches_the_client_byte_for_byte() -> None:
+    async with running_gateway(gateway_config(raw_upstream("r", "--tools-named", "meta"))) as url, Http() as http:
+        session_id = await open_session(http, url)
+        status, raw = await post(http, url, session_id,
+                                 jsonrpc.request_body(4, "tools/call", {"name": "r__meta", "arguments": {}}))
+    assert status == 200
+    assert raw == b'{"jsonrpc":"2.0","id":4,"result":' + META_RESULT + b"}"
 
 
 async def test_a_cancel_whose_request_id_is_no_id_is_ignored_and_counted() -> None:

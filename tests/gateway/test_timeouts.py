@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession as Http
 from aiohttp import web
+from mcp import MCPError
 
+from gateway import jsonrpc
 from gateway.config import Timeouts, UpstreamConfig
 from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session, raw_upstream, running_gateway
+from tests.gateway.recorder import Recorder
 from tests.gateway.taps import tap, tapped_echo_upstream
 from tests.gateway.upstreams.fake_http import fake_upstream
 
@@ -39,6 +43,32 @@ async def test_progress_resets_the_timeout() -> None:
 
 async def _noop() -> None:
     return None
+
+
+async def test_progress_forever_still_ends_at_the_absolute_cap_and_the_upstream_is_told_to_cancel(
+        tmp_path: Path) -> None:
+    capped = Timeouts(init_seconds=20.0, call_seconds=1.0, call_max_seconds=2.0)
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo", timeouts=capped)
+    recorder, progress = Recorder(), []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    async with tap(tmp_path / "a.fifo") as upstream_in, \
+            running_gateway(gateway_config(upstream), observers=[recorder]) as url, mcp_session(url) as client:
+        started = time.monotonic()
+        with pytest.raises(MCPError) as failed:  # a progress step every 500 ms, for 6 days
+            await client.call_tool("a__progress", {"steps": 1_000_000, "ms": 500}, progress_callback=on_progress)
+        elapsed = time.monotonic() - started
+        forwarded = await upstream_in.wait_for("tools/call")
+        cancelled = await upstream_in.wait_for("notifications/cancelled")
+        await recorder.wait_until(lambda: len(recorder.calls) == 1)
+    assert failed.value.error.code == jsonrpc.REQUEST_TIMEOUT
+    assert failed.value.error.message == "upstream a did not answer tools/call in time"
+    assert 2.0 <= elapsed < 5.0  # past call_seconds (progress reset it), ended by call_max_seconds
+    assert len(progress) >= 2
+    assert [call.status for call in recorder.calls] == ["timeout"]
+    assert cancelled["params"]["requestId"] == forwarded["id"]
 
 
 async def test_a_tool_of_an_upstream_that_died_answers_is_error_clearly(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import orjson
 import pytest
 from aiohttp import ClientSession as Http
 from aiohttp import web
+from mcp import MCPError
 
 from gateway import jsonrpc
 from gateway.config import Timeouts, UpstreamConfig
@@ -19,8 +22,11 @@ from tests.fixtures.procs import ECHO_SERVER, _read_until, stop_process
 from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, running_gateway
 from tests.gateway.recorder import Recorder
 from tests.gateway.service import running_service
+from tests.gateway.test_catalog import get_health
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
 from tests.gateway.upstreams.fake_http import Handler, fake_upstream
+
+MiB = 1024 * 1024
 
 
 async def test_noise_on_stdout_is_survived_and_not_charged_to_calls(tmp_path: Path) -> None:
@@ -32,9 +38,12 @@ async def test_noise_on_stdout_is_survived_and_not_charged_to_calls(tmp_path: Pa
         rows = await svc.query("SELECT resp_bytes_upstream FROM calls FINAL ORDER BY started_at")
         events = await svc.query("SELECT kind FROM upstream_events FINAL WHERE upstream = 'noisy'")
     assert "one" in repr(first.content) and "two" in repr(second.content)
-    noise = len(b"[db] connected\n")
-    assert all(0 < row["resp_bytes_upstream"] < 200 for row in rows)  # a JSON line, never the noise
-    assert all(row["resp_bytes_upstream"] != noise for row in rows)
+    # Exactly the answer's JSON line as the server wrote it (the gateway's ids for these calls are 3 and 4, after
+    # initialize and tools/list): never the noise line that followed it.
+    answers = [{"jsonrpc": "2.0", "id": n, "result": {"content": [{"type": "text", "text": text}], "isError": False}}
+               for n, text in ((3, "one"), (4, "two"))]
+    assert [row["resp_bytes_upstream"] for row in rows] == [
+        len(json.dumps(answer, separators=(",", ":"))) for answer in answers]
     assert not {"restart", "unhealthy"} & {event["kind"] for event in events}  # the upstream stayed up
 
 
@@ -59,6 +68,24 @@ async def test_non_json_stdout_lines_are_recorded_counted_in_health_and_metrics_
     details = [event["detail"] for event in events]
     assert len(details) == TRANSPORT_EVENTS_PER_MINUTE  # a noisy server cannot flood the store
     assert "Server v1.2 starting" in details
+
+
+async def test_an_oversized_line_fails_the_call_clearly_and_the_restarted_upstream_serves_the_next() -> None:
+    recorder = Recorder()
+    upstream = raw_upstream("big", "--huge-line", str(10 * MiB), max_message_bytes=MiB,
+                            timeouts=Timeouts(init_seconds=20))
+    async with running_gateway(gateway_config(upstream), observers=[recorder]) as url, mcp_session(url) as client:
+        readied = len(recorder.snapshots)  # one tool list snapshot each time the upstream becomes ready
+        with pytest.raises(MCPError) as failed:
+            await client.call_tool("big__huge", {})
+        await recorder.wait_until(lambda: len(recorder.snapshots) > readied)
+        answer = await client.call_tool("big__echo", {"text": "back"})
+        health = await get_health(url)
+    assert failed.value.error.code == jsonrpc.UPSTREAM_UNAVAILABLE
+    assert re.fullmatch(rf"upstream big is unavailable: message of \d+\+ bytes passes the cap of {MiB}",
+                        failed.value.error.message), failed.value.error.message
+    assert answer.content[0].text == "back"  # type: ignore[union-attr]
+    assert (health["upstreams"]["big"]["state"], health["upstreams"]["big"]["restarts"]) == ("ready", 1)
 
 
 async def test_utf8_split_inside_an_emoji_arrives_intact_and_counts_12_bytes(tmp_path: Path) -> None:

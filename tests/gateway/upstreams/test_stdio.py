@@ -15,7 +15,7 @@ from gateway.config import load_config
 from gateway.upstreams.base import MessageTooLarge, TransportClosed, TransportError
 from gateway.upstreams.factory import make_transport
 from gateway.upstreams.stdio import LineFramer, StdioTransport
-from tests.fixtures.procs import EVERYTHING_BIN, PYTHON, REPO_ROOT, echo_stdio_command, raw_stdio_command
+from tests.fixtures.procs import PYTHON, REPO_ROOT, echo_stdio_command, raw_stdio_command, require_everything
 from tests.gateway.upstreams.wire import Wire, text_of
 
 MiB = 1024 * 1024
@@ -55,9 +55,7 @@ async def test_round_trip_against_the_sdk_echo_server() -> None:
 
 
 async def test_round_trip_against_server_everything() -> None:
-    if not EVERYTHING_BIN.exists():
-        pytest.skip("npm install has not run")
-    wire = await Wire(StdioTransport("everything", str(EVERYTHING_BIN), ["stdio"])).open()
+    wire = await Wire(StdioTransport("everything", str(require_everything()), ["stdio"])).open()
     try:
         await wire.initialize()
         tools = await wire.request(1, "tools/list")
