@@ -349,13 +349,22 @@ def _read_store(r: Reader, t: dict[str, Any], base_dir: Path, data_dir: str | Pa
         r.error("store.dsn", "expected chdb:///DIR or http(s)://[USER:PASSWORD@]HOST:PORT[/DB]")
     if dsn == "chdb://":
         r.error("store.dsn", "chdb:// needs a directory, e.g. chdb:///./data/tollgate")
+    cluster = r.string(t, "cluster", "store") or None  # "" (the README's template) means none
+    if cluster and dsn.startswith("chdb://"):
+        # An embedded engine has no cluster: ON CLUSTER DDL would fail at startup with a ClickHouse error.
+        r.error("store.cluster", f"needs a ClickHouse server (an http(s):// store.dsn{_by_flag(data_dir)}); "
+                "the embedded chdb:// store has no cluster")
     spill_dir = r.string(t, "spill_dir", "store")
     return StoreConfig(**present(
-        dsn=dsn, cluster=r.string(t, "cluster", "store"),
+        dsn=dsn, cluster=cluster,
         spill_dir=_resolve_path(spill_dir, base_dir) if spill_dir else None,
         flush_rows=r.integer(t, "flush_rows", "store"), flush_seconds=r.number(t, "flush_seconds", "store"),
         max_spill_bytes=r.integer(t, "max_spill_bytes", "store"),
     ))
+
+
+def _by_flag(data_dir: str | Path | None) -> str:
+    return "" if data_dir is None else "; --data-dir made it embedded"
 
 
 def _resolve_chdb(dsn: str, base_dir: Path) -> str:

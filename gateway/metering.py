@@ -79,10 +79,10 @@ def _add_block(sizes: ContentSizes, block: dict[str, Any]) -> None:
         sizes.audio_bytes += base64_decoded_len(str(block.get("data", "")))
     elif kind == "resource" and isinstance(block.get("resource"), dict):
         sizes.resource_bytes += _resource_len(block["resource"])
+    elif kind is None and "uri" in block and ("text" in block or "blob" in block):  # resources/read contents
+        sizes.resource_bytes += _resource_len(block)
     elif "text" in block and kind in (None, "text"):
         sizes.text_bytes += utf8_len(str(block["text"]))
-    elif "uri" in block and ("text" in block or "blob" in block):  # resources/read contents
-        sizes.resource_bytes += _resource_len(block)
     else:
         sizes.text_bytes += len(orjson.dumps(block))
 

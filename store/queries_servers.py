@@ -28,6 +28,7 @@ SELECT
     toUInt64(quantileExact(0.5)(resp_bytes_upstream)) AS resp_bytes_p50,
     toUInt64(quantileExact(0.95)(resp_bytes_upstream)) AS resp_bytes_p95,
     max(resp_bytes_upstream) AS resp_bytes_max,
+    argMax(tool, (resp_bytes_upstream, started_at)) AS resp_bytes_max_tool,
     toUInt64(quantileExact(0.5)(req_bytes_client)) AS req_bytes_p50,
     toUInt64(quantileExact(0.95)(req_bytes_client)) AS req_bytes_p95,
     max(req_bytes_client) AS req_bytes_max,

@@ -114,8 +114,10 @@ CALL_COLUMNS: list[Column] = [
     ("TIE", "tie", _s), ("CANDIDATES", "tie_candidates", _n), ("TOOL USE ID", "tool_use_id", _s)]
 SERVER_COLUMNS: list[Column] = [
     ("SERVER", "upstream", _s), ("CALLS", "calls", _n), ("ERRORS", "errors", _n), ("REQ BYTES", "req_bytes", _n),
+    ("REQ P50", "req_bytes_p50", _n), ("REQ P95", "req_bytes_p95", _n), ("REQ MAX", "req_bytes_max", _n),
     ("RESULT BYTES", "resp_bytes", _n), ("RESULT P50", "resp_bytes_p50", _n), ("RESULT P95", "resp_bytes_p95", _n),
-    ("RESULT MAX", "resp_bytes_max", _n), ("EST TOKENS", "est_tokens", _n), ("TOOL LIST BYTES", "tool_list_bytes", _n),
+    ("RESULT MAX", "resp_bytes_max", _n), ("LARGEST FROM", "resp_bytes_max_tool", _s),
+    ("EST TOKENS", "est_tokens", _n), ("TOOL LIST BYTES", "tool_list_bytes", _n),
     ("TOOL LIST TOKENS", "tool_list_est_tokens", _n)]
 RECENT_CALL_COLUMNS: list[Column] = [
     ("STARTED", "started_at", _t), ("SERVER", "upstream", _s), ("TOOL", "tool", _s), ("STATUS", "status", _s),

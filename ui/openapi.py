@@ -71,9 +71,9 @@ LIMITS = {"type": "object", "additionalProperties": _object(["allowed", "action"
 
 SERVER_TOTALS = {  # an upstream with no call in the range has only upstream, calls (0) and errors (0)
     "upstream": STR, "calls": INT, "errors": INT, "tools_used": INT, "sessions": INT, "req_bytes": INT,
-    "resp_bytes": INT, "resp_bytes_p50": INT, "resp_bytes_p95": INT, "resp_bytes_max": INT, "req_bytes_p50": INT,
-    "req_bytes_p95": INT, "req_bytes_max": INT, "est_tokens": INT, "duration_ms_p95": NUM, "first_at": TIME,
-    "last_at": TIME}
+    "resp_bytes": INT, "resp_bytes_p50": INT, "resp_bytes_p95": INT, "resp_bytes_max": INT,
+    "resp_bytes_max_tool": STR, "req_bytes_p50": INT, "req_bytes_p95": INT, "req_bytes_max": INT, "est_tokens": INT,
+    "duration_ms_p95": NUM, "first_at": TIME, "last_at": TIME}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _object(["error"], {"error": STR}),

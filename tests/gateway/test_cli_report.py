@@ -78,10 +78,10 @@ async def test_reports_read_through_the_running_server_then_straight_from_the_st
 
     code, direct = await report(capsys, "session", session_id, "--config", str(config))
     assert code == 0 and direct == table
-    for command in ("sessions", "servers", "calls", "usage"):
+    for command in ("sessions", "usage"):  # servers and calls: test_report_servers_and_calls_...
         code, out = await report(capsys, command, "--config", str(config), "--since", SINCE)
         assert code == 0, command
-        assert out.splitlines()[0].split()[0] in ("SESSION", "SERVER", "STARTED"), out
+        assert out.splitlines()[0].split()[0] == "SESSION", out
     code, _ = await report(capsys, "session", "no-such-session", "--config", str(config))
     assert code == 1
 
@@ -182,3 +182,123 @@ async def test_report_session_shows_a_tied_tool_call_in_its_table_and_its_json(
                            f"{call['resp_bytes_upstream']:,}", f"{call['est_tokens']:,}",
                            f"{got['observed_tokens']:,}", f"{got['carried_tokens']:,}", "tool_use_id", "1",
                            result["tool_use_id"]]
+
+
+async def post_call(http: Any, url: str, session_id: str, request_id: int, tool: str, arguments: dict[str, Any]) -> int:
+    """One tools/call over plain HTTP; returns the size of the request body sent."""
+    from gateway import jsonrpc
+    from tests.gateway.test_downstream import JSON_HEADERS
+
+    body = orjson.dumps(jsonrpc.request_body(request_id, "tools/call", {"name": tool, "arguments": arguments}))
+    async with http.post(url, data=body, headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
+        assert response.status == 200 and "result" in orjson.loads(await response.read())
+    return len(body)
+
+
+def quantile_exact(values: list[int], level: float) -> int:
+    """ClickHouse's quantileExact: the element at floor(level * n) of the sorted values."""
+    return sorted(values)[int(level * len(values))]
+
+
+def expected_servers(calls: list[dict[str, Any]], tool_lists: dict[str, int]) -> list[dict[str, Any]]:
+    """What /api/servers should say, computed here from the stored call rows and tool-list sizes."""
+    from store.statuses import ERRORS
+
+    out = []
+    for upstream in sorted({c["upstream"] for c in calls}):
+        mine = [c for c in calls if c["upstream"] == upstream]
+        req, resp = [c["req_bytes_client"] for c in mine], [c["resp_bytes_upstream"] for c in mine]
+        out.append({
+            "upstream": upstream, "calls": len(mine), "errors": sum(c["status"] in ERRORS for c in mine),
+            "sessions": len({c["mcp_session_id"] for c in mine}), "req_bytes": sum(req),
+            "req_bytes_p50": quantile_exact(req, 0.5), "req_bytes_p95": quantile_exact(req, 0.95),
+            "req_bytes_max": max(req), "resp_bytes": sum(resp), "resp_bytes_p50": quantile_exact(resp, 0.5),
+            "resp_bytes_p95": quantile_exact(resp, 0.95), "resp_bytes_max": max(resp),
+            "resp_bytes_max_tool": max(mine, key=lambda c: c["resp_bytes_upstream"])["tool"],
+            "est_tokens": sum(c["est_tokens"] for c in mine), "tool_list_bytes": tool_lists[upstream],
+            "tool_list_est_tokens": -(-tool_lists[upstream] // 4)})
+    return out
+
+
+async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live_and_from_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import aiohttp
+
+    from tests.gateway.conftest import ECHO_SERVER
+    from tests.gateway.test_downstream import open_session
+
+    port = free_port()
+    config_path = write_config(tmp_path, port)
+    for name in ("a", "b"):
+        config_path.write_text(config_path.read_text() + (
+            f'\n[upstreams.{name}]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
+            f'args = [{orjson.dumps(str(ECHO_SERVER)).decode()}, "--name", "{name}"]\n'))
+    service = await open_service(load_config(config_path))
+    runner = web.AppRunner(service.app, auto_decompress=False)
+    await runner.setup()
+    url = f"http://127.0.0.1:{port}/mcp"
+    argv = ("--config", str(config_path))
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with aiohttp.ClientSession() as http:
+            first, second = await open_session(http, url), await open_session(http, url)
+            sent = [await post_call(http, url, first, 1, "a__blob", {"n": 1000}),
+                    await post_call(http, url, first, 2, "a__blob", {"n": 4000}),
+                    await post_call(http, url, first, 3, "a__utf8", {}),
+                    await post_call(http, url, second, 1, "b__blob", {"n": 300}),
+                    await post_call(http, url, second, 2, "a__blob", {"n": 2500}),
+                    await post_call(http, url, second, 4, "a__echo", {"text": "é" * 300}),
+                    await post_call(http, url, first, 4, "a__blob", {"n": "many"}),  # invalid: a tool error
+                    await post_call(http, url, second, 3, "b__whoami", {})]
+        await service.writer.flush()
+        stored = await service.store.query("SELECT * FROM calls FINAL ORDER BY started_at")
+        lists = await service.store.query(
+            "SELECT upstream, argMax(server_bytes, taken_at) AS bytes FROM tool_lists FINAL GROUP BY upstream")
+        live = [await report(capsys, *command, *argv) for command in report_commands(first)]
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    assert [c["req_bytes_client"] for c in stored] == sent
+    assert [(c["tool"], c["status"]) for c in stored][-2:] == [("blob", "tool_error"), ("whoami", "ok")]
+    servers = expected_servers(stored, {row["upstream"]: row["bytes"] for row in lists})
+    [(code, servers_json), (_, servers_table), (_, detail_json), (_, calls_json), (_, calls_table)] = live
+    assert code == 0
+    got = orjson.loads(servers_json)["servers"]
+    assert [{k: row[k] for k in servers[0]} for row in got] == servers
+    assert [line.split() for line in servers_table.splitlines()[1:]] == [
+        [s["upstream"], *(f"{s[k]:,}" for k in ("calls", "errors", "req_bytes", "req_bytes_p50", "req_bytes_p95",
+                                                 "req_bytes_max", "resp_bytes", "resp_bytes_p50", "resp_bytes_p95",
+                                                 "resp_bytes_max")),
+         s["resp_bytes_max_tool"], *(f"{s[k]:,}" for k in ("est_tokens", "tool_list_bytes", "tool_list_est_tokens"))]
+        for s in servers]
+
+    detail = orjson.loads(detail_json)
+    on_a = [c for c in stored if c["upstream"] == "a"]
+    assert {k: detail["server"][k] for k in servers[0] if not k.startswith("tool_list")} == {
+        k: v for k, v in servers[0].items() if not k.startswith("tool_list")}
+    per_tool = {t: [c["resp_bytes_upstream"] for c in on_a if c["tool"] == t] for t in ("blob", "echo", "utf8")}
+    assert [(t["tool"], t["calls"], t["resp_bytes"], t["resp_bytes_max"]) for t in detail["tools"]] == sorted(
+        ((tool, len(sizes), sum(sizes), max(sizes)) for tool, sizes in per_tool.items()), key=lambda t: -t[2])
+    assert [r["call_id"] for r in detail["largest_results"]] == [
+        c["call_id"] for c in sorted(on_a, key=lambda c: -c["resp_bytes_upstream"])]
+    assert detail["tool_list_context"]["server_bytes"] == servers[0]["tool_list_bytes"]
+
+    newest = [c for c in reversed(stored) if c["upstream"] == "a" and c["mcp_session_id"] == first][:2]
+    got_calls = orjson.loads(calls_json)["calls"]
+    assert [(c["call_id"], c["tool"], c["status"], c["req_bytes_client"], c["resp_bytes_upstream"])
+            for c in got_calls] == [(c["call_id"], c["tool"], c["status"], c["req_bytes_client"],
+                                     c["resp_bytes_upstream"]) for c in newest]
+    assert [line.split()[2:] for line in calls_table.splitlines()[1:]] == [
+        ["a", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
+         f"{c['est_tokens']:,}", first[:12] + ".."] for c in newest]
+
+    direct = [await report(capsys, *command, *argv) for command in report_commands(first)]  # no server: the store
+    assert direct == live
+
+
+def report_commands(session: str) -> list[tuple[str, ...]]:
+    """The servers and calls reports the test reads live and then from the store."""
+    calls = ("calls", "--server", "a", "--session", session, "--limit", "2")
+    return [("servers", "--json"), ("servers",), ("servers", "a", "--json"), (*calls, "--json"), calls]

@@ -320,6 +320,18 @@ def test_absolute_chdb_and_http_dsns_are_kept(tmp_path: Path) -> None:
     assert load(tmp_path, f'[store]\ndsn = "{dsn}"\n').store.dsn == dsn
 
 
+def test_a_cluster_needs_a_server_dsn_and_an_empty_one_means_none(tmp_path: Path) -> None:
+    assert problems(tmp_path, '[store]\ndsn = "chdb:///var/lib/tg"\ncluster = "c1"\n') == [
+        "store.cluster: needs a ClickHouse server (an http(s):// store.dsn); the embedded chdb:// store has no "
+        "cluster"]
+    server = '[store]\ndsn = "https://user:pw@ch.example:8443/tollgate"\ncluster = "c1"\n'
+    assert load(tmp_path, server).store.cluster == "c1"
+    assert problems(tmp_path, server, data_dir=str(tmp_path / "db")) == [
+        "store.cluster: needs a ClickHouse server (an http(s):// store.dsn; --data-dir made it embedded); the "
+        "embedded chdb:// store has no cluster"]
+    assert load(tmp_path, '[store]\ncluster = ""\n').store.cluster is None
+
+
 def test_upstream_type_is_inferred_from_command_or_url(tmp_path: Path) -> None:
     config = load(tmp_path, '[upstreams.a]\ncommand = "x"\n[upstreams.b]\nurl = "http://h/mcp"\n')
     assert [(u.name, u.type) for u in config.upstreams] == [("a", "stdio"), ("b", "http")]

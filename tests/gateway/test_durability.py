@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
 import os
 import signal
@@ -19,6 +21,7 @@ from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc
 from gateway.mcp import META_TOOL_USE_ID
+from store import queries_servers
 from store.client import Store
 from store.errors import StoreUnavailable
 from tests.gateway.conftest import ECHO_SERVER, echo_upstream, gateway_config
@@ -97,19 +100,38 @@ async def echo_calls(url: str, texts: list[str]) -> list[str]:
     return acknowledged
 
 
-async def stored_echo_calls(data_dir: Path) -> tuple[list[str], list[str], int]:
-    """(texts of the distinct stored echo calls, texts of every stored copy, raw row count), texts sorted;
-    read without FINAL too, so a replay that stored a segment twice shows even before a merge."""
+def spill_segments(data_dir: Path) -> list[str]:
+    return sorted(path.name for path in (data_dir / "spill").glob("segment-*.jsonl"))
+
+
+async def stored_echo_calls(data_dir: Path) -> tuple[dict[str, dt.datetime], int]:
+    """Each stored echo call's tool_use_id (its text) with the insert time of the copy FINAL keeps (the latest), and
+    the calls `report servers` counts for upstream a."""
     store = await Store.open(f"chdb://{data_dir}")
     try:
-        final = await store.query("SELECT tool_use_id FROM calls FINAL WHERE tool = 'echo' ORDER BY tool_use_id")
-        raw = await store.query("SELECT tool_use_id FROM calls WHERE tool = 'echo' ORDER BY tool_use_id")
+        final = await store.query("SELECT tool_use_id, inserted_at FROM calls FINAL WHERE tool = 'echo'")
+        reported = {row["upstream"]: row["calls"] for row in await queries_servers.servers(store)}
     finally:
         await store.close()
-    return [r["tool_use_id"] for r in final], [r["tool_use_id"] for r in raw], len(raw)
+    return {row["tool_use_id"]: row["inserted_at"] for row in final}, reported.get("a", 0)
 
 
-async def test_kill_9_loses_no_acknowledged_call_and_replays_each_once(tmp_path: Path) -> None:
+async def exit_status(config: Path, module: str) -> int:
+    """Run `python -m MODULE serve --config CONFIG` until it exits by itself (bounded); its exit status."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, "serve", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # anything it started
+    assert process.returncode is not None, stderr.decode()
+    return process.returncode
+
+
+async def test_kill_9_loses_no_acknowledged_call_and_a_crash_mid_replay_still_counts_each_once(
+        tmp_path: Path) -> None:
     data_dir, port = tmp_path / "db", free_port()
     config = write_config(tmp_path / "tollgate.toml", port, data_dir)
     url = f"http://127.0.0.1:{port}/mcp"
@@ -117,14 +139,23 @@ async def test_kill_9_loses_no_acknowledged_call_and_replays_each_once(tmp_path:
         acknowledged = await echo_calls(url, [f"call-{i}" for i in range(40)])
         os.killpg(first.pid, signal.SIGKILL)  # flush_seconds=30: the rows exist only in the spill
         await first.wait()
-    for _ in range(2):  # two restarts: replaying the spill twice must not double anything
-        async with tollgate_process(config) as again:
-            again.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(again.wait(), 60) == 0
-    distinct, copies, raw_total = await stored_echo_calls(data_dir)
-    assert len(acknowledged) == 40
-    assert distinct == sorted(acknowledged)
-    assert copies == sorted(acknowledged) and raw_total == len(acknowledged)  # no copy, merged or not
+    spilled = spill_segments(data_dir)
+    assert spilled
+
+    # The next start replays the spill into the store and is killed before it deletes the segments...
+    assert await exit_status(config, "tests.gateway.serve_killed_before_retire") == -signal.SIGKILL
+    assert spill_segments(data_dir) == spilled
+    replayed, counted = await stored_echo_calls(data_dir)
+    assert sorted(replayed) == sorted(acknowledged) and counted == len(acknowledged)
+
+    # ...so the start after it stores every one of those rows a second time, and still counts each once.
+    async with tollgate_process(config) as again:
+        again.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(again.wait(), 60) == 0
+    assert spill_segments(data_dir) == []
+    twice, counted = await stored_echo_calls(data_dir)
+    assert sorted(twice) == sorted(acknowledged) and counted == len(acknowledged)
+    assert all(twice[text] > replayed[text] for text in acknowledged)  # FINAL keeps the second copy: it was stored
 
 
 async def test_proxying_continues_through_a_store_outage_and_rows_arrive_after(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import shlex
-import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,87 +14,232 @@ from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc, metering
 from gateway.config import UpstreamConfig
+from tests.fixtures.servers.echo_server import UTF8_TEXT
 from tests.gateway.conftest import (
-    RAW_SERVER,
+    EVERYTHING,
     echo_upstream,
     everything_upstream,
     gateway_config,
-    mcp_session,
+    raw_upstream,
 )
 from tests.gateway.service import running_service
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
 
-
-def teed_raw_upstream(name: str, tee: Path) -> UpstreamConfig:
-    """The raw fixture server with its stdout copied byte for byte to `tee`: an independent record of
-    exactly what the gateway read from the upstream."""
-    server = shlex.join([sys.executable, str(RAW_SERVER), "--name", name])
-    command = f"{server} | tee {shlex.quote(str(tee))}"
-    return UpstreamConfig(name=name, type="stdio", command="sh", args=("-c", command))
+HOPS = ("req_bytes_client", "req_bytes_upstream", "resp_bytes_upstream", "resp_bytes_client")
+EVERYTHING_DOC = EVERYTHING.resolve().parent / "docs" / "architecture.md"  # served as a static resource
 
 
-async def call_raw(http: Http, url: str, session_id: str, request_id: int, tool: str,
-                   arguments: dict[str, Any]) -> tuple[bytes, bytes]:
-    body = orjson.dumps(jsonrpc.request_body(request_id, "tools/call", {"name": tool, "arguments": arguments}))
+def teed(upstream: UpstreamConfig, directory: Path) -> UpstreamConfig:
+    """`upstream` under `sh` with its stdin and stdout copied byte for byte to DIR/NAME.in and DIR/NAME.out: an
+    independent record of exactly what the gateway wrote to it and read from it."""
+    command = shlex.join([upstream.command, *upstream.args])
+    sent, received = (shlex.quote(str(directory / f"{upstream.name}.{end}")) for end in ("in", "out"))
+    return replace(upstream, command="sh", args=("-c", f"tee {sent} | {command} | tee {received}"))
+
+
+@dataclass
+class Wire:
+    """The lines a teed upstream was sent and wrote, read once the service (and so the upstream) has stopped."""
+
+    sent: list[bytes]
+    written: list[bytes]
+
+    @classmethod
+    def of(cls, directory: Path, name: str) -> Wire:
+        return cls(*((directory / f"{name}.{end}").read_bytes().split(b"\n")[:-1] for end in ("in", "out")))
+
+    def hop(self, method: str, key: str, value: str) -> tuple[bytes, bytes]:
+        """The request line of `method` whose params[key] is `value`, and the upstream's answer to it, raw."""
+        (request,) = [line for line in self.sent if _matches(orjson.loads(line), method, key, value)]
+        upstream_id = orjson.loads(request)["id"]
+        (answer,) = [line for line in self.written if _is_answer(orjson.loads(line), upstream_id)]
+        return request, answer
+
+
+def _matches(message: dict[str, Any], method: str, key: str, value: str) -> bool:
+    return message.get("method") == method and message.get("params", {}).get(key) == value
+
+
+def _is_answer(message: dict[str, Any], upstream_id: Any) -> bool:
+    return "method" not in message and message.get("id") == upstream_id
+
+
+def hops(row: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(row[hop] for hop in HOPS)
+
+
+async def post_raw(http: Http, url: str, session_id: str, request_id: int, method: str,
+                   params: dict[str, Any]) -> tuple[bytes, bytes]:
+    """One request as the exact bytes sent; returns them and the exact JSON answer bytes received."""
+    body = orjson.dumps(jsonrpc.request_body(request_id, method, params))
     async with http.post(url, data=body, headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
         assert response.content_type == "application/json"
         return body, await response.read()
 
 
+async def call_raw(http: Http, url: str, session_id: str, request_id: int, tool: str,
+                   arguments: dict[str, Any]) -> tuple[bytes, bytes]:
+    return await post_raw(http, url, session_id, request_id, "tools/call", {"name": tool, "arguments": arguments})
+
+
+def compact_json_len(value: Any) -> int:
+    """UTF-8 length of `value` as compact JSON (how structured content is sized), without orjson."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def array_items(raw: bytes, key: bytes) -> tuple[list[bytes], bytes]:
+    """The elements (objects) of the first array under `"key":` in `raw`, each as the exact bytes sent, and the
+    array's whole inner text, found by scanning brackets and strings: nothing re-encoded."""
+    start = raw.index(b'"' + key + b'":[') + len(key) + 4
+    items: list[bytes] = []
+    depth, begin, in_string, escaped = 1, start, False, False
+    for i in range(start, len(raw)):
+        char = raw[i : i + 1]
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == b"\\", char != b'"')
+        elif char == b'"':
+            in_string = True
+        elif char in (b"{", b"["):
+            depth += 1
+            begin = i if depth == 2 else begin
+        elif char in (b"}", b"]"):
+            depth -= 1
+            if depth == 1:
+                items.append(raw[begin : i + 1])
+            elif depth == 0:
+                return items, raw[start:i]
+    raise AssertionError(f"no end to the {key!r} array")
+
+
 async def test_call_rows_carry_exact_wire_bytes_on_every_hop(tmp_path: Path) -> None:
-    tee = tmp_path / "upstream-stdout"
-    config = gateway_config(teed_raw_upstream("raw", tee))
+    config = gateway_config(teed(raw_upstream("raw", "--name", "raw"), tmp_path))
     async with running_service(config, tmp_path / "db") as svc, Http() as http:
         session_id = await open_session(http, svc.mcp_url)
         sent, received = await call_raw(http, svc.mcp_url, session_id, 7, "raw__utf8", {})
         rows = await svc.query("SELECT * FROM calls FINAL WHERE tool = 'utf8'")
-    upstream_lines = tee.read_bytes().split(b"\n")
-    answer = next(line for line in upstream_lines if b'"id"' in line and "é—🙂漢".encode() in line)
+    to_upstream, answer = Wire.of(tmp_path, "raw").hop("tools/call", "name", "utf8")
     (row,) = rows
-    assert row["req_bytes_client"] == len(sent)
-    assert row["resp_bytes_client"] == len(received)
-    assert row["resp_bytes_upstream"] == len(answer)
+    assert hops(row) == (len(sent), len(to_upstream), len(answer), len(received))
+    assert "é—🙂漢".encode() in answer
     assert row["text_bytes"] == 12  # é—🙂漢 = 2 + 3 + 4 + 3 bytes of UTF-8
     assert row["status"] == "ok" and row["upstream"] == "raw" and row["exposed_name"] == "raw__utf8"
     assert orjson.loads(received)["result"]["content"][0]["text"] == "é—🙂漢"
 
 
-async def test_a_5_mib_result_is_counted_exactly_with_its_token_estimate(tmp_path: Path) -> None:
+async def test_a_5_mib_non_ascii_result_is_counted_exactly_on_every_hop_with_its_token_estimate(
+        tmp_path: Path) -> None:
     size = 5 * 1024 * 1024
-    async with running_service(gateway_config(echo_upstream("a")), tmp_path / "db") as svc, Http() as http:
+    async with running_service(gateway_config(teed(echo_upstream("a"), tmp_path)), tmp_path / "db") as svc, \
+            Http() as http:
         session_id = await open_session(http, svc.mcp_url)
-        _, received = await call_raw(http, svc.mcp_url, session_id, 1, "a__blob", {"n": size})
-        (row,) = await svc.query("SELECT * FROM calls FINAL WHERE tool = 'blob'")
-    assert len(orjson.loads(received)["result"]["content"][0]["text"]) == size
+        sent, received = await call_raw(http, svc.mcp_url, session_id, 1, "a__utf8_blob", {"n": size})
+        (row,) = await svc.query("SELECT * FROM calls FINAL WHERE tool = 'utf8_blob'")
+    to_upstream, answer = Wire.of(tmp_path, "a").hop("tools/call", "name", "utf8_blob")
+    text = orjson.loads(received)["result"]["content"][0]["text"]
+    assert len(text.encode()) == size and text.startswith(UTF8_TEXT * 1000)
+    assert UTF8_TEXT.encode() * 1000 in answer and UTF8_TEXT.encode() * 1000 in received  # raw UTF-8, no \\u
+    assert hops(row) == (len(sent), len(to_upstream), len(answer), len(received))
     assert row["text_bytes"] == size
     assert row["est_tokens"] == size // metering.BYTES_PER_TOKEN
-    assert row["resp_bytes_client"] == len(received) and row["resp_bytes_upstream"] > size
 
 
-async def test_image_blocks_count_encoded_and_decoded_bytes(tmp_path: Path) -> None:
-    async with running_service(gateway_config(everything_upstream()), tmp_path / "db") as svc:
-        async with mcp_session(svc.mcp_url) as client:
-            result = await client.call_tool("everything__get-tiny-image", {})
+async def test_image_blocks_count_encoded_and_decoded_bytes_and_every_hop_exactly(tmp_path: Path) -> None:
+    config = gateway_config(teed(everything_upstream(), tmp_path))
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        session_id = await open_session(http, svc.mcp_url)
+        sent, received = await call_raw(http, svc.mcp_url, session_id, 1, "everything__get-tiny-image", {})
         (row,) = await svc.query("SELECT * FROM calls FINAL WHERE tool = 'get-tiny-image'")
-    images = [block for block in result.content if block.type == "image"]
-    assert images
-    assert row["image_bytes_encoded"] == sum(len(block.data) for block in images)  # type: ignore[union-attr]
-    assert row["image_bytes_decoded"] == sum(len(base64.b64decode(b.data)) for b in images)  # type: ignore[union-attr]
-    assert row["content_blocks"] == len(result.content)
+    to_upstream, answer = Wire.of(tmp_path, "everything").hop("tools/call", "name", "get-tiny-image")
+    content = orjson.loads(received)["result"]["content"]
+    images = [block["data"] for block in content if block["type"] == "image"]
+    assert len(images) == 1
+    assert hops(row) == (len(sent), len(to_upstream), len(answer), len(received))
+    assert row["image_bytes_encoded"] == len(images[0])
+    assert row["image_bytes_decoded"] == len(base64.b64decode(images[0]))
+    assert row["content_blocks"] == len(content)
+    text = sum(len(block["text"].encode()) for block in content if block["type"] == "text")
+    assert (row["text_bytes"], row["est_tokens"]) == (text, -(-text // 4) + metering.IMAGE_TOKENS)
 
 
-async def test_tool_list_context_cost_equals_the_json_the_client_received(tmp_path: Path) -> None:
+async def test_audio_embedded_resource_and_structured_content_are_counted_exactly(tmp_path: Path) -> None:
+    text = f"{UTF8_TEXT} in a resource"
+    async with running_service(gateway_config(echo_upstream("a")), tmp_path / "db") as svc, Http() as http:
+        session_id = await open_session(http, svc.mcp_url)
+        results = {tool: orjson.loads((await call_raw(http, svc.mcp_url, session_id, i, f"a__{tool}", args))[1])
+                   for i, (tool, args) in enumerate([("audio", {"n": 1001}), ("embedded", {"text": text}),
+                                                     ("echo", {"text": UTF8_TEXT})])}
+        rows = {r["tool"]: r for r in await svc.query("SELECT * FROM calls FINAL")}
+    sizes = ("text_bytes", "audio_bytes", "resource_bytes", "structured_bytes", "content_blocks", "est_tokens")
+    [audio] = results["audio"]["result"]["content"]
+    assert len(base64.b64decode(audio["data"])) == 1001
+    assert tuple(rows["audio"][k] for k in sizes) == (0, 1001, 0, 0, 1, 0)  # audio has no token estimate
+    [embedded] = results["embedded"]["result"]["content"]
+    assert embedded["resource"]["text"] == text
+    resource = len(text.encode())
+    assert tuple(rows["embedded"][k] for k in sizes) == (0, 0, resource, 0, 1, -(-resource // 4))
+    structured = compact_json_len(results["echo"]["result"]["structuredContent"])
+    assert structured == len(b'{"result":""}') + 12
+    assert tuple(rows["echo"][k] for k in sizes) == (12, 0, 0, structured, 1, -(-(12 + structured) // 4))
+
+
+async def test_resources_read_and_prompts_get_rows_carry_exact_sizes_on_every_hop(tmp_path: Path) -> None:
+    uri = "demo://resource/static/document/architecture.md"
+    prompt = {"name": "everything__resource-prompt", "arguments": {"resourceType": "Text", "resourceId": "2"}}
+    async with running_service(gateway_config(teed(everything_upstream(), tmp_path)), tmp_path / "db") as svc, \
+            Http() as http:
+        session_id = await open_session(http, svc.mcp_url)
+        read = await post_raw(http, svc.mcp_url, session_id, 1, "resources/read", {"uri": uri})
+        got = await post_raw(http, svc.mcp_url, session_id, 2, "prompts/get", prompt)
+        rows = {r["method"]: r for r in await svc.query("SELECT * FROM calls FINAL")}
+    wire = Wire.of(tmp_path, "everything")
+    document = EVERYTHING_DOC.stat().st_size
+    assert orjson.loads(read[1])["result"]["contents"][0]["text"].encode() == EVERYTHING_DOC.read_bytes()
+    row = rows["resources/read"]
+    assert (row["upstream"], row["tool"], row["exposed_name"], row["status"]) == ("everything", uri, uri, "ok")
+    assert hops(row) == (len(read[0]), *map(len, wire.hop("resources/read", "uri", uri)), len(read[1]))
+    assert (row["resource_bytes"], row["text_bytes"], row["content_blocks"], row["est_tokens"]) == (
+        document, 0, 1, -(-document // 4))
+
+    first, second = (m["content"] for m in orjson.loads(got[1])["result"]["messages"])
+    text, resource = len(first["text"].encode()), len(second["resource"]["text"].encode())
+    assert second["resource"]["text"].startswith("Resource 2: ")
+    row = rows["prompts/get"]
+    assert (row["tool"], row["exposed_name"], row["status"]) == ("resource-prompt", prompt["name"], "ok")
+    assert hops(row) == (len(got[0]), *map(len, wire.hop("prompts/get", "name", "resource-prompt")), len(got[1]))
+    assert (row["text_bytes"], row["resource_bytes"], row["content_blocks"], row["est_tokens"]) == (
+        text, resource, 2, -(-(text + resource) // 4))
+
+
+async def test_call_rows_name_the_client_and_the_bearer_token_it_used(tmp_path: Path) -> None:
+    config = gateway_config(echo_upstream("a"), auth_tokens=("first-secret", "second-secret"))
+    auth = {**JSON_HEADERS, "Authorization": "Bearer second-secret"}
+    init = jsonrpc.request_body(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                  "clientInfo": {"name": "metering-client", "version": "3.1.4"}})
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        async with http.post(svc.mcp_url, json=init, headers=auth) as response:
+            assert response.status == 200
+            session = {**auth, "Mcp-Session-Id": response.headers["Mcp-Session-Id"]}
+        for body in (jsonrpc.notification_body("notifications/initialized"),
+                     jsonrpc.request_body(1, "tools/call", {"name": "a__whoami", "arguments": {}})):
+            async with http.post(svc.mcp_url, json=body, headers=session) as response:
+                assert response.status in (200, 202)
+        (row,) = await svc.query("SELECT * FROM calls FINAL")
+    # The identity is the token's place in server.auth_tokens (1-based), never the secret itself.
+    assert (row["client_name"], row["client_version"], row["auth_identity"]) == (
+        "metering-client", "3.1.4", "token-2")
+
+
+async def test_tool_list_context_cost_is_the_bytes_of_each_definition_the_client_received(tmp_path: Path) -> None:
     async with running_service(gateway_config(echo_upstream("a"), echo_upstream("b")), tmp_path / "db") as svc:
         async with Http() as http:
             session_id = await open_session(http, svc.mcp_url)
-            body = orjson.dumps(jsonrpc.request_body(1, "tools/list"))
-            async with http.post(svc.mcp_url, data=body,
-                                 headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
-                tools = orjson.loads(await response.read())["result"]["tools"]
+            _, raw = await post_raw(http, svc.mcp_url, session_id, 1, "tools/list", {})
         rows = await svc.query("SELECT upstream, exposed_name, def_bytes, server_bytes FROM tool_lists FINAL")
-    received = {tool["name"]: len(orjson.dumps(tool)) for tool in tools}
-    latest = {row["exposed_name"]: row for row in rows}
-    assert {name: row["def_bytes"] for name, row in latest.items()} == received
+    definitions, inner = array_items(raw, b"tools")
+    assert inner == b",".join(definitions)  # every byte of the list is in one definition or a separator
+    assert [orjson.loads(d) for d in definitions] == orjson.loads(raw)["result"]["tools"]
+    received = {orjson.loads(d)["name"]: len(d) for d in definitions}
+    assert {row["exposed_name"]: row["def_bytes"] for row in rows} == received
     for upstream in ("a", "b"):
         per_server = sum(size for name, size in received.items() if name.startswith(f"{upstream}__"))
-        assert {row["server_bytes"] for row in latest.values() if row["upstream"] == upstream} == {per_server}
+        assert {row["server_bytes"] for row in rows if row["upstream"] == upstream} == {per_server}

@@ -2,42 +2,93 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
+import orjson
 from aiohttp import ClientSession as Http
 
-from gateway.config import UpstreamConfig
+from gateway.config import BudgetConfig, UpstreamConfig
 from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session
 from tests.gateway.service import running_service
 
+DIRECTIONS = {"request_client": "req_bytes_client", "request_upstream": "req_bytes_upstream",
+              "response_upstream": "resp_bytes_upstream", "response_client": "resp_bytes_client"}
+
 
 def series(text: str, name: str) -> dict[str, float]:
+    """Every sample of the metric `name` (not of longer names it prefixes), by its name and labels."""
     found = {}
     for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
+        if line.startswith((name + "{", name + " ")):
             key, _, value = line.rpartition(" ")
             found[key] = float(value)
     return found
 
 
-async def test_metrics_count_calls_bytes_and_health(tmp_path: Path) -> None:
+async def test_metrics_count_calls_bytes_errors_and_budget_decisions_exactly_as_the_stored_call_rows(
+        tmp_path: Path) -> None:
     dead = UpstreamConfig(name="dead", type="stdio", command="false")
-    async with running_service(gateway_config(echo_upstream("a"), dead), tmp_path / "db") as svc:
+    config = gateway_config(echo_upstream("a"), echo_upstream("b", budget=BudgetConfig(day_calls=1)), dead)
+    async with running_service(config, tmp_path / "db") as svc:
         async with mcp_session(svc.mcp_url) as client:
             await client.call_tool("a__blob", {"n": 1000})
-            await client.call_tool("a__blob", {"n": 3000})
+            await client.call_tool("a__utf8_blob", {"n": 3001})
+            await client.call_tool("a__blob", {"n": "many"})  # a tool error
+            assert not (await client.call_tool("b__whoami", {})).is_error
+            assert (await client.call_tool("b__whoami", {})).is_error  # denied: day_calls = 1
+        rows = await svc.query("SELECT upstream, method, status, duration_ms, " + ", ".join(DIRECTIONS.values())
+                               + " FROM calls FINAL")
         async with Http() as http, http.get(svc.base_url + "/metrics") as response:
             text = await response.text()
     assert response.status == 200
-    calls = series(text, "tollgate_calls_total")
-    assert calls['tollgate_calls_total{method="tools/call",status="ok",upstream="a"}'] == 2
-    text_out = series(text, "tollgate_bytes_total")['tollgate_bytes_total{direction="response_client",upstream="a"}']
-    assert text_out > 4000
+    assert sorted((r["upstream"], r["status"]) for r in rows) == [
+        ("a", "ok"), ("a", "ok"), ("a", "tool_error"), ("b", "denied"), ("b", "ok")]
+    assert series(text, "tollgate_calls_total") == {
+        f'tollgate_calls_total{{method="tools/call",status="{status}",upstream="{upstream}"}}': float(n)
+        for (upstream, status), n in Counter((r["upstream"], r["status"]) for r in rows).items()}
+    assert series(text, "tollgate_call_errors_total") == {
+        'tollgate_call_errors_total{status="tool_error",upstream="a"}': 1.0}
+    assert series(text, "tollgate_bytes_total") == {
+        f'tollgate_bytes_total{{direction="{direction}",upstream="{upstream}"}}':
+            float(sum(r[column] for r in rows if r["upstream"] == upstream))
+        for direction, column in DIRECTIONS.items() for upstream in ("a", "b")}
+    assert series(text, "tollgate_budget_decisions_total") == {
+        'tollgate_budget_decisions_total{action="deny",limit="day_calls",upstream="b"}': 1.0}
     assert series(text, "tollgate_upstream_up") == {'tollgate_upstream_up{upstream="a"}': 1.0,
+                                                    'tollgate_upstream_up{upstream="b"}': 1.0,
                                                     'tollgate_upstream_up{upstream="dead"}': 0.0}
     assert series(text, "tollgate_call_duration_seconds_count") == {
-        'tollgate_call_duration_seconds_count{upstream="a"}': 2.0}
-    assert "tollgate_writer_pending_rows" in text
+        f'tollgate_call_duration_seconds_count{{upstream="{u}"}}': float(n)
+        for u, n in Counter(r["upstream"] for r in rows).items()}
+
+
+async def test_writer_gauges_show_the_rows_and_bytes_waiting_in_the_spill_until_they_are_stored(
+        tmp_path: Path) -> None:
+    async with running_service(gateway_config(echo_upstream("a")), tmp_path / "db", flush_seconds=3600) as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            for n in (10, 20, 30):
+                await client.call_tool("a__blob", {"n": n})
+        async with Http() as http:
+            waiting = await metrics_text(http, svc.base_url)
+            segments = sorted((tmp_path / "db" / "spill").glob("segment-*.jsonl"))
+            contents = [path.read_bytes() for path in segments]
+            await svc.flushed()
+            stored = await metrics_text(http, svc.base_url)
+    lines = [orjson.loads(line) for content in contents for line in content.splitlines()]
+    assert sum(len(line["r"]) for line in lines if line["t"] == "calls") == 3  # nothing was flushed before
+    assert series(waiting, "tollgate_writer_pending_rows") == {
+        "tollgate_writer_pending_rows": float(sum(len(line["r"]) for line in lines))}
+    assert series(waiting, "tollgate_writer_spill_bytes") == {
+        "tollgate_writer_spill_bytes": float(sum(map(len, contents)))}
+    assert series(stored, "tollgate_writer_pending_rows") == {"tollgate_writer_pending_rows": 0.0}
+    assert series(stored, "tollgate_writer_spill_bytes") == {"tollgate_writer_spill_bytes": 0.0}
+
+
+async def metrics_text(http: Http, base_url: str) -> str:
+    async with http.get(base_url + "/metrics") as response:
+        assert response.status == 200
+        return await response.text()
 
 
 def test_metrics_count_as_errors_exactly_the_statuses_the_reports_do() -> None:

@@ -1,6 +1,7 @@
 """Server mode (http DSN) through clickhouse-connect's HTTP client, against a real engine: the chDB-backed
 ClickHouse HTTP shim (tests/fixtures/clickhouse_http.py) by default, or the server TOLLGATE_TEST_CLICKHOUSE_URL
-names, e.g. http://default:@127.0.0.1:8123 (each test creates and drops its own database)."""
+names, e.g. http://default:@127.0.0.1:8123 (each test creates and drops its own database). The cluster test runs
+only when TOLLGATE_TEST_CLICKHOUSE_CLUSTER also names a cluster of that server (see docs/store.md "A cluster")."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import pytest
 from store.client import Store
 from store.deferred import DeferredStore, open_store
 from store.errors import StoreQueryError, StoreUnavailable
-from store.schema import migrate
+from store.schema import load_migrations, migrate
 from store.writer import Writer
 from tests.fixtures.clickhouse_http import clickhouse_server, start_clickhouse
 
 SERVER = os.environ.get("TOLLGATE_TEST_CLICKHOUSE_URL", "").rstrip("/")
+CLUSTER = os.environ.get("TOLLGATE_TEST_CLICKHOUSE_CLUSTER", "")
 WAIT = 20.0
 
 
@@ -168,3 +170,30 @@ async def test_a_server_lost_during_migrations_defers_and_leaves_no_store_open(
         await deferred.close()
         await shim.stop()
     assert store_threads() == before
+
+
+@pytest.mark.skipif(not (SERVER and CLUSTER),
+                    reason="needs TOLLGATE_TEST_CLICKHOUSE_URL and TOLLGATE_TEST_CLICKHOUSE_CLUSTER (a real cluster)")
+async def test_migrations_run_on_a_cluster_as_replicated_tables_on_every_replica_twice_without_change() -> None:
+    database = f"tollgate_test_{uuid.uuid4().hex[:12]}"
+    store = await Store.open(f"{SERVER}/{database}", cluster=CLUSTER)
+    everywhere = f"clusterAllReplicas('{CLUSTER}', system.tables)"
+    try:
+        assert [m.version for m in await migrate(store)] == [m.version for m in load_migrations()]
+        assert await migrate(store) == []
+        tables = await store.query(
+            f"SELECT hostName() AS host, name, engine FROM {everywhere} WHERE database = {{db:String}} "
+            "AND engine LIKE '%MergeTree' ORDER BY host, name", {"db": database})
+        hosts = {t["host"] for t in tables}
+        local = [t["name"] for t in tables if t["host"] == next(iter(sorted(hosts)))]
+        assert "calls" in local and "schema_migrations" in local
+        assert {t["engine"] for t in tables} == {"ReplicatedReplacingMergeTree"}
+        assert sorted(t["name"] for t in tables) == sorted(local * len(hosts))  # every replica has every table
+        await store.insert("calls", [call(1)])
+        await store.command(f"SYSTEM SYNC REPLICA {database}.calls ON CLUSTER {CLUSTER}")
+        [row] = await store.query(
+            f"SELECT count() AS n FROM clusterAllReplicas('{CLUSTER}', {database}.calls) WHERE call_id = 'call-1'")
+        assert row["n"] == len(hosts)  # replicated to each (one shard; see docs/store.md)
+    finally:
+        await store.command(f"DROP DATABASE IF EXISTS {database} ON CLUSTER {CLUSTER} SYNC")
+        await store.close()

@@ -257,6 +257,58 @@ async def test_the_sessions_list_counts_and_pages_past_the_per_query_row_cap(aio
     assert [s["session_id"] for s in last["sessions"]] == [f"m{i:06d}" for i in reversed(range(tail))]
 
 
+# ----- servers and calls over hand-made call rows: size quantiles and filters ---------------------------------
+
+RESULT_SIZES = [100 * k for k in range(1, 21)] + [100_000]  # p50 = 1,100, p95 = 2,000 (not the max), max 100,000
+REQUEST_SIZES = [10 * k for k in range(1, 22)]  # p50 = 110, p95 = 200, max 210
+
+
+def sized_call(i: int) -> dict[str, Any]:
+    """Call i of alpha, i seconds after BASE; sizes in a shuffled order (8 is prime to 21), so time order is not
+    size order; every third call is MCP session m-1 (bound to Claude Code session cc-1), the rest m-2."""
+    resp = RESULT_SIZES[i * 8 % 21]
+    return {"call_id": f"sized-{i:02d}", "method": "tools/call", "upstream": "alpha",
+            "tool": "big" if resp == 100_000 else "small", "exposed_name": "alpha__small",
+            "mcp_session_id": "m-1" if i % 3 == 0 else "m-2", "cc_session_id": "cc-1" if i % 3 == 0 else "",
+            "status": "ok", "started_at": BASE + dt.timedelta(seconds=i), "ended_at": BASE + dt.timedelta(seconds=i),
+            "req_bytes_client": REQUEST_SIZES[i * 5 % 21], "resp_bytes_upstream": resp}
+
+
+@pytest.fixture
+async def sized(aiohttp_client: Any, store: Store) -> Any:
+    beta = {**sized_call(0), "call_id": "beta-0", "upstream": "beta", "mcp_session_id": "m-3", "cc_session_id": "",
+            "req_bytes_client": 7, "resp_bytes_upstream": 9}
+    await store.insert("calls", [sized_call(i) for i in range(21)] + [beta])
+    app = web.Application()
+    add_api_routes(app, store)
+    return await aiohttp_client(app)
+
+
+async def test_the_servers_list_gives_sums_and_exact_quantiles_of_request_and_result_sizes(sized: Any) -> None:
+    body = await (await sized.get("/api/servers")).json()
+    keys = ("upstream", "calls", "req_bytes", "req_bytes_p50", "req_bytes_p95", "req_bytes_max", "resp_bytes",
+            "resp_bytes_p50", "resp_bytes_p95", "resp_bytes_max", "resp_bytes_max_tool", "sessions")
+    assert [tuple(row[k] for k in keys) for row in body["servers"]] == [
+        ("alpha", 21, 2_310, 110, 200, 210, 121_000, 1_100, 2_000, 100_000, "big", 2),
+        ("beta", 1, 7, 7, 7, 7, 9, 9, 9, 9, "small", 1)]
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("session=m-1", [18, 15, 12, 9, 6, 3, 0]),
+    ("session=cc-1", [18, 15, 12, 9, 6, 3, 0]),  # the bound Claude Code session finds the same calls
+    ("session=m-2&limit=3", [20, 19, 17]),
+    ("limit=2", [20, 19]),
+    ("server=alpha&session=m-3", []),
+    ("server=beta&session=m-3", ["beta-0"]),
+])
+async def test_the_calls_list_filters_by_server_and_either_session_id_newest_first_up_to_the_limit(
+        sized: Any, query: str, expected: list[Any]) -> None:
+    response = await sized.get(f"/api/calls?{query}")
+    assert response.status == 200
+    body = await response.json()
+    assert [c["call_id"] for c in body["calls"]] == [e if isinstance(e, str) else f"sized-{e:02d}" for e in expected]
+
+
 async def test_the_schemas_refuse_a_body_missing_a_field_or_with_a_wrong_type(api: Any) -> None:
     doc = spec()
     detail = await (await api.get(f"/api/sessions/{api.session_id}")).json()
@@ -274,7 +326,7 @@ async def test_the_schemas_refuse_a_body_missing_a_field_or_with_a_wrong_type(ap
 @pytest.mark.parametrize(("url", "status"), [
     ("/api/sessions/no-such-session", 404), ("/api/servers/no-such-server", 404),
     ("/api/sessions?limit=0", 400), ("/api/sessions?limit=x", 400), ("/api/calls?since=yesterday", 400),
-    ("/api/servers/capture?largest=1000", 400),
+    ("/api/servers/capture?largest=1000", 400), ("/api/calls?limit=0", 400), ("/api/calls?limit=1001", 400),
 ])
 async def test_bad_requests_get_a_status_and_a_reason(api: Any, url: str, status: int) -> None:
     response = await api.get(url)
