@@ -21,7 +21,7 @@ from gateway import metering
 from gateway.budgets import Budgets, Decision, Reservation, Spend, day_bounds
 from gateway.config import BUDGET_LIMITS, BudgetConfig, Config, describe_budget
 from gateway.records import CallRecord, ToolListSnapshot
-from gateway.truncation import json_size, truncate
+from gateway.truncation import LIST_KEYS, json_size, truncate
 
 log = logging.getLogger("tollgate.budgets")
 SPEND_UNKNOWN = "spend_unknown"
@@ -81,7 +81,7 @@ class BudgetPolicy:
         self._held[call.call_id] = admission.reservation
         return None
 
-    def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any]:
+    def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any] | str:
         if self.budgets.check_result(call.upstream, call.tool, sys.maxsize) is None:
             return result  # no result-size limit applies: skip re-encoding the result to measure it
         original = json_size(result)
@@ -92,13 +92,11 @@ class BudgetPolicy:
         if decision.action == "warn":
             return result
         if decision.action == "deny":
-            text = denial_text(decision, self.budgets.now())
-            call.finish("denied", text)
-            return {"content": [{"type": "text", "text": text}], "isError": True}
+            return denial_text(decision, self.budgets.now())
         marker = (f"[Tollgate: result truncated from {original} to {{delivered}} bytes by the budget of upstream "
                   f"{call.upstream!r} (max_result_bytes {decision.allowed}){{dropped}}. Ask for a narrower "
                   "result (a more specific query, a filter, a smaller page) to see the rest.]")
-        cut = truncate(result, decision.allowed, original, marker)
+        cut = truncate(result, decision.allowed, original, marker, key=LIST_KEYS.get(call.method, "content"))
         call.finish("truncated", f"result truncated from {original} to {cut.delivered_bytes} bytes")
         _apply_sizes(call, metering.measure(cut.result))
         return cut.result

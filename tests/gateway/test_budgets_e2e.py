@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 from aiohttp import ClientSession as Http
-from mcp.types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, TextContent, TextResourceContents
 
 import gateway.records
 from gateway import jsonrpc
@@ -29,6 +30,7 @@ from gateway.budget_cli import budgets_report
 from gateway.cli import open_service
 from gateway.config import BudgetConfig, Config, StoreConfig, UpstreamConfig, load_config
 from gateway.truncation import META_KEY
+from tests.fixtures.servers.budget_server import MULTIBYTE, RESOURCE_URI
 from tests.gateway.conftest import ROOT, gateway_config, mcp_session
 from tests.gateway.service import Running, running_service, serve_app
 from tests.gateway.test_downstream import open_session, post
@@ -486,3 +488,64 @@ async def test_truncation_reports_the_exact_original_and_delivered_sizes_and_cha
     assert f"truncated from {meta['original_bytes']} to {meta['delivered_bytes']} bytes" in marker["text"]
     assert row["resp_bytes_upstream"] > meta["original_bytes"] > row["resp_bytes_client"]
     assert view["day"]["bytes"] == row["req_bytes_client"] + row["resp_bytes_client"]  # charged as delivered
+
+
+async def test_resources_read_and_prompts_get_are_refused_with_a_json_rpc_error_carrying_the_denial_text(
+    tmp_path: Path
+) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(max_result_bytes=1000, session_calls=2)))
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        with pytest.raises(MCPError) as read:
+            await client.read_resource(RESOURCE_URI)  # 6,000 bytes of text: refused on the result side
+        with pytest.raises(MCPError) as prompt:
+            await client.get_prompt("b__long_prompt", {"repeat": "1"})  # the image alone is over 1,000 bytes
+        for _ in range(2):
+            assert not (await client.call_tool("b__echo", {"text": "spend"})).is_error
+        with pytest.raises(MCPError) as spent:  # refused before anything is sent upstream
+            await client.get_prompt("b__long_prompt", {"repeat": "1"})
+        rows = await call_rows(svc, "b")
+    assert [e.value.code for e in (read, prompt, spent)] == [jsonrpc.BUDGET_EXCEEDED] * 3
+    assert re.search(r"this result to upstream 'b' is 6,\d{3} bytes, over its max_result_bytes limit of 1,000 bytes",
+                     read.value.message)
+    assert "over its max_result_bytes limit" in prompt.value.message and "narrower result" in prompt.value.message
+    assert "reached its session_calls limit (calls per client session): used 2 of 2 calls" in spent.value.message
+    assert "resets when this client session ends" in spent.value.message
+    denied = [r for r in rows if r["status"] == "denied"]
+    assert [(r["method"], r["budget_limit"], r["error"]) for r in denied] == [
+        ("resources/read", "max_result_bytes", read.value.message),
+        ("prompts/get", "max_result_bytes", prompt.value.message),
+        ("prompts/get", "session_calls", spent.value.message)]
+    assert denied[0]["resp_bytes_upstream"] > 6000 and denied[2]["req_bytes_upstream"] == 0
+
+
+async def test_resources_read_and_prompts_get_are_truncated_into_valid_results(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(max_result_bytes=1000, action="truncate")))
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        session_id = await open_session(http, svc.mcp_url)
+        _, _, read = await post(http, svc.mcp_url, jsonrpc.request_body(1, "resources/read", {"uri": RESOURCE_URI}),
+                                session_id)
+        _, _, prompt = await post(http, svc.mcp_url, jsonrpc.request_body(2, "prompts/get", {
+            "name": "b__long_prompt", "arguments": {"repeat": "500"}}), session_id)
+        rows = {r["method"]: r for r in await call_rows(svc, "b")}
+    resource = ReadResourceResult.model_validate(read["result"])
+    (item,) = resource.contents
+    assert isinstance(item, TextResourceContents) and item.uri == RESOURCE_URI
+    kept, marker = item.text.split("\n[Tollgate: result truncated from ")
+    assert (MULTIBYTE * 500).startswith(kept) and len(kept.encode()) <= 1000 and "upstream 'b'" in marker
+
+    assert set(prompt["result"]) == {"messages", "description", "_meta"}  # no content key added beside messages
+    messages = GetPromptResult.model_validate(prompt["result"]).messages
+    assert [m.role for m in messages] == ["user", "user", "user"]
+    caption, cut, note = (m.content for m in messages)
+    assert isinstance(caption, TextContent) and isinstance(cut, TextContent) and isinstance(note, TextContent)
+    assert caption.text == "caption" and (MULTIBYTE * 500).startswith(cut.text) and len(cut.text) > 100
+    assert note.text.startswith("[Tollgate: result truncated from ")
+    assert "; dropped 1 image block(s), 1 text block(s)." in note.text
+    for answer, row in ((read, rows["resources/read"]), (prompt, rows["prompts/get"])):
+        meta = answer["result"]["_meta"][META_KEY]
+        assert meta["limit"] == 1000 and meta["original_bytes"] > 6000 and meta["delivered_bytes"] <= 1000
+        assert len(orjson.dumps(answer["result"])) <= 1000  # marker and _meta included
+        assert (row["status"], row["budget_action"], row["budget_limit"]) == (
+            "truncated", "truncate", "max_result_bytes")
+        assert row["resp_bytes_upstream"] > 6000 > 1100 > row["resp_bytes_client"]
+    assert rows["prompts/get"]["image_bytes_encoded"] == 0
