@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.hub import Hub
 
 log = logging.getLogger("tollgate.relay")
+INTERNAL_ERROR_TEXT = "Internal error in Tollgate; see its log"
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -116,8 +117,7 @@ class Relay:
             return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, str(exc)))
         except Exception:
             log.exception("unexpected error serving %s", message.method)
-            return jsonrpc.encode(jsonrpc.error_body(request_id, jsonrpc.INTERNAL_ERROR,
-                                                     "Internal error in Tollgate; see its log"))
+            return jsonrpc.encode(jsonrpc.error_body(request_id, jsonrpc.INTERNAL_ERROR, INTERNAL_ERROR_TEXT))
 
     async def _dispatch(self, session: Session, message: Message, emit: Emit) -> dict[str, Any]:
         method, params = message.method, message.params
@@ -188,6 +188,7 @@ class Relay:
         call, upstream, params = self._prepare(session, message)
         try:
             result, raw_result = await self._metered_result(session, call, upstream, params, emit)
+            encoded = jsonrpc.encode_result(request_id, result, raw_result)
         except asyncio.CancelledError:
             call.finish("cancelled", "cancelled by the client")
             self.hub.call_finished(call)
@@ -203,7 +204,10 @@ class Relay:
         except jsonrpc.ProtocolError as exc:
             call.finish("protocol_error", exc.message)
             return self._encode_error(call, request_id, exc.code, exc.message)
-        encoded = jsonrpc.encode_result(request_id, result, raw_result)
+        except Exception as exc:  # a bug in Tollgate: the call still gets its row, and the budget its hold back
+            log.exception("unexpected error serving %s to %s", call.method, call.upstream)
+            call.finish("internal_error", f"{type(exc).__name__}: {exc}")
+            return self._encode_error(call, request_id, jsonrpc.INTERNAL_ERROR, INTERNAL_ERROR_TEXT)
         call.resp_bytes_client = len(encoded)
         if not call.ended_at:
             call.finish("tool_error" if result.get("isError") else "ok")

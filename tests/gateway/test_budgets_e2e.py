@@ -29,6 +29,7 @@ from gateway import jsonrpc
 from gateway.budget_cli import budgets_report
 from gateway.cli import open_service
 from gateway.config import BudgetConfig, Config, StoreConfig, UpstreamConfig, load_config
+from gateway.relay import INTERNAL_ERROR_TEXT
 from gateway.truncation import META_KEY
 from tests.fixtures.servers.budget_server import MULTIBYTE, RESOURCE_URI
 from tests.gateway.conftest import ROOT, gateway_config, mcp_session
@@ -549,3 +550,34 @@ async def test_resources_read_and_prompts_get_are_truncated_into_valid_results(t
             "truncated", "truncate", "max_result_bytes")
         assert row["resp_bytes_upstream"] > 6000 > 1100 > row["resp_bytes_client"]
     assert rows["prompts/get"]["image_bytes_encoded"] == 0
+
+
+async def test_an_unexpected_error_in_a_call_is_answered_recorded_and_releases_its_budget_hold(
+    tmp_path: Path, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(day_calls=1)))
+    async with running_service(config, tmp_path / "db", now=clock) as svc, mcp_session(svc.mcp_url) as client:
+        policy = svc.service.policy
+        settle = policy.settle
+
+        def broken(*args: Any) -> Any:
+            policy.settle = settle  # once
+            raise RuntimeError("settle failed")
+
+        policy.settle = broken
+        with caplog.at_level(logging.ERROR, logger="tollgate"), pytest.raises(MCPError) as failed:
+            await client.call_tool("b__echo", {"text": "boom"})
+        refused = await client.call_tool("b__echo", {"text": "same day"})  # the failed call asked the upstream
+        clock.at += 86400
+        admitted = await client.call_tool("b__echo", {"text": "next day"})  # nothing of it is held any more
+        rows = await call_rows(svc, "b")
+    assert (failed.value.code, failed.value.message) == (jsonrpc.INTERNAL_ERROR, INTERNAL_ERROR_TEXT)
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "settle failed"
+    assert refused.is_error and "used 1 of 1 calls" in texts(refused)[0]
+    assert texts(admitted) == ["next day"]
+    by_status = {r["status"]: r for r in rows}  # the first two share the frozen instant: no order among them
+    assert len(rows) == 3 and {s: r["error"] for s, r in by_status.items()} == {
+        "internal_error": "RuntimeError: settle failed", "denied": texts(refused)[0], "ok": ""}
+    failed_row = by_status["internal_error"]
+    assert failed_row["resp_bytes_client"] > 0 and failed_row["resp_bytes_upstream"] > 0
