@@ -92,6 +92,29 @@ def test_day_bytes_reserve_the_request_and_settle_request_plus_result() -> None:
     assert b.admit("up", "t", "s", 300).denial is None
 
 
+@pytest.mark.parametrize("action", ["truncate", "deny"])
+def test_a_bounded_result_is_held_at_admission_so_concurrent_calls_pass_a_byte_window_by_one_result_at_most(
+    action: str
+) -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), session_bytes=5000, max_result_bytes=1000,
+                action=action)
+    admissions = [b.admit("up", "t", "s", 100) for _ in range(20)]  # all in flight together
+    held = [a.reservation for a in admissions if a.reservation is not None]
+    # each holds 100 request + 1,000 result + 64 envelope bytes: the 5th sees 4 x 1,164 + 100 = 4,756 <= 5,000
+    assert len(held) == 5 and held[0].spend == Spend(calls=1, bytes=1164, tokens=250)
+    assert [a.denial.used for a in admissions[5:7] if a.denial] == [5820, 5820]
+    for reservation in held:  # each delivers its whole bound
+        b.settle(reservation, Spend(calls=1, bytes=1164, tokens=250), b.now())
+    assert b.session_spends("up")["s"].bytes == 5820 <= 5000 + 1164  # past the limit by one result at most
+
+
+def test_an_unbounded_result_holds_nothing_so_calls_in_flight_together_may_each_overshoot() -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), session_bytes=5000, session_tokens=100,
+                max_result_bytes=1000, action="warn")
+    admissions = [b.admit("up", "t", "s", 100) for _ in range(20)]
+    assert all(a.reservation is not None and a.reservation.spend == Spend(calls=1, bytes=100) for a in admissions)
+
+
 def test_tokens_deny_once_the_estimate_reaches_the_limit() -> None:
     b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), session_tokens=500)
     assert spend_calls(b, 2, result=Spend(calls=1, tokens=250)) == [True, True]

@@ -27,6 +27,7 @@ from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, TextC
 import gateway.records
 from gateway import jsonrpc
 from gateway.budget_cli import budgets_report
+from gateway.budgets import ENVELOPE_BYTES
 from gateway.cli import open_service
 from gateway.config import BudgetConfig, Config, StoreConfig, UpstreamConfig, load_config
 from gateway.relay import INTERNAL_ERROR_TEXT
@@ -581,3 +582,25 @@ async def test_an_unexpected_error_in_a_call_is_answered_recorded_and_releases_i
         "internal_error": "RuntimeError: settle failed", "denied": texts(refused)[0], "ok": ""}
     failed_row = by_status["internal_error"]
     assert failed_row["resp_bytes_client"] > 0 and failed_row["resp_bytes_upstream"] > 0
+
+
+async def test_concurrent_calls_with_bounded_results_pass_a_session_bytes_limit_by_one_result_at_most(
+    tmp_path: Path
+) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(session_bytes=1500, max_result_bytes=1000,
+                                                              action="truncate")))
+    async with running_service(config, tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            results = await asyncio.gather(*(client.call_tool("b__blocks", {"count": 1, "size": 100_000})
+                                             for _ in range(20)))
+        rows = await call_rows(svc, "b")
+    served = [r for r in rows if r["status"] != "denied"]
+    charged = sum(r["req_bytes_client"] + r["resp_bytes_client"] for r in served)
+    largest = max(r["resp_bytes_client"] for r in served)
+    # The first call holds ~1,170 bytes (request, 1,000 of result, envelope) until it ends, so only one more
+    # request fits under 1,500 while it is in flight, as after it ended; without the hold, every call that
+    # arrived while the first ones were in flight would pass too.
+    assert len(served) == sum(not r.is_error for r in results) == 2
+    assert {r["status"] for r in served} == {"truncated"} and largest <= 1000 + ENVELOPE_BYTES
+    assert 1500 < charged <= 1500 + largest  # past the limit by the last admitted call's result at most
+    assert {r["budget_limit"] for r in rows if r["status"] == "denied"} == {"session_bytes"}
