@@ -66,6 +66,7 @@ class BudgetPolicy:
             log.warning("budget denied %s/%s: past spend unknown and the budget fails closed",
                         call.upstream, call.tool)
             self._count(call.upstream, "deny", SPEND_UNKNOWN)
+            self._record(call, SPEND_UNKNOWN, "deny", 0, 0, "", None)
             return (f"Tollgate refused this call to upstream {call.upstream!r}: its budget could not read past "
                     "spend from Tollgate's store and is set to fail closed (fail_open = false). Try again in a "
                     "few minutes, or ask the user to check that Tollgate's store is reachable.")
@@ -156,13 +157,18 @@ class BudgetPolicy:
         else:
             log.info("budget %s %s/%s: %s used %d of %d", decision.action, call.upstream, call.tool,
                      decision.limit, decision.used, decision.allowed)
+        self._record(call, decision.limit, decision.action, decision.used, decision.allowed, decision.window,
+                     decision.reset_at)
+
+    def _record(self, call: CallRecord, limit: str, action: str, used: int, allowed: int, window: str,
+                reset_at: float | None) -> None:
+        """One `budget_events` row: every decision is recorded, a fail-closed refusal (no window) included."""
         if self.sink is None:
             return
         row = {"event_id": uuid.uuid4().hex, "upstream": call.upstream, "tool": call.tool,
                "mcp_session_id": call.mcp_session_id, "at": int(self.budgets.now() * 1_000_000),
-               "limit_name": decision.limit, "action": decision.action, "used": float(decision.used),
-               "limit": float(decision.allowed), "window": decision.window,
-               "reset_at": int(decision.reset_at * 1000) if decision.reset_at else None,
+               "limit_name": limit, "action": action, "used": float(used), "limit": float(allowed),
+               "window": window, "reset_at": int(reset_at * 1000) if reset_at else None,
                "gateway_id": self.gateway_id}
         try:
             self.sink.submit("budget_events", [row])

@@ -394,7 +394,7 @@ class BrokenStore:
 
 async def test_fail_closed_refuses_calls_until_the_store_answers() -> None:
     clock = Clock(dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC))
-    policy, _, _ = policy_for(BudgetConfig(day_calls=10, fail_open=False), clock)
+    policy, sink, counts = policy_for(BudgetConfig(day_calls=10, fail_open=False), clock)
     store = BrokenStore()
     loader = SpendLoader(store, policy.budgets, retry_seconds=0.01)
     await loader.start()
@@ -402,6 +402,14 @@ async def test_fail_closed_refuses_calls_until_the_store_answers() -> None:
         record = call()
         text = await policy.admit(record, {})
         assert text is not None and "fail closed" in text and record.budget_limit == SPEND_UNKNOWN
+        (table, row), = sink.rows  # the refusal is a decision like any other: recorded and counted
+        assert table == "budget_events"
+        assert {k: row[k] for k in ("upstream", "tool", "mcp_session_id", "limit_name", "action", "used", "limit",
+                                    "window", "reset_at", "gateway_id")} == {
+            "upstream": "docs", "tool": "search", "mcp_session_id": "sess-1", "limit_name": SPEND_UNKNOWN,
+            "action": "deny", "used": 0.0, "limit": 0.0, "window": "", "reset_at": None, "gateway_id": "g"}
+        assert counts.seen == [{"name": "tollgate_budget_decisions_total", "upstream": "docs", "action": "deny",
+                                "limit": SPEND_UNKNOWN}]
         store.answer = [{"upstream": "docs", "tool": "search", "mcp_session_id": "old", "bucket": clock() - 60,
                          "calls": 4, "bytes": 10, "tokens": 1, "denied": 0, "truncated": 0, "warned": 0}]
         await asyncio.wait_for(loader.loaded.wait(), 5)
