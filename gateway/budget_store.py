@@ -1,7 +1,8 @@
 """Spend that lasts: rebuilds budget spend from the store's `calls` rows, and applies fail_open when it cannot.
 
-Reads only; rows are written by the accounting observer. Spend counts calls not denied: one call each,
-request plus delivered response bytes, estimated tokens of the delivered result.
+Reads only; rows are written by the accounting observer, and a previous run's rows still in the writer's
+spill are stored first (a `replay` callable), or they would be missing from the spend. Spend counts calls
+not denied: one call each, request plus delivered response bytes, estimated tokens of the delivered result.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.budgets import KEEP_SECONDS, Budgets, Spend
@@ -58,9 +60,11 @@ async def load_spend(store: Queryable, budgets: Budgets, *, until: float | None 
 class SpendLoader:
     """Loads past spend at startup; when the store cannot answer, applies each budget's fail_open and retries."""
 
-    def __init__(self, store: Queryable, budgets: Budgets, retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(self, store: Queryable, budgets: Budgets, retry_seconds: float = RETRY_SECONDS, *,
+                 replay: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.budgets = budgets
+        self.replay = replay  # stores what a previous run spilled (`Writer.replay_leftovers`)
         self.retry_seconds = retry_seconds
         self.started_at = budgets.now()
         self.loaded = asyncio.Event()
@@ -81,6 +85,8 @@ class SpendLoader:
 
     async def _load_once(self) -> bool:
         try:
+            if self.replay is not None:
+                await self.replay()
             calls = await load_spend(self.store, self.budgets, until=self.started_at)
         except Exception as exc:  # any store failure: the fail_open choice decides
             log.warning("could not read past spend from the store: %s", exc)

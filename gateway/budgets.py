@@ -15,12 +15,15 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from gateway.config import BudgetAction, BudgetConfig
+from gateway.metering import BYTES_PER_TOKEN
 
 Window = Literal["call", "session", "day"]
 Measure = Literal["calls", "bytes", "tokens"]
 Scope = tuple[str, str]  # (upstream, tool); tool "" is the whole upstream
 BUCKET_SECONDS = 900  # every IANA zone's UTC offset is a multiple of 15 minutes, so days start on a bucket
 KEEP_SECONDS = 3 * 86400
+# The JSON-RPC envelope around a result, `{"jsonrpc":"2.0","id":...,"result":...}`, for ids of up to 30 characters.
+ENVELOPE_BYTES = 64
 WINDOW_LIMITS: dict[str, tuple[Window, Measure]] = {
     "session_calls": ("session", "calls"), "session_bytes": ("session", "bytes"),
     "session_tokens": ("session", "tokens"), "day_calls": ("day", "calls"), "day_bytes": ("day", "bytes"),
@@ -176,7 +179,8 @@ class Budgets:
     # ----- admission --------------------------------------------------------------------------
 
     def admit(self, upstream: str, tool: str, session: str, request_bytes: int) -> Admission:
-        """Check request-side limits and, unless one denies, reserve one call and its request bytes."""
+        """Check request-side limits and, unless one denies, reserve one call, its request bytes and what its
+        result may deliver when that is bounded (`result_hold`)."""
         budget = self.rules.get(upstream)
         decisions: list[Decision] = []
         if budget is not None:
@@ -184,7 +188,8 @@ class Budgets:
                 decisions.append(decision)
                 if decision.denies:
                     return Admission(None, tuple(decisions))
-        reservation = Reservation(upstream, tool, session, Spend(calls=1, bytes=request_bytes))
+        hold = Spend(calls=1, bytes=request_bytes) + result_hold(budget, tool)
+        reservation = Reservation(upstream, tool, session, hold)
         for scope in _scopes(upstream, tool):
             self.ledger.reserve(scope, session, reservation.spend)
         return Admission(reservation, tuple(decisions))
@@ -271,6 +276,16 @@ class Budgets:
 
     def tools_with_spend(self, upstream: str) -> list[str]:
         return sorted({s[1] for s in self.ledger.buckets if s[0] == upstream and s[1]})
+
+
+def result_hold(budget: BudgetConfig | None, tool: str) -> Spend:
+    """The most a result can deliver when `max_result_bytes` truncates or denies it (with its envelope, and
+    its token estimate), so calls in flight together cannot all pass a byte or token window; nothing when
+    a result is unbounded (no limit, or warn)."""
+    rule = budget.for_tool(tool) if budget is not None else None
+    if rule is None or rule.max_result_bytes is None or rule.action_for("max_result_bytes") == "warn":
+        return Spend()
+    return Spend(bytes=rule.max_result_bytes + ENVELOPE_BYTES, tokens=-(-rule.max_result_bytes // BYTES_PER_TOKEN))
 
 
 def _scopes(upstream: str, tool: str) -> tuple[Scope, ...]:

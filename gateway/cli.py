@@ -268,7 +268,7 @@ async def open_service(config: Config, *, now: Callable[[], float] = time.time) 
     metrics = Metrics()
     recorder = StoreRecorder(writer)
     policy = BudgetPolicy(config, sink=writer, metrics=metrics, now=now)
-    spend = SpendLoader(store, policy.budgets)
+    spend = SpendLoader(store, policy.budgets, replay=writer.replay_leftovers)
     await spend.start()
     service = Service(None, store, writer, policy, spend, BudgetReloader(config, policy))
     service.app = create_app(config, observers=[recorder, metrics, policy], policy=policy,

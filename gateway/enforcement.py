@@ -21,7 +21,7 @@ from gateway import metering
 from gateway.budgets import Budgets, Decision, Reservation, Spend, day_bounds
 from gateway.config import BUDGET_LIMITS, BudgetConfig, Config, describe_budget
 from gateway.records import CallRecord, ToolListSnapshot
-from gateway.truncation import json_size, truncate
+from gateway.truncation import LIST_KEYS, json_size, truncate
 
 log = logging.getLogger("tollgate.budgets")
 SPEND_UNKNOWN = "spend_unknown"
@@ -66,6 +66,7 @@ class BudgetPolicy:
             log.warning("budget denied %s/%s: past spend unknown and the budget fails closed",
                         call.upstream, call.tool)
             self._count(call.upstream, "deny", SPEND_UNKNOWN)
+            self._record(call, SPEND_UNKNOWN, "deny", 0, 0, "", None)
             return (f"Tollgate refused this call to upstream {call.upstream!r}: its budget could not read past "
                     "spend from Tollgate's store and is set to fail closed (fail_open = false). Try again in a "
                     "few minutes, or ask the user to check that Tollgate's store is reachable.")
@@ -81,7 +82,7 @@ class BudgetPolicy:
         self._held[call.call_id] = admission.reservation
         return None
 
-    def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any]:
+    def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any] | str:
         if self.budgets.check_result(call.upstream, call.tool, sys.maxsize) is None:
             return result  # no result-size limit applies: skip re-encoding the result to measure it
         original = json_size(result)
@@ -92,13 +93,11 @@ class BudgetPolicy:
         if decision.action == "warn":
             return result
         if decision.action == "deny":
-            text = denial_text(decision, self.budgets.now())
-            call.finish("denied", text)
-            return {"content": [{"type": "text", "text": text}], "isError": True}
+            return denial_text(decision, self.budgets.now())
         marker = (f"[Tollgate: result truncated from {original} to {{delivered}} bytes by the budget of upstream "
                   f"{call.upstream!r} (max_result_bytes {decision.allowed}){{dropped}}. Ask for a narrower "
                   "result (a more specific query, a filter, a smaller page) to see the rest.]")
-        cut = truncate(result, decision.allowed, original, marker)
+        cut = truncate(result, decision.allowed, original, marker, key=LIST_KEYS.get(call.method, "content"))
         call.finish("truncated", f"result truncated from {original} to {cut.delivered_bytes} bytes")
         _apply_sizes(call, metering.measure(cut.result))
         return cut.result
@@ -158,13 +157,18 @@ class BudgetPolicy:
         else:
             log.info("budget %s %s/%s: %s used %d of %d", decision.action, call.upstream, call.tool,
                      decision.limit, decision.used, decision.allowed)
+        self._record(call, decision.limit, decision.action, decision.used, decision.allowed, decision.window,
+                     decision.reset_at)
+
+    def _record(self, call: CallRecord, limit: str, action: str, used: int, allowed: int, window: str,
+                reset_at: float | None) -> None:
+        """One `budget_events` row: every decision is recorded, a fail-closed refusal (no window) included."""
         if self.sink is None:
             return
         row = {"event_id": uuid.uuid4().hex, "upstream": call.upstream, "tool": call.tool,
                "mcp_session_id": call.mcp_session_id, "at": int(self.budgets.now() * 1_000_000),
-               "limit_name": decision.limit, "action": decision.action, "used": float(decision.used),
-               "limit": float(decision.allowed), "window": decision.window,
-               "reset_at": int(decision.reset_at * 1000) if decision.reset_at else None,
+               "limit_name": limit, "action": action, "used": float(used), "limit": float(allowed),
+               "window": window, "reset_at": int(reset_at * 1000) if reset_at else None,
                "gateway_id": self.gateway_id}
         try:
             self.sink.submit("budget_events", [row])

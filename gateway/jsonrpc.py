@@ -21,6 +21,7 @@ INTERNAL_ERROR = -32603
 UPSTREAM_UNAVAILABLE = -32001
 REQUEST_TIMEOUT = -32002
 SERVER_BUSY = -32003  # a bound was reached (server.max_sessions): retry later
+BUDGET_EXCEEDED = -32004  # a budget refused a call whose result has no error shape (docs/budgets.md)
 REQUEST_CANCELLED = -32800  # MCP's RequestCancelled
 
 RequestId = str | int

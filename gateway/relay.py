@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.hub import Hub
 
 log = logging.getLogger("tollgate.relay")
+INTERNAL_ERROR_TEXT = "Internal error in Tollgate; see its log"
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -34,8 +35,9 @@ class Policy(Protocol):
     async def admit(self, call: CallRecord, params: dict[str, Any]) -> str | None:
         """Return a model-facing denial text to refuse the call, or None to let it through."""
 
-    def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any]:
-        """Return the result to deliver (possibly truncated); record the decision on `call`."""
+    def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any] | str:
+        """Return the result to deliver (possibly truncated), or a model-facing denial text to refuse it;
+        record the decision on `call`."""
 
 
 class DuplicateRequest(Exception):
@@ -115,8 +117,7 @@ class Relay:
             return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, str(exc)))
         except Exception:
             log.exception("unexpected error serving %s", message.method)
-            return jsonrpc.encode(jsonrpc.error_body(request_id, jsonrpc.INTERNAL_ERROR,
-                                                     "Internal error in Tollgate; see its log"))
+            return jsonrpc.encode(jsonrpc.error_body(request_id, jsonrpc.INTERNAL_ERROR, INTERNAL_ERROR_TEXT))
 
     async def _dispatch(self, session: Session, message: Message, emit: Emit) -> dict[str, Any]:
         method, params = message.method, message.params
@@ -187,10 +188,13 @@ class Relay:
         call, upstream, params = self._prepare(session, message)
         try:
             result, raw_result = await self._metered_result(session, call, upstream, params, emit)
+            encoded = jsonrpc.encode_result(request_id, result, raw_result)
         except asyncio.CancelledError:
             call.finish("cancelled", "cancelled by the client")
             self.hub.call_finished(call)
             raise
+        except BudgetRefusal as exc:
+            return self._encode_error(call, request_id, jsonrpc.BUDGET_EXCEEDED, exc.text)
         except UpstreamTimeout as exc:
             call.finish("timeout", str(exc))
             return self._encode_error(call, request_id, exc.code, str(exc))
@@ -200,7 +204,10 @@ class Relay:
         except jsonrpc.ProtocolError as exc:
             call.finish("protocol_error", exc.message)
             return self._encode_error(call, request_id, exc.code, exc.message)
-        encoded = jsonrpc.encode_result(request_id, result, raw_result)
+        except Exception as exc:  # a bug in Tollgate: the call still gets its row, and the budget its hold back
+            log.exception("unexpected error serving %s to %s", call.method, call.upstream)
+            call.finish("internal_error", f"{type(exc).__name__}: {exc}")
+            return self._encode_error(call, request_id, jsonrpc.INTERNAL_ERROR, INTERNAL_ERROR_TEXT)
         call.resp_bytes_client = len(encoded)
         if not call.ended_at:
             call.finish("tool_error" if result.get("isError") else "ok")
@@ -246,8 +253,7 @@ class Relay:
         if self.policy is not None:
             denial = await self.policy.admit(call, params)
             if denial is not None:
-                call.finish("denied", denial)
-                return {"content": [{"type": "text", "text": denial}], "isError": True}, None
+                return _refusal(call, denial), None
         if call.method == "tools/call" and not self._still_offered(upstream, call.tool):
             text = (f"Tool {call.exposed_name!r} is no longer offered by upstream {upstream.name!r} "
                     f"({'it is ' + upstream.state.value if upstream.state is not State.READY else 'it dropped it'}).")
@@ -264,7 +270,8 @@ class Relay:
         call.resp_bytes_upstream = response.size
         result = _result_or_raise(response.body)
         _apply_sizes(call, metering.measure(result))
-        delivered = result if self.policy is None else self.policy.settle(call, result, response.size)
+        settled = result if self.policy is None else self.policy.settle(call, result, response.size)
+        delivered = settled if isinstance(settled, dict) else _refusal(call, settled)
         return delivered, jsonrpc.result_slice(response.raw, response.body) if delivered is result else None
 
     def _still_offered(self, upstream: UpstreamClient, tool: str) -> bool:
@@ -344,6 +351,23 @@ def _result_or_raise(body: dict[str, Any]) -> dict[str, Any]:
         raise UpstreamPassthroughError(error)
     result = body.get("result")
     return result if isinstance(result, dict) else {}
+
+
+class BudgetRefusal(Exception):
+    """A budget refused a call whose result has no error shape (resources/read, prompts/get)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _refusal(call: CallRecord, text: str) -> dict[str, Any]:
+    """A budget's refusal as the call's method can carry it: a tool result with isError for tools/call; any
+    other method raises BudgetRefusal, answered as a JSON-RPC error with the same text."""
+    call.finish("denied", text)
+    if call.method != "tools/call":
+        raise BudgetRefusal(text)
+    return {"content": [{"type": "text", "text": text}], "isError": True}
 
 
 class UpstreamPassthroughError(UpstreamError):

@@ -406,14 +406,20 @@ def _column(rows: Sequence[dict[str, Any]], column: Column) -> list[Any]:
     return values
 
 
+def dsn_database(dsn: str) -> str:
+    """The database a DSN names: the path of a server DSN, else the default."""
+    if dsn.startswith("chdb:"):
+        return DEFAULT_DATABASE
+    return unquote(urlparse(dsn).path.strip("/")) or DEFAULT_DATABASE
+
+
 def _connect(dsn: str, cluster: str | None) -> tuple[Client, str]:
     """Blocking: create the client, create the database if missing, and make it the client default."""
+    database = dsn_database(dsn)
     if dsn.startswith("chdb:"):
         client = clickhouse_connect.get_client(interface="chdb", path=chdb_path(dsn), tz_mode="aware")
-        database = DEFAULT_DATABASE
     else:
         parsed = urlparse(dsn)
-        database = unquote(parsed.path.strip("/")) or DEFAULT_DATABASE
         client = clickhouse_connect.get_client(
             dsn=urlunparse(parsed._replace(path="")), tz_mode="aware", autogenerate_session_id=False
         )

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from store.client import Column, Store, redact_dsn
+from store.client import Column, Store, dsn_database, redact_dsn
 from store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ class DeferredStore:
 
     @property
     def database(self) -> str:
-        return self._store.database if self._store else ""
+        # Known before connecting: queries are built (`{db}.calls`) before the call that connects.
+        return self._store.database if self._store else dsn_database(self._dsn)
 
     async def _real(self) -> Store:
         if self._store is not None:

@@ -57,6 +57,7 @@ class Writer:
         self._backoff = 0.0
         self._batch: list[Segment] | None = None  # the sealed segments being stored, kept until all stored
         self._batch_done: set[str] = set()  # tables of the current batch already stored
+        self._leftovers: set[Path] = set()  # segments a previous run left, until they are stored
         self._flushed_rows = 0
         self._flush_errors = 0
         self._rejected_rows = 0
@@ -68,6 +69,7 @@ class Writer:
     async def start(self) -> None:
         """Adopt and replay leftover spill segments (best effort if the store is down), then start flushing."""
         await asyncio.get_running_loop().run_in_executor(None, self._spill.open)
+        self._leftovers = {segment.path for segment in self._spill.sealed}
         self._started = True
         if self._spill.sealed:
             log.info("replaying %d spilled rows into the store", self._spill.pending_rows)
@@ -100,6 +102,14 @@ class Writer:
             self._drop(table, len(rows))
             return
         self._append(data, len(rows))
+
+    async def replay_leftovers(self) -> None:
+        """Store what a previous run left in the spill, unless that is done; raises the store's error if it
+        cannot. For readers that rebuild state from the store (budget spend), which must not read before."""
+        self._leftovers.intersection_update(segment.path for segment in self._spill.sealed)
+        if self._leftovers:
+            await self.flush()
+            self._leftovers.clear()
 
     async def write(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Acknowledge one table's rows durably; see `write_all`."""

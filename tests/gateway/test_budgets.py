@@ -92,6 +92,29 @@ def test_day_bytes_reserve_the_request_and_settle_request_plus_result() -> None:
     assert b.admit("up", "t", "s", 300).denial is None
 
 
+@pytest.mark.parametrize("action", ["truncate", "deny"])
+def test_a_bounded_result_is_held_at_admission_so_concurrent_calls_pass_a_byte_window_by_one_result_at_most(
+    action: str
+) -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), session_bytes=5000, max_result_bytes=1000,
+                action=action)
+    admissions = [b.admit("up", "t", "s", 100) for _ in range(20)]  # all in flight together
+    held = [a.reservation for a in admissions if a.reservation is not None]
+    # each holds 100 request + 1,000 result + 64 envelope bytes: the 5th sees 4 x 1,164 + 100 = 4,756 <= 5,000
+    assert len(held) == 5 and held[0].spend == Spend(calls=1, bytes=1164, tokens=250)
+    assert [a.denial.used for a in admissions[5:7] if a.denial] == [5820, 5820]
+    for reservation in held:  # each delivers its whole bound
+        b.settle(reservation, Spend(calls=1, bytes=1164, tokens=250), b.now())
+    assert b.session_spends("up")["s"].bytes == 5820 <= 5000 + 1164  # past the limit by one result at most
+
+
+def test_an_unbounded_result_holds_nothing_so_calls_in_flight_together_may_each_overshoot() -> None:
+    b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), session_bytes=5000, session_tokens=100,
+                max_result_bytes=1000, action="warn")
+    admissions = [b.admit("up", "t", "s", 100) for _ in range(20)]
+    assert all(a.reservation is not None and a.reservation.spend == Spend(calls=1, bytes=100) for a in admissions)
+
+
 def test_tokens_deny_once_the_estimate_reaches_the_limit() -> None:
     b = budgets(Clock(dt.datetime(2025, 3, 1, tzinfo=dt.UTC)), session_tokens=500)
     assert spend_calls(b, 2, result=Spend(calls=1, tokens=250)) == [True, True]
@@ -190,7 +213,7 @@ def test_cut_text_never_splits_a_multibyte_character() -> None:
 def test_truncate_keeps_text_within_the_limit_and_marks_it() -> None:
     result = {"content": [{"type": "text", "text": "é—🙂漢" * 1000}]}
     original = json_size(result)
-    cut = truncate(result, 1000, original, "[cut from {delivered}{dropped}]")
+    cut = truncate(result, 1000, original, "[cut from {delivered}{dropped}]", key="content")
     text = cut.result["content"][0]["text"]
     assert len(text.encode()) <= 1000 and ("é—🙂漢" * 1000).startswith(text)
     assert cut.delivered_bytes <= 1000
@@ -208,7 +231,7 @@ def test_a_truncated_result_with_its_marker_and_meta_fits_the_limit(limit: int) 
     image = {"type": "image", "data": "QUJD" * 100_000, "mimeType": "image/png"}
     result = {"content": [{"type": "text", "text": "é—🙂漢" * 60_000}, image, {"type": "text", "text": "tail"}],
               "structuredContent": {"rows": list(range(50_000))}}
-    cut = truncate(result, limit, json_size(result), MARKER)
+    cut = truncate(result, limit, json_size(result), MARKER, key="content")
     assert json_size(cut.result) <= limit
     assert cut.result["content"][0]["text"]  # the cut text is kept, not all dropped to make room
     assert cut.result["_meta"][META_KEY]["limit"] == limit
@@ -218,7 +241,7 @@ def test_truncate_drops_an_image_that_does_not_fit_but_keeps_later_text_that_doe
     image = {"type": "image", "data": "QUJD" * 500, "mimeType": "image/png"}
     result = {"content": [{"type": "text", "text": "caption"}, image, {"type": "text", "text": "after"}],
               "structuredContent": {"x": "y" * 5000}, "_meta": {"keep": 1}}
-    cut = truncate(result, 300, json_size(result), "{dropped}")
+    cut = truncate(result, 300, json_size(result), "{dropped}", key="content")
     texts = [b.get("text") for b in cut.result["content"]]
     assert texts[:2] == ["caption", "after"] and all(b["type"] == "text" for b in cut.result["content"])
     assert "structuredContent" not in cut.result
@@ -228,9 +251,26 @@ def test_truncate_drops_an_image_that_does_not_fit_but_keeps_later_text_that_doe
 
 def test_truncate_resource_contents_puts_the_marker_in_the_text() -> None:
     result = {"contents": [{"uri": "file:///a", "mimeType": "text/plain", "text": "z" * 5000}]}
-    cut = truncate(result, 500, json_size(result), "[MARK]")
+    cut = truncate(result, 500, json_size(result), "[MARK]", key="contents")
     (item,) = cut.result["contents"]
     assert item["uri"] == "file:///a" and item["text"].endswith("\n[MARK]") and len(item["text"]) < 520
+
+
+def test_truncate_prompt_messages_cuts_inside_a_message_drops_an_image_message_and_keeps_the_shape() -> None:
+    image = {"type": "image", "data": "QUJD" * 500, "mimeType": "image/png"}
+    embedded = {"type": "resource", "resource": {"uri": "file:///a", "text": "é—🙂漢" * 500}}
+    result = {"description": "d", "messages": [
+        {"role": "user", "content": {"type": "text", "text": "intro"}}, {"role": "user", "content": image},
+        {"role": "assistant", "content": embedded}, {"role": "user", "content": {"type": "text", "text": "tail"}}]}
+    cut = truncate(result, 800, json_size(result), "[cut{dropped}]", key="messages")
+    assert set(cut.result) == {"description", "messages", "_meta"}
+    intro, kept, marker = cut.result["messages"]
+    assert intro == result["messages"][0]
+    assert kept["role"] == "assistant" and kept["content"]["resource"]["uri"] == "file:///a"
+    assert ("é—🙂漢" * 500).startswith(kept["content"]["resource"]["text"]) and kept["content"]["resource"]["text"]
+    assert marker == {"role": "assistant", "content": {"type": "text", "text": "[cut; dropped 1 image block(s), "
+                                                                              "1 text block(s)]"}}
+    assert json_size(cut.result) <= 800 and cut.dropped == ("1 image block(s)", "1 text block(s)")
 
 
 # ----- the policy --------------------------------------------------------------------------------------
@@ -299,13 +339,14 @@ async def test_result_side_truncate_finishes_the_call_as_truncated_with_both_siz
     assert sink.rows[0][1]["action"] == "truncate"
 
 
-async def test_result_side_deny_replaces_the_result_with_a_short_error() -> None:
+async def test_result_side_deny_refuses_the_result_with_a_text_naming_its_size() -> None:
     policy, _, _ = policy_for(BudgetConfig(max_result_bytes=200), Clock(dt.datetime.now()))
     record = call()
     await policy.admit(record, {})
-    delivered = policy.settle(record, {"content": [{"type": "text", "text": "x" * 5000}]}, 5100)
-    assert delivered["isError"] is True and record.status == "denied"
-    assert "5,0" in delivered["content"][0]["text"] and "max_result_bytes" in delivered["content"][0]["text"]
+    text = policy.settle(record, {"content": [{"type": "text", "text": "x" * 5000}]}, 5100)
+    assert isinstance(text, str) and "is 5,0" in text and "over its max_result_bytes limit of 200 bytes" in text
+    assert (record.budget_action, record.budget_limit) == ("deny", "max_result_bytes")
+    record.finish("denied", text)  # as the relay does with a refusal
     policy.call_finished(record)
     assert policy.budgets.day_spend("docs")[0] == Spend(denied=1)
 
@@ -353,7 +394,7 @@ class BrokenStore:
 
 async def test_fail_closed_refuses_calls_until_the_store_answers() -> None:
     clock = Clock(dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC))
-    policy, _, _ = policy_for(BudgetConfig(day_calls=10, fail_open=False), clock)
+    policy, sink, counts = policy_for(BudgetConfig(day_calls=10, fail_open=False), clock)
     store = BrokenStore()
     loader = SpendLoader(store, policy.budgets, retry_seconds=0.01)
     await loader.start()
@@ -361,6 +402,14 @@ async def test_fail_closed_refuses_calls_until_the_store_answers() -> None:
         record = call()
         text = await policy.admit(record, {})
         assert text is not None and "fail closed" in text and record.budget_limit == SPEND_UNKNOWN
+        (table, row), = sink.rows  # the refusal is a decision like any other: recorded and counted
+        assert table == "budget_events"
+        assert {k: row[k] for k in ("upstream", "tool", "mcp_session_id", "limit_name", "action", "used", "limit",
+                                    "window", "reset_at", "gateway_id")} == {
+            "upstream": "docs", "tool": "search", "mcp_session_id": "sess-1", "limit_name": SPEND_UNKNOWN,
+            "action": "deny", "used": 0.0, "limit": 0.0, "window": "", "reset_at": None, "gateway_id": "g"}
+        assert counts.seen == [{"name": "tollgate_budget_decisions_total", "upstream": "docs", "action": "deny",
+                                "limit": SPEND_UNKNOWN}]
         store.answer = [{"upstream": "docs", "tool": "search", "mcp_session_id": "old", "bucket": clock() - 60,
                          "calls": 4, "bytes": 10, "tokens": 1, "denied": 0, "truncated": 0, "warned": 0}]
         await asyncio.wait_for(loader.loaded.wait(), 5)

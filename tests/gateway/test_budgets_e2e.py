@@ -21,14 +21,18 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 from aiohttp import ClientSession as Http
-from mcp.types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, TextContent, TextResourceContents
 
 import gateway.records
 from gateway import jsonrpc
 from gateway.budget_cli import budgets_report
+from gateway.budgets import ENVELOPE_BYTES
 from gateway.cli import open_service
 from gateway.config import BudgetConfig, Config, StoreConfig, UpstreamConfig, load_config
+from gateway.relay import INTERNAL_ERROR_TEXT
 from gateway.truncation import META_KEY
+from tests.fixtures.servers.budget_server import MULTIBYTE, RESOURCE_URI
 from tests.gateway.conftest import ROOT, gateway_config, mcp_session
 from tests.gateway.service import Running, running_service, serve_app
 from tests.gateway.test_downstream import open_session, post
@@ -486,3 +490,117 @@ async def test_truncation_reports_the_exact_original_and_delivered_sizes_and_cha
     assert f"truncated from {meta['original_bytes']} to {meta['delivered_bytes']} bytes" in marker["text"]
     assert row["resp_bytes_upstream"] > meta["original_bytes"] > row["resp_bytes_client"]
     assert view["day"]["bytes"] == row["req_bytes_client"] + row["resp_bytes_client"]  # charged as delivered
+
+
+async def test_resources_read_and_prompts_get_are_refused_with_a_json_rpc_error_carrying_the_denial_text(
+    tmp_path: Path
+) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(max_result_bytes=1000, session_calls=2)))
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        with pytest.raises(MCPError) as read:
+            await client.read_resource(RESOURCE_URI)  # 6,000 bytes of text: refused on the result side
+        with pytest.raises(MCPError) as prompt:
+            await client.get_prompt("b__long_prompt", {"repeat": "1"})  # the image alone is over 1,000 bytes
+        for _ in range(2):
+            assert not (await client.call_tool("b__echo", {"text": "spend"})).is_error
+        with pytest.raises(MCPError) as spent:  # refused before anything is sent upstream
+            await client.get_prompt("b__long_prompt", {"repeat": "1"})
+        rows = await call_rows(svc, "b")
+    assert [e.value.code for e in (read, prompt, spent)] == [jsonrpc.BUDGET_EXCEEDED] * 3
+    assert re.search(r"this result to upstream 'b' is 6,\d{3} bytes, over its max_result_bytes limit of 1,000 bytes",
+                     read.value.message)
+    assert "over its max_result_bytes limit" in prompt.value.message and "narrower result" in prompt.value.message
+    assert "reached its session_calls limit (calls per client session): used 2 of 2 calls" in spent.value.message
+    assert "resets when this client session ends" in spent.value.message
+    denied = [r for r in rows if r["status"] == "denied"]
+    assert [(r["method"], r["budget_limit"], r["error"]) for r in denied] == [
+        ("resources/read", "max_result_bytes", read.value.message),
+        ("prompts/get", "max_result_bytes", prompt.value.message),
+        ("prompts/get", "session_calls", spent.value.message)]
+    assert denied[0]["resp_bytes_upstream"] > 6000 and denied[2]["req_bytes_upstream"] == 0
+
+
+async def test_resources_read_and_prompts_get_are_truncated_into_valid_results(tmp_path: Path) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(max_result_bytes=1000, action="truncate")))
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        session_id = await open_session(http, svc.mcp_url)
+        _, _, read = await post(http, svc.mcp_url, jsonrpc.request_body(1, "resources/read", {"uri": RESOURCE_URI}),
+                                session_id)
+        _, _, prompt = await post(http, svc.mcp_url, jsonrpc.request_body(2, "prompts/get", {
+            "name": "b__long_prompt", "arguments": {"repeat": "500"}}), session_id)
+        rows = {r["method"]: r for r in await call_rows(svc, "b")}
+    resource = ReadResourceResult.model_validate(read["result"])
+    (item,) = resource.contents
+    assert isinstance(item, TextResourceContents) and item.uri == RESOURCE_URI
+    kept, marker = item.text.split("\n[Tollgate: result truncated from ")
+    assert (MULTIBYTE * 500).startswith(kept) and len(kept.encode()) <= 1000 and "upstream 'b'" in marker
+
+    assert set(prompt["result"]) == {"messages", "description", "_meta"}  # no content key added beside messages
+    messages = GetPromptResult.model_validate(prompt["result"]).messages
+    assert [m.role for m in messages] == ["user", "user", "user"]
+    caption, cut, note = (m.content for m in messages)
+    assert isinstance(caption, TextContent) and isinstance(cut, TextContent) and isinstance(note, TextContent)
+    assert caption.text == "caption" and (MULTIBYTE * 500).startswith(cut.text) and len(cut.text) > 100
+    assert note.text.startswith("[Tollgate: result truncated from ")
+    assert "; dropped 1 image block(s), 1 text block(s)." in note.text
+    for answer, row in ((read, rows["resources/read"]), (prompt, rows["prompts/get"])):
+        meta = answer["result"]["_meta"][META_KEY]
+        assert meta["limit"] == 1000 and meta["original_bytes"] > 6000 and meta["delivered_bytes"] <= 1000
+        assert len(orjson.dumps(answer["result"])) <= 1000  # marker and _meta included
+        assert (row["status"], row["budget_action"], row["budget_limit"]) == (
+            "truncated", "truncate", "max_result_bytes")
+        assert row["resp_bytes_upstream"] > 6000 > 1100 > row["resp_bytes_client"]
+    assert rows["prompts/get"]["image_bytes_encoded"] == 0
+
+
+async def test_an_unexpected_error_in_a_call_is_answered_recorded_and_releases_its_budget_hold(
+    tmp_path: Path, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(day_calls=1)))
+    async with running_service(config, tmp_path / "db", now=clock) as svc, mcp_session(svc.mcp_url) as client:
+        policy = svc.service.policy
+        settle = policy.settle
+
+        def broken(*args: Any) -> Any:
+            policy.settle = settle  # once
+            raise RuntimeError("settle failed")
+
+        policy.settle = broken
+        with caplog.at_level(logging.ERROR, logger="tollgate"), pytest.raises(MCPError) as failed:
+            await client.call_tool("b__echo", {"text": "boom"})
+        refused = await client.call_tool("b__echo", {"text": "same day"})  # the failed call asked the upstream
+        clock.at += 86400
+        admitted = await client.call_tool("b__echo", {"text": "next day"})  # nothing of it is held any more
+        rows = await call_rows(svc, "b")
+    assert (failed.value.code, failed.value.message) == (jsonrpc.INTERNAL_ERROR, INTERNAL_ERROR_TEXT)
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "settle failed"
+    assert refused.is_error and "used 1 of 1 calls" in texts(refused)[0]
+    assert texts(admitted) == ["next day"]
+    by_status = {r["status"]: r for r in rows}  # the first two share the frozen instant: no order among them
+    assert len(rows) == 3 and {s: r["error"] for s, r in by_status.items()} == {
+        "internal_error": "RuntimeError: settle failed", "denied": texts(refused)[0], "ok": ""}
+    failed_row = by_status["internal_error"]
+    assert failed_row["resp_bytes_client"] > 0 and failed_row["resp_bytes_upstream"] > 0
+
+
+async def test_concurrent_calls_with_bounded_results_pass_a_session_bytes_limit_by_one_result_at_most(
+    tmp_path: Path
+) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(session_bytes=1500, max_result_bytes=1000,
+                                                              action="truncate")))
+    async with running_service(config, tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            results = await asyncio.gather(*(client.call_tool("b__blocks", {"count": 1, "size": 100_000})
+                                             for _ in range(20)))
+        rows = await call_rows(svc, "b")
+    served = [r for r in rows if r["status"] != "denied"]
+    charged = sum(r["req_bytes_client"] + r["resp_bytes_client"] for r in served)
+    largest = max(r["resp_bytes_client"] for r in served)
+    # The first call holds ~1,170 bytes (request, 1,000 of result, envelope) until it ends, so only one more
+    # request fits under 1,500 while it is in flight, as after it ended; without the hold, every call that
+    # arrived while the first ones were in flight would pass too.
+    assert len(served) == sum(not r.is_error for r in results) == 2
+    assert {r["status"] for r in served} == {"truncated"} and largest <= 1000 + ENVELOPE_BYTES
+    assert 1500 < charged <= 1500 + largest  # past the limit by the last admitted call's result at most
+    assert {r["budget_limit"] for r in rows if r["status"] == "denied"} == {"session_bytes"}

@@ -1,13 +1,16 @@
-"""A ClickHouse server that is down at startup: Tollgate serves anyway and spills what it records."""
+"""A ClickHouse server that is down at startup: Tollgate serves anyway, spills what it records, and rebuilds
+budget spend only once what an earlier run spilled is in the store."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from gateway.budget_store import SpendLoader
 from gateway.cli import open_service
-from gateway.config import Config, StoreConfig
+from gateway.config import BudgetConfig, Config, StoreConfig
 from store.deferred import DeferredStore
 from tests.fixtures.clickhouse_http import ClickHouseShim, start_clickhouse
 from tests.fixtures.procs import free_port
@@ -24,6 +27,7 @@ async def test_gateway_starts_and_proxies_while_the_store_server_is_unreachable(
     service = await open_service(config)
     try:
         assert isinstance(service.store, DeferredStore) and not service.store.connected
+        assert service.store.database == "tollgate"  # known before connecting: SQL names it before the query
         async with serve_app(service.app) as base_url, mcp_session(base_url + "/mcp") as client:
             result = await client.call_tool("a__echo", {"text": "kept"})
         assert "kept" in repr(result.content)
@@ -65,3 +69,50 @@ async def test_a_call_spilled_while_the_server_was_down_arrives_once_when_it_com
         if shim is not None:
             await shim.stop()
     assert not [p for p in (tmp_path / "spill").rglob("*") if p.is_file() and b"calls" in p.read_bytes()]
+
+
+async def test_spend_is_rebuilt_only_once_the_previous_runs_spill_is_in_the_store_that_came_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(DeferredStore.__init__.__kwdefaults__, "retry_seconds", 0.2)
+    monkeypatch.setattr(SpendLoader.__init__, "__defaults__", (0.2,))  # the spend load's retry, 5 s in production
+    port = free_port()  # nothing listens here until the second run
+    # flush_seconds far off: the writer stores nothing of its own accord during the test (in production its
+    # backoff can reach 30 s), so only the spend load can bring the first run's rows in before it reads.
+    store = StoreConfig(dsn=f"http://default:pw@127.0.0.1:{port}/tollgate", spill_dir=str(tmp_path / "spill"),
+                        flush_seconds=3600)
+
+    def config(fail_open: bool) -> Config:
+        upstream = echo_upstream("a", budget=BudgetConfig(day_calls=3, fail_open=fail_open))
+        return Config(server=gateway_config().server, upstreams=(upstream,), store=store)
+
+    first = await open_service(config(fail_open=True))  # served from zero; its calls wait in the spill
+    try:
+        async with serve_app(first.app) as base_url, mcp_session(base_url + "/mcp") as client:
+            for _ in range(2):
+                assert not (await client.call_tool("a__echo", {"text": "first run"})).is_error
+    finally:
+        await first.close()
+
+    second = await open_service(config(fail_open=False))
+    shim: ClickHouseShim | None = None
+    try:
+        async with serve_app(second.app) as base_url, mcp_session(base_url + "/mcp") as client:
+            unknown = await client.call_tool("a__echo", {"text": "store still down"})
+            shim = await start_clickhouse(tmp_path / "clickhouse", port)
+            await asyncio.wait_for(second.spend.loaded.wait(), WAIT)
+            third = await client.call_tool("a__echo", {"text": "third of the day"})
+            fourth = await client.call_tool("a__echo", {"text": "one too many"})
+        await second.writer.flush()
+        events = await second.store.query("SELECT limit_name, action, used, `limit` FROM budget_events FINAL "
+                                          "ORDER BY at")
+    finally:
+        await second.close()
+        if shim is not None:
+            await shim.stop()
+    assert unknown.is_error and "fail_open = false" in repr(unknown.content)
+    assert not third.is_error
+    assert fourth.is_error and "used 3 of 3 calls" in repr(fourth.content)  # the first run's 2 counted
+    # every decision is recorded, the refusal while past spend was unknown too
+    assert events == [{"limit_name": "spend_unknown", "action": "deny", "used": 0.0, "limit": 0.0},
+                      {"limit_name": "day_calls", "action": "deny", "used": 3.0, "limit": 3.0}]

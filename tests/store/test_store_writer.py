@@ -147,6 +147,29 @@ async def test_replaying_the_same_spill_twice_does_not_double_count(store: Store
     assert await counts(store) == {"rows": 40, "ids": 40, "bytes": sum(range(40))}
 
 
+async def test_replay_leftovers_stores_what_a_previous_run_spilled_and_then_nothing_more(
+    store: Store, tmp_path: Path
+) -> None:
+    flaky = FlakyStore(store)
+    first = Writer(flaky, tmp_path / "spill")  # type: ignore[arg-type]
+    await first.start()
+    await first.write("calls", [call(k) for k in range(10)])
+    await first.stop()  # the store is down: the rows stay in the spill
+    second = Writer(flaky, tmp_path / "spill", flush_seconds=3600)  # type: ignore[arg-type]
+    await second.start()  # its own replay fails; no flush of its own accord during the test
+    try:
+        with pytest.raises(StoreUnavailable):
+            await second.replay_leftovers()
+        flaky.healthy.set()
+        await second.replay_leftovers()
+        assert await counts(store) == {"rows": 10, "ids": 10, "bytes": sum(range(10))}
+        second.submit("calls", [call(10)])
+        await second.replay_leftovers()  # nothing left from before: this run's row waits for a flush
+        assert second.stats()["queued_rows"] == 1 and (await counts(store))["rows"] == 10
+    finally:
+        await second.stop()
+
+
 async def test_rows_written_during_an_outage_arrive_after_recovery(store: Store, tmp_path: Path) -> None:
     flaky = FlakyStore(store)
     writer = Writer(flaky, tmp_path / "spill", flush_seconds=0.01, max_backoff_seconds=0.02)  # type: ignore[arg-type]
