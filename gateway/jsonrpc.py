@@ -17,9 +17,10 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
-# Implementation-defined server errors (-32000..-32099).
-UPSTREAM_UNAVAILABLE = -32001
-REQUEST_TIMEOUT = -32002
+# Implementation-defined server errors. MCP leaves -32000..-32019 to implementations; -32002 is retired
+# (earlier revisions' "resource not found", never to be reused), and the SDK reads -32001 as a timeout.
+REQUEST_TIMEOUT = -32001
+UPSTREAM_UNAVAILABLE = -32005
 SERVER_BUSY = -32003  # a bound was reached (server.max_sessions): retry later
 BUDGET_EXCEEDED = -32004  # a budget refused a call whose result has no error shape (docs/budgets.md)
 REQUEST_CANCELLED = -32800  # MCP's RequestCancelled
