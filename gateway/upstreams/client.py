@@ -143,6 +143,7 @@ class UpstreamClient:
         self._settled = asyncio.Event()
         self._closing = False
         self._refresh: asyncio.Task[None] | None = None
+        self._stale = False  # a list_changed arrived during the running refresh
         self._background: set[asyncio.Task[None]] = set()
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -312,12 +313,18 @@ class UpstreamClient:
     def _schedule_refresh(self) -> None:
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.create_task(self._refresh_quietly())
+        else:
+            self._stale = True  # the running refresh may have read the changed list already: read once more
 
     async def _refresh_quietly(self) -> None:
-        try:
-            await self.refresh_catalog()
-        except (UpstreamError, TransportError) as exc:
-            log.warning("upstream %s: catalog refresh failed: %s", self.name, exc)
+        self._stale = True
+        while self._stale:
+            self._stale = False
+            try:
+                await self.refresh_catalog()
+            except (UpstreamError, TransportError) as exc:
+                log.warning("upstream %s: catalog refresh failed: %s", self.name, exc)
+                return
 
     # ----- requests --------------------------------------------------------------------------
 
