@@ -1,7 +1,7 @@
 """The gateway's shared state: upstream clients, the merged catalog, sessions and observers.
 
 Starts upstreams concurrently (one that fails never blocks the others), rebuilds the catalog
-when an upstream changes, tells sessions when their tool list changed, and fans relay events
+when an upstream changes, tells sessions which of its lists changed, and fans relay events
 out to observers. No HTTP here: `gateway.downstream` is the wire side.
 """
 
@@ -41,7 +41,7 @@ class Hub:
             for u in config.upstreams if u.enabled
         }
         self.catalog = MergedCatalog()
-        self._tool_names: tuple[str, ...] = ()
+        self._fingerprints = catalog_mod.fingerprints(self.catalog)  # what clients were last told of each list
         self.sessions = SessionRegistry(config.server.session_idle_seconds, self._session_ended,
                                         config.server.max_sessions)
         self._background: set[asyncio.Task[Any]] = set()
@@ -93,13 +93,15 @@ class Hub:
     def upstream_changed(self, upstream: UpstreamClient) -> None:
         merged = catalog_mod.merge(self.config.server.registered_name, self.upstreams.values())
         self.catalog = merged
-        names = tuple(tool["name"] for tool in merged.tools)
-        if names != self._tool_names:
-            self._tool_names = names
+        fingerprints = catalog_mod.fingerprints(merged)
+        changed = [key for key, digest in fingerprints.items() if digest != self._fingerprints.get(key)]
+        self._fingerprints = fingerprints
+        if "tools" in changed:
             for renamed in merged.renamed:
                 log.info("exposed %s/%s as %s (%s)", renamed.upstream, renamed.tool, renamed.exposed,
                          renamed.reason)
-            self._broadcast(jsonrpc.notification_body("notifications/tools/list_changed"))
+        for method in dict.fromkeys(mcp.LIST_CHANGED[key] for key in changed):
+            self._broadcast(jsonrpc.notification_body(method))
         if upstream.state is State.READY:
             for snapshot in catalog_mod.snapshots(merged):
                 if snapshot.upstream == upstream.name:

@@ -20,6 +20,13 @@ CATALOG_METHODS: dict[str, str] = {
     "resources/templates/list": "resourceTemplates",
     "prompts/list": "prompts",
 }
+# The notification telling clients that a merged list changed (templates belong to the resources list).
+LIST_CHANGED: dict[str, str] = {
+    "tools": "notifications/tools/list_changed",
+    "resources": "notifications/resources/list_changed",
+    "resourceTemplates": "notifications/resources/list_changed",
+    "prompts": "notifications/prompts/list_changed",
+}
 # Requests routed to exactly one upstream, and the params key that names the target.
 ROUTED_METHODS: dict[str, str] = {
     "tools/call": "name",
