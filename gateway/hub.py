@@ -148,6 +148,7 @@ class Hub:
         if client is None:
             client = UpstreamClient(shared.config, _bind(self._make_transport, shared.config),
                                     _PrivateObserver(self, session))
+            client.log_level = session.log_level  # set at its start, as the client asked before it existed
             session.private_upstreams[shared.name] = client
             client.start()
         if not await client.wait_settled(shared.config.timeouts.init_seconds):

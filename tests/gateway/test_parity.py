@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.types import PromptReference
 
 from tests.gateway.conftest import (
     ECHO_SERVER,
@@ -99,3 +100,12 @@ async def test_two_upstreams_with_the_same_tool_each_get_their_own_calls(tool: s
     assert names == sorted(names) and f"a__{tool}" in names and f"b__{tool}" in names
     if tool == "whoami":
         assert (a.content[0].text, b.content[0].text) == ("a", "b")  # type: ignore[union-attr]
+
+
+async def test_prompt_argument_completion_reaches_the_owning_upstream_under_its_own_prompt_name() -> None:
+    async with running_gateway(gateway_config(everything_upstream())) as url, mcp_session(url) as via:
+        prompt = PromptReference(type="ref/prompt", name="everything__completable-prompt")
+        departments = await via.complete(prompt, {"name": "department", "value": "S"})
+        leads = await via.complete(prompt, {"name": "name", "value": ""}, context_arguments={"department": "Sales"})
+    assert departments.completion.values == ["Sales", "Support"]
+    assert leads.completion.values == ["David", "Eve", "Frank"]

@@ -110,3 +110,18 @@ async def test_a_wrong_json_type_in_a_key_the_gateway_reads_is_invalid_params(me
         session_id = await open_session(http, url)
         status, raw = await post(http, url, session_id, jsonrpc.request_body(5, method, params))
     assert status == 200 and orjson.loads(raw)["error"]["code"] == jsonrpc.INVALID_PARAMS
+
+
+async def test_logging_set_level_reaches_an_upstream_that_logs_with_the_clients_params(tmp_path: Path) -> None:
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo")
+    async with tap(tmp_path / "a.fifo") as upstream_in, running_gateway(gateway_config(upstream)) as url, \
+            Http() as http:
+        session_id = await open_session(http, url)
+        status, raw = await post(http, url, session_id, jsonrpc.request_body(3, "logging/setLevel", {
+            "level": "debug", "_meta": {"x-trace": "t1"}}))
+        received = await upstream_in.wait_for("logging/setLevel")
+        _, level = await post(http, url, session_id, jsonrpc.request_body(4, "tools/call", {
+            "name": "a__log_level", "arguments": {}}))
+    assert (status, orjson.loads(raw)) == (200, jsonrpc.result_body(3, {}))
+    assert received["params"] == {"level": "debug", "_meta": {"x-trace": "t1"}}
+    assert text_of(level) == "debug"
