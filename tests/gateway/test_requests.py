@@ -75,10 +75,29 @@ async def test_cancel_reaches_only_the_owning_upstream_with_its_own_id(tmp_path:
                                "AND upstream = 'a'")
     assert received["params"]["requestId"] == forwarded["id"] != 101
     assert not any(m.get("method") == "notifications/cancelled" for m in tap_b.drain_nowait())
-    assert b'"result"' not in raw and b'"error"' not in raw  # no answer for a cancelled request
-    assert status in (200, 202)
+    assert (status, raw) == (200, b"")  # an SSE stream that ends without an answer: see the test below
     assert rows == [{"status": "cancelled", "req_bytes_upstream": rows[0]["req_bytes_upstream"]}]
     assert rows[0]["req_bytes_upstream"] > 0
+
+
+async def test_a_request_the_client_cancels_gets_an_sse_stream_that_ends_without_an_answer(tmp_path: Path) -> None:
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo")
+    async with tap(tmp_path / "a.fifo") as upstream_in, running_gateway(gateway_config(upstream)) as url, \
+            Http() as http:
+        session_id = await open_session(http, url)
+        headers = {**JSON_HEADERS, "Mcp-Session-Id": session_id}
+
+        async def answer() -> tuple[int, str, bytes]:
+            async with http.post(url, data=orjson.dumps(slow_call(5, 600_000, "never")), headers=headers) as r:
+                return r.status, r.content_type, await r.read()
+
+        call = asyncio.create_task(answer())
+        await upstream_in.wait_for("tools/call")
+        cancel = jsonrpc.notification_body("notifications/cancelled", {"requestId": 5, "reason": "user"})
+        assert (await post(http, url, session_id, cancel))[0] == 202
+        status, content_type, body = await asyncio.wait_for(call, 10)
+    # A POST carrying a request is answered with JSON or SSE, never 202; a cancelled one gets no JSON-RPC response.
+    assert (status, content_type, body) == (200, "text/event-stream", b"")
 
 
 async def test_a_cancel_whose_request_id_is_no_id_is_ignored_and_counted() -> None:
