@@ -47,6 +47,7 @@ class Hub:
         self._background: set[asyncio.Task[Any]] = set()
         self._finishing: set[asyncio.Task[None]] = set()  # awaited by close: own upstreams stopping, unsubscribes
         self._reaper: asyncio.Task[None] | None = None
+        self._refusals_explained: set[str] = set()  # upstreams whose out-of-call requests were explained in the log
 
     async def start(self) -> None:
         """Start every upstream and wait (bounded by each one's init timeout) for them."""
@@ -112,11 +113,23 @@ class Hub:
         route_notification(upstream, body, list(self.sessions), self._broadcast)
 
     def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
-        """A server-to-client request of a shared upstream tied to no call: no client can be chosen safely."""
+        """A server-to-client request of a shared upstream tied to no call: no client can be chosen safely.
+
+        Refused rather than answered for the clients (an empty roots list, say): the upstream would take that as
+        every client's answer, and server-everything caches it and never asks again during a call."""
+        method = body.get("method")
         error = jsonrpc.error_body(body.get("id"), jsonrpc.METHOD_NOT_FOUND, (
-            f"Tollgate cannot route {body.get('method')} outside a call: the upstream {upstream.name} is "
-            "shared by all client sessions (mark it stateful to give each session its own)"))
+            f"Tollgate cannot route {method} outside a call: the upstream {upstream.name} is shared by all client "
+            "sessions, so no one client can be asked (expected; during a call it reaches that call's client; mark "
+            "the upstream stateful to give each session its own)"))
         self.spawn(upstream.respond(error))
+        if upstream.name in self._refusals_explained:
+            log.debug("upstream %s asked %s outside any call; refused", upstream.name, method)
+            return
+        self._refusals_explained.add(upstream.name)
+        log.info("upstream %s asked %s outside any call: refused, as expected for a shared upstream (no one client "
+                 "session can be asked; during a call it reaches that call's client). Harmless: an error the upstream "
+                 "logs about it is this refusal", upstream.name, method)
 
     def offer_server_request(self, session: Session, upstream: UpstreamClient, body: dict[str, Any],
                              deliver: Callable[[dict[str, Any]], None]) -> None:
