@@ -6,6 +6,7 @@ name). Routing goes through the maps built here, never by splitting exposed name
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from gateway import naming
+from gateway import mcp, naming
 from gateway.records import ToolListSnapshot
 from gateway.upstreams.client import State, UpstreamClient
 
@@ -78,6 +79,13 @@ def _merge_named(merged: MergedCatalog, registered_name: str, ready: list[Upstre
         target.append(naming.annotate_tool(originals[route], route[0], exposed))
     if key == "tools":
         merged.renamed = list(names.renamed)
+
+
+def fingerprints(merged: MergedCatalog) -> dict[str, bytes]:
+    """Per list, a digest of its items exactly as clients receive them: a description or schema
+    change counts, not only a name (key order inside an item does not)."""
+    return {key: hashlib.blake2b(orjson.dumps(merged.items(key), option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+            for key in mcp.LIST_CHANGED}
 
 
 def snapshots(merged: MergedCatalog) -> list[ToolListSnapshot]:

@@ -172,17 +172,13 @@ class McpEndpoint:
             return HttpError(400, jsonrpc.INVALID_REQUEST, f"Invalid Request: {exc}", message.id).response()
         task.add_done_callback(events.wake)
         await events.wait(task)
-        if task.done() and not events.items:
-            return self._json_answer(task)
+        if task.done() and not events.items and (encoded := _answer_of(task)) is not None:
+            return web.Response(body=encoded, content_type="application/json")
+        # Streaming, or cancelled by the client, which expects no answer: a POST carrying a request still gets JSON
+        # or SSE (202 is for notifications and responses), so the stream just ends without one.
         stream = await self._open_sse(request)
         await self._stream_until_done(stream, task, events, session.open_stream())
         return stream
-
-    def _json_answer(self, task: asyncio.Task[bytes | None]) -> web.Response:
-        encoded = None if task.cancelled() else task.result()
-        if encoded is None:  # cancelled by the client: it expects no answer
-            return web.Response(status=202)
-        return web.Response(body=encoded, content_type="application/json")
 
     async def _open_sse(self, request: web.Request) -> web.StreamResponse:
         stream = web.StreamResponse(status=200, headers=SSE_HEADERS)
@@ -198,7 +194,7 @@ class McpEndpoint:
             await events.wait(task)
             while events.items:
                 alive = await _publish(stream, numbered, jsonrpc.encode(events.items.popleft()), alive)
-        encoded = None if task.cancelled() else task.result()
+        encoded = _answer_of(task)
         if encoded is not None:
             await _publish(stream, numbered, encoded, alive)
         numbered.end()
@@ -292,6 +288,11 @@ class McpEndpoint:
                             f"Bad Request: unsupported {VERSION_HEADER} {header[:40]!r}", request_id)
         log.info("session %s negotiated %s but sent %s %s", session.session_id[:8],
                  session.protocol_version, VERSION_HEADER, header)
+
+
+def _answer_of(task: asyncio.Task[bytes | None]) -> bytes | None:
+    """The encoded answer of a finished request; None when the client cancelled it."""
+    return None if task.cancelled() else task.result()
 
 
 async def _read_capped(request: web.Request, cap: int) -> bytes:

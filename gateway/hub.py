@@ -1,7 +1,7 @@
 """The gateway's shared state: upstream clients, the merged catalog, sessions and observers.
 
 Starts upstreams concurrently (one that fails never blocks the others), rebuilds the catalog
-when an upstream changes, tells sessions when their tool list changed, and fans relay events
+when an upstream changes, tells sessions which of its lists changed, and fans relay events
 out to observers. No HTTP here: `gateway.downstream` is the wire side.
 """
 
@@ -41,12 +41,13 @@ class Hub:
             for u in config.upstreams if u.enabled
         }
         self.catalog = MergedCatalog()
-        self._tool_names: tuple[str, ...] = ()
+        self._fingerprints = catalog_mod.fingerprints(self.catalog)  # what clients were last told of each list
         self.sessions = SessionRegistry(config.server.session_idle_seconds, self._session_ended,
                                         config.server.max_sessions)
         self._background: set[asyncio.Task[Any]] = set()
         self._finishing: set[asyncio.Task[None]] = set()  # awaited by close: own upstreams stopping, unsubscribes
         self._reaper: asyncio.Task[None] | None = None
+        self._refusals_explained: set[str] = set()  # upstreams whose out-of-call requests were explained in the log
 
     async def start(self) -> None:
         """Start every upstream and wait (bounded by each one's init timeout) for them."""
@@ -93,13 +94,15 @@ class Hub:
     def upstream_changed(self, upstream: UpstreamClient) -> None:
         merged = catalog_mod.merge(self.config.server.registered_name, self.upstreams.values())
         self.catalog = merged
-        names = tuple(tool["name"] for tool in merged.tools)
-        if names != self._tool_names:
-            self._tool_names = names
+        fingerprints = catalog_mod.fingerprints(merged)
+        changed = [key for key, digest in fingerprints.items() if digest != self._fingerprints.get(key)]
+        self._fingerprints = fingerprints
+        if "tools" in changed:
             for renamed in merged.renamed:
                 log.info("exposed %s/%s as %s (%s)", renamed.upstream, renamed.tool, renamed.exposed,
                          renamed.reason)
-            self._broadcast(jsonrpc.notification_body("notifications/tools/list_changed"))
+        for method in dict.fromkeys(mcp.LIST_CHANGED[key] for key in changed):
+            self._broadcast(jsonrpc.notification_body(method))
         if upstream.state is State.READY:
             for snapshot in catalog_mod.snapshots(merged):
                 if snapshot.upstream == upstream.name:
@@ -110,11 +113,23 @@ class Hub:
         route_notification(upstream, body, list(self.sessions), self._broadcast)
 
     def upstream_request(self, upstream: UpstreamClient, body: dict[str, Any]) -> None:
-        """A server-to-client request of a shared upstream tied to no call: no client can be chosen safely."""
+        """A server-to-client request of a shared upstream tied to no call: no client can be chosen safely.
+
+        Refused rather than answered for the clients (an empty roots list, say): the upstream would take that as
+        every client's answer, and server-everything caches it and never asks again during a call."""
+        method = body.get("method")
         error = jsonrpc.error_body(body.get("id"), jsonrpc.METHOD_NOT_FOUND, (
-            f"Tollgate cannot route {body.get('method')} outside a call: the upstream {upstream.name} is "
-            "shared by all client sessions (mark it stateful to give each session its own)"))
+            f"Tollgate cannot route {method} outside a call: the upstream {upstream.name} is shared by all client "
+            "sessions, so no one client can be asked (expected; during a call it reaches that call's client; mark "
+            "the upstream stateful to give each session its own)"))
         self.spawn(upstream.respond(error))
+        if upstream.name in self._refusals_explained:
+            log.debug("upstream %s asked %s outside any call; refused", upstream.name, method)
+            return
+        self._refusals_explained.add(upstream.name)
+        log.info("upstream %s asked %s outside any call: refused, as expected for a shared upstream (no one client "
+                 "session can be asked; during a call it reaches that call's client). Harmless: an error the upstream "
+                 "logs about it is this refusal", upstream.name, method)
 
     def offer_server_request(self, session: Session, upstream: UpstreamClient, body: dict[str, Any],
                              deliver: Callable[[dict[str, Any]], None]) -> None:
@@ -146,6 +161,7 @@ class Hub:
         if client is None:
             client = UpstreamClient(shared.config, _bind(self._make_transport, shared.config),
                                     _PrivateObserver(self, session))
+            client.log_level = session.log_level  # set at its start, as the client asked before it existed
             session.private_upstreams[shared.name] = client
             client.start()
         if not await client.wait_settled(shared.config.timeouts.init_seconds):

@@ -5,17 +5,13 @@ Pure data and small functions; no I/O and no routing.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
-# The stateless revision Claude Code probes with first; Tollgate refuses it as a legacy server does.
-STATELESS_VERSION = "2026-07-28"
+# The _meta key of the stateless 2026-07-28 revision Claude Code probes with first (refused as a legacy server does).
 META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_TOOL_USE_ID = "claudecode/toolUseId"
-
-_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 # List methods the gateway answers by merging every healthy upstream's catalog.
 CATALOG_METHODS: dict[str, str] = {
@@ -23,6 +19,13 @@ CATALOG_METHODS: dict[str, str] = {
     "resources/list": "resources",
     "resources/templates/list": "resourceTemplates",
     "prompts/list": "prompts",
+}
+# The notification telling clients that a merged list changed (templates belong to the resources list).
+LIST_CHANGED: dict[str, str] = {
+    "tools": "notifications/tools/list_changed",
+    "resources": "notifications/resources/list_changed",
+    "resourceTemplates": "notifications/resources/list_changed",
+    "prompts": "notifications/prompts/list_changed",
 }
 # Requests routed to exactly one upstream, and the params key that names the target.
 ROUTED_METHODS: dict[str, str] = {
@@ -75,19 +78,6 @@ def negotiate(requested: object) -> str:
     if isinstance(requested, str) and requested in SUPPORTED_VERSIONS:
         return requested
     return LATEST_VERSION
-
-
-def is_well_formed_version(value: str) -> bool:
-    return bool(_VERSION_SHAPE.match(value))
-
-
-def is_stateless_probe(body: dict[str, Any]) -> bool:
-    """A request of the 2026-07-28 revision (server/discover or any with the _meta version key)."""
-    if body.get("method") == "server/discover":
-        return True
-    params = body.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return isinstance(meta, dict) and META_PROTOCOL_VERSION in meta
 
 
 def server_capabilities() -> dict[str, Any]:

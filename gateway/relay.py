@@ -80,8 +80,7 @@ class Relay:
             if task is not None:
                 task.cancel()
         elif message.method == "notifications/roots/list_changed":
-            own = [u for u in session.private_upstreams.values() if u.state is State.READY]
-            for upstream in self._ready() + own:
+            for upstream in self._ready() + self._own_ready(session):
                 await self._notify_quietly(upstream, message.method, message.params or None)
 
     async def handle_response(self, session: Session, message: Message) -> None:
@@ -130,9 +129,9 @@ class Relay:
         if method == "completion/complete":
             return await self._complete(session, params, emit)
         if method == "logging/setLevel":
-            for upstream in self._ready():
-                if "logging" in upstream.capabilities:
-                    await upstream.request(method, params)
+            session.log_level = params["level"]  # for its own instances of stateful upstreams not started yet
+            for upstream in [*self.hub.upstreams.values(), *session.private_upstreams.values()]:
+                await upstream.set_log_level(params)
             return {}
         raise jsonrpc.ProtocolError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
 
@@ -325,6 +324,10 @@ class Relay:
 
     def _ready(self) -> list[UpstreamClient]:
         return [u for u in self.hub.upstreams.values() if u.state is State.READY]
+
+    def _own_ready(self, session: Session) -> list[UpstreamClient]:
+        """The session's own instances of stateful upstreams that are ready."""
+        return [u for u in session.private_upstreams.values() if u.state is State.READY]
 
     async def _notify_quietly(self, upstream: UpstreamClient, method: str, params: dict[str, Any] | None) -> None:
         try:

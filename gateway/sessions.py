@@ -127,6 +127,7 @@ class Session:
     in_flight: dict[RequestId, asyncio.Task[Any]] = field(default_factory=dict)
     server_requests: dict[str, ServerRequest] = field(default_factory=dict)
     subscriptions: set[tuple[str, str]] = field(default_factory=set)  # (upstream, uri) of resources/subscribe
+    log_level: str | None = None  # the client's logging/setLevel, given to its own upstream instances as they start
     # Stream ids carry a random per-session tag, so another session's event id is never taken for ours.
     _tag: str = field(default_factory=lambda: secrets.token_hex(4))
     general: EventStream = field(init=False)

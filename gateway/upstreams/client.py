@@ -143,6 +143,8 @@ class UpstreamClient:
         self._settled = asyncio.Event()
         self._closing = False
         self._refresh: asyncio.Task[None] | None = None
+        self.log_level: str | None = None  # the last logging/setLevel a client sent; given again after a restart
+        self._stale = False  # a list_changed arrived during the running refresh
         self._background: set[asyncio.Task[None]] = set()
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -219,6 +221,7 @@ class UpstreamClient:
         await transport.open(self._on_message, closed)
         await self._initialize(transport)
         await self.refresh_catalog()
+        await self._restore_log_level()
 
     async def _initialize(self, transport: Transport) -> None:
         params = {
@@ -312,12 +315,38 @@ class UpstreamClient:
     def _schedule_refresh(self) -> None:
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.create_task(self._refresh_quietly())
+        else:
+            self._stale = True  # the running refresh may have read the changed list already: read once more
 
     async def _refresh_quietly(self) -> None:
+        self._stale = True
+        while self._stale:
+            self._stale = False
+            try:
+                await self.refresh_catalog()
+            except (UpstreamError, TransportError) as exc:
+                log.warning("upstream %s: catalog refresh failed: %s", self.name, exc)
+                return
+
+    # ----- logging level ---------------------------------------------------------------------
+
+    async def set_log_level(self, params: dict[str, Any]) -> None:
+        """Pass a client's logging/setLevel on when the upstream is ready and logs, and keep the level: a
+        (re)started upstream gets it again. An upstream that cannot take it now is told when it is back."""
+        self.log_level = str(params["level"])
+        if self.state is not State.READY or "logging" not in self.capabilities:
+            return
         try:
-            await self.refresh_catalog()
-        except (UpstreamError, TransportError) as exc:
-            log.warning("upstream %s: catalog refresh failed: %s", self.name, exc)
+            await self.request("logging/setLevel", params)
+        except UpstreamError as exc:
+            log.info("upstream %s: logging/setLevel not passed on now (%s); given again once it is back",
+                     self.name, exc)
+
+    async def _restore_log_level(self) -> None:
+        if self.log_level is not None and "logging" in self.capabilities:
+            with contextlib.suppress(UpstreamError):  # a server refusing a level still serves
+                await self.request("logging/setLevel", {"level": self.log_level},
+                                   idle_seconds=self.config.timeouts.init_seconds)
 
     # ----- requests --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import PromptReference
 
 from gateway.config import UpstreamConfig
 from tests.fixtures.procs import http_fixture
@@ -146,3 +147,12 @@ async def test_two_upstreams_with_the_same_tool_each_get_their_own_calls(server:
         assert names == ["a__search", "b__search"]
         assert (json.loads(a), json.loads(b)) == ({"tool": "search", "server": "a", "arguments": args},
                                                   {"tool": "search", "server": "b", "arguments": args})
+
+
+async def test_prompt_argument_completion_reaches_the_owning_upstream_under_its_own_prompt_name() -> None:
+    async with running_gateway(gateway_config(everything_upstream())) as url, mcp_session(url) as via:
+        prompt = PromptReference(type="ref/prompt", name="everything__completable-prompt")
+        departments = await via.complete(prompt, {"name": "department", "value": "S"})
+        leads = await via.complete(prompt, {"name": "name", "value": ""}, context_arguments={"department": "Sales"})
+    assert departments.completion.values == ["Sales", "Support"]
+    assert leads.completion.values == ["David", "Eve", "Frank"]

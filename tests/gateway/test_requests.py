@@ -80,8 +80,7 @@ async def test_cancel_reaches_only_the_owning_upstream_with_its_own_id(tmp_path:
     assert received["params"]["requestId"] == forwarded["id"] != 101
     assert cancel_delay < 0.5  # C08 asks about 100 ms; the bound leaves room for a loaded machine
     assert not any(m.get("method") == "notifications/cancelled" for m in tap_b.drain_nowait())
-    assert b'"result"' not in raw and b'"error"' not in raw  # no answer for a cancelled request
-    assert status in (200, 202)
+    assert (status, raw) == (200, b"")  # an SSE stream that ends without an answer: see the test below
     assert rows == [{"status": "cancelled", "req_bytes_upstream": rows[0]["req_bytes_upstream"]}]
     assert rows[0]["req_bytes_upstream"] > 0
 
@@ -109,6 +108,26 @@ async def test_a_results_meta_reaches_the_client_byte_for_byte() -> None:
                                  jsonrpc.request_body(4, "tools/call", {"name": "r__meta", "arguments": {}}))
     assert status == 200
     assert raw == b'{"jsonrpc":"2.0","id":4,"result":' + META_RESULT + b"}"
+
+
+async def test_a_request_the_client_cancels_gets_an_sse_stream_that_ends_without_an_answer(tmp_path: Path) -> None:
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo")
+    async with tap(tmp_path / "a.fifo") as upstream_in, running_gateway(gateway_config(upstream)) as url, \
+            Http() as http:
+        session_id = await open_session(http, url)
+        headers = {**JSON_HEADERS, "Mcp-Session-Id": session_id}
+
+        async def answer() -> tuple[int, str, bytes]:
+            async with http.post(url, data=orjson.dumps(slow_call(5, 600_000, "never")), headers=headers) as r:
+                return r.status, r.content_type, await r.read()
+
+        call = asyncio.create_task(answer())
+        await upstream_in.wait_for("tools/call")
+        cancel = jsonrpc.notification_body("notifications/cancelled", {"requestId": 5, "reason": "user"})
+        assert (await post(http, url, session_id, cancel))[0] == 202
+        status, content_type, body = await asyncio.wait_for(call, 10)
+    # A POST carrying a request is answered with JSON or SSE, never 202; a cancelled one gets no JSON-RPC response.
+    assert (status, content_type, body) == (200, "text/event-stream", b"")
 
 
 async def test_a_cancel_whose_request_id_is_no_id_is_ignored_and_counted() -> None:
@@ -140,3 +159,18 @@ async def test_a_wrong_json_type_in_a_key_the_gateway_reads_is_invalid_params(me
         session_id = await open_session(http, url)
         status, raw = await post(http, url, session_id, jsonrpc.request_body(5, method, params))
     assert status == 200 and orjson.loads(raw)["error"]["code"] == jsonrpc.INVALID_PARAMS
+
+
+async def test_logging_set_level_reaches_an_upstream_that_logs_with_the_clients_params(tmp_path: Path) -> None:
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo")
+    async with tap(tmp_path / "a.fifo") as upstream_in, running_gateway(gateway_config(upstream)) as url, \
+            Http() as http:
+        session_id = await open_session(http, url)
+        status, raw = await post(http, url, session_id, jsonrpc.request_body(3, "logging/setLevel", {
+            "level": "debug", "_meta": {"x-trace": "t1"}}))
+        received = await upstream_in.wait_for("logging/setLevel")
+        _, level = await post(http, url, session_id, jsonrpc.request_body(4, "tools/call", {
+            "name": "a__log_level", "arguments": {}}))
+    assert (status, orjson.loads(raw)) == (200, jsonrpc.result_body(3, {}))
+    assert received["params"] == {"level": "debug", "_meta": {"x-trace": "t1"}}
+    assert text_of(level) == "debug"

@@ -5,17 +5,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CreateMessageResult, ElicitResult, ListRootsResult, Root, TextContent
 from pydantic import FileUrl
 
 from gateway import jsonrpc
+from gateway.app import HUB_KEY, create_app
 from gateway.config import UpstreamConfig
-from tests.gateway.conftest import echo_upstream, everything_upstream, gateway_config, raw_upstream, running_gateway
+from tests.gateway.conftest import (
+    echo_upstream,
+    everything_upstream,
+    gateway_config,
+    mcp_session,
+    raw_upstream,
+    running_gateway,
+    served,
+)
 from tests.gateway.taps import tap, tapped_echo_upstream
 
 
@@ -144,3 +155,44 @@ async def test_a_roots_request_outside_any_call_from_a_shared_instance_is_refuse
     answer = await roots_answer_through(raw_upstream("s", *ROOTS_ON_INIT), roots)
     assert answer["error"]["code"] == jsonrpc.METHOD_NOT_FOUND
     assert "shared by all client sessions" in answer["error"]["message"]
+
+
+async def test_a_shared_upstreams_request_outside_a_call_is_explained_once_in_the_log_as_harmless(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "tollgate.hub")
+    app = create_app(gateway_config(raw_upstream("s", *ROOTS_ON_INIT)))
+    hub = app[HUB_KEY]
+    async with served(app) as url, mcp_session(url) as client:
+        async with asyncio.timeout(30):
+            await client.call_tool("s__roots_answer", {})  # answered once the refusal reached the upstream
+        hub.upstream_request(hub.upstreams["s"], {"jsonrpc": "2.0", "id": "roots-2", "method": "roots/list"})
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "outside any call" in r.getMessage()]
+    assert said == [
+        ("INFO", "upstream s asked roots/list outside any call: refused, as expected for a shared upstream (no one "
+                 "client session can be asked; during a call it reaches that call's client). Harmless: an error the "
+                 "upstream logs about it is this refusal"),
+        ("DEBUG", "upstream s asked roots/list outside any call; refused")]
+
+
+async def test_server_everythings_roots_refused_at_its_start_are_asked_again_in_a_call_and_reach_that_client() -> None:
+    async def roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=FileUrl("file:///work/project"), name="project")])
+
+    app = create_app(gateway_config(everything_upstream()))
+    hub = app[HUB_KEY]
+    refused = asyncio.Event()
+    refuse = hub.upstream_request
+
+    def refuse_and_tell(upstream: Any, body: dict[str, Any]) -> None:
+        refuse(upstream, body)
+        refused.set()
+
+    hub.upstream_request = refuse_and_tell  # type: ignore[method-assign]
+    async with served(app) as url, streamable_http_client(url) as streams, \
+            ClientSession(*streams, list_roots_callback=roots) as client:
+        await client.initialize()
+        async with asyncio.timeout(30):
+            await refused.wait()  # it asks for roots once initialized, outside any call
+            result = await client.call_tool("everything__get-roots-list", {})
+    assert "Current MCP Roots (1 total)" in result.content[0].text  # type: ignore[union-attr]
+    assert "URI: file:///work/project" in result.content[0].text  # type: ignore[union-attr]

@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 
+import orjson
+from aiohttp import ClientSession as Http
+
+from gateway import jsonrpc
 from gateway.config import Timeouts
-from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, running_gateway
+from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session, raw_upstream, running_gateway
+from tests.gateway.test_downstream import open_session
+from tests.gateway.test_requests import post, text_of
 
 
 async def wait_gone(pids: list[int], timeout: float = 15.0) -> None:
@@ -37,3 +43,23 @@ async def test_each_session_gets_its_own_process_and_ending_the_session_stops_it
         assert first == again and first != second
         pids = [int(pid) for pid in (first + " " + second).split()]
         await wait_gone(pids)  # the SDK client sent DELETE: both sessions' process groups are gone
+
+
+async def test_a_sessions_own_instance_takes_the_log_level_set_before_it_started_and_after() -> None:
+    upstream = echo_upstream("s", stateful=True, timeouts=Timeouts(init_seconds=15))
+    async with running_gateway(gateway_config(upstream)) as url, Http() as http:
+        one, two = await open_session(http, url), await open_session(http, url)
+
+        async def level_after(session_id: str, level: str | None) -> str:
+            if level is not None:
+                status, raw = await post(http, url, session_id, jsonrpc.request_body(1, "logging/setLevel",
+                                                                                     {"level": level}))
+                assert (status, orjson.loads(raw)) == (200, jsonrpc.result_body(1, {}))
+            _, answer = await post(http, url, session_id, jsonrpc.request_body(2, "tools/call", {
+                "name": "s__log_level", "arguments": {}}))
+            return text_of(answer)
+
+        before_start = await level_after(one, "debug")  # the instance of session one starts after this
+        running = await level_after(one, "error")  # now it runs: passed on at once
+        other = await level_after(two, None)
+    assert (before_start, running, other) == ("debug", "error", "unset")

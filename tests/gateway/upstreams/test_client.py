@@ -1,11 +1,14 @@
-"""UpstreamClient: restart backoff of a real upstream that keeps dying; transport events rate-limited."""
+"""UpstreamClient: restart backoff of a real upstream that keeps dying; transport events rate-limited; a
+list_changed during a catalog refresh is never lost."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
+from aiohttp import web
 
 from gateway.config import Timeouts, UpstreamConfig
 from gateway.upstreams import client as client_mod
@@ -18,6 +21,7 @@ from gateway.upstreams.client import (
 )
 from gateway.upstreams.factory import make_transport
 from tests.fixtures.procs import raw_stdio_command
+from tests.gateway.upstreams.fake_http import fake_upstream, sse_response
 
 
 class Quiet:
@@ -106,3 +110,73 @@ def test_an_unavailable_upstreams_reason_does_not_repeat_its_name() -> None:
     assert _unnamed("x", "upstream x exited with status 1") == "exited with status 1"
     assert _unnamed("x", "upstream x: process is gone") == "process is gone"
     assert _unnamed("x", "process is gone") == "process is gone"
+
+
+class ToolVersions:
+    """A scripted HTTP upstream whose single tool is renamed v1, v2, v3: each time, it sends tools/list_changed
+    inside the answer to another request (the `tools/call` it is sent, then its next `prompts/list`)."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.prompt_lists = 0
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        method = body.get("method")
+        if "id" not in body:
+            return web.Response(status=202)
+        if method == "initialize":
+            return self.answer(body, {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "prompts": {}},
+                                      "serverInfo": {"name": "versions", "version": "1"}})
+        if method == "tools/list":
+            return self.answer(body, {"tools": [{"name": f"v{self.version}", "inputSchema": {"type": "object"}}]})
+        if method == "prompts/list":
+            self.prompt_lists += 1
+            return await self.change_then_answer(request, body, {"prompts": []}, self.prompt_lists == 2)
+        return await self.change_then_answer(request, body, {"content": []}, True)
+
+    async def change_then_answer(self, request: web.Request, body: dict[str, Any], result: dict[str, Any],
+                                 change: bool) -> web.StreamResponse:
+        if not change:
+            return self.answer(body, result)
+        self.version += 1
+        changed = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+        answer = {"jsonrpc": "2.0", "id": body["id"], "result": result}
+        return await sse_response(request, [b"data: " + orjson.dumps(m) + b"\n\n" for m in (changed, answer)])
+
+    def answer(self, body: dict[str, Any], result: dict[str, Any]) -> web.Response:
+        return web.Response(body=orjson.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}),
+                            content_type="application/json", headers={"Mcp-Session-Id": "s-1"})
+
+
+class CatalogWatch(Quiet):
+    """Wakes a waiter whenever the upstream's catalog or state changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def upstream_changed(self, upstream: UpstreamClient) -> None:
+        self.changed.set()
+
+    async def until_tools(self, client: UpstreamClient, names: list[str], timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while [tool["name"] for tool in client.catalog.items.get("tools", [])] != names:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_a_list_changed_arriving_while_a_refresh_reads_the_catalog_is_read_once_more() -> None:
+    upstream, watch = ToolVersions(), CatalogWatch()
+    async with fake_upstream(upstream.post) as fake:
+        config = UpstreamConfig(name="versions", type="http", url=fake.url)
+        client = UpstreamClient(config, lambda: make_transport(config), watch)
+        client.start()
+        try:
+            assert await client.wait_ready(10)
+            await watch.until_tools(client, ["v1"])
+            await client.request("tools/call", {"name": "v1"})  # v2, announced; its refresh reads tools first,
+            await watch.until_tools(client, ["v3"])  # then prompts, whose answer announces v3 (after v2 was read)
+        finally:
+            await client.close()
+    assert upstream.prompt_lists == 3  # the first start, the refresh v2 started, and the one more read v3 needed
