@@ -52,6 +52,32 @@ def expected_turns() -> list[dict[str, int]]:
     return list(sums.values())
 
 
+def at(ns: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)
+
+
+def expected_turn_fields() -> list[dict[str, Any]]:
+    """Per prompt.id in order, from the capture: its first and last event (prompt or request), the models and
+    query sources of its requests in order of first use, total tokens (input, output, cache read and creation)
+    and cost summed in event order."""
+    events = sorted((e for name in BATCHES for e in capture_events(name)
+                     if e.get("event.name") in ("user_prompt", "api_request")),
+                    key=lambda e: (e["time"], int(e["event.sequence"])))
+    turns: dict[str, dict[str, Any]] = {}
+    for e in events:
+        turn = turns.setdefault(e["prompt.id"], {"started_at": at(e["time"]), "models": [], "query_sources": [],
+                                                 "total_tokens": 0, "cost_usd": 0.0})
+        turn["ended_at"] = at(e["time"])
+        if e["event.name"] != "api_request":
+            continue
+        for key, value in (("models", e["model"]), ("query_sources", e["query_source"])):
+            if value not in turn[key]:
+                turn[key].append(value)
+        turn["total_tokens"] += sum(int(e[k]) for k in TOKENS[:4])
+        turn["cost_usd"] += float(e["cost_usd"])
+    return list(turns.values())
+
+
 def without_prompt_ids(body: bytes) -> bytes:
     request = ExportLogsServiceRequest.FromString(body)
     for rl in request.resource_logs:
@@ -125,6 +151,8 @@ async def test_turns_by_prompt_id_carry_the_capture_numbers_and_calls_tie_exactl
     real = [t for t in detail["turns"] if t["turn_index"] > 0]
     assert [t["match_method"] for t in real] == ["prompt_id", "prompt_id"]
     assert [token_view(t) for t in real] == expected_turns()
+    fields = ("started_at", "ended_at", "models", "query_sources", "total_tokens", "cost_usd")
+    assert [{k: t[k] for k in fields} for t in real] == [{k: t[k] for k in fields} for t in expected_turn_fields()]
     assert all(t["prompt_length"] > 0 and t["prompt"] == "" for t in real)  # text kept only when configured
     calls = [(t["turn_index"], c["tie"], c["tool"]) for t in real for c in t["calls"]]
     assert calls == [(1, "tool_use_id", "echo"), (1, "tool_use_id", "big_payload"),
