@@ -9,6 +9,7 @@ come from `store.ties`; costs from `store.costs`. docs/store.md ("Query speed") 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from store import costs, queries_servers, statuses, ties
@@ -439,12 +440,16 @@ async def list_sessions(store: Store, *, user: str | None = None, server: str | 
                         limit: int = 50, offset: int = 0) -> dict[str, Any]:
     """Claude Code sessions and unclaimed MCP sessions active in [since, until), newest first, one page.
 
-    The page and the total come from one query (a window count before LIMIT/OFFSET); only a page past the end,
-    which has no row to carry the count, costs a second query."""
+    An MCP session belongs to the Claude Code session its calls tie to, as on the session's page: by tool_use_id
+    in SQL, else by the telemetry window (`window_bindings`, handed to the page's query). The page and the total
+    come from one query (a window count before LIMIT/OFFSET); only a page past the end, which has no row to carry
+    the count, costs another."""
     until = _utc(until) if until else dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     since = _utc(since) if since else until - dt.timedelta(days=30)
+    bindings = await window_bindings(store, since, until)
     params: dict[str, Any] = {"since": since, "until": until, "user": user or "", "server": server or "",
-                              "limit": limit, "offset": offset}
+                              "limit": limit, "offset": offset, "bound_mcp": list(bindings),
+                              "bound_cc": list(bindings.values())}
     rows = await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_PAGE), params)
     if rows:
         total = int(rows[0]["total"])
@@ -459,6 +464,53 @@ async def list_sessions(store: Store, *, user: str | None = None, server: str | 
             "since": since, "until": until}
 
 
+async def window_bindings(store: Store, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
+    """MCP session -> Claude Code session, for the MCP sessions with calls in [since, until) and no exact tie
+    whose calls tie by the telemetry window (`ties.tie_calls`, as a session's page ties them). Reads only MCP tool
+    results of tools the gateway served that no call's tool_use_id claims (usually none: a client that sends ids
+    leaves none), and then the calls of unclaimed MCP sessions that can fit one of them."""
+    params = {"since": since, "until": until}
+    results = await store.query(_sql(store, OPEN_RESULTS_SQL), params)
+    if not results:
+        return {}
+    keys = sorted({(r["mcp_tool_name"], int(ties.seconds(r["event_time"]) // FIT_BUCKET_S)) for r in results})
+    calls = await store.query(_candidates_sql(store, OPEN_CALLS_SQL),
+                              {**params, "names": [k[0] for k in keys], "buckets": [k[1] for k in keys]})
+    found = ties.tie_calls(calls, results)
+    return {c["mcp_session_id"]: found[c["call_id"]].cc_session_id for c in calls
+            if found[c["call_id"]].tie == ties.WINDOW}
+
+
+# A result fits a call only if it ended in [call end - MAX_SKEW_S, call end + MAX_LAG_S] (ties._fits). The calls query
+# widens that span by a second each side (as CANDIDATE_CALLS_SQL does); buckets wider than it mean the span touches
+# only the buckets of its two ends, so a call whose tool and end bucket match no open result's is dropped in SQL:
+# it would tie to nothing and change no other tie.
+FIT_BUCKET_S = math.ceil(ties.MAX_SKEW_S + ties.MAX_LAG_S) + 2
+_PADDED = ("event_time >= {since:DateTime64(6, 'UTC')} - INTERVAL 2 MINUTE "
+           "AND event_time < {until:DateTime64(6, 'UTC')} + INTERVAL 2 MINUTE")
+_CALLS_IN = "started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}"
+OPEN_RESULTS_SQL = f"""
+WITH called AS (SELECT tool, exposed_name, tool_use_id FROM {{db}}.calls FINAL PREWHERE {_CALLS_IN}
+                WHERE method = 'tools/call')
+SELECT session_id, prompt_id, tool_use_id, mcp_tool_name, event_time, ifNull(duration_ms, 0) AS duration_ms
+FROM {{db}}.cc_tool_results FINAL PREWHERE {_PADDED}
+WHERE mcp_tool_name != ''
+  AND (mcp_tool_name IN (SELECT exposed_name FROM called) OR mcp_tool_name IN (SELECT tool FROM called))
+  AND tool_use_id NOT IN (SELECT tool_use_id FROM called WHERE tool_use_id != '')
+LIMIT {MAX_ROWS}"""
+OPEN_CALLS_SQL = f"""
+WITH arrayZip({{names:Array(String)}}, {{buckets:Array(Int64)}}) AS fits,
+    intDiv(toFloat64(ended_at) - {{skew}}, {FIT_BUCKET_S}) AS low,
+    intDiv(toFloat64(ended_at) + {{lag}}, {FIT_BUCKET_S}) AS high
+SELECT call_id, mcp_session_id, tool, exposed_name, tool_use_id, started_at, ended_at
+FROM {{db}}.calls FINAL PREWHERE {_CALLS_IN}
+WHERE method = 'tools/call'
+  AND ((tool, low) IN fits OR (tool, high) IN fits OR (exposed_name, low) IN fits OR (exposed_name, high) IN fits)
+  AND mcp_session_id NOT IN (
+    SELECT mcp_session_id FROM {{db}}.calls FINAL PREWHERE {_CALLS_IN}
+    WHERE method = 'tools/call' AND tool_use_id IN (
+        SELECT tool_use_id FROM {{db}}.cc_tool_results FINAL PREWHERE {_PADDED} WHERE tool_use_id != ''))
+LIMIT {MAX_ROWS}"""
 SESSIONS_PAGE = """SELECT *, count() OVER () AS total FROM listed ORDER BY last_at DESC, session_id
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}"""
 SESSIONS_COUNT = "SELECT count() AS total FROM listed"
@@ -506,8 +558,11 @@ WITH
         SETTINGS join_use_nulls = 0
     ),
     bound AS (
-        SELECT mcp_session_id, anyIf(cc_session_id, cc_session_id != '') AS cc_session_id
-        FROM calls_in GROUP BY mcp_session_id
+        SELECT mcp_session_id,
+               if(exact != '', exact, transform(mcp_session_id, {{bound_mcp:Array(String)}},
+                                                {{bound_cc:Array(String)}}, '')) AS cc_session_id
+        FROM (SELECT mcp_session_id, anyIf(cc_session_id, cc_session_id != '') AS exact
+              FROM calls_in GROUP BY mcp_session_id)
     ),
     per_cc AS (
         SELECT b.cc_session_id AS session_id, count() AS tool_calls, sum(resp_bytes) AS resp_bytes_upstream,

@@ -112,9 +112,11 @@ async def post(aiohttp_client: Any, writer: Writer) -> Post:
     return send
 
 
-async def replay(post: Post, writer: Writer, store: Store, *, strip: bool = False, times: int = 1) -> str:
+async def replay(post: Post, writer: Writer, store: Store, *, strip: bool = False, times: int = 1,
+                 call_ids: bool = True) -> str:
     """Post the capture (optionally without prompt.id, optionally twice) and one gateway call per MCP tool
-    result, as Tollgate would have recorded it; returns the session id."""
+    result, as Tollgate would have recorded it (with `call_ids=False`, as from a client that sends no
+    tool_use_id); returns the session id."""
     for _ in range(times):
         for name in BATCHES:
             body = (DATA / f"{name}.bin").read_bytes()
@@ -128,7 +130,7 @@ async def replay(post: Post, writer: Writer, store: Store, *, strip: bool = Fals
                 calls.append({
                     "call_id": e["tool_use_id"][-12:], "method": "tools/call", "upstream": "capture",
                     "tool": params["mcp_tool_name"], "exposed_name": params["mcp_tool_name"],
-                    "mcp_session_id": "mcp-1", "tool_use_id": e["tool_use_id"], "status": "ok",
+                    "mcp_session_id": "mcp-1", "tool_use_id": e["tool_use_id"] if call_ids else "", "status": "ok",
                     "started_at": ended - dt.timedelta(milliseconds=int(e["duration_ms"]) - 6), "ended_at": ended,
                     "resp_bytes_upstream": 1000, "text_bytes": 900, "est_tokens": 225,
                 })
@@ -177,6 +179,28 @@ async def test_without_prompt_ids_turns_follow_user_prompts_in_order_and_say_so(
     page = await list_sessions(store, since=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert [(s["session_id"], s["match_method"], s["turns"]) for s in page["sessions"]] == [
         (session_id, "turn_order", 2)]
+
+
+async def test_the_sessions_list_gives_a_claude_code_session_the_calls_its_page_ties_by_the_telemetry_window(
+    post: Post, writer: Writer, store: Store
+) -> None:
+    """A client that sends no tool_use_id: its MCP session is tied only by the window, and the list must say what
+    the session's page says (it listed the Claude Code session with no calls beside a separate `mcp` row)."""
+    session_id = await replay(post, writer, store, call_ids=False)
+    detail = await session_detail(store, session_id)
+    assert detail is not None
+    assert detail["session"]["ties"] == {"tool_use_id": 0, "telemetry_window": 4, "unmatched": 0}
+    since = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    page = await list_sessions(store, since=since)
+    rollup = detail["session"]
+    assert [(s["session_id"], s["kind"], s["tool_calls"], s["resp_bytes_upstream"], s["servers"])
+            for s in page["sessions"]] == [
+        (session_id, "claude_code", 4, 4000, ["capture"])]
+    assert (rollup["tool_calls"], rollup["resp_bytes_upstream"], rollup["servers"]) == (4, 4000, ["capture"])
+    assert page["total"] == 1
+    by_server = await list_sessions(store, since=since, server="capture")
+    assert [(s["session_id"], s["tool_calls"]) for s in by_server["sessions"]] == [(session_id, 4)]
+    assert by_server["total"] == 1
 
 
 async def test_duplicated_batches_and_call_rows_double_nothing(post: Post, writer: Writer, store: Store) -> None:
