@@ -419,8 +419,8 @@ async def mcp_session_detail(store: Store, mcp_session_id: str) -> dict[str, Any
     calls = [c for c in tied if c["mcp_session_id"] == mcp_session_id]
     for call in calls:
         _set_tie(call, found[call["call_id"]])
-    for call in calls:
-        call.update(turn_index=None, turn_id=None, match_method=None)
+    for call in calls:  # no telemetry here: what the model saw of a result is unknown
+        call.update(turn_index=None, turn_id=None, match_method=None, observed_tokens=None, carried_tokens=None)
     rollup: dict[str, Any] = {"session_id": mcp_session_id, "kind": "mcp", "turns": 0, "match_methods": [],
                               "started_at": since + PAD, "ended_at": until - PAD,
                               "user_id": next((c["auth_identity"] for c in calls if c["auth_identity"]), "")}
