@@ -441,27 +441,33 @@ async def list_sessions(store: Store, *, user: str | None = None, server: str | 
     """Claude Code sessions and unclaimed MCP sessions active in [since, until), newest first, one page.
 
     An MCP session belongs to the Claude Code session its calls tie to, as on the session's page: by tool_use_id
-    in SQL, else by the telemetry window (`window_bindings`, handed to the page's query). The page and the total
-    come from one query (a window count before LIMIT/OFFSET); only a page past the end, which has no row to carry
-    the count, costs another."""
+    in the SQL, else by the telemetry window. The page, its total and the count of MCP sessions no exact tie claims
+    come from one query (window counts before the filters and LIMIT/OFFSET); only when some are left unclaimed are
+    `window_bindings` looked for, and only when it finds any is the page read again with them."""
     until = _utc(until) if until else dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     since = _utc(since) if since else until - dt.timedelta(days=30)
-    bindings = await window_bindings(store, since, until)
     params: dict[str, Any] = {"since": since, "until": until, "user": user or "", "server": server or "",
-                              "limit": limit, "offset": offset, "bound_mcp": list(bindings),
-                              "bound_cc": list(bindings.values())}
-    rows = await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_PAGE), params)
-    if rows:
-        total = int(rows[0]["total"])
-    elif offset:
-        total = int((await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_COUNT), params))[0]["total"])
-    else:
-        total = 0
-    for row in rows:
-        del row["total"]
+                              "limit": limit, "offset": offset, "bound_mcp": [], "bound_cc": []}
+    rows, total, unclaimed = await _page(store, params)
+    if unclaimed:
+        bindings = await window_bindings(store, since, until)
+        if bindings:
+            params.update(bound_mcp=list(bindings), bound_cc=list(bindings.values()))
+            rows, total, _ = await _page(store, params)
     return {"sessions": rows, "total": total, "limit": limit, "offset": offset,
             "next_offset": offset + limit if offset + limit < total else None,
             "since": since, "until": until}
+
+
+async def _page(store: Store, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int, int]:
+    """(the page's rows, how many rows pass the filters, how many MCP sessions are unclaimed before them); a page
+    with no row to carry the counts costs a second query."""
+    rows = await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_PAGE), params)
+    counts = rows[0] if rows else (await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_COUNT), params))[0]
+    total, unclaimed = int(counts["total"]), int(counts["unclaimed"])
+    for row in rows:
+        del row["total"], row["unclaimed"]
+    return rows, total, unclaimed
 
 
 async def window_bindings(store: Store, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
@@ -511,9 +517,11 @@ WHERE method = 'tools/call'
     WHERE method = 'tools/call' AND tool_use_id IN (
         SELECT tool_use_id FROM {{db}}.cc_tool_results FINAL PREWHERE {_PADDED} WHERE tool_use_id != ''))
 LIMIT {MAX_ROWS}"""
-SESSIONS_PAGE = """SELECT *, count() OVER () AS total FROM listed ORDER BY last_at DESC, session_id
+SESSIONS_PAGE = """SELECT * EXCEPT (keep, kept) FROM (
+    SELECT *, countIf(kept) OVER () AS total, countIf(kind = 'mcp') OVER () AS unclaimed FROM listed)
+WHERE kept ORDER BY last_at DESC, session_id
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}"""
-SESSIONS_COUNT = "SELECT count() AS total FROM listed"
+SESSIONS_COUNT = "SELECT countIf(kept) AS total, countIf(kind = 'mcp') AS unclaimed FROM listed"
 _KIND_SUMS = ", ".join(f"sum(ifNull(row_{k}, 0)) AS {k}" for k in TOKEN_KINDS[:4])
 SESSIONS_SQL = f"""
 WITH
@@ -577,7 +585,7 @@ WITH
         FROM calls_in AS ci INNER JOIN bound AS b ON ci.mcp_session_id = b.mcp_session_id
         WHERE b.cc_session_id = '' GROUP BY ci.mcp_session_id
     ),
-    listed AS (SELECT * FROM (
+    listed AS (SELECT *, keep AND ({{server:String}} = '' OR has(servers, {{server:String}})) AS kept FROM (
     SELECT r.session_id AS session_id, 'claude_code' AS kind, r.first_at AS started_at, r.last_at AS last_at,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, p.prompts, r.prompt_turns) AS turns,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, 'turn_order', 'prompt_id') AS match_method,
@@ -586,20 +594,19 @@ WITH
            r.total_tokens AS total_tokens, r.cost_usd AS cost_usd, r.cost_usd_micros AS cost_usd_micros,
            arrayFilter(m -> m != '', r.models) AS models,
            if(r.user_email != '', r.user_email, r.user_id) AS user, toUInt64(ifNull(pc.tool_calls, 0)) AS tool_calls,
-           toUInt64(ifNull(pc.resp_bytes_upstream, 0)) AS resp_bytes_upstream, ifNull(pc.servers, []) AS servers
+           toUInt64(ifNull(pc.resp_bytes_upstream, 0)) AS resp_bytes_upstream, ifNull(pc.servers, []) AS servers,
+           ({{user:String}} = '' OR {{user:String}} IN (r.user_id, r.user_email, r.account)) AS keep
     FROM requests AS r
     LEFT JOIN prompts AS p ON r.session_id = p.session_id
     LEFT JOIN per_cc AS pc ON r.session_id = pc.session_id
-    WHERE ({{user:String}} = '' OR {{user:String}} IN (r.user_id, r.user_email, r.account))
     UNION ALL
     SELECT session_id, 'mcp' AS kind, first_at AS started_at, last_at, toUInt64(0) AS turns, '' AS match_method,
            toUInt64(0) AS requests, toInt64(0) AS input_tokens, toInt64(0) AS output_tokens,
            toInt64(0) AS cache_read_tokens, toInt64(0) AS cache_creation_tokens, toInt64(0) AS total_tokens,
            toFloat64(0) AS cost_usd, toInt64(0) AS cost_usd_micros, CAST([] AS Array(String)) AS models,
            user_id AS user, toUInt64(tool_calls) AS tool_calls,
-           toUInt64(resp_bytes_upstream) AS resp_bytes_upstream, servers
-    FROM unclaimed
-    WHERE ({{user:String}} = '' OR {{user:String}} = user_id)
-    ) WHERE ({{server:String}} = '' OR has(servers, {{server:String}})))
+           toUInt64(resp_bytes_upstream) AS resp_bytes_upstream, servers,
+           ({{user:String}} = '' OR {{user:String}} = user_id) AS keep
+    FROM unclaimed))
 {{select}}
 """

@@ -201,6 +201,9 @@ async def test_the_sessions_list_gives_a_claude_code_session_the_calls_its_page_
     by_server = await list_sessions(store, since=since, server="capture")
     assert [(s["session_id"], s["tool_calls"]) for s in by_server["sessions"]] == [(session_id, 4)]
     assert by_server["total"] == 1
+    user = capture_events(BATCHES[0])[0]["user.id"]  # the MCP session has no such user: it is bound all the same
+    by_user = await list_sessions(store, since=since, user=user)
+    assert [(s["session_id"], s["tool_calls"]) for s in by_user["sessions"]] == [(session_id, 4)]
 
 
 async def test_duplicated_batches_and_call_rows_double_nothing(post: Post, writer: Writer, store: Store) -> None:
