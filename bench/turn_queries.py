@@ -1,5 +1,6 @@
 """Measure the per-turn join's queries on a synthetic store: turns of one session (computed in Python vs the `turns`
-view), a session page, the sessions list and the servers report. Run: python3 -m bench.turn_queries [sessions]."""
+view), a session page, the sessions list (all calls with tool_use_ids, then a tenth of the sessions without) and
+the servers report. Run: python3 -m bench.turn_queries [sessions]."""
 
 from __future__ import annotations
 
@@ -73,10 +74,11 @@ async def main(sessions: int) -> None:
         await migrate(store)
         now = dt.datetime.now(dt.UTC)
         batch: dict[str, list[dict[str, Any]]] = {}
-        ids = []
+        ids, mcp_ids = [], []
         for i in range(sessions):
             rows = session_rows(now - dt.timedelta(days=20) + dt.timedelta(minutes=10 * i), rng)
             ids.append(rows["cc_user_prompts"][0]["session_id"])
+            mcp_ids.append(rows["calls"][0]["mcp_session_id"])
             for table, table_rows in rows.items():
                 batch.setdefault(table, []).extend(table_rows)
         for table, table_rows in batch.items():
@@ -90,6 +92,10 @@ async def main(sessions: int) -> None:
         await timed("session_detail (turns, ties, costs)", lambda: session_detail(store, sid))
         await timed("list_sessions (30 days, first page)", lambda: list_sessions(store, limit=50))
         await timed("servers report (30 days)", lambda: servers(store))
+        # A client that sends no tool_use_id, in every 10th session: the list ties those by the telemetry window.
+        await store.command("ALTER TABLE calls UPDATE tool_use_id = '' WHERE mcp_session_id IN {m:Array(String)} "
+                            "SETTINGS mutations_sync = 2", {"m": sorted(mcp_ids[::10])})
+        await timed("list_sessions, 10% of sessions without ids", lambda: list_sessions(store, limit=50))
     finally:
         await store.close()
 

@@ -42,7 +42,9 @@ def _order(row: dict[str, Any]) -> tuple[Any, int]:
 def tool_costs(requests: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]],
                calls: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per MCP tool result of the session, with the gateway's bytes when a call is tied to it.
-    Also sets `observed_tokens` on those calls."""
+    Also sets `observed_tokens` and `carried_tokens` on every call: None on one tied to no result here."""
+    for c in calls:  # set again below for each call tied to a result
+        c["observed_tokens"] = c["carried_tokens"] = None
     ordered = sorted(requests, key=_order)
     index_of = _Index(ordered)
     prices = input_price_micros(ordered)

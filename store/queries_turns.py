@@ -9,6 +9,7 @@ come from `store.ties`; costs from `store.costs`. docs/store.md ("Query speed") 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from store import costs, queries_servers, statuses, ties
@@ -418,8 +419,8 @@ async def mcp_session_detail(store: Store, mcp_session_id: str) -> dict[str, Any
     calls = [c for c in tied if c["mcp_session_id"] == mcp_session_id]
     for call in calls:
         _set_tie(call, found[call["call_id"]])
-    for call in calls:
-        call.update(turn_index=None, turn_id=None, match_method=None)
+    for call in calls:  # no telemetry here: what the model saw of a result is unknown
+        call.update(turn_index=None, turn_id=None, match_method=None, observed_tokens=None, carried_tokens=None)
     rollup: dict[str, Any] = {"session_id": mcp_session_id, "kind": "mcp", "turns": 0, "match_methods": [],
                               "started_at": since + PAD, "ended_at": until - PAD,
                               "user_id": next((c["auth_identity"] for c in calls if c["auth_identity"]), "")}
@@ -439,29 +440,88 @@ async def list_sessions(store: Store, *, user: str | None = None, server: str | 
                         limit: int = 50, offset: int = 0) -> dict[str, Any]:
     """Claude Code sessions and unclaimed MCP sessions active in [since, until), newest first, one page.
 
-    The page and the total come from one query (a window count before LIMIT/OFFSET); only a page past the end,
-    which has no row to carry the count, costs a second query."""
+    An MCP session belongs to the Claude Code session its calls tie to, as on the session's page: by tool_use_id
+    in the SQL, else by the telemetry window. The page, its total and the count of MCP sessions no exact tie claims
+    come from one query (window counts before the filters and LIMIT/OFFSET); only when some are left unclaimed are
+    `window_bindings` looked for, and only when it finds any is the page read again with them."""
     until = _utc(until) if until else dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     since = _utc(since) if since else until - dt.timedelta(days=30)
     params: dict[str, Any] = {"since": since, "until": until, "user": user or "", "server": server or "",
-                              "limit": limit, "offset": offset}
-    rows = await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_PAGE), params)
-    if rows:
-        total = int(rows[0]["total"])
-    elif offset:
-        total = int((await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_COUNT), params))[0]["total"])
-    else:
-        total = 0
-    for row in rows:
-        del row["total"]
+                              "limit": limit, "offset": offset, "bound_mcp": [], "bound_cc": []}
+    rows, total, unclaimed = await _page(store, params)
+    if unclaimed:
+        bindings = await window_bindings(store, since, until)
+        if bindings:
+            params.update(bound_mcp=list(bindings), bound_cc=list(bindings.values()))
+            rows, total, _ = await _page(store, params)
     return {"sessions": rows, "total": total, "limit": limit, "offset": offset,
             "next_offset": offset + limit if offset + limit < total else None,
             "since": since, "until": until}
 
 
-SESSIONS_PAGE = """SELECT *, count() OVER () AS total FROM listed ORDER BY last_at DESC, session_id
+async def _page(store: Store, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int, int]:
+    """(the page's rows, how many rows pass the filters, how many MCP sessions are unclaimed before them); a page
+    with no row to carry the counts costs a second query."""
+    rows = await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_PAGE), params)
+    counts = rows[0] if rows else (await store.query(_sql(store, SESSIONS_SQL, select=SESSIONS_COUNT), params))[0]
+    total, unclaimed = int(counts["total"]), int(counts["unclaimed"])
+    for row in rows:
+        del row["total"], row["unclaimed"]
+    return rows, total, unclaimed
+
+
+async def window_bindings(store: Store, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
+    """MCP session -> Claude Code session, for the MCP sessions with calls in [since, until) and no exact tie
+    whose calls tie by the telemetry window (`ties.tie_calls`, as a session's page ties them). Reads only MCP tool
+    results of tools the gateway served that no call's tool_use_id claims (usually none: a client that sends ids
+    leaves none), and then the calls of unclaimed MCP sessions that can fit one of them."""
+    params = {"since": since, "until": until}
+    results = await store.query(_sql(store, OPEN_RESULTS_SQL), params)
+    if not results:
+        return {}
+    keys = sorted({(r["mcp_tool_name"], int(ties.seconds(r["event_time"]) // FIT_BUCKET_S)) for r in results})
+    calls = await store.query(_candidates_sql(store, OPEN_CALLS_SQL),
+                              {**params, "names": [k[0] for k in keys], "buckets": [k[1] for k in keys]})
+    found = ties.tie_calls(calls, results)
+    return {c["mcp_session_id"]: found[c["call_id"]].cc_session_id for c in calls
+            if found[c["call_id"]].tie == ties.WINDOW}
+
+
+# A result fits a call only if it ended in [call end - MAX_SKEW_S, call end + MAX_LAG_S] (ties._fits). The calls query
+# widens that span by a second each side (as CANDIDATE_CALLS_SQL does); buckets wider than it mean the span touches
+# only the buckets of its two ends, so a call whose tool and end bucket match no open result's is dropped in SQL:
+# it would tie to nothing and change no other tie.
+FIT_BUCKET_S = math.ceil(ties.MAX_SKEW_S + ties.MAX_LAG_S) + 2
+_PADDED = ("event_time >= {since:DateTime64(6, 'UTC')} - INTERVAL 2 MINUTE "
+           "AND event_time < {until:DateTime64(6, 'UTC')} + INTERVAL 2 MINUTE")
+_CALLS_IN = "started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}"
+OPEN_RESULTS_SQL = f"""
+WITH called AS (SELECT tool, exposed_name, tool_use_id FROM {{db}}.calls FINAL PREWHERE {_CALLS_IN}
+                WHERE method = 'tools/call')
+SELECT session_id, prompt_id, tool_use_id, mcp_tool_name, event_time, ifNull(duration_ms, 0) AS duration_ms
+FROM {{db}}.cc_tool_results FINAL PREWHERE {_PADDED}
+WHERE mcp_tool_name != ''
+  AND (mcp_tool_name IN (SELECT exposed_name FROM called) OR mcp_tool_name IN (SELECT tool FROM called))
+  AND tool_use_id NOT IN (SELECT tool_use_id FROM called WHERE tool_use_id != '')
+LIMIT {MAX_ROWS}"""
+OPEN_CALLS_SQL = f"""
+WITH arrayZip({{names:Array(String)}}, {{buckets:Array(Int64)}}) AS fits,
+    intDiv(toFloat64(ended_at) - {{skew}}, {FIT_BUCKET_S}) AS low,
+    intDiv(toFloat64(ended_at) + {{lag}}, {FIT_BUCKET_S}) AS high
+SELECT call_id, mcp_session_id, tool, exposed_name, tool_use_id, started_at, ended_at
+FROM {{db}}.calls FINAL PREWHERE {_CALLS_IN}
+WHERE method = 'tools/call'
+  AND ((tool, low) IN fits OR (tool, high) IN fits OR (exposed_name, low) IN fits OR (exposed_name, high) IN fits)
+  AND mcp_session_id NOT IN (
+    SELECT mcp_session_id FROM {{db}}.calls FINAL PREWHERE {_CALLS_IN}
+    WHERE method = 'tools/call' AND tool_use_id IN (
+        SELECT tool_use_id FROM {{db}}.cc_tool_results FINAL PREWHERE {_PADDED} WHERE tool_use_id != ''))
+LIMIT {MAX_ROWS}"""
+SESSIONS_PAGE = """SELECT * EXCEPT (keep, kept) FROM (
+    SELECT *, countIf(kept) OVER () AS total, countIf(kind = 'mcp') OVER () AS unclaimed FROM listed)
+WHERE kept ORDER BY last_at DESC, session_id
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}"""
-SESSIONS_COUNT = "SELECT count() AS total FROM listed"
+SESSIONS_COUNT = "SELECT countIf(kept) AS total, countIf(kind = 'mcp') AS unclaimed FROM listed"
 _KIND_SUMS = ", ".join(f"sum(ifNull(row_{k}, 0)) AS {k}" for k in TOKEN_KINDS[:4])
 SESSIONS_SQL = f"""
 WITH
@@ -506,8 +566,11 @@ WITH
         SETTINGS join_use_nulls = 0
     ),
     bound AS (
-        SELECT mcp_session_id, anyIf(cc_session_id, cc_session_id != '') AS cc_session_id
-        FROM calls_in GROUP BY mcp_session_id
+        SELECT mcp_session_id,
+               if(exact != '', exact, transform(mcp_session_id, {{bound_mcp:Array(String)}},
+                                                {{bound_cc:Array(String)}}, '')) AS cc_session_id
+        FROM (SELECT mcp_session_id, anyIf(cc_session_id, cc_session_id != '') AS exact
+              FROM calls_in GROUP BY mcp_session_id)
     ),
     per_cc AS (
         SELECT b.cc_session_id AS session_id, count() AS tool_calls, sum(resp_bytes) AS resp_bytes_upstream,
@@ -522,7 +585,7 @@ WITH
         FROM calls_in AS ci INNER JOIN bound AS b ON ci.mcp_session_id = b.mcp_session_id
         WHERE b.cc_session_id = '' GROUP BY ci.mcp_session_id
     ),
-    listed AS (SELECT * FROM (
+    listed AS (SELECT *, keep AND ({{server:String}} = '' OR has(servers, {{server:String}})) AS kept FROM (
     SELECT r.session_id AS session_id, 'claude_code' AS kind, r.first_at AS started_at, r.last_at AS last_at,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, p.prompts, r.prompt_turns) AS turns,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, 'turn_order', 'prompt_id') AS match_method,
@@ -531,20 +594,19 @@ WITH
            r.total_tokens AS total_tokens, r.cost_usd AS cost_usd, r.cost_usd_micros AS cost_usd_micros,
            arrayFilter(m -> m != '', r.models) AS models,
            if(r.user_email != '', r.user_email, r.user_id) AS user, toUInt64(ifNull(pc.tool_calls, 0)) AS tool_calls,
-           toUInt64(ifNull(pc.resp_bytes_upstream, 0)) AS resp_bytes_upstream, ifNull(pc.servers, []) AS servers
+           toUInt64(ifNull(pc.resp_bytes_upstream, 0)) AS resp_bytes_upstream, ifNull(pc.servers, []) AS servers,
+           ({{user:String}} = '' OR {{user:String}} IN (r.user_id, r.user_email, r.account)) AS keep
     FROM requests AS r
     LEFT JOIN prompts AS p ON r.session_id = p.session_id
     LEFT JOIN per_cc AS pc ON r.session_id = pc.session_id
-    WHERE ({{user:String}} = '' OR {{user:String}} IN (r.user_id, r.user_email, r.account))
     UNION ALL
     SELECT session_id, 'mcp' AS kind, first_at AS started_at, last_at, toUInt64(0) AS turns, '' AS match_method,
            toUInt64(0) AS requests, toInt64(0) AS input_tokens, toInt64(0) AS output_tokens,
            toInt64(0) AS cache_read_tokens, toInt64(0) AS cache_creation_tokens, toInt64(0) AS total_tokens,
            toFloat64(0) AS cost_usd, toInt64(0) AS cost_usd_micros, CAST([] AS Array(String)) AS models,
            user_id AS user, toUInt64(tool_calls) AS tool_calls,
-           toUInt64(resp_bytes_upstream) AS resp_bytes_upstream, servers
-    FROM unclaimed
-    WHERE ({{user:String}} = '' OR {{user:String}} = user_id)
-    ) WHERE ({{server:String}} = '' OR has(servers, {{server:String}})))
+           toUInt64(resp_bytes_upstream) AS resp_bytes_upstream, servers,
+           ({{user:String}} = '' OR {{user:String}} = user_id) AS keep
+    FROM unclaimed))
 {{select}}
 """

@@ -40,10 +40,18 @@ def seconds(value: Any) -> float:
     return float(value or 0)
 
 
+def _in_seconds(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """A copy of `row` with these times as Unix seconds, converted once: the passes below take rows so converted
+    and compare each time many times."""
+    return {**row, **{key: seconds(row[key]) for key in keys}}
+
+
 def tie_calls(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]) -> dict[str, Tie]:
     """call_id -> Tie. `calls`: call_id, mcp_session_id, tool_use_id, tool, exposed_name, started_at, ended_at.
     `results`: tool_use_id, session_id, prompt_id, mcp_tool_name, event_time, duration_ms (tool results and
     decisions; a decision only lends its ids to an exact tie)."""
+    calls = [_in_seconds(c, "started_at", "ended_at") for c in calls]
+    results = [_in_seconds(r, "event_time") for r in results]
     by_id = {r["tool_use_id"]: r for r in results if r.get("tool_use_id")}
     ties: dict[str, Tie] = {}
     binding: dict[str, str] = {}
@@ -74,10 +82,14 @@ def _bind_sessions(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, 
     results_of: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         results_of.setdefault(r["session_id"], []).append(r)
+    index = _by_name(results)
     scored: list[tuple[int, float, str, str]] = []
     for mcp_session, own in calls_of.items():
-        for cc_session, theirs in results_of.items():
-            matched = _greedy(own, theirs, {})
+        # Only a session with a result that fits one of these calls can match any: scoring every pair made the
+        # sessions list's pass over a month (200 x 200 sessions) take seconds.
+        near = {results[j]["session_id"] for c in own for j in _near(index, c) if _fits(c, results[j]) is not None}
+        for cc_session in near:
+            matched = _greedy(own, results_of[cc_session], {})
             if matched:
                 scored.append((-len(matched), sum(d for _, _, d in matched.values()), mcp_session, cc_session))
     scored.sort()
@@ -99,7 +111,7 @@ def _in_order(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]
     index = _by_name(results)
     used: set[int] = set()
     out: dict[str, tuple[dict[str, Any], int]] = {}
-    for call in sorted(calls, key=lambda c: seconds(c["started_at"])):
+    for call in sorted(calls, key=lambda c: c["started_at"]):
         bound = binding.get(call["mcp_session_id"])
         fitting = [j for j in _near(index, call)
                    if (bound is None or results[j]["session_id"] == bound) and _fits(call, results[j]) is not None]
@@ -111,7 +123,7 @@ def _in_order(calls: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]
 
 
 def _start(result: dict[str, Any]) -> float:
-    return seconds(result["event_time"]) - float(result.get("duration_ms") or 0) / 1000.0
+    return float(result["event_time"]) - float(result.get("duration_ms") or 0) / 1000.0
 
 
 def _windowable(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,8 +139,7 @@ def _fits(call: dict[str, Any], result: dict[str, Any]) -> float | None:
     """The pair's distance in seconds when the result can be this call's, else None."""
     if result["mcp_tool_name"] not in (call["exposed_name"], call["tool"]):
         return None
-    call_start, call_end = seconds(call["started_at"]), seconds(call["ended_at"])
-    end = seconds(result["event_time"])
+    call_start, call_end, end = float(call["started_at"]), float(call["ended_at"]), float(result["event_time"])
     start = end - float(result.get("duration_ms") or 0) / 1000.0
     if not (call_end - MAX_SKEW_S <= end <= call_end + MAX_LAG_S and start <= call_start + MAX_SKEW_S):
         return None
@@ -168,13 +179,13 @@ def _by_name(results: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], 
     """mcp_tool_name -> (end times ascending, result indexes in that order)."""
     grouped: dict[str, list[tuple[float, int]]] = {}
     for j, r in enumerate(results):
-        grouped.setdefault(r["mcp_tool_name"], []).append((seconds(r["event_time"]), j))
+        grouped.setdefault(r["mcp_tool_name"], []).append((r["event_time"], j))
     return {name: ([t for t, _ in sorted(v)], [j for _, j in sorted(v)]) for name, v in grouped.items()}
 
 
 def _near(index: dict[str, tuple[list[float], list[int]]], call: dict[str, Any]) -> list[int]:
     """Indexes of results named like `call` whose end falls in its window."""
-    end = seconds(call["ended_at"])
+    end = call["ended_at"]
     found: list[int] = []
     for name in {call["exposed_name"], call["tool"]}:
         times, order = index.get(name, ([], []))

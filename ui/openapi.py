@@ -88,12 +88,16 @@ SCHEMAS: dict[str, Any] = {
         "sessions": _array("SessionSummary"), "total": INT, "limit": INT, "offset": INT, "next_offset": NINT,
         "since": TIME, "until": TIME}),
     "ToolCall": _object(["call_id", "upstream", "tool", "mcp_session_id", "tool_use_id", "prompt_id", "status",
-                         "req_bytes_client", "resp_bytes_upstream", "est_tokens", "tie", "tie_candidates",
-                         "turn_index", "match_method"], {
+                         "req_bytes_client", "resp_bytes_upstream", "est_tokens", "observed_tokens",
+                         "carried_tokens", "tie", "tie_candidates", "turn_index", "match_method"], {
         "call_id": STR, "tool_use_id": STR, "prompt_id": STR, "upstream": STR, "tool": STR, "exposed_name": STR,
         "mcp_session_id": STR, "started_at": TIME, "ended_at": TIME, "duration_ms": NUM, "status": STATUS,
         "req_bytes_client": INT, "req_bytes_upstream": INT, "resp_bytes_upstream": INT, "resp_bytes_client": INT,
-        "text_bytes": INT, "est_tokens": INT, "observed_tokens": INT, "carried_tokens": INT, "tie": TIE,
+        "text_bytes": INT, "est_tokens": INT, "tie": TIE,
+        "observed_tokens": {**NINT, "description": "Tokens the model saw of the result (null: no tool result of "
+                                                   "the session's telemetry is tied to the call)"},
+        "carried_tokens": {**NINT, "description": "observed_tokens x later requests of the same chain (null as "
+                                                  "observed_tokens)"},
         "tie_candidates": INT, "turn_index": NINT, "match_method": METHOD}),
     "Turn": _object(["session_id", "turn_id", "prompt_id", "turn_index", "match_method", "started_at", "ended_at",
                      "requests", *TOKENS, "cost_usd", "cost_usd_micros", "models", "calls"], {

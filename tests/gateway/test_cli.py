@@ -1,4 +1,5 @@
-"""The `tollgate` command as a user runs it: check-config, import-mcp-json, and clear startup errors."""
+"""The `tollgate` command as a user runs it: check-config, import-mcp-json, setup claude, and clear startup
+errors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gateway.cli import main
 from tests.fixtures.procs import require_everything
 from tests.gateway.conftest import ECHO_SERVER, ROOT, mcp_session
 from tests.gateway.test_durability import free_port, tollgate_process, write_config
@@ -42,6 +44,36 @@ def test_check_config_lists_upstreams_and_every_exposed_tool_name(tmp_path: Path
     assert "a  " in result.stdout and "stdio" in result.stdout
     for tool in ("echo", "blob", "whoami"):
         assert f"mcp__tollgate__a__{tool}  <-  a/{tool}" in result.stdout
+
+
+def test_setup_claude_prints_the_configured_endpoint_and_token_and_writes_a_project_file_keeping_its_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('[server]\nlisten = "0.0.0.0:9911"\nauth_tokens = ["tok-123"]\n')
+    project, home = tmp_path / "project", tmp_path / "home"
+    settings = project / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"permissions": {"allow": ["Bash(ls)"]}, "env": {"MY_VAR": "kept"}}))
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HOME", str(home))
+
+    assert main(["setup", "claude", "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    env = json.loads(printed.split("\n\n")[0].split("\n", 1)[1])["env"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:9911"  # the wildcard bind, made connectable
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "Authorization=Bearer tok-123"
+    assert env["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1" and env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert ("claude mcp add --transport http tollgate http://127.0.0.1:9911/mcp "
+            "--header 'Authorization: Bearer tok-123'") in printed
+
+    assert main(["setup", "claude", "--config", str(config), "--write", "project"]) == 0
+    written = capsys.readouterr().out
+    assert f"warning: {settings} is often committed; it will hold the bearer token" in written
+    assert f"Wrote {settings}" in written
+    assert json.loads(settings.read_text()) == {"permissions": {"allow": ["Bash(ls)"]},
+                                                "env": {"MY_VAR": "kept", **env}}
+    assert not home.exists()  # the user's settings were not touched
 
 
 def test_check_config_reports_every_bad_key_with_its_path_and_exits_2(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.cli import main, open_service
 from gateway.config import load_config
-from tests.store.test_queries_turns import BATCHES, DATA
+from tests.store.test_queries_turns import BATCHES, DATA, without_prompt_ids
 
 SINCE = "2026-01-01T00:00:00Z"
 
@@ -35,8 +35,9 @@ def write_config(tmp_path: Path, port: int) -> Path:
     return path
 
 
-async def serve_and_seed(config_path: Path) -> tuple[web.AppRunner, Any]:
-    """The real service on the configured port, with the s4 capture posted to its own /v1/logs."""
+async def serve_and_seed(config_path: Path, *, strip_prompt_ids: bool = False) -> tuple[web.AppRunner, Any]:
+    """The real service on the configured port, with the s4 capture posted to its own /v1/logs (without prompt.id,
+    as an older client sends it, with `strip_prompt_ids`)."""
     config = load_config(config_path)
     service = await open_service(config)
     runner = web.AppRunner(service.app, auto_decompress=False)
@@ -47,7 +48,9 @@ async def serve_and_seed(config_path: Path) -> tuple[web.AppRunner, Any]:
 
     async with aiohttp.ClientSession() as http:
         for name in BATCHES:
-            async with http.post(f"http://{config.server.listen}/v1/logs", data=(DATA / f"{name}.bin").read_bytes(),
+            body = (DATA / f"{name}.bin").read_bytes()
+            async with http.post(f"http://{config.server.listen}/v1/logs",
+                                 data=without_prompt_ids(body) if strip_prompt_ids else body,
                                  headers={"Content-Type": "application/x-protobuf"}) as response:
                 assert response.status == 200
     await service.writer.flush()
@@ -84,6 +87,32 @@ async def test_reports_read_through_the_running_server_then_straight_from_the_st
         assert out.splitlines()[0].split()[0] == "SESSION", out
     code, _ = await report(capsys, "session", "no-such-session", "--config", str(config))
     assert code == 1
+
+
+async def test_report_session_of_a_client_without_prompt_ids_says_turn_order_in_every_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config, strip_prompt_ids=True)
+    await runner.cleanup()
+    await service.close()
+
+    code, out = await report(capsys, "sessions", "--config", str(config), "--since", SINCE)
+    assert code == 0
+    header, row = out.splitlines()[:2]
+    assert header.split()[3:5] == ["TURNS", "MATCH"] and row.split()[4:6] == ["2", "turn_order"]
+    session_id = row.split()[0]
+    code, text = await report(capsys, "session", session_id, "--config", str(config))
+    assert code == 0
+    lines = text.splitlines()
+    assert lines[0] == f"session {session_id} (claude_code; turns matched by turn_order)"
+    start = lines.index("turns") + 2
+    turns = lines[start:lines.index("", start)]
+    assert [t.split()[:2] for t in turns] == [["1", "turn_order"], ["2", "turn_order"]]  # and no prompt id
+    code, out = await report(capsys, "session", session_id, "--config", str(config), "--json")
+    doc = orjson.loads(out)
+    assert [(t["turn_index"], t["match_method"], t["prompt_id"]) for t in doc["turns"]] == [
+        (1, "turn_order", ""), (2, "turn_order", "")]
 
 
 async def test_report_budgets_reads_the_running_server_then_rebuilds_the_same_view_from_the_store(

@@ -3,6 +3,7 @@ the real Writer in embedded chDB, asserted row by row against values read from t
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from ingest.app import OtlpSettings, encode_status
 from ingest.claude_code import TABLES
@@ -165,6 +168,34 @@ async def test_metrics_body_lands_as_data_points_with_temporality(
     assert got == want
     assert {r["temporality"] for r in rows} == {"delta"}
     assert all(r["session_id"] for r in rows)
+
+
+def cumulative_metrics(encoding: str) -> bytes:
+    """s1's metrics (protobuf) or s2's (JSON) with every sum's temporality set to cumulative."""
+    if encoding == "protobuf":
+        request = ExportMetricsServiceRequest.FromString(capture("s1_protobuf", "0002_metrics"))
+        for metric in (m for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics):
+            assert metric.WhichOneof("data") == "sum"
+            metric.sum.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+        return request.SerializeToString()
+    doc = capture_doc("s2_json", "0002_metrics")
+    for metric in (m for rm in doc["resourceMetrics"] for sm in rm["scopeMetrics"] for m in sm["metrics"]):
+        metric["sum"]["aggregationTemporality"] = "AGGREGATION_TEMPORALITY_CUMULATIVE"
+    return orjson.dumps(doc)
+
+
+@pytest.mark.parametrize(("encoding", "scenario", "headers"),
+                         [("protobuf", "s1_protobuf", PROTOBUF), ("json", "s2_json", JSON)])
+async def test_a_cumulative_metrics_body_lands_with_temporality_cumulative(
+    otlp_client: ClientFactory, stored: Any, encoding: str, scenario: str, headers: dict[str, str]
+) -> None:
+    client = await otlp_client()
+    response = await client.post("/v1/metrics", data=cumulative_metrics(encoding), headers=headers)
+    assert response.status == 200
+    expected = expected_points(capture_doc(scenario, "0002_metrics"))
+    rows = await stored("cc_metric_points", "metric_name, temporality, value, toUnixTimestamp64Nano(time) AS t")
+    assert sorted((r["metric_name"], r["t"], r["value"], r["temporality"]) for r in rows) == sorted(
+        (p["name"], p["time"], float(p["value"]), "cumulative") for p in expected)
 
 
 def _text(value: Any) -> str:
@@ -361,12 +392,25 @@ async def test_c18_gzip_and_chunked_together_is_accepted(otlp_client: ClientFact
         events_named(capture_doc("s1_protobuf", "0001_logs"), "api_request"))
 
 
-async def test_c18_small_gzip_body_inflating_past_the_cap_gets_413(otlp_client: ClientFactory, stored: Any) -> None:
-    bomb = gz(b"\x00" * 5_000_000)
-    client = await otlp_client(OtlpSettings(max_body_bytes=100_000))
-    assert len(bomb) < 100_000
-    response = await client.post("/v1/logs", data=bomb, headers={**PROTOBUF, "Content-Encoding": "gzip"})
+async def test_c18_small_gzip_body_inflating_past_the_cap_gets_413_without_inflating_it(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    """A 64 MiB bomb in a 65 KB body: the answer is 413, and inflation stopped at the cap. The server runs in this
+    process, so Python's allocations while it answers are traced: inflating the bomb whole (or in a few large
+    steps) would peak at tens of MiB; stopping at cap + 1 bytes keeps the peak near a few times the cap."""
+    cap = 100_000
+    bomb = gz(b"\x00" * (64 << 20))
+    client = await otlp_client(OtlpSettings(max_body_bytes=cap))
+    assert len(bomb) < cap
+    tracemalloc.start()
+    try:
+        response = await client.post("/v1/logs", data=bomb, headers={**PROTOBUF, "Content-Encoding": "gzip"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert response.status == 413
+    assert await response.read() == encode_status(3, f"body inflates past the {cap}-byte limit")
+    assert peak < 10 * cap + 2 * len(bomb), peak  # measured 0.52 MB; 148 MB inflating whole
     assert await stored("cc_events_raw", "event_key") == []
 
 

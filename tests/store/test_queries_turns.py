@@ -52,6 +52,32 @@ def expected_turns() -> list[dict[str, int]]:
     return list(sums.values())
 
 
+def at(ns: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)
+
+
+def expected_turn_fields() -> list[dict[str, Any]]:
+    """Per prompt.id in order, from the capture: its first and last event (prompt or request), the models and
+    query sources of its requests in order of first use, total tokens (input, output, cache read and creation)
+    and cost summed in event order."""
+    events = sorted((e for name in BATCHES for e in capture_events(name)
+                     if e.get("event.name") in ("user_prompt", "api_request")),
+                    key=lambda e: (e["time"], int(e["event.sequence"])))
+    turns: dict[str, dict[str, Any]] = {}
+    for e in events:
+        turn = turns.setdefault(e["prompt.id"], {"started_at": at(e["time"]), "models": [], "query_sources": [],
+                                                 "total_tokens": 0, "cost_usd": 0.0})
+        turn["ended_at"] = at(e["time"])
+        if e["event.name"] != "api_request":
+            continue
+        for key, value in (("models", e["model"]), ("query_sources", e["query_source"])):
+            if value not in turn[key]:
+                turn[key].append(value)
+        turn["total_tokens"] += sum(int(e[k]) for k in TOKENS[:4])
+        turn["cost_usd"] += float(e["cost_usd"])
+    return list(turns.values())
+
+
 def without_prompt_ids(body: bytes) -> bytes:
     request = ExportLogsServiceRequest.FromString(body)
     for rl in request.resource_logs:
@@ -86,9 +112,11 @@ async def post(aiohttp_client: Any, writer: Writer) -> Post:
     return send
 
 
-async def replay(post: Post, writer: Writer, store: Store, *, strip: bool = False, times: int = 1) -> str:
+async def replay(post: Post, writer: Writer, store: Store, *, strip: bool = False, times: int = 1,
+                 call_ids: bool = True) -> str:
     """Post the capture (optionally without prompt.id, optionally twice) and one gateway call per MCP tool
-    result, as Tollgate would have recorded it; returns the session id."""
+    result, as Tollgate would have recorded it (with `call_ids=False`, as from a client that sends no
+    tool_use_id); returns the session id."""
     for _ in range(times):
         for name in BATCHES:
             body = (DATA / f"{name}.bin").read_bytes()
@@ -102,7 +130,7 @@ async def replay(post: Post, writer: Writer, store: Store, *, strip: bool = Fals
                 calls.append({
                     "call_id": e["tool_use_id"][-12:], "method": "tools/call", "upstream": "capture",
                     "tool": params["mcp_tool_name"], "exposed_name": params["mcp_tool_name"],
-                    "mcp_session_id": "mcp-1", "tool_use_id": e["tool_use_id"], "status": "ok",
+                    "mcp_session_id": "mcp-1", "tool_use_id": e["tool_use_id"] if call_ids else "", "status": "ok",
                     "started_at": ended - dt.timedelta(milliseconds=int(e["duration_ms"]) - 6), "ended_at": ended,
                     "resp_bytes_upstream": 1000, "text_bytes": 900, "est_tokens": 225,
                 })
@@ -125,6 +153,8 @@ async def test_turns_by_prompt_id_carry_the_capture_numbers_and_calls_tie_exactl
     real = [t for t in detail["turns"] if t["turn_index"] > 0]
     assert [t["match_method"] for t in real] == ["prompt_id", "prompt_id"]
     assert [token_view(t) for t in real] == expected_turns()
+    fields = ("started_at", "ended_at", "models", "query_sources", "total_tokens", "cost_usd")
+    assert [{k: t[k] for k in fields} for t in real] == [{k: t[k] for k in fields} for t in expected_turn_fields()]
     assert all(t["prompt_length"] > 0 and t["prompt"] == "" for t in real)  # text kept only when configured
     calls = [(t["turn_index"], c["tie"], c["tool"]) for t in real for c in t["calls"]]
     assert calls == [(1, "tool_use_id", "echo"), (1, "tool_use_id", "big_payload"),
@@ -149,6 +179,31 @@ async def test_without_prompt_ids_turns_follow_user_prompts_in_order_and_say_so(
     page = await list_sessions(store, since=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert [(s["session_id"], s["match_method"], s["turns"]) for s in page["sessions"]] == [
         (session_id, "turn_order", 2)]
+
+
+async def test_the_sessions_list_gives_a_claude_code_session_the_calls_its_page_ties_by_the_telemetry_window(
+    post: Post, writer: Writer, store: Store
+) -> None:
+    """A client that sends no tool_use_id: its MCP session is tied only by the window, and the list must say what
+    the session's page says (it listed the Claude Code session with no calls beside a separate `mcp` row)."""
+    session_id = await replay(post, writer, store, call_ids=False)
+    detail = await session_detail(store, session_id)
+    assert detail is not None
+    assert detail["session"]["ties"] == {"tool_use_id": 0, "telemetry_window": 4, "unmatched": 0}
+    since = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    page = await list_sessions(store, since=since)
+    rollup = detail["session"]
+    assert [(s["session_id"], s["kind"], s["tool_calls"], s["resp_bytes_upstream"], s["servers"])
+            for s in page["sessions"]] == [
+        (session_id, "claude_code", 4, 4000, ["capture"])]
+    assert (rollup["tool_calls"], rollup["resp_bytes_upstream"], rollup["servers"]) == (4, 4000, ["capture"])
+    assert page["total"] == 1
+    by_server = await list_sessions(store, since=since, server="capture")
+    assert [(s["session_id"], s["tool_calls"]) for s in by_server["sessions"]] == [(session_id, 4)]
+    assert by_server["total"] == 1
+    user = capture_events(BATCHES[0])[0]["user.id"]  # the MCP session has no such user: it is bound all the same
+    by_user = await list_sessions(store, since=since, user=user)
+    assert [(s["session_id"], s["tool_calls"]) for s in by_user["sessions"]] == [(session_id, 4)]
 
 
 async def test_duplicated_batches_and_call_rows_double_nothing(post: Post, writer: Writer, store: Store) -> None:

@@ -28,6 +28,28 @@ def otlp_logs_now(end_ns: int | None = None) -> bytes:
     return logs_now([CAPTURE], end_ns)[0]
 
 
+TURN_ORDER_SESSION = "0d1e7a5c-7e11-4c1a-9f0e-5e55105e7a11"  # the capture's prompts and requests, without prompt.id
+
+
+def turn_order_logs_now(end_ns: int | None = None) -> bytes:
+    """The capture as a client that sends no prompt.id would: its turns are segmented by prompt order. It keeps the
+    prompts, requests and other events under its own session id (TURN_ORDER_SESSION) and drops the tool events, so
+    its results neither share tool_use_ids with the original's nor tie to any test's calls."""
+    doc: dict[str, Any] = orjson.loads(otlp_logs_now(end_ns))
+    for sl in (sl for rl in doc["resourceLogs"] for sl in rl["scopeLogs"]):
+        sl["logRecords"] = [r for r in sl["logRecords"] if _event_name(r) not in ("tool_result", "tool_decision")]
+        for record in sl["logRecords"]:
+            record["attributes"] = [a for a in record["attributes"] if a["key"] != "prompt.id"]
+            for attr in record["attributes"]:
+                if attr["key"] == "session.id":
+                    attr["value"] = {"stringValue": TURN_ORDER_SESSION}
+    return orjson.dumps(doc)
+
+
+def _event_name(record: dict[str, Any]) -> str:
+    return next((str(a["value"]["stringValue"]) for a in record["attributes"] if a["key"] == "event.name"), "")
+
+
 def logs_now(paths: Sequence[Path], end_ns: int | None = None) -> list[bytes]:
     """OTLP/JSON log bodies shifted by one amount, so the last event of them all happened at `end_ns` (default:
     now) and the gaps between batches stay as captured."""

@@ -85,11 +85,27 @@ async def test_every_route_answers_with_a_body_its_schema_accepts(api: Any) -> N
     assert [t["match_method"] for t in detail["turns"] if t["turn_index"] > 0] == ["prompt_id", "prompt_id"]
     call = detail["turns"][-1]["calls"][0]
     for field in ("tool_use_id", "prompt_id", "upstream", "tool", "req_bytes_client", "resp_bytes_upstream",
-                  "est_tokens", "observed_tokens", "status", "tie"):
+                  "est_tokens", "observed_tokens", "carried_tokens", "status", "tie"):
         assert field in call, field
     assert bodies["/api/servers"]["servers"][0]["calls"] == 4
     assert bodies["/api/servers/{name}"]["largest_results"][0]["resp_bytes_upstream"] == 1000
     assert len(bodies["/api/calls"]["calls"]) == 4
+
+
+async def test_every_tool_call_says_its_observed_tokens_and_an_untied_one_says_null(api: Any, store: Store) -> None:
+    """Tied calls carry their tool result's observed and carried tokens (as in tool_costs); a call of the same MCP
+    session tied to no result carries null for both, and the schema requires the two fields on every call."""
+    one = (await store.query("SELECT * FROM calls FINAL ORDER BY started_at LIMIT 1"))[0]
+    await store.insert("calls", [{**{k: v for k, v in one.items() if k != "inserted_at"}, "call_id": "untied",
+                                  "tool_use_id": "", "tool": "x", "exposed_name": "x"}])
+    detail = await (await api.get(f"/api/sessions/{api.session_id}")).json()
+    validator(spec(), "/api/sessions/{id}").validate(detail)
+    costs = {r["tool_use_id"]: (r["observed_tokens"], r["carried_tokens"]) for r in detail["tool_costs"]}
+    calls = [c for t in detail["turns"] for c in t["calls"]] + detail["calls_outside_turns"]
+    assert {c["call_id"]: (c["tie"], c["observed_tokens"], c["carried_tokens"]) for c in calls} == {
+        **{c["call_id"]: ("tool_use_id", *costs[c["tool_use_id"]]) for c in calls if c["call_id"] != "untied"},
+        "untied": ("unmatched", None, None)}
+    assert len(calls) == 5 and all(isinstance(c["observed_tokens"], int) for c in calls if c["call_id"] != "untied")
 
 
 # ----- the sessions list over hand-made rows: pages and filters -------------------------------------------
@@ -225,6 +241,8 @@ async def test_an_mcp_only_session_and_a_claude_code_session_both_fit_the_detail
         body = await response.json()
         check.validate(body)
         assert body["session"]["kind"] == seeded.kind
+        if seeded.kind == "mcp":  # no telemetry: what the model saw of its result is unknown
+            assert [(c["observed_tokens"], c["carried_tokens"]) for c in body["calls_outside_turns"]] == [(None, None)]
 
 
 async def test_an_mcp_only_session_lasts_as_long_in_the_list_as_on_its_page(many: Any) -> None:
@@ -317,6 +335,7 @@ async def test_the_schemas_refuse_a_body_missing_a_field_or_with_a_wrong_type(ap
         {**detail, "turns": [{**detail["turns"][-1], "calls": [{k: v for k, v in call.items() if k != "tie"}]}]},
         {**detail, "calls_outside_turns": [{**call, "status": "exploded"}]},
         {**detail, "session": {**detail["session"], "tool_calls": "4"}},
+        {**detail, "calls_outside_turns": [{k: v for k, v in call.items() if k != "observed_tokens"}]},
     ]
     for body in broken:
         with pytest.raises(ValidationError):

@@ -26,7 +26,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from gateway.config import BudgetConfig, Config
 from tests.gateway.conftest import echo_upstream, gateway_config
 from tests.gateway.service import Running, running_service
-from tests.ui.seed import BLOB_USE_ID, CC_SESSION, ECHO_USE_ID, otlp_logs_now
+from tests.ui.seed import BLOB_USE_ID, CC_SESSION, ECHO_USE_ID, TURN_ORDER_SESSION, otlp_logs_now, turn_order_logs_now
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -78,15 +78,18 @@ async def mcp_session(url: str) -> AsyncIterator[ClientSession]:
 
 
 async def _seed(svc: Running) -> None:
-    """Three calls (exact tie, exact tie and truncated, denied without an id), then the session's telemetry."""
+    """Three calls (exact tie, exact tie and truncated, denied without an id), then the session's telemetry; and
+    the telemetry of a session from a client that sends no prompt.id."""
     async with mcp_session(svc.mcp_url) as client:
         await client.call_tool("alpha__echo", {"text": "hello from mock request 2"},
                                meta={"claudecode/toolUseId": ECHO_USE_ID})
         await client.call_tool("beta__blob", {"n": BLOB_BYTES}, meta={"claudecode/toolUseId": BLOB_USE_ID})
         await client.call_tool("alpha__echo", {"text": "z" * 1000})
-        async with Http() as http, http.post(svc.base_url + "/v1/logs", data=otlp_logs_now(),
-                                             headers={"Content-Type": "application/json", **AUTH}) as response:
-            assert response.status == 200, await response.text()
+        async with Http() as http:
+            for body in (otlp_logs_now(), turn_order_logs_now()):
+                async with http.post(svc.base_url + "/v1/logs", data=body,
+                                     headers={"Content-Type": "application/json", **AUTH}) as response:
+                    assert response.status == 200, await response.text()
     async with mcp_session(svc.mcp_url) as other:  # a client that sends no ids: an MCP-only session
         await other.call_tool("beta__echo", {"text": "from another client"})
     await svc.flushed()
@@ -281,6 +284,28 @@ async def test_session_page_usage_badge_shows_the_turns_usage(seeded: tuple[Runn
     assert await region.locator("[data-k=match_method]").inner_text() == "by prompt id"
     await page.screenshot(path=shot("session"), full_page=True)
     publish("session")
+
+
+async def test_a_session_without_prompt_ids_says_its_turns_are_matched_by_turn_order(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    detail = await api(svc, f"/api/sessions/{TURN_ORDER_SESSION}")
+    real = [t for t in detail["turns"] if t["turn_index"] > 0]
+    assert [t["match_method"] for t in real] == ["turn_order"] and detail["session"]["match_methods"] == ["turn_order"]
+    listing = await browser.open("/ui/sessions")
+    turns_cell = listing.locator(f"#sessions tr[data-session='{TURN_ORDER_SESSION}'] [data-k=turns]")
+    assert await turns_cell.inner_text() == f"{detail['session']['turns']} by turn order"
+    assert await listing.locator(f"#sessions tr[data-session='{CC_SESSION}'] [data-k=turns]").inner_text() == "1"
+
+    page = await browser.open(f"/ui/sessions/{TURN_ORDER_SESSION}")
+    assert "turns matched by turn order" in await page.locator("p.muted").first.inner_text()
+    section = page.locator(f"section[data-turn='{real[0]['turn_id']}']")
+    assert await section.locator(".tag.method-turn_order").inner_text() == "by turn order"
+    badge = section.locator("button[data-kind=usage]")
+    await badge.click()
+    region = page.locator("#" + str(await badge.get_attribute("aria-controls")))
+    await region.wait_for(state="visible", timeout=WAIT_MS)
+    assert await region.locator("[data-k=match_method]").inner_text() == "by turn order"
 
 
 async def test_session_page_byte_badge_opens_with_enter_and_shows_the_calls_bytes(

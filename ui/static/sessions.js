@@ -84,13 +84,17 @@ function sessionRow(row) {
     cell(row.client || row.client_name || (row.kind === "claude_code" ? "Claude Code" : "—")),
     cell(time(row.started_at), { class: "nowrap" }),
     numCell(ms(span(row.started_at, row.last_at ?? row.ended_at))),
-    numCell(num(row.turns)),
+    numCell([num(row.turns), row.match_method === "turn_order" ? [" ", turnOrderTag()] : null], { dataset: { k: "turns" } }),
     KIND_KEYS.map((k) => numCell(tokens(row[k]), { dataset: { k } })),
     numCell(tokens(row.total_tokens), { dataset: { k: "total_tokens" } }),
     numCell(usd(row.cost_usd), { dataset: { k: "cost_usd" } }),
     numCell(num(row.tool_calls)),
     numCell(bytes(mcpBytes), { title: `${num(mcpBytes)} bytes`, dataset: { k: "resp_bytes_upstream" } }),
     cell((row.servers ?? []).join(", ") || "—"));
+}
+
+function turnOrderTag() {  // the client sends no prompt.id: the count follows the order of its prompts
+  return el("span", { class: "tag method-turn_order", title: "Turns matched by the order of the prompts (the client sends no prompt id)" }, "by turn order");
 }
 
 export function shortId(id) {
