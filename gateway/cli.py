@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("import-mcp-json", help="print an mcpServers JSON file as TOML upstreams")
     convert.add_argument("file", type=Path)
+    _config_args(convert, "whose listen address an entry must not point at")
     convert.set_defaults(run=_import_mcp_json)
 
     setup = commands.add_parser("setup", help="point a client at Tollgate")
@@ -124,9 +125,9 @@ def _usage_reports(reports: Any) -> None:
         sub.set_defaults(run=_report)
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
+def _config_args(parser: argparse.ArgumentParser, why: str = "") -> None:
     parser.add_argument("--config", type=Path, default=None,
-                        help=f"TOML config (default: {DEFAULT_CONFIG} when present)")
+                        help=f"TOML config{' ' + why if why else ''} (default: {DEFAULT_CONFIG} when present)")
 
 
 def _load(args: argparse.Namespace, **overrides: Any) -> Config:
@@ -444,9 +445,14 @@ def _import_mcp_json(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}"]) from None
     problems: list[str] = []
-    print(mcp_json_to_toml(text, problems), end="")
+    skipped: list[str] = []
+    server = _load(args).server  # an entry that points at this Tollgate would proxy it to itself
+    print(mcp_json_to_toml(text, problems, server=server, skipped=skipped), end="")
     for problem in problems:
         print(f"tollgate: left out {problem}", file=sys.stderr)
+    for entry in skipped:
+        print(f"tollgate: warning: skipped {entry}: it points at this Tollgate itself ({server.listen})",
+              file=sys.stderr)
     if scoped := project_scoped(text):
         print(f"tollgate: {len(scoped)} project-scoped server(s) not converted ({', '.join(scoped[:5])}"
               f"{', ...' if len(scoped) > 5 else ''}); convert that project's .mcp.json instead",

@@ -173,6 +173,23 @@ def test_import_mcp_json_converts_what_it_can_and_names_the_rest(tmp_path: Path)
     assert 'projects."/src/app".mcpServers.db' in result.stderr
 
 
+def test_import_mcp_json_skips_an_entry_that_is_this_tollgate_itself_with_a_warning(tmp_path: Path) -> None:
+    mcp_json = tmp_path / ".claude.json"
+    mcp_json.write_text(json.dumps({"mcpServers": {
+        "tollgate": {"type": "http", "url": "http://127.0.0.1:8765/mcp"},
+        "docs": {"type": "http", "url": "http://127.0.0.1:9/mcp"}}}))
+    result = tollgate("import-mcp-json", str(mcp_json), cwd=tmp_path)  # no config: the default 127.0.0.1:8765
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(result.stdout)["upstreams"] == {"docs": {"type": "http", "url": "http://127.0.0.1:9/mcp"}}
+    assert result.stderr == ("tollgate: warning: skipped mcpServers.tollgate (http://127.0.0.1:8765/mcp): "
+                             "it points at this Tollgate itself (127.0.0.1:8765)\n")
+    elsewhere = tmp_path / "t.toml"
+    elsewhere.write_text('[server]\nlisten = "127.0.0.1:9100"\n')
+    result = tollgate("import-mcp-json", str(mcp_json), "--config", str(elsewhere))
+    assert result.returncode == 0 and result.stderr == ""
+    assert list(tomllib.loads(result.stdout)["upstreams"]) == ["tollgate", "docs"]
+
+
 async def test_the_demo_config_serves_both_demo_upstreams(tmp_path: Path) -> None:
     from aiohttp import ClientSession as Http
 
