@@ -374,12 +374,24 @@ async def _print_exposed_tools(config: Config) -> int:
         for tool in hub.catalog.tools:
             upstream, original = hub.catalog.tool_routes[tool["name"]]
             print(f"  {prefix}{tool['name']}  <-  {upstream}/{original}")
+        _warn_unknown_budget_tools(config, hub.catalog)
         unhealthy = [u for u in hub.upstreams.values() if u.state.value != "ready"]
         for client in unhealthy:
             print(f"upstream {client.name} is {client.state.value}: {client.last_error}")
         return 1 if unhealthy else 0
     finally:
         await hub.close()
+
+
+def _warn_unknown_budget_tools(config: Config, catalog: Any) -> None:
+    from gateway.catalog import snapshots
+    from gateway.enforcement import budget_rules, unknown_tools_warning
+
+    rules = budget_rules(config)
+    for snapshot in snapshots(catalog):
+        tools = [tool for tool, _, _ in snapshot.tools]
+        if text := unknown_tools_warning(snapshot.upstream, rules.get(snapshot.upstream), tools):
+            print(f"tollgate: warning: {text}", file=sys.stderr)
 
 
 def _reload(args: argparse.Namespace) -> int:

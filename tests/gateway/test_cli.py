@@ -44,6 +44,18 @@ def test_check_config_lists_upstreams_and_every_exposed_tool_name(tmp_path: Path
         assert f"mcp__tollgate__a__{tool}  <-  a/{tool}" in result.stdout
 
 
+def test_check_config_warns_of_a_per_tool_budget_for_a_tool_the_upstream_does_not_list(tmp_path: Path) -> None:
+    config = echo_config(tmp_path / "t.toml", '[upstreams.a.budget.tools."echoo"]\nday_calls = 1\n')
+    result = tollgate("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == ["tollgate: warning: upstream 'a': the budget has limits for tools it does not list, which "
+                        "never apply: echoo; its tools, closest first: echo, audio, blob, elicit_abandoned, embedded, "
+                        "hold, log, notify_tools_changed, progress, release, sample_during_slow, slow, utf8, "
+                        "utf8_blob, whoami"]
+    assert tollgate("check-config", "--offline", "--config", str(config)).stderr == ""
+
+
 def test_check_config_reports_every_bad_key_with_its_path_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nlisten = "nowhere"\n[upstreams.x]\ntype = "http"\n[upstreams.y]\ncomand = "z"\n')
