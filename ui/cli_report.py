@@ -99,17 +99,20 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
 SESSION_COLUMNS: list[Column] = [
     ("SESSION", "session_id", _s), ("KIND", "kind", _s), ("LAST", "last_at", _t), ("TURNS", "turns", _n),
     ("MATCH", "match_method", _s), ("REQS", "requests", _n), ("TOKENS", "total_tokens", _n),
-    ("COST", "cost_usd", _usd), ("CALLS", "tool_calls", _n), ("RESULT BYTES", "resp_bytes_upstream", _n),
+    ("COST", "cost_usd", _usd), ("CALLS", "tool_calls", _n), ("UPSTREAM BYTES", "resp_bytes_upstream", _n),
     ("SERVERS", "servers", _s), ("USER", "user", _short)]
 TURN_COLUMNS: list[Column] = [
     ("TURN", "turn_index", _n), ("MATCH", "match_method", _s), ("PROMPT ID", "prompt_id", _short),
     ("START", "started_at", _t), ("REQS", "requests", _n), ("INPUT", "input_tokens", _n),
     ("OUTPUT", "output_tokens", _n), ("CACHE READ", "cache_read_tokens", _n),
     ("CACHE WRITE", "cache_creation_tokens", _n), ("TOTAL", "total_tokens", _n), ("COST", "cost_usd", _usd),
-    ("CALLS", "tool_calls", _n), ("RESULT BYTES", "resp_bytes_upstream", _n), ("MODELS", "models", _s)]
+    ("CALLS", "tool_calls", _n), ("UPSTREAM BYTES", "resp_bytes_upstream", _n), ("MODELS", "models", _s)]
+# A result cut by a budget reaches the client smaller than the upstream sent it: show both sizes.
+RESULT_SIZES: list[Column] = [("UPSTREAM BYTES", "resp_bytes_upstream", _n),
+                              ("DELIVERED BYTES", "resp_bytes_client", _n)]
 CALL_COLUMNS: list[Column] = [
     ("TURN", "turn_index", _n), ("SERVER", "upstream", _s), ("TOOL", "tool", _s), ("STATUS", "status", _s),
-    ("REQ BYTES", "req_bytes_client", _n), ("RESULT BYTES", "resp_bytes_upstream", _n),
+    ("REQ BYTES", "req_bytes_client", _n), *RESULT_SIZES,
     ("EST TOKENS", "est_tokens", _n), ("OBSERVED", "observed_tokens", _n), ("CARRIED", "carried_tokens", _n),
     ("TIE", "tie", _s), ("CANDIDATES", "tie_candidates", _n), ("TOOL USE ID", "tool_use_id", _s)]
 SERVER_COLUMNS: list[Column] = [
@@ -121,9 +124,10 @@ SERVER_COLUMNS: list[Column] = [
     ("TOOL LIST TOKENS", "tool_list_est_tokens", _n)]
 RECENT_CALL_COLUMNS: list[Column] = [
     ("STARTED", "started_at", _t), ("SERVER", "upstream", _s), ("TOOL", "tool", _s), ("STATUS", "status", _s),
-    ("REQ BYTES", "req_bytes_client", _n), ("RESULT BYTES", "resp_bytes_upstream", _n),
+    ("REQ BYTES", "req_bytes_client", _n), *RESULT_SIZES,
     ("EST TOKENS", "est_tokens", _n), ("MCP SESSION", "mcp_session_id", _short),
     ("CC SESSION", "cc_session_id", _short), ("TOOL USE ID", "tool_use_id", _s)]
+LARGEST_COLUMNS = [column for column in RECENT_CALL_COLUMNS if column[1] != "resp_bytes_client"]  # not in those rows
 USAGE_COLUMNS: list[Column] = [
     ("SESSION", "session_id", _s), ("MODEL", "model", _s), ("REQS", "requests", _n), ("TURNS", "turns", _n),
     ("INPUT", "input_tokens", _n), ("OUTPUT", "output_tokens", _n), ("CACHE READ", "cache_read_tokens", _n),
@@ -172,7 +176,7 @@ def render_servers(doc: Mapping[str, Any]) -> str:
     lines = [table([doc["server"]], SERVER_COLUMNS), "", "tools", table(doc["tools"], [
         ("TOOL", "tool", _s), ("CALLS", "calls", _n), ("ERRORS", "errors", _n), ("RESULT BYTES", "resp_bytes", _n),
         ("P95", "resp_bytes_p95", _n), ("MAX", "resp_bytes_max", _n), ("EST TOKENS", "est_tokens", _n)]),
-        "", "largest results", table(doc["largest_results"], RECENT_CALL_COLUMNS)]
+        "", "largest results", table(doc["largest_results"], LARGEST_COLUMNS)]
     return "\n".join(lines)
 
 
