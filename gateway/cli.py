@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -106,14 +106,17 @@ def _usage_reports(reports: Any) -> None:
     for name, text in helps.items():
         sub = reports.add_parser(name, help=text)
         if name == "session":
-            sub.add_argument("session_id", metavar="ID", help="Claude Code session.id (or an MCP session id)")
+            sub.add_argument("session_id", metavar="ID", help="Claude Code session.id or MCP session id, or the "
+                             "start of exactly one (at least 6 characters, as reports and the UI shorten ids)")
         if name == "servers":
             sub.add_argument("name", nargs="?", help="one upstream in detail")
         _config_args(sub)
         sub.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
         sub.add_argument("--json", action="store_true", help="print the API's JSON document")
-        sub.add_argument("--since", help="ISO-8601 start of the time range")
-        sub.add_argument("--until", help="ISO-8601 end of the time range")
+        where = " to look for an ID prefix in" if name == "session" else ""
+        sub.add_argument("--since", help=f"ISO-8601 start of the time range{where}"
+                         + (" (default: 30 days back)" if where else ""))
+        sub.add_argument("--until", help=f"ISO-8601 end of the time range{where}")
         if name in ("sessions", "calls"):
             sub.add_argument("--server", help="only this upstream")
             sub.add_argument("--limit", help="rows")
@@ -413,30 +416,39 @@ def _report(args: argparse.Namespace) -> int:
     keys = ("since", "until", "server", "limit", "user", "offset", "session")
     query = {k: str(getattr(args, k)) for k in keys if getattr(args, k, None) not in (None, "")}
     try:
-        print(asyncio.run(_fetch_report(config, args.report, path, query, args.json)))
+        print(asyncio.run(_fetch_report(config, args.report, path, query, args.json,
+                                        getattr(args, "session_id", None))))
     except ReportError as exc:
         print(f"tollgate: report {args.report}: {exc}", file=sys.stderr)
         return 1 if exc.status == 404 else 2
     return 0
 
 
-async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool) -> str:
+async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool,
+                        session_id: str | None = None) -> str:
     """Read through the running server's API when it owns the embedded store, else from the store directly."""
     from store.client import Store, require_existing_data
     from store.errors import StoreLocked
     from store.schema import migrate
-    from ui.cli_report import fetch_direct, fetch_http, render
+    from ui.cli_report import fetch_direct, fetch_http, fetch_report, render
 
     require_existing_data(config.store.dsn)
     try:
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:
         token = config.server.auth_tokens[0] if config.server.auth_tokens else None
-        doc = await fetch_http(f"http://{config.server.listen}", path, query, token)
-        return render(command, doc, as_json)
+
+        async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
+            return await fetch_http(f"http://{config.server.listen}", api_path, api_query, token)
+
+        return render(command, await fetch_report(through_server, path, query, session_id), as_json)
     try:
         await migrate(store)
-        return render(command, await fetch_direct(store, path, query), as_json)
+
+        async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
+            return await fetch_direct(store, api_path, api_query)
+
+        return render(command, await fetch_report(direct, path, query, session_id), as_json)
     finally:
         await store.close()
 

@@ -6,7 +6,7 @@ Knows API documents, never SQL; `gateway/cli.py` decides which source to use and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -17,6 +17,9 @@ from store.client import Store
 from ui.api import answer, resolve
 
 Column = tuple[str, str, Callable[[Any], str]]  # (header, key, format)
+Fetch = Callable[[str, Mapping[str, str]], Awaitable[Any]]  # (API path, query) -> document
+MIN_PREFIX = 6  # reports and the UI show ids cut to 8 or 12 characters
+PREFIX_PAGES, PAGE = 4, 500  # a prefix is looked up in at most this many pages of the sessions list
 
 
 class ReportError(Exception):
@@ -49,6 +52,40 @@ async def fetch_http(base_url: str, path: str, query: Mapping[str, str], token: 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http, \
             http.get(url, headers=headers) as response:
         return _checked(response.status, await response.read())
+
+
+async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], session_id: str | None = None) -> Any:
+    """The document at `path`; for `report session`, an id no session has is taken as the start of one."""
+    try:
+        return await fetch(path, query)
+    except ReportError as exc:
+        if session_id is None or exc.status != 404:
+            raise
+        if len(session_id) < MIN_PREFIX:
+            raise ReportError(404, f"{exc} (an id prefix needs at least {MIN_PREFIX} characters)") from None
+    return await fetch(api_path("session", await resolve_session(fetch, session_id, query)), query)
+
+
+async def resolve_session(fetch: Fetch, prefix: str, query: Mapping[str, str]) -> str:
+    """The one session id starting with `prefix` among the listed sessions (in the query's time range, at most
+    PREFIX_PAGES pages) and the MCP and Claude Code session ids of the latest 1,000 calls."""
+    window = {key: query[key] for key in ("since", "until") if key in query}
+    found: dict[str, None] = {}  # ordered: newest first
+    for page in range(PREFIX_PAGES):
+        doc = await fetch("/api/sessions", {**window, "limit": str(PAGE), "offset": str(page * PAGE)})
+        found.update(dict.fromkeys(s["session_id"] for s in doc["sessions"] if s["session_id"].startswith(prefix)))
+        if doc["next_offset"] is None:
+            break
+    calls = (await fetch("/api/calls", {**window, "limit": "1000"}))["calls"]
+    found.update(dict.fromkeys(
+        i for c in calls for i in (c["mcp_session_id"], c.get("cc_session_id") or "") if i.startswith(prefix)))
+    if len(found) == 1:
+        return next(iter(found))
+    if not found:
+        raise ReportError(404, f"no session {prefix!r}, and no session id starts with it (looked at sessions "
+                               f"since {_t(doc['since'])} UTC; --since looks further back)")
+    listed = ", ".join(list(found)[:10]) + (f", ... ({len(found) - 10} more)" if len(found) > 10 else "")
+    raise ReportError(409, f"{prefix!r} is the start of {len(found)} session ids: {listed}; give more characters")
 
 
 def _checked(status: int, body: bytes) -> Any:

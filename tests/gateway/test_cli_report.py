@@ -349,3 +349,50 @@ async def test_report_calls_shows_a_truncated_result_at_the_upstreams_size_and_a
     assert re.split(r"\s{2,}", header)[4:8] == ["REQ BYTES", "UPSTREAM BYTES", "DELIVERED BYTES", "EST TOKENS"]
     assert row.split()[3:8] == ["blob", "truncated", f"{len(body):,}", f"{call['resp_bytes_upstream']:,}",
                                 f"{delivered:,}"]
+
+
+async def report_session(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = await asyncio.to_thread(main, ["--log-level", "warning", "report", "session", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_report_session_takes_a_unique_id_prefix_and_names_the_candidates_of_an_ambiguous_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    now = dt.datetime.now(dt.UTC)
+    mcp_ids = ["9093e8c0" + "1" * 24, "9093e8c0" + "2" * 24, "77aa01bb" + "3" * 24]
+    service.writer.submit("calls", [  # three MCP-only sessions, one call each, the first two alike in 8 characters
+        {"call_id": f"prefix-{n}", "method": "tools/call", "upstream": "a", "tool": "echo", "exposed_name": "a__echo",
+         "mcp_session_id": mcp_id, "status": "ok", "started_at": now - dt.timedelta(minutes=n),
+         "ended_at": now - dt.timedelta(minutes=n)} for n, mcp_id in enumerate(mcp_ids)])
+    await service.writer.flush()
+    argv = ("--config", str(config))
+    before = ("--since", SINCE, "--until", "2026-02-01T00:00:00Z")  # months before the capture
+    try:
+        listed = orjson.loads((await report(capsys, "sessions", *argv, "--since", SINCE, "--json"))[1])["sessions"]
+        (cc_session,) = [s["session_id"] for s in listed if s["kind"] == "claude_code"]
+        cases = [("77aa01bb", "--json"), (cc_session[:8], "--since", SINCE), (cc_session[:8], *before),
+                 ("9093e8c0",), ("9093e",)]
+        live = [await report_session(capsys, *case, *argv) for case in cases]
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    assert live[0][0] == 0, live[0]
+    assert orjson.loads(live[0][1])["session"]["session_id"] == mcp_ids[2]
+    code, table, _ = live[1]
+    assert code == 0, live[1]
+    assert table.splitlines()[0].startswith(f"session {cc_session} (claude_code;")
+    code, _, err = live[2]
+    assert code == 1 and err == (f"tollgate: report session: no session '{cc_session[:8]}', and no session id "
+                                 "starts with it (looked at sessions since 2026-01-01 00:00:00 UTC; --since looks "
+                                 "further back)\n")
+    assert live[3] == (2, "", f"tollgate: report session: '9093e8c0' is the start of 2 session ids: {mcp_ids[0]}, "
+                              f"{mcp_ids[1]}; give more characters\n")
+    assert live[4] == (1, "", "tollgate: report session: no session '9093e' (an id prefix needs at least 6 "
+                              "characters)\n")
+    direct = [await report_session(capsys, *case, *argv) for case in cases]  # no server: the store, same answers
+    assert direct == live
