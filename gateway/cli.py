@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 from gateway import logfilter
 from gateway.config import Config, ConfigError, load_config
-from store.errors import StoreError
+from store.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger("tollgate")
 DEFAULT_CONFIG = Path("config.example.toml")
@@ -416,12 +417,42 @@ def _report(args: argparse.Namespace) -> int:
     keys = ("since", "until", "server", "limit", "user", "offset", "session")
     query = {k: str(getattr(args, k)) for k in keys if getattr(args, k, None) not in (None, "")}
     try:
-        print(asyncio.run(_fetch_report(config, args.report, path, query, args.json,
-                                        getattr(args, "session_id", None))))
+        with _store_clients_quiet(args.log_level):
+            print(asyncio.run(_fetch_report(config, args.report, path, query, args.json,
+                                            getattr(args, "session_id", None))))
     except ReportError as exc:
         print(f"tollgate: report {args.report}: {exc}", file=sys.stderr)
         return 1 if exc.status == 404 else 2
+    except StoreUnavailable as exc:
+        return _store_down(config, exc)
     return 0
+
+
+@contextlib.contextmanager
+def _store_clients_quiet(log_level: str) -> Iterator[None]:
+    """A report says in one line that the store is down: the HTTP client libraries' own retry and driver warnings
+    would only repeat it, so they are silenced (unless --log-level debug) while it runs."""
+    loggers = [logging.getLogger(name) for name in ("urllib3", "clickhouse_connect")] if log_level != "debug" else []
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
+
+
+def _store_down(config: Config, exc: StoreUnavailable) -> int:
+    from store.client import redact_dsn
+    from store.errors import network_cause
+
+    where = redact_dsn(config.store.dsn)
+    if (cause := network_cause(exc)) is not None:
+        print(f"tollgate: store unreachable at {where}: {cause}", file=sys.stderr)
+    else:
+        print(f"tollgate: store unavailable at {where}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+    return 3
 
 
 async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool,
@@ -456,7 +487,12 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
 def _report_budgets(args: argparse.Namespace) -> int:
     from gateway.budget_cli import budgets_report, print_report
 
-    print_report(asyncio.run(budgets_report(_load(args, data_dir=args.data_dir))), args.json)
+    config = _load(args, data_dir=args.data_dir)
+    try:
+        with _store_clients_quiet(args.log_level):
+            print_report(asyncio.run(budgets_report(config)), args.json)
+    except StoreUnavailable as exc:
+        return _store_down(config, exc)
     return 0
 
 

@@ -49,9 +49,13 @@ async def fetch_direct(store: Store, path: str, query: Mapping[str, str]) -> Any
 async def fetch_http(base_url: str, path: str, query: Mapping[str, str], token: str | None = None) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = base_url.rstrip("/") + path + ("?" + urlencode(query) if query else "")
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http, \
-            http.get(url, headers=headers) as response:
-        return _checked(response.status, await response.read())
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http, \
+                http.get(url, headers=headers) as response:
+            return _checked(response.status, await response.read())
+    except (aiohttp.ClientError, TimeoutError) as exc:  # e.g. serving on another --listen than the config's
+        raise ReportError(503, f"a running Tollgate owns the store, but its API at {base_url} does not answer "
+                               f"({exc or type(exc).__name__}); pass the config it serves with") from None
 
 
 async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], session_id: str | None = None) -> Any:

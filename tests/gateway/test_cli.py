@@ -138,6 +138,30 @@ def test_a_report_where_no_server_ever_ran_says_so_and_creates_nothing(tmp_path:
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("command", ["sessions", "calls", "budgets"])
+def test_a_report_against_a_store_that_is_down_is_one_clear_line(tmp_path: Path, command: str) -> None:
+    store_port = free_port()  # nothing listens there
+    config = tmp_path / "t.toml"
+    config.write_text(f'[server]\nlisten = "127.0.0.1:{free_port()}"\n'
+                      f'[store]\ndsn = "http://default:s3cret@127.0.0.1:{store_port}/tollgate"\n')
+    result = tollgate("report", command, "--config", str(config))
+    assert result.returncode == 3
+    assert result.stderr == (f"tollgate: store unreachable at http://default:***@127.0.0.1:{store_port}/tollgate: "
+                             "Connection refused\n")
+
+
+async def test_a_report_whose_config_names_another_address_than_the_running_server_says_so(tmp_path: Path) -> None:
+    served = write_config(tmp_path / "served.toml", free_port(), tmp_path / "db")
+    port = free_port()
+    other = write_config(tmp_path / "other.toml", port, tmp_path / "db")  # same store, the API elsewhere
+    async with tollgate_process(served):
+        result = await asyncio.to_thread(tollgate, "report", "calls", "--config", str(other))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"tollgate: report calls: a running Tollgate owns the store, but its API at "
+                                    f"http://127.0.0.1:{port} does not answer (")
+    assert result.stderr.endswith("); pass the config it serves with\n") and result.stderr.count("\n") == 1
+
+
 async def test_a_busy_port_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
     import socket
 
