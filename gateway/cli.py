@@ -101,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _usage_reports(reports: Any) -> None:
     """`report sessions|session ID|servers [NAME]|calls|usage`: the JSON API's documents as tables or JSON."""
-    helps = {"sessions": "Claude Code sessions, newest first", "session": "one session turn by turn, with its calls",
+    helps = {"sessions": "Claude Code sessions and MCP-only sessions (whose calls no Claude Code session claims), "
+                         "newest first",
+             "session": "one session (Claude Code or MCP-only) turn by turn, with its calls",
              "servers": "per upstream: calls, errors, bytes, tool-list size", "calls": "recent tool calls",
              "usage": "tokens and spend per session and model"}
     for name, text in helps.items():

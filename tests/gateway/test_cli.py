@@ -56,6 +56,13 @@ def test_check_config_warns_of_a_per_tool_budget_for_a_tool_the_upstream_does_no
     assert tollgate("check-config", "--offline", "--config", str(config)).stderr == ""
 
 
+def test_report_help_says_the_sessions_list_has_mcp_only_sessions_too() -> None:
+    result = tollgate("report", "--help")
+    assert result.returncode == 0
+    assert "Claude Code sessions and MCP-only sessions (whose calls no Claude Code session claims), newest first" \
+        in " ".join(result.stdout.split())
+
+
 def test_check_config_reports_every_bad_key_with_its_path_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nlisten = "nowhere"\n[upstreams.x]\ntype = "http"\n[upstreams.y]\ncomand = "z"\n')
