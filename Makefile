@@ -11,9 +11,18 @@ ARGS ?=
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-install: $(BIN)/python
+# Stamps make `install` incremental: pip and npm run again only when their manifests change (or on a fresh
+# checkout). `npm ci` empties node_modules first, under a `make run` server that may still be using it.
+# `make clean` (or deleting a stamp) forces a reinstall.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[demo,test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
 
 # The venv's bin goes first on PATH so the demo upstream's `python3` finds the mcp SDK.
 run: install

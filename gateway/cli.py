@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 from gateway import logfilter
 from gateway.config import Config, ConfigError, load_config
-from store.errors import StoreError
+from store.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger("tollgate")
 DEFAULT_CONFIG = Path("config.example.toml")
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("import-mcp-json", help="print an mcpServers JSON file as TOML upstreams")
     convert.add_argument("file", type=Path)
+    _config_args(convert, "whose listen address an entry must not point at")
     convert.set_defaults(run=_import_mcp_json)
 
     setup = commands.add_parser("setup", help="point a client at Tollgate")
@@ -99,20 +101,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def _usage_reports(reports: Any) -> None:
     """`report sessions|session ID|servers [NAME]|calls|usage`: the JSON API's documents as tables or JSON."""
-    helps = {"sessions": "Claude Code sessions, newest first", "session": "one session turn by turn, with its calls",
+    helps = {"sessions": "Claude Code sessions and MCP-only sessions (whose calls no Claude Code session claims), "
+                         "newest first",
+             "session": "one session (Claude Code or MCP-only) turn by turn, with its calls",
              "servers": "per upstream: calls, errors, bytes, tool-list size", "calls": "recent tool calls",
              "usage": "tokens and spend per session and model"}
     for name, text in helps.items():
         sub = reports.add_parser(name, help=text)
         if name == "session":
-            sub.add_argument("session_id", metavar="ID", help="Claude Code session.id (or an MCP session id)")
+            sub.add_argument("session_id", metavar="ID", help="Claude Code session.id or MCP session id, or the "
+                             "start of exactly one (at least 6 characters, as reports and the UI shorten ids)")
         if name == "servers":
             sub.add_argument("name", nargs="?", help="one upstream in detail")
         _config_args(sub)
         sub.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
         sub.add_argument("--json", action="store_true", help="print the API's JSON document")
-        sub.add_argument("--since", help="ISO-8601 start of the time range")
-        sub.add_argument("--until", help="ISO-8601 end of the time range")
+        where = " to look for an ID prefix in" if name == "session" else ""
+        sub.add_argument("--since", help=f"ISO-8601 start of the time range{where}"
+                         + (" (default: 30 days back)" if where else ""))
+        sub.add_argument("--until", help=f"ISO-8601 end of the time range{where}")
         if name in ("sessions", "calls"):
             sub.add_argument("--server", help="only this upstream")
             sub.add_argument("--limit", help="rows")
@@ -124,9 +131,9 @@ def _usage_reports(reports: Any) -> None:
         sub.set_defaults(run=_report)
 
 
-def _config_args(parser: argparse.ArgumentParser) -> None:
+def _config_args(parser: argparse.ArgumentParser, why: str = "") -> None:
     parser.add_argument("--config", type=Path, default=None,
-                        help=f"TOML config (default: {DEFAULT_CONFIG} when present)")
+                        help=f"TOML config{' ' + why if why else ''} (default: {DEFAULT_CONFIG} when present)")
 
 
 def _load(args: argparse.Namespace, **overrides: Any) -> Config:
@@ -373,12 +380,24 @@ async def _print_exposed_tools(config: Config) -> int:
         for tool in hub.catalog.tools:
             upstream, original = hub.catalog.tool_routes[tool["name"]]
             print(f"  {prefix}{tool['name']}  <-  {upstream}/{original}")
+        _warn_unknown_budget_tools(config, hub.catalog)
         unhealthy = [u for u in hub.upstreams.values() if u.state.value != "ready"]
         for client in unhealthy:
             print(f"upstream {client.name} is {client.state.value}: {client.last_error}")
         return 1 if unhealthy else 0
     finally:
         await hub.close()
+
+
+def _warn_unknown_budget_tools(config: Config, catalog: Any) -> None:
+    from gateway.catalog import snapshots
+    from gateway.enforcement import budget_rules, unknown_tools_warning
+
+    rules = budget_rules(config)
+    for snapshot in snapshots(catalog):
+        tools = [tool for tool, _, _ in snapshot.tools]
+        if text := unknown_tools_warning(snapshot.upstream, rules.get(snapshot.upstream), tools):
+            print(f"tollgate: warning: {text}", file=sys.stderr)
 
 
 def _reload(args: argparse.Namespace) -> int:
@@ -400,30 +419,69 @@ def _report(args: argparse.Namespace) -> int:
     keys = ("since", "until", "server", "limit", "user", "offset", "session")
     query = {k: str(getattr(args, k)) for k in keys if getattr(args, k, None) not in (None, "")}
     try:
-        print(asyncio.run(_fetch_report(config, args.report, path, query, args.json)))
+        with _store_clients_quiet(args.log_level):
+            print(asyncio.run(_fetch_report(config, args.report, path, query, args.json,
+                                            getattr(args, "session_id", None))))
     except ReportError as exc:
         print(f"tollgate: report {args.report}: {exc}", file=sys.stderr)
         return 1 if exc.status == 404 else 2
+    except StoreUnavailable as exc:
+        return _store_down(config, exc)
     return 0
 
 
-async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool) -> str:
+@contextlib.contextmanager
+def _store_clients_quiet(log_level: str) -> Iterator[None]:
+    """A report says in one line that the store is down: the HTTP client libraries' own retry and driver warnings
+    would only repeat it, so they are silenced (unless --log-level debug) while it runs."""
+    loggers = [logging.getLogger(name) for name in ("urllib3", "clickhouse_connect")] if log_level != "debug" else []
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
+
+
+def _store_down(config: Config, exc: StoreUnavailable) -> int:
+    from store.client import redact_dsn
+    from store.errors import network_cause
+
+    where = redact_dsn(config.store.dsn)
+    if (cause := network_cause(exc)) is not None:
+        print(f"tollgate: store unreachable at {where}: {cause}", file=sys.stderr)
+    else:
+        print(f"tollgate: store unavailable at {where}: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+    return 3
+
+
+async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool,
+                        session_id: str | None = None) -> str:
     """Read through the running server's API when it owns the embedded store, else from the store directly."""
     from store.client import Store, require_existing_data
     from store.errors import StoreLocked
     from store.schema import migrate
-    from ui.cli_report import fetch_direct, fetch_http, render
+    from ui.cli_report import fetch_direct, fetch_http, fetch_report, render
 
     require_existing_data(config.store.dsn)
     try:
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:
         token = config.server.auth_tokens[0] if config.server.auth_tokens else None
-        doc = await fetch_http(f"http://{config.server.listen}", path, query, token)
-        return render(command, doc, as_json)
+
+        async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
+            return await fetch_http(f"http://{config.server.listen}", api_path, api_query, token)
+
+        return render(command, await fetch_report(through_server, path, query, session_id), as_json)
     try:
         await migrate(store)
-        return render(command, await fetch_direct(store, path, query), as_json)
+
+        async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
+            return await fetch_direct(store, api_path, api_query)
+
+        return render(command, await fetch_report(direct, path, query, session_id), as_json)
     finally:
         await store.close()
 
@@ -431,7 +489,12 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
 def _report_budgets(args: argparse.Namespace) -> int:
     from gateway.budget_cli import budgets_report, print_report
 
-    print_report(asyncio.run(budgets_report(_load(args, data_dir=args.data_dir))), args.json)
+    config = _load(args, data_dir=args.data_dir)
+    try:
+        with _store_clients_quiet(args.log_level):
+            print_report(asyncio.run(budgets_report(config)), args.json)
+    except StoreUnavailable as exc:
+        return _store_down(config, exc)
     return 0
 
 
@@ -444,9 +507,14 @@ def _import_mcp_json(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}"]) from None
     problems: list[str] = []
-    print(mcp_json_to_toml(text, problems), end="")
+    skipped: list[str] = []
+    server = _load(args).server  # an entry that points at this Tollgate would proxy it to itself
+    print(mcp_json_to_toml(text, problems, server=server, skipped=skipped), end="")
     for problem in problems:
         print(f"tollgate: left out {problem}", file=sys.stderr)
+    for entry in skipped:
+        print(f"tollgate: warning: skipped {entry}: it points at this Tollgate itself ({server.listen})",
+              file=sys.stderr)
     if scoped := project_scoped(text):
         print(f"tollgate: {len(scoped)} project-scoped server(s) not converted ({', '.join(scoped[:5])}"
               f"{', ...' if len(scoped) > 5 else ''}); convert that project's .mcp.json instead",

@@ -185,13 +185,23 @@ def load_config(
     return replace(config, source=path.resolve() if path is not None else None)
 
 
-def mcp_json_to_toml(json_text: str, problems: list[str] | None = None) -> str:
+def mcp_json_to_toml(json_text: str, problems: list[str] | None = None, *, server: ServerConfig | None = None,
+                     skipped: list[str] | None = None) -> str:
     """TOML `[upstreams.*]` tables for an mcpServers JSON file; `${VAR}` references kept as written.
 
-    With `problems`, convertible entries are converted and the others described there.
+    With `problems`, convertible entries are converted and the others described there. With `server`, an entry
+    that points at that Tollgate itself is left out (as `import_mcp_servers` skips it) and named in `skipped`.
     """
+    def keep(name: str, table: Mapping[str, Any]) -> bool:
+        url = table.get("url")
+        if server is None or not isinstance(url, str) or not points_at_self(url, server):
+            return True
+        if skipped is not None:
+            skipped.append(f"{join('mcpServers', name)} ({_redact_url(url)})")
+        return False
+
     try:
-        return mcp_json.mcp_json_to_toml(json_text, problems)
+        return mcp_json.mcp_json_to_toml(json_text, problems, keep)
     except McpJsonError as exc:
         raise ConfigError(list(exc.problems)) from None
 
@@ -299,7 +309,7 @@ def _without_self(r: Reader, server: ServerConfig, upstreams: dict[str, Upstream
     that points here (~/.claude.json holds Tollgate's own registration) is skipped; a TOML one is an error."""
     kept = {}
     for name, upstream in upstreams.items():
-        if not (upstream.url and _points_at_self(upstream.url, server)):
+        if not (upstream.url and points_at_self(upstream.url, server)):
             kept[name] = upstream
         elif upstream.origin:
             _log.info("upstream %r from %s skipped: it is this Tollgate itself (%s)", name, upstream.origin,
@@ -309,7 +319,8 @@ def _without_self(r: Reader, server: ServerConfig, upstreams: dict[str, Upstream
     return kept
 
 
-def _points_at_self(url: str, server: ServerConfig) -> bool:
+def points_at_self(url: str, server: ServerConfig) -> bool:
+    """Whether `url` reaches the Tollgate listening as `server` (its port on its host, loopback or a wildcard)."""
     parts = urlsplit(url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)

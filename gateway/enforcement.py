@@ -7,13 +7,14 @@ Implements `gateway.relay.Policy` and the relay `Observer` protocol. Owns the mo
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import logging
 import math
 import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any, Protocol
 
@@ -57,6 +58,8 @@ class BudgetPolicy:
         self.gateway_id = gateway_id or socket.gethostname()
         self.started_at = now()
         self._held: dict[str, Reservation] = {}
+        self._tools: dict[str, list[str]] = {}  # upstream -> its tool names, as last listed
+        self._warned: set[str] = set()  # upstreams told of unknown budget tools since the config was loaded
 
     # ----- Policy ------------------------------------------------------------------------------
 
@@ -117,7 +120,8 @@ class BudgetPolicy:
             self.budgets.record(record.upstream, record.tool, record.mcp_session_id, record.started_at, spend)
 
     def tool_list_changed(self, snapshot: ToolListSnapshot) -> None:
-        pass
+        self._tools[snapshot.upstream] = [tool for tool, _, _ in snapshot.tools]
+        self._warn_unknown_tools(snapshot.upstream)
 
     def upstream_event(self, upstream: str, kind: str, detail: str) -> None:
         pass
@@ -136,7 +140,19 @@ class BudgetPolicy:
                    for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
         self.config = config
         self.budgets.replace_rules(new)
+        self._warned.clear()
+        for upstream in sorted(self._tools):
+            self._warn_unknown_tools(upstream)
         return changes
+
+    def _warn_unknown_tools(self, upstream: str) -> None:
+        """Once per upstream and config load: a per-tool budget for a tool the upstream does not list."""
+        if upstream in self._warned:
+            return
+        text = unknown_tools_warning(upstream, self.budgets.rules.get(upstream), self._tools[upstream])
+        if text is not None:
+            self._warned.add(upstream)
+            log.warning("%s", text)
 
     def fails_closed(self, upstream: str) -> bool:
         budget = self.budgets.rules.get(upstream)
@@ -178,6 +194,20 @@ class BudgetPolicy:
     def _count(self, upstream: str, action: str, limit: str) -> None:
         if self.metrics is not None:
             self.metrics.inc("tollgate_budget_decisions_total", upstream=upstream, action=action, limit=limit)
+
+
+def unknown_tools_warning(upstream: str, budget: BudgetConfig | None, tools: Sequence[str],
+                          shown: int = 20) -> str | None:
+    """The warning for per-tool budgets that name tools `upstream` does not list (their limits never apply), with
+    its real tools, the closest to those names first; None when every name is one of its tools."""
+    unknown = sorted(set(budget.tools) - set(tools)) if budget is not None else []
+    if not unknown:
+        return None
+    close = [match for name in unknown for match in difflib.get_close_matches(name, tools, n=3, cutoff=0.5)]
+    ordered = list(dict.fromkeys([*close, *sorted(tools)]))
+    listed = ", ".join(ordered[:shown]) + (f", ... ({len(ordered) - shown} more)" if len(ordered) > shown else "")
+    return (f"upstream {upstream!r}: the budget has limits for tools it does not list, which never apply: "
+            f"{', '.join(unknown)}; its tools, closest first: {listed or 'none'}")
 
 
 def denial_text(decision: Decision, now: float) -> str:

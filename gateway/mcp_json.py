@@ -125,13 +125,17 @@ def _entry_table(entry: object, path: str, problems: list[str]) -> dict[str, Any
     return table if len(problems) == count else None
 
 
-def mcp_json_to_toml(json_text: str, problems: list[str] | None = None) -> str:
+def mcp_json_to_toml(json_text: str, problems: list[str] | None = None,
+                     keep: Callable[[str, Mapping[str, Any]], bool] | None = None) -> str:
     """TOML `[upstreams.*]` tables for an mcpServers file; names outside [A-Za-z0-9_-] are sanitized.
 
-    With `problems`, entries that cannot be converted are left out and described there (see servers_to_tables).
+    With `problems`, entries that cannot be converted are left out and described there (see servers_to_tables);
+    with `keep`, so are the entries it refuses (by JSON name and table).
     """
     lines = ["# Upstreams converted from mcpServers JSON by `tollgate import-mcp-json`."]
     tables = servers_to_tables(json_text, problems)
+    if keep is not None:
+        tables = {name: table for name, table in tables.items() if keep(name, table)}
     taken = {name for name in tables if naming.LEGAL_NAME.fullmatch(name)}
     for name, table in tables.items():
         key = name if name in taken else _free_name(naming.sanitize(name), taken)

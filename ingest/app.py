@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -143,6 +144,7 @@ class OtlpReceiver:
 
     async def handle(self, signal: Signal, request: web.Request) -> web.Response:
         encoding: Encoding = "json"
+        received_ns = time.time_ns()
         try:
             self._authenticate(request)
             encoding = media_type(request.headers.get("Content-Type", ""))
@@ -152,7 +154,7 @@ class OtlpReceiver:
             if gzipped and not inflated_by_server(request):
                 body = gunzip(body, self.settings.max_body_bytes)
             decoded = _decode(signal, body, encoding)
-            rows = to_rows(decoded, self.options)
+            rows = to_rows(decoded, self.options, received_ns)
             await self._write(rows)
         except Reject as reject:
             return self._refuse(signal, request, encoding, reject)

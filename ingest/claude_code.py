@@ -76,9 +76,10 @@ class MappingOptions:
     store_prompt_text: bool = False
 
 
-def to_rows(decoded: Decoded, options: MappingOptions, now_ns: int | None = None) -> Rows:
-    """Rows per table for one decoded body; value problems are noted on `decoded`."""
-    ingested_at = (time.time_ns() if now_ns is None else now_ns) // 1000
+def to_rows(decoded: Decoded, options: MappingOptions, received_ns: int | None = None) -> Rows:
+    """Rows per table for one decoded body received at `received_ns` (default: now); value problems are noted
+    on `decoded`. The receive time is also the time of a log record that carries none."""
+    ingested_at = (time.time_ns() if received_ns is None else received_ns) // 1000
     rows: Rows = {}
     if decoded.logs:
         raw = rows[RAW_TABLE] = []
@@ -302,7 +303,8 @@ def _log_rows(
     where = f"event {name or '?'} (sequence {attrs.get('event.sequence')})"
     common = identity(attrs, record.origin, decoded, where)
     observed = record.observed_time_unix_nano
-    event_time = record.time_unix_nano or observed or _iso_ns(attrs.get("event.timestamp"))
+    # A record with no time of its own would be stored at 1970 and vanish from every time-ranged list.
+    event_time = record.time_unix_nano or observed or _iso_ns(attrs.get("event.timestamp")) or ingested_at * 1000
     request_id = attrs.get("request_id")
     common["event_name"] = name
     common["event_key"] = event_key(

@@ -107,3 +107,17 @@ def map_error(exc: BaseException, *, secret: str | None = None) -> StoreError:
     if isinstance(exc, TypeError | ValueError | KeyError):
         return StoreQueryError(f"data does not fit the table: {message}")
     return StoreError(message)
+
+
+def network_cause(exc: BaseException) -> str | None:
+    """The innermost OS-level cause's own words ("Connection refused", "timed out"), or None when no network
+    error is in the chain (a refused login, say)."""
+    found: str | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            found = current.strerror or str(current) or type(current).__name__
+        current = current.__cause__ or current.__context__
+    return found

@@ -6,7 +6,7 @@ Knows API documents, never SQL; `gateway/cli.py` decides which source to use and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -17,6 +17,9 @@ from store.client import Store
 from ui.api import answer, resolve
 
 Column = tuple[str, str, Callable[[Any], str]]  # (header, key, format)
+Fetch = Callable[[str, Mapping[str, str]], Awaitable[Any]]  # (API path, query) -> document
+MIN_PREFIX = 6  # reports and the UI show ids cut to 8 or 12 characters
+PREFIX_PAGES, PAGE = 4, 500  # a prefix is looked up in at most this many pages of the sessions list
 
 
 class ReportError(Exception):
@@ -46,9 +49,47 @@ async def fetch_direct(store: Store, path: str, query: Mapping[str, str]) -> Any
 async def fetch_http(base_url: str, path: str, query: Mapping[str, str], token: str | None = None) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = base_url.rstrip("/") + path + ("?" + urlencode(query) if query else "")
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http, \
-            http.get(url, headers=headers) as response:
-        return _checked(response.status, await response.read())
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http, \
+                http.get(url, headers=headers) as response:
+            return _checked(response.status, await response.read())
+    except (aiohttp.ClientError, TimeoutError) as exc:  # e.g. serving on another --listen than the config's
+        raise ReportError(503, f"a running Tollgate owns the store, but its API at {base_url} does not answer "
+                               f"({exc or type(exc).__name__}); pass the config it serves with") from None
+
+
+async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], session_id: str | None = None) -> Any:
+    """The document at `path`; for `report session`, an id no session has is taken as the start of one."""
+    try:
+        return await fetch(path, query)
+    except ReportError as exc:
+        if session_id is None or exc.status != 404:
+            raise
+        if len(session_id) < MIN_PREFIX:
+            raise ReportError(404, f"{exc} (an id prefix needs at least {MIN_PREFIX} characters)") from None
+    return await fetch(api_path("session", await resolve_session(fetch, session_id, query)), query)
+
+
+async def resolve_session(fetch: Fetch, prefix: str, query: Mapping[str, str]) -> str:
+    """The one session id starting with `prefix` among the listed sessions (in the query's time range, at most
+    PREFIX_PAGES pages) and the MCP and Claude Code session ids of the latest 1,000 calls."""
+    window = {key: query[key] for key in ("since", "until") if key in query}
+    found: dict[str, None] = {}  # ordered: newest first
+    for page in range(PREFIX_PAGES):
+        doc = await fetch("/api/sessions", {**window, "limit": str(PAGE), "offset": str(page * PAGE)})
+        found.update(dict.fromkeys(s["session_id"] for s in doc["sessions"] if s["session_id"].startswith(prefix)))
+        if doc["next_offset"] is None:
+            break
+    calls = (await fetch("/api/calls", {**window, "limit": "1000"}))["calls"]
+    found.update(dict.fromkeys(
+        i for c in calls for i in (c["mcp_session_id"], c.get("cc_session_id") or "") if i.startswith(prefix)))
+    if len(found) == 1:
+        return next(iter(found))
+    if not found:
+        raise ReportError(404, f"no session {prefix!r}, and no session id starts with it (looked at sessions "
+                               f"since {_t(doc['since'])} UTC; --since looks further back)")
+    listed = ", ".join(list(found)[:10]) + (f", ... ({len(found) - 10} more)" if len(found) > 10 else "")
+    raise ReportError(409, f"{prefix!r} is the start of {len(found)} session ids: {listed}; give more characters")
 
 
 def _checked(status: int, body: bytes) -> Any:
@@ -99,17 +140,20 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
 SESSION_COLUMNS: list[Column] = [
     ("SESSION", "session_id", _s), ("KIND", "kind", _s), ("LAST", "last_at", _t), ("TURNS", "turns", _n),
     ("MATCH", "match_method", _s), ("REQS", "requests", _n), ("TOKENS", "total_tokens", _n),
-    ("COST", "cost_usd", _usd), ("CALLS", "tool_calls", _n), ("RESULT BYTES", "resp_bytes_upstream", _n),
+    ("COST", "cost_usd", _usd), ("CALLS", "tool_calls", _n), ("UPSTREAM BYTES", "resp_bytes_upstream", _n),
     ("SERVERS", "servers", _s), ("USER", "user", _short)]
 TURN_COLUMNS: list[Column] = [
     ("TURN", "turn_index", _n), ("MATCH", "match_method", _s), ("PROMPT ID", "prompt_id", _short),
     ("START", "started_at", _t), ("REQS", "requests", _n), ("INPUT", "input_tokens", _n),
     ("OUTPUT", "output_tokens", _n), ("CACHE READ", "cache_read_tokens", _n),
     ("CACHE WRITE", "cache_creation_tokens", _n), ("TOTAL", "total_tokens", _n), ("COST", "cost_usd", _usd),
-    ("CALLS", "tool_calls", _n), ("RESULT BYTES", "resp_bytes_upstream", _n), ("MODELS", "models", _s)]
+    ("CALLS", "tool_calls", _n), ("UPSTREAM BYTES", "resp_bytes_upstream", _n), ("MODELS", "models", _s)]
+# A result cut by a budget reaches the client smaller than the upstream sent it: show both sizes.
+RESULT_SIZES: list[Column] = [("UPSTREAM BYTES", "resp_bytes_upstream", _n),
+                              ("DELIVERED BYTES", "resp_bytes_client", _n)]
 CALL_COLUMNS: list[Column] = [
     ("TURN", "turn_index", _n), ("SERVER", "upstream", _s), ("TOOL", "tool", _s), ("STATUS", "status", _s),
-    ("REQ BYTES", "req_bytes_client", _n), ("RESULT BYTES", "resp_bytes_upstream", _n),
+    ("REQ BYTES", "req_bytes_client", _n), *RESULT_SIZES,
     ("EST TOKENS", "est_tokens", _n), ("OBSERVED", "observed_tokens", _n), ("CARRIED", "carried_tokens", _n),
     ("TIE", "tie", _s), ("CANDIDATES", "tie_candidates", _n), ("TOOL USE ID", "tool_use_id", _s)]
 SERVER_COLUMNS: list[Column] = [
@@ -121,9 +165,10 @@ SERVER_COLUMNS: list[Column] = [
     ("TOOL LIST TOKENS", "tool_list_est_tokens", _n)]
 RECENT_CALL_COLUMNS: list[Column] = [
     ("STARTED", "started_at", _t), ("SERVER", "upstream", _s), ("TOOL", "tool", _s), ("STATUS", "status", _s),
-    ("REQ BYTES", "req_bytes_client", _n), ("RESULT BYTES", "resp_bytes_upstream", _n),
+    ("REQ BYTES", "req_bytes_client", _n), *RESULT_SIZES,
     ("EST TOKENS", "est_tokens", _n), ("MCP SESSION", "mcp_session_id", _short),
     ("CC SESSION", "cc_session_id", _short), ("TOOL USE ID", "tool_use_id", _s)]
+LARGEST_COLUMNS = [column for column in RECENT_CALL_COLUMNS if column[1] != "resp_bytes_client"]  # not in those rows
 USAGE_COLUMNS: list[Column] = [
     ("SESSION", "session_id", _s), ("MODEL", "model", _s), ("REQS", "requests", _n), ("TURNS", "turns", _n),
     ("INPUT", "input_tokens", _n), ("OUTPUT", "output_tokens", _n), ("CACHE READ", "cache_read_tokens", _n),
@@ -172,7 +217,7 @@ def render_servers(doc: Mapping[str, Any]) -> str:
     lines = [table([doc["server"]], SERVER_COLUMNS), "", "tools", table(doc["tools"], [
         ("TOOL", "tool", _s), ("CALLS", "calls", _n), ("ERRORS", "errors", _n), ("RESULT BYTES", "resp_bytes", _n),
         ("P95", "resp_bytes_p95", _n), ("MAX", "resp_bytes_max", _n), ("EST TOKENS", "est_tokens", _n)]),
-        "", "largest results", table(doc["largest_results"], RECENT_CALL_COLUMNS)]
+        "", "largest results", table(doc["largest_results"], LARGEST_COLUMNS)]
     return "\n".join(lines)
 
 

@@ -54,6 +54,9 @@ KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_t
 TOKENS = {k: INT for k in (*KINDS, "cache_creation_5m_tokens", "cache_creation_1h_tokens", "total_tokens")}
 TIE = {"type": "string", "enum": ["tool_use_id", "hook", "telemetry_window", "unmatched"]}
 METHOD = {"type": ["string", "null"], "enum": ["prompt_id", "turn_order", None]}
+RESULT_SIZES = {  # differ when a budget truncated the result
+    "resp_bytes_upstream": {**INT, "description": "the response as the upstream sent it (JSON-RPC message bytes)"},
+    "resp_bytes_client": {**INT, "description": "the response as delivered to the client (after any truncation)"}}
 STATUS = {"type": "string", "enum": list(statuses.STATUSES)}
 
 
@@ -88,11 +91,11 @@ SCHEMAS: dict[str, Any] = {
         "sessions": _array("SessionSummary"), "total": INT, "limit": INT, "offset": INT, "next_offset": NINT,
         "since": TIME, "until": TIME}),
     "ToolCall": _object(["call_id", "upstream", "tool", "mcp_session_id", "tool_use_id", "prompt_id", "status",
-                         "req_bytes_client", "resp_bytes_upstream", "est_tokens", "observed_tokens",
-                         "carried_tokens", "tie", "tie_candidates", "turn_index", "match_method"], {
+                         "req_bytes_client", "resp_bytes_upstream", "resp_bytes_client", "est_tokens",
+                         "observed_tokens", "carried_tokens", "tie", "tie_candidates", "turn_index", "match_method"], {
         "call_id": STR, "tool_use_id": STR, "prompt_id": STR, "upstream": STR, "tool": STR, "exposed_name": STR,
         "mcp_session_id": STR, "started_at": TIME, "ended_at": TIME, "duration_ms": NUM, "status": STATUS,
-        "req_bytes_client": INT, "req_bytes_upstream": INT, "resp_bytes_upstream": INT, "resp_bytes_client": INT,
+        "req_bytes_client": INT, "req_bytes_upstream": INT, **RESULT_SIZES,
         "text_bytes": INT, "est_tokens": INT, "tie": TIE,
         "observed_tokens": {**NINT, "description": "Tokens the model saw of the result (null: no tool result of "
                                                    "the session's telemetry is tied to the call)"},
@@ -161,12 +164,11 @@ SCHEMAS: dict[str, Any] = {
         "server": _ref("ServerTotals"), "tools": _array("ToolSummary"), "largest_results": _array("LargestResult"),
         "tool_list_context": {"oneOf": [_ref("ToolListContext"), {"type": "null"}]}}),
     "Call": _object(["call_id", "method", "upstream", "tool", "mcp_session_id", "started_at", "status",
-                     "req_bytes_client", "resp_bytes_upstream"], {
+                     "req_bytes_client", "resp_bytes_upstream", "resp_bytes_client"], {
         "call_id": STR, "method": STR, "upstream": STR, "tool": STR, "exposed_name": STR, "mcp_session_id": STR,
         "cc_session_id": STR, "tool_use_id": STR, "started_at": TIME, "ended_at": TIME, "duration_ms": NUM,
-        "status": STATUS, "error": STR, "req_bytes_client": INT, "req_bytes_upstream": INT,
-        "resp_bytes_upstream": INT, "resp_bytes_client": INT, "text_bytes": INT, "est_tokens": INT,
-        "budget_action": STR}),
+        "status": STATUS, "error": STR, "req_bytes_client": INT, "req_bytes_upstream": INT, **RESULT_SIZES,
+        "text_bytes": INT, "est_tokens": INT, "budget_action": STR}),
     "Calls": _object(["calls"], {"calls": _array("Call")}),
     "BudgetUpstream": _object(["upstream", "limits", "timezone", "fail_open", "spend_unknown", "day", "sessions",
                                "usage", "tools"], {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,8 +14,8 @@ import pytest
 from gateway.budget_store import SpendLoader, load_spend
 from gateway.budgets import Budgets, Spend, day_bounds
 from gateway.config import BudgetConfig, Config, UpstreamConfig
-from gateway.enforcement import SPEND_UNKNOWN, BudgetPolicy, denial_text
-from gateway.records import CallRecord
+from gateway.enforcement import SPEND_UNKNOWN, BudgetPolicy, denial_text, unknown_tools_warning
+from gateway.records import CallRecord, ToolListSnapshot
 from gateway.truncation import META_KEY, cut_text, json_size, truncate
 
 NY = ZoneInfo("America/New_York")
@@ -371,6 +372,40 @@ async def test_apply_config_swaps_rules_and_keeps_spend() -> None:
                                            budget=BudgetConfig(day_calls=2)),))
     assert policy.apply_config(new) == ["docs: day_calls 1; deny -> day_calls 2; deny"]
     assert await policy.admit(call(), {}) is None
+
+
+def test_the_unknown_tools_warning_names_them_and_lists_the_real_tools_closest_first_within_a_bound() -> None:
+    budget = BudgetConfig(tools={"echo": BudgetConfig(), "ech": BudgetConfig(), "no_such_tool": BudgetConfig()})
+    assert unknown_tools_warning("b", budget, ["blocks", "echo", "picture"]) == (
+        "upstream 'b': the budget has limits for tools it does not list, which never apply: ech, no_such_tool; "
+        "its tools, closest first: echo, blocks, picture")
+    many = [f"tool_{i:02}" for i in range(25)]
+    assert unknown_tools_warning("b", budget, many, shown=3) == (
+        "upstream 'b': the budget has limits for tools it does not list, which never apply: ech, echo, "
+        "no_such_tool; its tools, closest first: tool_00, tool_01, tool_02, ... (22 more)")
+    assert unknown_tools_warning("b", BudgetConfig(tools={"echo": BudgetConfig()}), ["echo"]) is None
+    assert unknown_tools_warning("b", None, ["echo"]) is None
+
+
+def test_the_policy_warns_of_unknown_budget_tools_once_per_upstream_until_the_config_is_applied_again(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    budget = BudgetConfig(tools={"serch": BudgetConfig(day_calls=1)})
+    policy, _, _ = policy_for(budget, Clock(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)))
+    listed = ToolListSnapshot("docs", 0.0, [("search", "docs__search", 10), ("fetch", "docs__fetch", 10)])
+    text = ("upstream 'docs': the budget has limits for tools it does not list, which never apply: serch; "
+            "its tools, closest first: search, fetch")
+    with caplog.at_level(logging.WARNING, logger="tollgate.budgets"):
+        policy.tool_list_changed(listed)
+        policy.tool_list_changed(listed)  # a refreshed list: already told
+        assert [r.getMessage() for r in caplog.records] == [text]
+        policy.apply_config(policy.config)
+        assert [r.getMessage() for r in caplog.records] == [text, text]
+        fixed = UpstreamConfig(name="docs", type="stdio", command="x",
+                               budget=BudgetConfig(tools={"search": BudgetConfig(day_calls=1)}))
+        policy.apply_config(Config(upstreams=(fixed,)))
+        policy.tool_list_changed(listed)
+    assert [r.getMessage() for r in caplog.records] == [text, text]
 
 
 # ----- spend from the store ----------------------------------------------------------------------------

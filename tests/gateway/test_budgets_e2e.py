@@ -306,6 +306,31 @@ async def test_reload_swaps_budgets_without_dropping_sessions_and_keeps_them_on_
 
 
 
+async def test_a_budget_for_a_tool_the_upstream_does_not_list_is_warned_once_per_config_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tollgate.toml"
+    upstream = f'[upstreams.b]\ncommand = "{sys.executable}"\nargs = ["{BUDGET_SERVER}", "--name", "b"]\n'
+    path.write_text(upstream + '[upstreams.b.budget.tools."ech"]\nday_calls = 1\n'
+                    '[upstreams.b.budget.tools."no_such_tool"]\nday_calls = 1\n')
+    warning = ("upstream 'b': the budget has limits for tools it does not list, which never apply: ech, "
+               "no_such_tool; its tools, closest first: echo, blocks, multibyte, picture, served_calls")
+
+    def warnings() -> list[str]:
+        messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        return [m for m in messages if "does not list" in m]
+
+    with caplog.at_level(logging.WARNING, logger="tollgate.budgets"):
+        async with running_service(load_config(path), tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+            assert warnings() == [warning]  # on the upstream's first tool list
+            await client.list_tools()
+            assert svc.service.reload()  # the same file again: a new load, told again
+            assert warnings() == [warning, warning]
+            path.write_text(upstream + '[upstreams.b.budget.tools."echo"]\nday_calls = 1\n')
+            assert svc.service.reload()
+    assert warnings() == [warning, warning]
+
+
 async def read_until(stream: asyncio.StreamReader, needle: str, timeout: float = 30.0) -> str:
     async def scan() -> str:
         while line := (await stream.readline()).decode():

@@ -76,6 +76,26 @@ def test_setup_claude_prints_the_configured_endpoint_and_token_and_writes_a_proj
     assert not home.exists()  # the user's settings were not touched
 
 
+def test_check_config_warns_of_a_per_tool_budget_for_a_tool_the_upstream_does_not_list(tmp_path: Path) -> None:
+    config = echo_config(tmp_path / "t.toml", '[upstreams.a.budget.tools."echoo"]\nday_calls = 1\n')
+    result = tollgate("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    listed = sorted(line.split("<-  a/")[1] for line in result.stdout.splitlines() if "<-  a/" in line)
+    closest_first = ["echo", *(name for name in listed if name != "echo")]
+    shown = ", ".join(closest_first[:20]) + (f", ... ({len(closest_first) - 20} more)" if len(closest_first) > 20 else "")
+    assert warnings == ["tollgate: warning: upstream 'a': the budget has limits for tools it does not list, which "
+                        f"never apply: echoo; its tools, closest first: {shown}"]
+    assert tollgate("check-config", "--offline", "--config", str(config)).stderr == ""
+
+
+def test_report_help_says_the_sessions_list_has_mcp_only_sessions_too() -> None:
+    result = tollgate("report", "--help")
+    assert result.returncode == 0
+    assert "Claude Code sessions and MCP-only sessions (whose calls no Claude Code session claims), newest first" \
+        in " ".join(result.stdout.split())
+
+
 def test_check_config_reports_every_bad_key_with_its_path_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nlisten = "nowhere"\n[upstreams.x]\ntype = "http"\n[upstreams.y]\ncomand = "z"\n')
@@ -158,6 +178,30 @@ def test_a_report_where_no_server_ever_ran_says_so_and_creates_nothing(tmp_path:
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("command", ["sessions", "calls", "budgets"])
+def test_a_report_against_a_store_that_is_down_is_one_clear_line(tmp_path: Path, command: str) -> None:
+    store_port = free_port()  # nothing listens there
+    config = tmp_path / "t.toml"
+    config.write_text(f'[server]\nlisten = "127.0.0.1:{free_port()}"\n'
+                      f'[store]\ndsn = "http://default:s3cret@127.0.0.1:{store_port}/tollgate"\n')
+    result = tollgate("report", command, "--config", str(config))
+    assert result.returncode == 3
+    assert result.stderr == (f"tollgate: store unreachable at http://default:***@127.0.0.1:{store_port}/tollgate: "
+                             "Connection refused\n")
+
+
+async def test_a_report_whose_config_names_another_address_than_the_running_server_says_so(tmp_path: Path) -> None:
+    served = write_config(tmp_path / "served.toml", free_port(), tmp_path / "db")
+    port = free_port()
+    other = write_config(tmp_path / "other.toml", port, tmp_path / "db")  # same store, the API elsewhere
+    async with tollgate_process(served):
+        result = await asyncio.to_thread(tollgate, "report", "calls", "--config", str(other))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"tollgate: report calls: a running Tollgate owns the store, but its API at "
+                                    f"http://127.0.0.1:{port} does not answer (")
+    assert result.stderr.endswith("); pass the config it serves with\n") and result.stderr.count("\n") == 1
+
+
 async def test_a_busy_port_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
     import socket
 
@@ -203,6 +247,23 @@ def test_import_mcp_json_converts_what_it_can_and_names_the_rest(tmp_path: Path)
     assert tomllib.loads(result.stdout)["upstreams"] == {"a": {"type": "stdio", "command": "x"}}
     assert "left out mcpServers.broken: expected an object, got string" in result.stderr
     assert 'projects."/src/app".mcpServers.db' in result.stderr
+
+
+def test_import_mcp_json_skips_an_entry_that_is_this_tollgate_itself_with_a_warning(tmp_path: Path) -> None:
+    mcp_json = tmp_path / ".claude.json"
+    mcp_json.write_text(json.dumps({"mcpServers": {
+        "tollgate": {"type": "http", "url": "http://127.0.0.1:8765/mcp"},
+        "docs": {"type": "http", "url": "http://127.0.0.1:9/mcp"}}}))
+    result = tollgate("import-mcp-json", str(mcp_json), cwd=tmp_path)  # no config: the default 127.0.0.1:8765
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(result.stdout)["upstreams"] == {"docs": {"type": "http", "url": "http://127.0.0.1:9/mcp"}}
+    assert result.stderr == ("tollgate: warning: skipped mcpServers.tollgate (http://127.0.0.1:8765/mcp): "
+                             "it points at this Tollgate itself (127.0.0.1:8765)\n")
+    elsewhere = tmp_path / "t.toml"
+    elsewhere.write_text('[server]\nlisten = "127.0.0.1:9100"\n')
+    result = tollgate("import-mcp-json", str(mcp_json), "--config", str(elsewhere))
+    assert result.returncode == 0 and result.stderr == ""
+    assert list(tomllib.loads(result.stdout)["upstreams"]) == ["tollgate", "docs"]
 
 
 async def test_the_demo_config_serves_both_demo_upstreams(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import socket
 import sys
 from pathlib import Path
@@ -208,7 +209,7 @@ async def test_report_session_shows_a_tied_tool_call_in_its_table_and_its_json(
     header, row = lines[lines.index("tool calls") + 1:lines.index("tool calls") + 3]
     assert header.split()[:3] == ["TURN", "SERVER", "TOOL"]
     assert row.split() == [str(turn["turn_index"]), "capture", tool, "ok", f"{call['req_bytes_client']:,}",
-                           f"{call['resp_bytes_upstream']:,}", f"{call['est_tokens']:,}",
+                           f"{call['resp_bytes_upstream']:,}", "0", f"{call['est_tokens']:,}",
                            f"{got['observed_tokens']:,}", f"{got['carried_tokens']:,}", "tool_use_id", "1",
                            result["tool_use_id"]]
 
@@ -321,7 +322,7 @@ async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live
                                      c["resp_bytes_upstream"]) for c in newest]
     assert [line.split()[2:] for line in calls_table.splitlines()[1:]] == [
         ["a", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
-         f"{c['est_tokens']:,}", first[:12] + ".."] for c in newest]
+         f"{c['resp_bytes_client']:,}", f"{c['est_tokens']:,}", first[:12] + ".."] for c in newest]
 
     direct = [await report(capsys, *command, *argv) for command in report_commands(first)]  # no server: the store
     assert direct == live
@@ -331,3 +332,96 @@ def report_commands(session: str) -> list[tuple[str, ...]]:
     """The servers and calls reports the test reads live and then from the store."""
     calls = ("calls", "--server", "a", "--session", session, "--limit", "2")
     return [("servers", "--json"), ("servers",), ("servers", "a", "--json"), (*calls, "--json"), calls]
+
+
+async def test_report_calls_shows_a_truncated_result_at_the_upstreams_size_and_at_the_size_delivered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import aiohttp
+
+    from gateway import jsonrpc
+    from gateway.budgets import ENVELOPE_BYTES
+    from tests.gateway.conftest import ECHO_SERVER
+    from tests.gateway.test_downstream import JSON_HEADERS, open_session
+
+    port = free_port()
+    config_path = write_config(tmp_path, port)
+    config_path.write_text(config_path.read_text() + (
+        f'\n[upstreams.a]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
+        f'args = [{orjson.dumps(str(ECHO_SERVER)).decode()}, "--name", "a"]\n'
+        '[upstreams.a.budget]\nmax_result_bytes = 2000\naction = "truncate"\n'))
+    service = await open_service(load_config(config_path))
+    runner = web.AppRunner(service.app, auto_decompress=False)
+    await runner.setup()
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with aiohttp.ClientSession() as http:
+            session = await open_session(http, url)
+            body = orjson.dumps(jsonrpc.request_body(1, "tools/call", {"name": "a__blob", "arguments": {"n": 10000}}))
+            async with http.post(url, data=body, headers={**JSON_HEADERS, "Mcp-Session-Id": session}) as response:
+                assert response.content_type == "application/json"  # the body is the JSON-RPC message alone
+                delivered = len(await response.read())
+        await service.writer.flush()
+        code, out = await report(capsys, "calls", "--config", str(config_path), "--json")
+        assert code == 0
+        code, text = await report(capsys, "calls", "--config", str(config_path))
+        assert code == 0
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    (call,) = orjson.loads(out)["calls"]
+    assert (call["status"], call["resp_bytes_client"]) == ("truncated", delivered)
+    assert call["resp_bytes_upstream"] > 10000 > 2000 + ENVELOPE_BYTES >= delivered  # the result fits 2000
+    header, row = text.splitlines()
+    assert re.split(r"\s{2,}", header)[4:8] == ["REQ BYTES", "UPSTREAM BYTES", "DELIVERED BYTES", "EST TOKENS"]
+    assert row.split()[3:8] == ["blob", "truncated", f"{len(body):,}", f"{call['resp_bytes_upstream']:,}",
+                                f"{delivered:,}"]
+
+
+async def report_session(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = await asyncio.to_thread(main, ["--log-level", "warning", "report", "session", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_report_session_takes_a_unique_id_prefix_and_names_the_candidates_of_an_ambiguous_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    now = dt.datetime.now(dt.UTC)
+    mcp_ids = ["9093e8c0" + "1" * 24, "9093e8c0" + "2" * 24, "77aa01bb" + "3" * 24]
+    service.writer.submit("calls", [  # three MCP-only sessions, one call each, the first two alike in 8 characters
+        {"call_id": f"prefix-{n}", "method": "tools/call", "upstream": "a", "tool": "echo", "exposed_name": "a__echo",
+         "mcp_session_id": mcp_id, "status": "ok", "started_at": now - dt.timedelta(minutes=n),
+         "ended_at": now - dt.timedelta(minutes=n)} for n, mcp_id in enumerate(mcp_ids)])
+    await service.writer.flush()
+    argv = ("--config", str(config))
+    before = ("--since", SINCE, "--until", "2026-02-01T00:00:00Z")  # months before the capture
+    try:
+        listed = orjson.loads((await report(capsys, "sessions", *argv, "--since", SINCE, "--json"))[1])["sessions"]
+        (cc_session,) = [s["session_id"] for s in listed if s["kind"] == "claude_code"]
+        cases = [("77aa01bb", "--json"), (cc_session[:8], "--since", SINCE), (cc_session[:8], *before),
+                 ("9093e8c0",), ("9093e",)]
+        live = [await report_session(capsys, *case, *argv) for case in cases]
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    assert live[0][0] == 0, live[0]
+    assert orjson.loads(live[0][1])["session"]["session_id"] == mcp_ids[2]
+    code, table, _ = live[1]
+    assert code == 0, live[1]
+    assert table.splitlines()[0].startswith(f"session {cc_session} (claude_code;")
+    code, _, err = live[2]
+    assert code == 1 and err == (f"tollgate: report session: no session '{cc_session[:8]}', and no session id "
+                                 "starts with it (looked at sessions since 2026-01-01 00:00:00 UTC; --since looks "
+                                 "further back)\n")
+    assert live[3] == (2, "", f"tollgate: report session: '9093e8c0' is the start of 2 session ids: {mcp_ids[0]}, "
+                              f"{mcp_ids[1]}; give more characters\n")
+    assert live[4] == (1, "", "tollgate: report session: no session '9093e' (an id prefix needs at least 6 "
+                              "characters)\n")
+    direct = [await report_session(capsys, *case, *argv) for case in cases]  # no server: the store, same answers
+    assert direct == live

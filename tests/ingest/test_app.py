@@ -3,6 +3,7 @@ the real Writer in embedded chDB, asserted row by row against values read from t
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -301,6 +302,25 @@ async def test_c16_numbers_as_strings_or_numbers_give_the_same_typed_values(
                         order="t")
     assert rows == [{"cost_usd": 0.0123, "input_tokens": 1200, "app_version": "2.1.100", "t": T0 + i}
                     for i in range(3)]
+
+
+async def test_a_json_record_without_time_or_observed_time_is_stored_at_its_receive_time(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    untimed = api_record(1, {"doubleValue": 0.5}, {"intValue": 10}, None)
+    del untimed["timeUnixNano"]
+    observed = {**api_record(2, {"doubleValue": 0.5}, {"intValue": 10}, None), "observedTimeUnixNano": str(T0)}
+    del observed["timeUnixNano"]
+    client = await otlp_client()
+    before = time.time_ns() // 1000
+    response = await client.post("/v1/logs", data=logs_json([untimed, observed]), headers=JSON)
+    after = time.time_ns() // 1000
+    assert response.status == 200
+    rows = await stored("cc_api_requests", "event_sequence, toUnixTimestamp64Micro(event_time) AS t, "
+                        "toUnixTimestamp64Micro(observed_time) AS ot, toUnixTimestamp64Micro(ingested_at) AS i",
+                        order="event_sequence")
+    assert rows[1] == {"event_sequence": 2, "t": T0 // 1000, "ot": T0 // 1000, "i": rows[1]["i"]}
+    assert before <= rows[0]["t"] == rows[0]["ot"] == rows[0]["i"] <= after
 
 
 async def test_c16_int64_values_decode_exactly_never_through_a_float(

@@ -38,6 +38,17 @@ def test_a_value_that_does_not_fit_its_column_is_null_and_counted() -> None:
     assert any("'duration_ms'" in issue for issue in decoded.issues)
 
 
+def test_a_record_without_times_is_stored_at_its_observed_time_else_at_the_receive_time() -> None:
+    untimed = LogRecord(ORIGIN, body="claude_code.api_request",
+                        attributes={"event.name": "api_request", "session.id": "s1", "request_id": "r1"})
+    observed = LogRecord(ORIGIN, observed_time_unix_nano=7_000_000, body="claude_code.api_request",
+                         attributes={"event.name": "api_request", "session.id": "s1", "request_id": "r2"})
+    rows = to_rows(decoded_with(untimed, observed), MappingOptions(), received_ns=1_796_322_543_600_123_456)
+    assert [(r["event_time"], r["observed_time"]) for r in rows["cc_api_requests"]] == [
+        (1_796_322_543_600_123_000, 1_796_322_543_600_123_000), (7_000_000, 7_000_000)]
+    assert [r["event_key"] for r in rows["cc_api_requests"]] == ["req:r1", "req:r2"]
+
+
 def test_identity_prefers_log_attributes_then_resource_and_app_version_falls_back() -> None:
     attrs = {"session.id": "log-session", "user.email": "log@example.com", "event.sequence": "4"}
     decoded = decoded_with()

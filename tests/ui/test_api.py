@@ -340,6 +340,11 @@ async def test_the_schemas_refuse_a_body_missing_a_field_or_with_a_wrong_type(ap
     for body in broken:
         with pytest.raises(ValidationError):
             validator(doc, "/api/sessions/{id}").validate(body)
+    calls = await (await api.get(f"/api/calls?{SINCE}")).json()
+    assert all(c["resp_bytes_client"] >= 0 for c in calls["calls"]) and calls["calls"]
+    without_delivered = {"calls": [{k: v for k, v in calls["calls"][0].items() if k != "resp_bytes_client"}]}
+    with pytest.raises(ValidationError):  # the delivered size is part of every call (`tollgate report calls`)
+        validator(doc, "/api/calls").validate(without_delivered)
 
 
 @pytest.mark.parametrize(("url", "status"), [
