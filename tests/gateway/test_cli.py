@@ -83,7 +83,8 @@ def test_check_config_warns_of_a_per_tool_budget_for_a_tool_the_upstream_does_no
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     listed = sorted(line.split("<-  a/")[1] for line in result.stdout.splitlines() if "<-  a/" in line)
     closest_first = ["echo", *(name for name in listed if name != "echo")]
-    shown = ", ".join(closest_first[:20]) + (f", ... ({len(closest_first) - 20} more)" if len(closest_first) > 20 else "")
+    more = len(closest_first) - 20
+    shown = ", ".join(closest_first[:20]) + (f", ... ({more} more)" if more > 0 else "")
     assert warnings == ["tollgate: warning: upstream 'a': the budget has limits for tools it does not list, which "
                         f"never apply: echoo; its tools, closest first: {shown}"]
     assert tollgate("check-config", "--offline", "--config", str(config)).stderr == ""
