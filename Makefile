@@ -6,13 +6,16 @@ BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
 ARGS ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install install-py run test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-install: $(BIN)/python
+# The Python side only: enough for the bench (the Node peers are for the demo and the tests).
+install-py: $(BIN)/python
 	$(BIN)/pip install -q -e '.[demo,test]'
+
+install: install-py
 	npm ci --no-audit --no-fund --loglevel=error
 
 # The venv's bin goes first on PATH so the demo upstream's `python3` finds the mcp SDK.
@@ -26,8 +29,9 @@ lint: install
 test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
 
-# `make bench BENCH_ARGS=--quick` for the two-minute run.
-bench: install
+# `make bench BENCH_ARGS=--quick` for the two-minute run. The session page row needs /usr/bin/chromium
+# (`apt-get install chromium`, as .ci/run does): the bench stops at once without it.
+bench: install-py
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
