@@ -62,9 +62,10 @@ async def _data_range(store: Store) -> tuple[int, dt.datetime, dt.datetime]:
 
 async def settle(store: Store) -> str:
     """Roll up every finished day now, as a store whose days ended long ago has them; what that took."""
-    start = time.perf_counter()
-    days = await rollup.refresh(store, quiet_seconds=0)
-    return f"rollup of {len(days)} days {time.perf_counter() - start:.1f} s, once" if days else ""
+    start, days = time.perf_counter(), 0
+    while done := await rollup.refresh(store, quiet_seconds=0):
+        days += len(done)
+    return f"rollup of {days} days {time.perf_counter() - start:.1f} s, once" if days else ""
 
 
 async def time_views(store: Store, events: int, repeats: int, note: str = "") -> list[QueryResult]:

@@ -18,7 +18,7 @@ from store.errors import StoreQueryError
 log = logging.getLogger(__name__)
 
 QUIET_SECONDS = 60  # a day is rolled up once it is over and no insert marked it for this long (inserts committed)
-MAX_DAYS_PER_REFRESH = 62  # bounds the first refresh over a long history; later views continue it
+MAX_DAYS = 7  # rolled up per view at most, newest first: the first views over a long history each add a little
 
 
 def _fill(template: str, **values: str) -> str:
@@ -85,12 +85,12 @@ GROUP BY {{group_by}}
 MAX_GAPS = 16  # time intervals spelled out for the calls read; past that the index is not worth a long condition
 
 
-async def refresh(store: Store, quiet_seconds: int = QUIET_SECONDS) -> list[dt.date]:
-    """Roll up the days that are over, quiet, and changed since last rolled up; returns them (newest first).
-    A store that refuses the write (read-only user) is logged and left alone: readers then read the calls."""
+async def refresh(store: Store, quiet_seconds: int = QUIET_SECONDS, max_days: int = MAX_DAYS) -> list[dt.date]:
+    """Roll up (at most `max_days` of) the days that are over, quiet, and changed since last rolled up; returns
+    them, newest first. A store that refuses the write (read-only user) is logged and left alone: readers then
+    read the calls."""
     db = store.database
-    stale = await store.query(STALE_SQL.replace("{db}", db), {"quiet": quiet_seconds,
-                                                               "limit": MAX_DAYS_PER_REFRESH})
+    stale = await store.query(STALE_SQL.replace("{db}", db), {"quiet": quiet_seconds, "limit": max_days})
     if not stale:
         return []
     days = [row["day"] for row in stale]

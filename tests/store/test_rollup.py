@@ -87,6 +87,15 @@ async def test_a_day_is_rolled_up_only_when_over_and_quiet(store: Store) -> None
     assert await rollup.refresh(store, quiet_seconds=0) == []  # nothing changed since
 
 
+async def test_a_refresh_rolls_up_at_most_max_days_newest_first_and_the_next_one_goes_on(store: Store) -> None:
+    rows = [c for day in DAYS for c in calls(day, 2)]
+    await store.insert("calls", rows)
+    assert await rollup.refresh(store, quiet_seconds=0, max_days=2) == [DAYS[2].date(), DAYS[1].date()]
+    assert await rollup.fresh_days(store, SINCE, UNTIL) == [DAYS[1].date(), DAYS[2].date()]
+    assert await report(store) == expected(rows)
+    assert await rollup.refresh(store, quiet_seconds=0, max_days=2) == [DAYS[0].date()]
+
+
 async def test_the_migration_marks_the_days_already_stored(store_dsn: str) -> None:
     migrations = load_migrations()
     rollup_at = next(i for i, m in enumerate(migrations) if m.name == "calls_rollup")
