@@ -148,6 +148,10 @@ async def main(quick: bool, sections: set[str]) -> int:
         rows += await query_section(quick)
     if "ui" in sections:
         rows += await ui_section(quick)
+    cores = os.cpu_count() or 1
+    if load_before[0] > cores:
+        notes.append(f"Load average {load_before[0]:.1f} at start on {cores} cores: other work shared the machine, so "
+                     "times and ratios are noisier than usual (the A/A rows show how much).")
     text = _document(rows, notes, quick, load_before, time.perf_counter() - started)
     print(text)
     RESULTS.write_text(text, encoding="utf-8")
