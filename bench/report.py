@@ -129,7 +129,8 @@ def query_rows(results: list[QueryResult], events: int, calls: int) -> list[Row]
         goal = goals.get(r.name)
         median = statistics.median(r.timings_ms)
         scale = f"{events / 1e6:g}M events, {calls / 1e6:g}M calls"
-        rows.append(Row(f"{r.name} ({r.rows:,} of {scale})" if r.name == SERVER_PAGE else f"{r.name} ({scale})",
+        page = f"{r.name} ({r.rows:,} of the {calls / 1e6:g}M calls; {events / 1e6:g}M events)"
+        rows.append(Row(page if r.name == SERVER_PAGE else f"{r.name} ({scale})",
                         f"< {goal:.0f} ms" if goal else "", f"{median:.0f} ms",
                         f"min {min(r.timings_ms):.0f} / max {max(r.timings_ms):.0f} ms; {r.source}"
                         + (f"; {r.note}" if r.note else ""), median < goal if goal else None))
