@@ -52,7 +52,7 @@ class IngestResult:
     acked_per_s: float = 0.0  # answered 200 (spilled durably, DESIGN: acknowledged)
     stored_per_s: float = 0.0  # including the drain into chDB
     drain_s: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # each POST's, answered 200 or throttled
     throttled: int = 0  # bodies answered 429/503 and sent again after Retry-After
 
 
@@ -83,17 +83,24 @@ async def throughput(base: str, records: int, seconds: float, first: int, concur
             nonlocal sent, throttled
             while time.perf_counter() < deadline:
                 data = body(tmpl, next(counter))
-                while (wait := await _post_once(http, base, data)) is not None:
+                while (wait := await timed_post(data)) is not None:
                     throttled += 1  # back-pressure: wait as the answer says, then send the same body again
                     await asyncio.sleep(wait)
                 sent += records
 
+        async def timed_post(data: bytes) -> float | None:
+            start = time.perf_counter()
+            wait = await _post_once(http, base, data)
+            latencies.append((time.perf_counter() - start) * 1000)  # every POST, a throttled one too
+            return wait
+
         throttled = 0
+        latencies: list[float] = []
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         acked = time.perf_counter() - start
         drain = await wait_drained(http, base, 120)
-    return IngestResult(records, sent / acked, sent / (acked + drain), drain, throttled=throttled)
+    return IngestResult(records, sent / acked, sent / (acked + drain), drain, latencies, throttled)
 
 
 async def _post_once(http: aiohttp.ClientSession, base: str, data: bytes) -> float | None:

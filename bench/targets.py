@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_SCRIPT = ROOT / "bench" / "upstream.py"
 FLOOR_SCRIPT = ROOT / "bench" / "floor.py"
 MCP_PROXY_VENV = ROOT / "bench" / ".venv-mcp-proxy"
+MCP_PROXY_VERSION = "0.13.0"  # the reference peer, pinned so runs compare like with like
 UPSTREAM_STDIO = [sys.executable, str(UPSTREAM_SCRIPT), "--transport", "stdio"]
 
 
@@ -179,26 +180,42 @@ async def start_tollgate(procs: Processes, name: str, upstream: Target | None, *
     return Target(name, url=f"http://127.0.0.1:{port}/mcp", proc=proc)
 
 
-def ensure_mcp_proxy() -> tuple[Path | None, str]:
-    """The mcp-proxy executable from its own venv (created on first use), or None and why not."""
-    exe = MCP_PROXY_VENV / "bin" / "mcp-proxy"
-    if exe.exists():
-        return exe, ""
+def installed_version(venv: Path, package: str) -> str | None:
+    """The version of `package` installed in `venv`, or None."""
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(MCP_PROXY_VENV)], check=True, capture_output=True,
-                       timeout=120)
-        subprocess.run([str(MCP_PROXY_VENV / "bin" / "pip"), "install", "-q", "mcp-proxy"], check=True,
-                       capture_output=True, timeout=600)
+        done = subprocess.run([str(venv / "bin" / "python"), "-c",
+                               f"import importlib.metadata as m; print(m.version({package!r}))"],
+                              capture_output=True, text=True, timeout=60)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def ensure_mcp_proxy() -> tuple[Path | None, str]:
+    """mcp-proxy MCP_PROXY_VERSION from its own venv (created, or refreshed when it holds another version):
+    the executable and its version, or None and why not."""
+    exe = MCP_PROXY_VENV / "bin" / "mcp-proxy"
+    if exe.exists() and installed_version(MCP_PROXY_VENV, "mcp-proxy") == MCP_PROXY_VERSION:
+        return exe, MCP_PROXY_VERSION
+    try:
+        if not (MCP_PROXY_VENV / "bin" / "pip").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(MCP_PROXY_VENV)], check=True, capture_output=True,
+                           timeout=120)
+        subprocess.run([str(MCP_PROXY_VENV / "bin" / "pip"), "install", "-q", f"mcp-proxy=={MCP_PROXY_VERSION}"],
+                       check=True, capture_output=True, timeout=600)
     except (subprocess.SubprocessError, OSError) as exc:
-        return None, f"mcp-proxy could not be installed into {MCP_PROXY_VENV.name}: {exc}"
-    return (exe, "") if exe.exists() else (None, "mcp-proxy install produced no executable")
+        return None, f"mcp-proxy {MCP_PROXY_VERSION} could not be installed into {MCP_PROXY_VENV.name}: {exc}"
+    version = installed_version(MCP_PROXY_VENV, "mcp-proxy")
+    if not exe.exists() or version != MCP_PROXY_VERSION:
+        return None, f"mcp-proxy install left version {version} (wanted {MCP_PROXY_VERSION})"
+    return exe, version
 
 
 async def start_mcp_proxy(procs: Processes) -> Target | str | None:
     """mcp-proxy serving Streamable HTTP in front of the stdio bench upstream; a note when it cannot run."""
-    exe, why = ensure_mcp_proxy()
+    exe, version = ensure_mcp_proxy()
     if exe is None:
-        return why
+        return version
     port = free_port()
     argv = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING", "--cwd", str(ROOT),
             "--", *UPSTREAM_STDIO]
@@ -213,4 +230,4 @@ async def start_mcp_proxy(procs: Processes) -> Target | str | None:
                     if response.status < 500:
                         break
             await asyncio.sleep(0.2)
-    return Target("mcp-proxy (stdio)", url=f"http://127.0.0.1:{port}/mcp", proc=proc)
+    return Target("mcp-proxy (stdio)", url=f"http://127.0.0.1:{port}/mcp", proc=proc, note=f"mcp-proxy {version}")

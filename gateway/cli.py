@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
     serve.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
     serve.add_argument("--no-store", action="store_true",
-                       help="run the bare gateway: no store, metering, OTLP, API or UI (for benchmarks)")
+                       help="run the bare gateway for benchmarks: calls are relayed but not metered or "
+                            "recorded (no store, budgets, OTLP, API, UI or /metrics)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check-config", help="validate the config and list exposed tools")

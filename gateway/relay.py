@@ -268,7 +268,8 @@ class Relay:
                                           on_sent=sent, owner=session)
         call.resp_bytes_upstream = response.size
         result = _result_or_raise(response.body)
-        _apply_sizes(call, metering.measure(result))
+        if self.policy is not None or self.hub.observers:  # `serve --no-store` has neither: nothing is metered
+            _apply_sizes(call, metering.measure(result))
         settled = result if self.policy is None else self.policy.settle(call, result, response.size)
         delivered = settled if isinstance(settled, dict) else _refusal(call, settled)
         return delivered, jsonrpc.result_slice(response.raw, response.body) if delivered is result else None

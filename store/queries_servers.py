@@ -1,7 +1,8 @@
 """Per-upstream reports over `calls` and `tool_lists` FINAL: volumes, errors, result sizes, context cost.
 
-Every query is bounded by a time range and a LIMIT. Used by `/api/servers*`, `/api/calls` and `tollgate report
-servers|calls`; callers format, this module only queries.
+Volumes come from the per-day rollup where it is fresh (store/rollup.py) and from `calls FINAL` for the rest of
+the range. Every query is bounded by a time range and a LIMIT. Used by `/api/servers*`, `/api/calls` and
+`tollgate report servers|calls`; callers format, this module only queries.
 """
 
 from __future__ import annotations
@@ -9,51 +10,77 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from store import statuses
+from store import rollup
 from store.client import Store
 
 BYTES_PER_TOKEN = 4  # as gateway/metering.py estimates
-ERRORS = f"countIf({statuses.errors_sql()})"  # what counts as an error: store/statuses.py
 DEFAULT_DAYS = 30
 
+# Over store/rollup.py's row source ({source}): the rollup's fresh days plus the calls of the rest of the range.
 SERVERS_SQL = """
 SELECT
     upstream,
-    count() AS calls,
-    {errors} AS errors,
-    uniqExact(tool) AS tools_used,
-    uniqExact(mcp_session_id) AS sessions,
-    sum(req_bytes_client) AS req_bytes,
-    sum(resp_bytes_upstream) AS resp_bytes,
-    toUInt64(quantileExact(0.5)(resp_bytes_upstream)) AS resp_bytes_p50,
-    toUInt64(quantileExact(0.95)(resp_bytes_upstream)) AS resp_bytes_p95,
-    max(resp_bytes_upstream) AS resp_bytes_max,
-    argMax(tool, (resp_bytes_upstream, started_at)) AS resp_bytes_max_tool,
-    toUInt64(quantileExact(0.5)(req_bytes_client)) AS req_bytes_p50,
-    toUInt64(quantileExact(0.95)(req_bytes_client)) AS req_bytes_p95,
-    max(req_bytes_client) AS req_bytes_max,
+    sum(calls) AS calls,
+    sum(errors) AS errors,
+    uniqExactMerge(tools) AS tools_used,
+    uniqExactMerge(sessions) AS sessions,
+    sum(req_bytes) AS req_bytes,
+    sum(resp_bytes) AS resp_bytes,
+    toUInt64(quantilesTDigestMerge(0.5, 0.95)(resp_q)[1]) AS resp_bytes_p50,
+    toUInt64(quantilesTDigestMerge(0.5, 0.95)(resp_q)[2]) AS resp_bytes_p95,
+    max(resp_bytes_max) AS resp_bytes_max,
+    toUInt64(quantilesTDigestMerge(0.5, 0.95)(req_q)[1]) AS req_bytes_p50,
+    toUInt64(quantilesTDigestMerge(0.5, 0.95)(req_q)[2]) AS req_bytes_p95,
+    max(req_bytes_max) AS req_bytes_max,
     sum(est_tokens) AS est_tokens,
-    quantileExact(0.95)(duration_ms) AS duration_ms_p95,
-    min(started_at) AS first_at,
-    max(started_at) AS last_at
-FROM {db}.calls FINAL
-WHERE {where}
+    quantileTDigestMerge(0.95)(duration_q) AS duration_ms_p95,
+    min(first_at) AS first_at,
+    max(last_at) AS last_at
+FROM ({source})
 GROUP BY upstream
 ORDER BY upstream
 LIMIT 1000
 """
 
-TOOLS_SQL = """
-SELECT tool, count() AS calls, {errors} AS errors, sum(resp_bytes_upstream) AS resp_bytes,
-       toUInt64(quantileExact(0.95)(resp_bytes_upstream)) AS resp_bytes_p95, max(resp_bytes_upstream) AS resp_bytes_max,
-       sum(est_tokens) AS est_tokens
-FROM {db}.calls FINAL WHERE {where} GROUP BY tool ORDER BY resp_bytes DESC LIMIT 1000
+# The tool of each upstream's largest result (per-tool rows: the per-upstream ones have no tool).
+MAX_TOOL_SQL = """
+SELECT upstream, argMax(tool, (resp_bytes_max, last_at)) AS resp_bytes_max_tool FROM ({source})
+GROUP BY upstream LIMIT 1000
 """
 
+TOOLS_SQL = """
+SELECT tool, sum(calls) AS calls, sum(errors) AS errors, sum(resp_bytes) AS resp_bytes,
+       toUInt64(quantilesTDigestMerge(0.5, 0.95)(resp_q)[2]) AS resp_bytes_p95, max(resp_bytes_max) AS resp_bytes_max,
+       sum(est_tokens) AS est_tokens
+FROM ({source}) GROUP BY tool ORDER BY resp_bytes DESC LIMIT 1000
+"""
+
+# Result bytes over time: per day over long ranges (from the row source), per hour over short ones.
+DAILY_SQL = """
+SELECT toDateTime(day, 'UTC') AS at, sum(calls) AS calls, sum(resp_bytes) AS resp_bytes,
+       max(resp_bytes_max) AS resp_bytes_max
+FROM ({source}) GROUP BY day ORDER BY day LIMIT 1000
+"""
+
+HOURLY_SQL = """
+SELECT toStartOfHour(started_at) AS at, count() AS calls, sum(resp_bytes_upstream) AS resp_bytes,
+       max(resp_bytes_upstream) AS resp_bytes_max
+FROM {db}.calls FINAL WHERE {where} GROUP BY at ORDER BY at LIMIT 1000
+"""
+
+# Result sizes in power-of-two buckets: bucket b counts sizes in [2^b, 2^(b+1)), bucket 0 sizes 0 and 1.
+SIZES_SQL = "SELECT sumMap(sizes) AS sizes FROM ({source})"
+HOURLY_UP_TO = dt.timedelta(days=2)
+
+# Not FINAL (it would merge every partition of the range, whatever the upstream): the largest `fetch` copies, then
+# one per call. A re-delivered call's copies are the same row, so the largest copies are the largest calls.
 LARGEST_SQL = """
-SELECT call_id, upstream, tool, mcp_session_id, tool_use_id, started_at, toString(status) AS status,
-       resp_bytes_upstream, text_bytes, est_tokens
-FROM {db}.calls FINAL WHERE {where} ORDER BY resp_bytes_upstream DESC LIMIT {limit:UInt32}
+SELECT call_id, upstream, tool, mcp_session_id, tool_use_id, started_at, status, resp_bytes_upstream, text_bytes,
+       est_tokens
+FROM (SELECT call_id, upstream, tool, mcp_session_id, tool_use_id, started_at, toString(status) AS status,
+             resp_bytes_upstream, text_bytes, est_tokens, inserted_at
+      FROM {db}.calls WHERE {where} ORDER BY resp_bytes_upstream DESC LIMIT {fetch:UInt32})
+ORDER BY resp_bytes_upstream DESC, inserted_at DESC LIMIT 1 BY call_id LIMIT {limit:UInt32}
 """
 
 CALLS_SQL = """
@@ -93,7 +120,7 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 def _sql(store: Store, template: str, where: str = "1") -> str:
-    return (template.replace("{db}", store.database).replace("{where}", where).replace("{errors}", ERRORS)
+    return (template.replace("{db}", store.database).replace("{where}", where)
             .replace("{per_token_minus_1}", str(BYTES_PER_TOKEN - 1)).replace("{per_token}", str(BYTES_PER_TOKEN)))
 
 
@@ -108,11 +135,24 @@ async def tool_definitions(store: Store, upstream: str, snapshot_id: str) -> lis
     return await store.query(_sql(store, DEFINITIONS_SQL), {"upstream": upstream, "snapshot_id": snapshot_id})
 
 
+async def _source(store: Store, template: str, where: str, params: dict[str, Any], rollup_where: str = "1", *,
+                  per_tool: int = 0) -> list[dict[str, Any]]:
+    """Run a report over the range's row source, per upstream or per tool (the rollup refreshed first, its fresh
+    days found)."""
+    await rollup.refresh(store)
+    fresh = await rollup.fresh_days(store, params["since"], params["until"])
+    gaps_sql, gaps = rollup.gaps(params["since"], params["until"], fresh)
+    rows = rollup.source(store.database, per_tool, where, gaps_sql, rollup_where)
+    sql = _sql(store, template.replace("{source}", rows))
+    return await store.query(sql, {**params, **gaps, "fresh": fresh})
+
+
 async def servers(store: Store, since: dt.datetime | None = None,
                   until: dt.datetime | None = None) -> list[dict[str, Any]]:
     """One row per upstream with calls in the range (plus upstreams only seen in tool lists)."""
     where, params = _range(since, until)
-    rows = await store.query(_sql(store, SERVERS_SQL, where + " AND method = 'tools/call'"), params)
+    rows = await _source(store, SERVERS_SQL, where, params)
+    await _add_max_tools(store, rows, where, params)
     context = {c["upstream"]: c for c in await tool_list_context(store)}
     seen = {r["upstream"] for r in rows}
     rows += [{"upstream": name, "calls": 0, "errors": 0} for name in sorted(context) if name not in seen]
@@ -126,12 +166,14 @@ async def servers(store: Store, since: dt.datetime | None = None,
 
 async def server_detail(store: Store, upstream: str, since: dt.datetime | None = None,
                         until: dt.datetime | None = None, largest: int = 10) -> dict[str, Any] | None:
-    """One upstream: totals, per tool, largest results, tool-list context (with its latest snapshot's tools);
-    None when never seen."""
+    """One upstream: totals, per tool, largest results, result bytes over time, result sizes, tool-list context
+    (with its latest snapshot's tools); None when never seen."""
     where, params = _range(since, until)
-    where += " AND upstream = {upstream:String} AND method = 'tools/call'"
+    where += " AND upstream = {upstream:String}"
     params |= {"upstream": upstream, "limit": largest}
-    totals = await store.query(_sql(store, SERVERS_SQL, where), params)
+    mine = "upstream = {upstream:String}"
+    totals = await _source(store, SERVERS_SQL, where, params, mine)
+    await _add_max_tools(store, totals, where, params, mine)
     context = await tool_list_context(store, upstream)
     if not totals and not context:
         return None
@@ -139,10 +181,51 @@ async def server_detail(store: Store, upstream: str, since: dt.datetime | None =
         context[0]["tools"] = await tool_definitions(store, upstream, context[0]["snapshot_id"])
     return {
         "server": totals[0] if totals else {"upstream": upstream, "calls": 0, "errors": 0},
-        "tools": await store.query(_sql(store, TOOLS_SQL, where), params),
-        "largest_results": await store.query(_sql(store, LARGEST_SQL, where), params),
+        "tools": await _source(store, TOOLS_SQL, where, params, mine, per_tool=1),
+        "largest_results": await _largest(store, where, params, totals[0]["calls"] if totals else 0),
+        "timeline": await _timeline(store, where, params, mine),
+        "sizes": _buckets((await _source(store, SIZES_SQL, where, params, mine))[0]["sizes"]),
         "tool_list_context": context[0] if context else None,
     }
+
+
+async def _add_max_tools(store: Store, rows: list[dict[str, Any]], where: str, params: dict[str, Any],
+                         rollup_where: str = "1") -> None:
+    """Name on each upstream's row the tool whose result was its largest (`resp_bytes_max_tool`)."""
+    if not rows:
+        return
+    tools = await _source(store, MAX_TOOL_SQL, where, params, rollup_where, per_tool=1)
+    by_upstream = {row["upstream"]: row["resp_bytes_max_tool"] for row in tools}
+    for row in rows:
+        row["resp_bytes_max_tool"] = by_upstream.get(row["upstream"], "")
+
+
+async def _largest(store: Store, where: str, params: dict[str, Any], calls: int) -> list[dict[str, Any]]:
+    """The `limit` largest results, fetching more copies while re-delivered ones crowd out distinct calls."""
+    sql = _sql(store, LARGEST_SQL, where + " AND method = 'tools/call'")
+    fetch = 2 * params["limit"]
+    rows = await store.query(sql, {**params, "fetch": fetch})
+    while len(rows) < min(params["limit"], calls):  # ends: once fetch covers every copy, all calls are there
+        fetch *= 4
+        rows = await store.query(sql, {**params, "fetch": fetch})
+    return rows
+
+
+async def _timeline(store: Store, where: str, params: dict[str, Any], mine: str) -> dict[str, Any]:
+    """Calls and result bytes per hour (ranges up to HOURLY_UP_TO) or per day."""
+    if params["until"] - params["since"] <= HOURLY_UP_TO:
+        points = await store.query(_sql(store, HOURLY_SQL, where + " AND method = 'tools/call'"), params)
+        return {"bucket_seconds": 3600, "points": points}
+    return {"bucket_seconds": 86400, "points": await _source(store, DAILY_SQL, where, params, mine)}
+
+
+def _buckets(sizes: tuple[list[int], list[int]] | list[Any]) -> list[dict[str, int]]:
+    """Power-of-two buckets from the lowest to the highest one used, empty ones included."""
+    counts = dict(zip(sizes[0], sizes[1], strict=True)) if sizes and sizes[0] else {}
+    if not counts:
+        return []
+    return [{"lo": 0 if b == 0 else 2 ** b, "hi": 2 ** (b + 1), "count": counts.get(b, 0)}
+            for b in range(min(counts), max(counts) + 1)]
 
 
 async def calls(store: Store, *, server: str | None = None, session: str | None = None,

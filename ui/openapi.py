@@ -160,8 +160,16 @@ SCHEMAS: dict[str, Any] = {
                                 "tools"], {
         "upstream": STR, "snapshot_id": STR, "server_bytes": INT, "tool_count": INT, "taken_at": TIME,
         "est_tokens": INT, "tools": _array("ToolDefinition")}),
-    "ServerDetail": _object(["server", "tools", "largest_results", "tool_list_context"], {
+    "TimelinePoint": _object(["at", "calls", "resp_bytes", "resp_bytes_max"], {
+        "at": TIME, "calls": INT, "resp_bytes": INT, "resp_bytes_max": INT}),
+    "Timeline": _object(["bucket_seconds", "points"], {
+        "bucket_seconds": {"type": "integer", "enum": [3600, 86400], "description": "hourly up to 2 days, else daily"},
+        "points": _array("TimelinePoint")}),
+    "SizeBucket": _object(["lo", "hi", "count"], {
+        "lo": INT, "hi": INT, "count": {**INT, "description": "results of lo <= bytes < hi"}}),
+    "ServerDetail": _object(["server", "tools", "largest_results", "timeline", "sizes", "tool_list_context"], {
         "server": _ref("ServerTotals"), "tools": _array("ToolSummary"), "largest_results": _array("LargestResult"),
+        "timeline": _ref("Timeline"), "sizes": _array("SizeBucket"),
         "tool_list_context": {"oneOf": [_ref("ToolListContext"), {"type": "null"}]}}),
     "Call": _object(["call_id", "method", "upstream", "tool", "mcp_session_id", "started_at", "status",
                      "req_bytes_client", "resp_bytes_upstream", "resp_bytes_client"], {
@@ -209,7 +217,8 @@ def spec() -> dict[str, Any]:
                                _ok("Usage rows", "Usage")),
             "/api/servers": _get("Per upstream: calls, errors, bytes (p50/p95/max), est tokens, tool-list size",
                                  [SINCE, UNTIL], _ok("Servers", "Servers")),
-            "/api/servers/{name}": _get("One upstream: totals, per tool, largest results, tool-list context", [
+            "/api/servers/{name}": _get("One upstream: totals, per tool, largest results, result bytes over time, "
+                                        "result sizes (power-of-two buckets), tool-list context", [
                 _param("name", "upstream name from the config", STR, where="path"), SINCE, UNTIL,
                 _param("largest", "how many largest results (1-100, default 10)", {**limit, "maximum": 100})],
                 _ok("The server", "ServerDetail"), not_found=True),

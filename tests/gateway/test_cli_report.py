@@ -225,13 +225,16 @@ async def post_call(http: Any, url: str, session_id: str, request_id: int, tool:
     return len(body)
 
 
-def quantile_exact(values: list[int], level: float) -> int:
-    """ClickHouse's quantileExact: the element at floor(level * n) of the sorted values."""
-    return sorted(values)[int(level * len(values))]
+# The reports' size quantiles are t-digest estimates (store/rollup.py: mergeable across days), taken here
+# straight from the stored calls, apart from the rollup and the report code.
+QUANTILES_SQL = """SELECT upstream, quantilesTDigest(0.5, 0.95)(req_bytes_client) AS req,
+                          quantilesTDigest(0.5, 0.95)(resp_bytes_upstream) AS resp
+                   FROM calls FINAL GROUP BY upstream"""
 
 
-def expected_servers(calls: list[dict[str, Any]], tool_lists: dict[str, int]) -> list[dict[str, Any]]:
-    """What /api/servers should say, computed here from the stored call rows and tool-list sizes."""
+def expected_servers(calls: list[dict[str, Any]], tool_lists: dict[str, int],
+                     quantiles: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What /api/servers should say, computed here from the stored call rows, size quantiles and tool-list sizes."""
     from store.statuses import ERRORS
 
     out = []
@@ -241,9 +244,9 @@ def expected_servers(calls: list[dict[str, Any]], tool_lists: dict[str, int]) ->
         out.append({
             "upstream": upstream, "calls": len(mine), "errors": sum(c["status"] in ERRORS for c in mine),
             "sessions": len({c["mcp_session_id"] for c in mine}), "req_bytes": sum(req),
-            "req_bytes_p50": quantile_exact(req, 0.5), "req_bytes_p95": quantile_exact(req, 0.95),
-            "req_bytes_max": max(req), "resp_bytes": sum(resp), "resp_bytes_p50": quantile_exact(resp, 0.5),
-            "resp_bytes_p95": quantile_exact(resp, 0.95), "resp_bytes_max": max(resp),
+            "req_bytes_p50": int(quantiles[upstream]["req"][0]), "req_bytes_p95": int(quantiles[upstream]["req"][1]),
+            "req_bytes_max": max(req), "resp_bytes": sum(resp), "resp_bytes_p50": int(quantiles[upstream]["resp"][0]),
+            "resp_bytes_p95": int(quantiles[upstream]["resp"][1]), "resp_bytes_max": max(resp),
             "resp_bytes_max_tool": max(mine, key=lambda c: c["resp_bytes_upstream"])["tool"],
             "est_tokens": sum(c["est_tokens"] for c in mine), "tool_list_bytes": tool_lists[upstream],
             "tool_list_est_tokens": -(-tool_lists[upstream] // 4)})
@@ -285,6 +288,7 @@ async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live
         stored = await service.store.query("SELECT * FROM calls FINAL ORDER BY started_at")
         lists = await service.store.query(
             "SELECT upstream, argMax(server_bytes, taken_at) AS bytes FROM tool_lists FINAL GROUP BY upstream")
+        quantiles = {row["upstream"]: row for row in await service.store.query(QUANTILES_SQL)}
         live = [await report(capsys, *command, *argv) for command in report_commands(first)]
     finally:
         await runner.cleanup()
@@ -292,7 +296,7 @@ async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live
 
     assert [c["req_bytes_client"] for c in stored] == sent
     assert [(c["tool"], c["status"]) for c in stored][-2:] == [("blob", "tool_error"), ("whoami", "ok")]
-    servers = expected_servers(stored, {row["upstream"]: row["bytes"] for row in lists})
+    servers = expected_servers(stored, {row["upstream"]: row["bytes"] for row in lists}, quantiles)
     [(code, servers_json), (_, servers_table), (_, detail_json), (_, calls_json), (_, calls_table)] = live
     assert code == 0
     got = orjson.loads(servers_json)["servers"]

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc, metering
+from gateway.app import create_app
 from gateway.config import UpstreamConfig
 from tests.fixtures.servers.echo_server import UTF8_TEXT
 from tests.gateway.conftest import (
@@ -21,7 +22,9 @@ from tests.gateway.conftest import (
     everything_upstream,
     gateway_config,
     raw_upstream,
+    served,
 )
+from tests.gateway.recorder import Recorder
 from tests.gateway.service import running_service
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
 
@@ -243,3 +246,26 @@ async def test_tool_list_context_cost_is_the_bytes_of_each_definition_the_client
     for upstream in ("a", "b"):
         per_server = sum(size for name, size in received.items() if name.startswith(f"{upstream}__"))
         assert {row["server_bytes"] for row in rows if row["upstream"] == upstream} == {per_server}
+
+
+
+async def test_a_gateway_with_no_observer_and_no_policy_meters_nothing(monkeypatch: Any) -> None:
+    """`serve --no-store` (the bench's metering-off arm) relays without breaking results down; one observer is
+    enough to have every call measured again."""
+    measured: list[int] = []
+    real = metering.measure
+
+    def counting(result: dict[str, Any]) -> metering.ContentSizes:
+        measured.append(1)
+        return real(result)
+
+    monkeypatch.setattr(metering, "measure", counting)
+    recorder = Recorder()
+    for observers in ([], [recorder]):
+        async with served(create_app(gateway_config(echo_upstream("a")), observers=observers)) as url, Http() as http:
+            session_id = await open_session(http, url)
+            _, received = await call_raw(http, url, session_id, 1, "a__echo", {"text": "héllo"})
+        result = orjson.loads(received)["result"]
+        assert result["content"][0]["text"] == "héllo"
+    assert len(measured) == 1
+    assert [(c.tool, c.text_bytes, c.est_tokens) for c in recorder.calls] == [("echo", 6, real(result).est_tokens)]

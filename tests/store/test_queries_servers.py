@@ -69,3 +69,36 @@ async def test_the_tool_list_context_lists_each_tool_of_the_latest_snapshot(stor
     per = queries_servers.BYTES_PER_TOKEN
     assert [(t["tool"], t["exposed_name"], t["def_bytes"], t["est_tokens"]) for t in context["tools"]] == [
         (tool, f"u__{tool}", size, -(-size // per)) for tool, size in sorted(latest.items(), key=lambda i: -i[1])]
+
+
+async def test_a_servers_result_sizes_and_bytes_over_time_cover_its_whole_range(store: Store) -> None:
+    hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
+    sizes = {0: 1, 1: 1, 2: 3, 3: 5, 4: 1000, 5: 1000}  # minutes after `hour` -> result bytes
+    await store.insert("calls", [
+        {"call_id": f"c{m}", "mcp_session_id": "s", "upstream": "u", "tool": "t", "method": "tools/call",
+         "status": "ok", "started_at": hour + dt.timedelta(hours=m // 4, minutes=m), "ended_at": hour,
+         "resp_bytes_upstream": size} for m, size in sizes.items()])
+    detail = await queries_servers.server_detail(store, "u", hour - dt.timedelta(hours=1), hour + dt.timedelta(hours=3))
+    assert detail is not None
+    assert [(b["lo"], b["hi"], b["count"]) for b in detail["sizes"]] == [
+        (0, 2, 2), (2, 4, 1), (4, 8, 1), *((2 ** e, 2 ** (e + 1), 0) for e in range(3, 9)), (512, 1024, 2)]
+    assert detail["timeline"]["bucket_seconds"] == 3600
+    assert [(p["at"], p["calls"], p["resp_bytes"], p["resp_bytes_max"]) for p in detail["timeline"]["points"]] == [
+        (hour, 4, 10, 5), (hour + dt.timedelta(hours=1), 2, 2000, 1000)]
+    daily = await queries_servers.server_detail(store, "u")
+    assert daily is not None and daily["timeline"]["bucket_seconds"] == 86400
+    assert sum(p["calls"] for p in daily["timeline"]["points"]) == len(sizes)
+
+
+async def test_the_largest_results_list_each_call_once_when_its_row_was_stored_many_times(store: Store) -> None:
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    rows = [{"call_id": f"c{k}", "mcp_session_id": "s", "upstream": "u", "tool": "t", "method": "tools/call",
+             "status": "ok", "started_at": now, "ended_at": now, "resp_bytes_upstream": 1000 + k} for k in range(30)]
+    await store.insert("calls", rows)
+    for _ in range(5):  # the largest call re-delivered: its copies alone would fill the fetched candidates
+        await store.insert("calls", rows[-1:])
+    detail = await queries_servers.server_detail(store, "u", largest=4)
+    assert detail is not None
+    assert [r["call_id"] for r in detail["largest_results"]] == ["c29", "c28", "c27", "c26"]
+    few = await queries_servers.server_detail(store, "u", largest=100)
+    assert few is not None and len(few["largest_results"]) == 30

@@ -376,15 +376,20 @@ async def test_servers_page_shows_each_servers_calls_and_errors(seeded: tuple[Ru
     publish("servers")
 
 
-async def test_server_page_plots_every_result_and_lists_the_largest(seeded: tuple[Running, Browser]) -> None:
+async def test_server_page_charts_the_apis_buckets_of_every_call_and_lists_the_largest(
+    seeded: tuple[Running, Browser]
+) -> None:
     svc, browser = seeded
     detail = await api(svc, "/api/servers/beta")
     page = await browser.open("/ui/servers/beta")
     totals = page.locator("#server-totals")
     assert count(await totals.locator("[data-k=calls]").inner_text()) == detail["server"]["calls"]
-    assert await page.locator("svg.chart circle.dot").count() == detail["server"]["calls"]
+    points = detail["timeline"]["points"]
+    assert sum(p["calls"] for p in points) == sum(b["count"] for b in detail["sizes"]) == detail["server"]["calls"]
+    dots = await page.eval_on_selector_all("svg.chart circle.dot title", "ts => ts.map(t => t.textContent)")
+    assert [int(t.rsplit(" in ", 1)[1].split()[0]) for t in dots] == [p["calls"] for p in points]
     bars = await page.eval_on_selector_all("svg.chart rect.bar title", "ts => ts.map(t => t.textContent)")
-    assert sum(int(t.rsplit(": ", 1)[1].split()[0]) for t in bars) == detail["server"]["calls"]
+    assert [int(t.rsplit(": ", 1)[1].split()[0]) for t in bars] == [b["count"] for b in detail["sizes"]]
     largest = detail["largest_results"][0]
     assert await page.locator(f"#largest tr[data-call='{largest['call_id']}'] th").inner_text() == largest["tool"]
     definitions = detail["tool_list_context"]["tools"]

@@ -29,7 +29,7 @@ function yLabels(root, max) {
   }
 }
 
-// points: [{at: Date, value: bytes}]
+// points: [{at: Date, value: bytes, calls?: count}], one per time bucket
 export function bytesOverTime(points, title) {
   const root = frame(title);
   if (!points.length) return root;
@@ -41,7 +41,7 @@ export function bytesOverTime(points, title) {
   yLabels(root, max);
   for (const p of points) {
     const dot = svg("circle", { cx: x(p.at.getTime()), cy: y(p.value), r: 3, class: "dot" });
-    dot.append(svg("title", {}, `${time(p.at)}: ${bytes(p.value)}`));
+    dot.append(svg("title", {}, `${time(p.at)}: ${bytes(p.value)}${p.calls === undefined ? "" : ` in ${p.calls} calls`}`));
     root.append(dot);
   }
   root.append(svg("text", { x: PAD.left, y: H - 8, class: "tick" }, time(new Date(t0))));
@@ -66,15 +66,4 @@ export function histogram(buckets, title) {
     }
   });
   return root;
-}
-
-// Power-of-two buckets over result sizes, for when the API returns sizes rather than a histogram.
-export function bucketsOf(sizes) {
-  if (!sizes.length) return [];
-  const top = Math.ceil(Math.log2(Math.max(2, ...sizes) + 1));
-  const buckets = [];
-  for (let e = 0; e < top; e += 1) buckets.push({ lo: e === 0 ? 0 : 2 ** e, hi: 2 ** (e + 1), count: 0 });
-  for (const s of sizes) buckets[Math.min(top - 1, s < 2 ? 0 : Math.floor(Math.log2(s)))].count += 1;
-  const first = buckets.findIndex((b) => b.count > 0);
-  return buckets.slice(Math.max(0, Math.min(first, top - 8)));
 }

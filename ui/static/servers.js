@@ -1,12 +1,11 @@
 // Servers: every upstream's calls, errors and byte percentiles; one upstream's detail with its largest results,
-// per-tool figures, tool-list context cost, result bytes over time, a histogram of result sizes and budget use.
+// per-tool figures, tool-list context cost, result bytes over time, a histogram of result sizes (both bucketed by
+// the server over the whole range) and budget use.
 
 import { getJson } from "./api.js";
 import { LIMIT_LABELS, budgetsOrNothing, resetText, usageMeters } from "./budgetview.js";
-import { bucketsOf, bytesOverTime, histogram } from "./charts.js";
+import { bytesOverTime, histogram } from "./charts.js";
 import { bytes, cell, date, el, ms, num, numCell, plural, table, time, tokens } from "./format.js";
-
-const SAMPLE = 1000; // calls fetched for the charts: the newest ones, a bounded query
 
 export async function render(name) {
   return name ? renderOne(name) : renderAll();
@@ -52,16 +51,14 @@ function byteCell(row, key) {
 
 async function renderOne(name) {
   const path = encodeURIComponent(name);
-  const [detail, sample, budgets] = await Promise.all([
-    getJson(`/api/servers/${path}`), getJson("/api/calls", { server: name, limit: SAMPLE }), budgetsOrNothing(getJson)]);
+  const [detail, budgets] = await Promise.all([getJson(`/api/servers/${path}`), budgetsOrNothing(getJson)]);
   const s = detail.server ?? {};
-  const calls = (sample.calls ?? []).filter((c) => c.method === undefined || c.method === "tools/call");
   const budget = (budgets.upstreams ?? []).find((u) => u.upstream === name);
   return el("article", { "aria-labelledby": "server-title" },
     el("p", { class: "crumbs" }, el("a", { href: "/ui/servers" }, "Servers"), " / ", name),
     el("h1", { id: "server-title" }, "Server ", el("code", {}, name)),
     totals(s),
-    charts(calls, name),
+    charts(detail, name),
     el("section", { "aria-labelledby": "largest-title" },
       el("h2", { id: "largest-title" }, "Largest results"), largest(detail.largest_results ?? [])),
     el("section", { "aria-labelledby": "tools-title" }, el("h2", { id: "tools-title" }, "Per tool"), tools(detail.tools ?? [])),
@@ -86,15 +83,19 @@ function totals(s) {
     stat("duration_ms_p95", "Latency p95", ms(s.duration_ms_p95)));
 }
 
-function charts(calls, name) {
-  const points = calls.map((c) => ({ at: date(c.started_at), value: Number(c.resp_bytes_upstream ?? 0) }))
+// Both charts cover the page's whole range, bucketed by the server: result bytes per hour or day, sizes in
+// power-of-two buckets.
+function charts(detail, name) {
+  const timeline = detail.timeline ?? { bucket_seconds: 86400, points: [] };
+  const points = (timeline.points ?? []).map((p) => ({ at: date(p.at), value: Number(p.resp_bytes ?? 0), calls: p.calls }))
     .filter((p) => p.at && !Number.isNaN(p.at.getTime()));
-  const note = calls.length >= SAMPLE ? `the newest ${num(SAMPLE)} calls` : plural(calls.length, "call");
+  const per = timeline.bucket_seconds === 3600 ? "hour" : "day";
+  const calls = (detail.sizes ?? []).reduce((n, b) => n + b.count, 0);
   return el("section", { "aria-labelledby": "charts-title", class: "charts" },
     el("h2", { id: "charts-title" }, "Result sizes"),
-    el("p", { class: "muted small" }, `From ${note}.`),
-    el("figure", {}, bytesOverTime(points, `Result bytes over time, ${name}`), el("figcaption", {}, "Result bytes over time")),
-    el("figure", {}, histogram(bucketsOf(points.map((p) => p.value)), `Histogram of result sizes, ${name}`),
+    el("p", { class: "muted small" }, `All ${plural(calls, "call")} in the range; result bytes summed per ${per}.`),
+    el("figure", {}, bytesOverTime(points, `Result bytes per ${per}, ${name}`), el("figcaption", {}, `Result bytes per ${per}`)),
+    el("figure", {}, histogram(detail.sizes ?? [], `Histogram of result sizes, ${name}`),
       el("figcaption", {}, "Result sizes (power-of-two buckets)")));
 }
 
