@@ -637,6 +637,13 @@ class UpstreamClient:
         with contextlib.suppress(UpstreamError, TransportError):
             await self.respond(body)
 
+    def unavailable(self) -> UpstreamError:
+        """The error for a call that finds this upstream not ready: what it is doing, and why."""
+        doing = {State.UNHEALTHY: "restarting", State.STARTING: "starting"}.get(self.state, self.state.value)
+        why = _unnamed(self.name, self.last_error)
+        return UpstreamError(f"upstream {self.name} is unavailable ({doing}: {why})" if why
+                             else f"upstream {self.name} is unavailable ({doing})")
+
     def calls_in_flight(self) -> int:
         """Clients' requests waiting for this upstream; Tollgate's own (initialize, list reads) are not calls."""
         return sum(1 for pending in self._pending.values() if pending.owner is not None)
