@@ -17,6 +17,7 @@ from gateway import catalog as catalog_mod
 from gateway import jsonrpc, mcp
 from gateway.catalog import MergedCatalog
 from gateway.config import Config, UpstreamConfig
+from gateway.naming import Renamed
 from gateway.records import CallRecord, Observer
 from gateway.sessions import ServerRequest, Session, SessionRegistry
 from gateway.upstreams.base import Transport
@@ -48,6 +49,7 @@ class Hub:
         self._finishing: set[asyncio.Task[None]] = set()  # awaited by close: own upstreams stopping, unsubscribes
         self._reaper: asyncio.Task[None] | None = None
         self._refusals_explained: set[str] = set()  # upstreams whose out-of-call requests were explained in the log
+        self._renames_logged: set[Renamed] = set()
 
     async def start(self) -> None:
         """Start every upstream and wait (bounded by each one's init timeout) for them."""
@@ -97,8 +99,9 @@ class Hub:
         fingerprints = catalog_mod.fingerprints(merged)
         changed = [key for key, digest in fingerprints.items() if digest != self._fingerprints.get(key)]
         self._fingerprints = fingerprints
-        if "tools" in changed:
-            for renamed in merged.renamed:
+        for renamed in merged.renamed:
+            if renamed not in self._renames_logged:  # once per process, not each time the tool list changes
+                self._renames_logged.add(renamed)
                 log.info("exposed %s/%s as %s (%s)", renamed.upstream, renamed.tool, renamed.exposed,
                          renamed.reason)
         for method in dict.fromkeys(mcp.LIST_CHANGED[key] for key in changed):
