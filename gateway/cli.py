@@ -295,9 +295,11 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     from gateway.binding import Binder
     from gateway.budget_report import add_budget_routes
     from gateway.guards import rebinding_guard
+    from gateway.rejections import REJECTIONS_KEY
     from ingest.app import OtlpSettings, add_otlp_routes, create_otlp_app
 
     store, writer, policy = service.store, service.writer, service.policy
+    rejections = app[REJECTIONS_KEY]
     binder = Binder(hub.sessions, on_bound=hub.session_started)  # MCP session -> Claude Code session, inline
     hub.observers.append(binder)
     settings = OtlpSettings(
@@ -305,7 +307,7 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
         auth_tokens=config.server.auth_tokens)
     otlp = add_otlp_routes(app, writer, settings, on_rows=binder.telemetry_rows)
     if config.server.otlp_listen:  # the same DNS-rebinding guard, judged by the OTLP listener's own address
-        guard = rebinding_guard(replace(config.server, listen=config.server.otlp_listen))
+        guard = rebinding_guard(replace(config.server, listen=config.server.otlp_listen), rejections)
         service.otlp_app = create_otlp_app(writer, settings, stats=otlp, on_rows=binder.telemetry_rows,
                                            middlewares=[guard])
     metrics.gauges["tollgate_upstream_up"] = lambda: {
@@ -327,6 +329,9 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     # single session could be told were its own (stdio logs while several sessions have calls in flight).
     metrics.sampled_counters["tollgate_client_messages_ignored"] = lambda: {
         (("reason", k),): float(v) for k, v in app[RELAY_KEY].ignored.items()}
+    # Requests refused at the HTTP edge (token, Host, Origin, media type, size, unknown session), by route and status.
+    metrics.sampled_counters["tollgate_http_rejections_total"] = lambda: {
+        (("route", route), ("status", str(status))): float(n) for (route, status), n in rejections.counts.items()}
     metrics.sampled_counters["tollgate_upstream_notifications_unrouted"] = lambda: {
         (("upstream", name),): float(u.unrouted) for name, u in hub.upstreams.items()}
 
