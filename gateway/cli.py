@@ -310,6 +310,8 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
         guard = rebinding_guard(replace(config.server, listen=config.server.otlp_listen), rejections)
         service.otlp_app = create_otlp_app(writer, settings, stats=otlp, on_rows=binder.telemetry_rows,
                                            middlewares=[guard])
+    hub.health_checks["store"] = writer.health
+    hub.health_checks["budgets"] = policy.health
     metrics.gauges["tollgate_upstream_up"] = lambda: {
         (("upstream", name),): 1.0 if u.state.value == "ready" else 0.0 for name, u in hub.upstreams.items()}
     metrics.sampled_counters["tollgate_upstream_non_json_lines_total"] = lambda: {

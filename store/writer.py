@@ -197,6 +197,16 @@ class Writer:
             "last_error": self._last_error,
         }
 
+    def health(self) -> tuple[dict[str, Any], bool]:
+        """For /healthz: the store's state and the backlog waiting for it; healthy while the store is reachable
+        and writes are still taken (the spill and the backlog below their bounds)."""
+        accepting = (self._spill.size_bytes < self.max_spill_bytes
+                     and self._spill.pending_rows < self.max_pending_rows)
+        doc = {**self.store.health.document(), "accepting_writes": accepting,
+               "pending_rows": self._spill.pending_rows, "spill_bytes": self._spill.size_bytes,
+               "max_spill_bytes": self.max_spill_bytes, "dropped_rows": self._dropped_rows}
+        return doc, accepting and self.store.health.reachable
+
     async def _store_batch(self) -> None:
         if self._batch is None:
             self._batch, self._batch_done = _take(self._spill.sealed, self.flush_rows), set()
@@ -260,7 +270,9 @@ class Writer:
                     self._flush_errors += 1
                     self._last_error = repr(exc)
                 self._backoff = min(self.max_backoff_seconds, max(0.1, self._backoff * 2))
-                log.warning(
+                # An unreachable store is the store health's to log, once; the rest is news each time.
+                log.log(
+                    logging.DEBUG if isinstance(exc, StoreUnavailable) else logging.WARNING,
                     "store %s flush failed, %d rows kept in spill, retry in %.2fs: %s",
                     self.store.display_dsn,
                     self._spill.pending_rows,
