@@ -64,6 +64,7 @@ class Writer:
         self._dropped_rows = 0
         self._dropped_unlogged = 0
         self._dropped_logged_at = -math.inf
+        self._refusing = False  # the last write was refused or dropped (backlog or spill full): /healthz says so
         self._last_error: str | None = None
 
     async def start(self) -> None:
@@ -123,9 +124,11 @@ class Writer:
         pending = self._spill.pending_rows
         # A write larger than the whole bound is still taken into an empty backlog, or it never could be.
         if pending and pending + rows > self.max_pending_rows:
+            self._refusing = True
             raise WriterBusy(self.retry_after_seconds(), pending)
         data = encode(tables)
         if self._spill_full(len(data)):
+            self._refusing = True
             raise SpillFull(self.retry_after_seconds(), self._spill.size_bytes, self.max_spill_bytes)
         self._append(data, rows)
 
@@ -137,6 +140,7 @@ class Writer:
         return bool(used) and used + size > self.max_spill_bytes
 
     def _drop(self, table: str, rows: int) -> None:
+        self._refusing = True
         self._dropped_rows += rows
         self._dropped_unlogged += rows
         now = time.monotonic()
@@ -154,7 +158,9 @@ class Writer:
         try:
             self._spill.append_lines(data, rows)
         except OSError as exc:
+            self._refusing = True
             raise StoreUnavailable(f"cannot append to spill {self._spill.directory}: {exc}") from exc
+        self._refusing = False
         if self._spill.active_rows >= self.flush_rows:
             self._spill.seal()
             self._wake.set()
@@ -199,9 +205,8 @@ class Writer:
 
     def health(self) -> tuple[dict[str, Any], bool]:
         """For /healthz: the store's state and the backlog waiting for it; healthy while the store is reachable
-        and writes are still taken (the spill and the backlog below their bounds)."""
-        accepting = (self._spill.size_bytes < self.max_spill_bytes
-                     and self._spill.pending_rows < self.max_pending_rows)
+        and writes are taken (the last one was not refused or dropped for a full backlog or spill)."""
+        accepting = not self._refusing
         doc = {**self.store.health.document(), "accepting_writes": accepting,
                "pending_rows": self._spill.pending_rows, "spill_bytes": self._spill.size_bytes,
                "max_spill_bytes": self.max_spill_bytes, "dropped_rows": self._dropped_rows}
