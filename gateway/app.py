@@ -33,7 +33,7 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
     # Without tokens the bearer guard has nothing to check: leave it out of every request's path.
     bearer = [_bearer_guard(config.server.auth_tokens, rejections)] if config.server.auth_tokens else []
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          middlewares=[rebinding_guard(config.server, rejections), *bearer])
+                          middlewares=[rebinding_guard(config.server, rejections), *bearer, _api_json_errors])
     hub = Hub(config, transport_factory, observers)
     relay = Relay(hub, policy)
     app[HUB_KEY] = hub
@@ -66,6 +66,26 @@ def _bearer_guard(tokens: tuple[str, ...], rejections: Rejections) -> Any:
         return response
 
     return guard
+
+
+@web.middleware
+async def _api_json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A path under /api/ that no route serves (or not with this method) answers in the API's JSON error shape,
+    not aiohttp's text/plain page."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status not in (404, 405) or not request.path.startswith("/api/"):
+            raise
+        message = (f"no API route {request.path[:200]!r} (see /api/openapi.json)" if exc.status == 404
+                   else f"{request.method} is not allowed on {request.path[:200]!r}")
+        return web.json_response({"error": message}, status=exc.status, headers=_allow(exc))
+    return response
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
 
 
 def has_token(request: web.Request, tokens: tuple[str, ...]) -> bool:

@@ -283,6 +283,14 @@ async def test_session_page_usage_badge_shows_the_turns_usage(seeded: tuple[Runn
     publish("session")
 
 
+async def test_an_unknown_sessions_page_shows_the_apis_own_message(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    page = await browser.context.new_page()
+    await page.goto(f"{svc.base_url}/ui/sessions/nope?token={TOKEN}")
+    await page.wait_for_selector("html[data-state=ready] .error", timeout=WAIT_MS)
+    assert await page.locator(".error p").inner_text() == "no session 'nope'"  # not "/api/sessions/nope: HTTP 404"
+
+
 async def test_session_page_byte_badge_opens_with_enter_and_shows_the_calls_bytes(
         seeded: tuple[Running, Browser]) -> None:
     svc, browser = seeded
