@@ -45,8 +45,13 @@ class Rejections:
             return
         held = limit.take_held()
         log.log(logging.WARNING if status in WARNING_STATUSES else logging.INFO, "refused %s %s%s from %s: %d %s%s",
-                request.method, request.path[:100], f" ({method[:60]})" if method else "", request.remote or "?",
-                status, reason, f" ({held} more like it not logged)" if held else "")
+                request.method, _escaped(request.path[:100]), f" ({_escaped(method[:60])})" if method else "",
+                request.remote or "?", status, reason, f" ({held} more like it not logged)" if held else "")
+
+
+def _escaped(text: str) -> str:
+    """What a client chose (a path, a JSON-RPC method) as one log line can hold it: no newline forges another."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 REJECTIONS_KEY = web.AppKey("rejections", Rejections)

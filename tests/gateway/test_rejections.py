@@ -135,3 +135,13 @@ async def test_a_flood_of_refusals_is_logged_so_many_lines_a_minute_and_all_are_
     assert logged == [expired] * LINES_PER_MINUTE + [
         "refused POST /mcp (ping) from 127.0.0.1: 400 Bad Request: Missing session ID",
         f"{expired} (5 more like it not logged)"]
+
+
+async def test_a_method_name_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate")
+    forged = "tools/list\n2026-01-01 00:00:00,000 INFO tollgate: all fine"
+    async with running_gateway(gateway_config()) as url, Http() as http, \
+            http.post(url, data=orjson.dumps(jsonrpc.request_body(1, forged)), headers=JSON_HEADERS) as response:
+        assert response.status == 400
+    assert refusals(caplog) == [(logging.INFO, "refused POST /mcp (tools/list\\n2026-01-01 00:00:00,000 INFO tollgate: "
+                                               "all fine) from 127.0.0.1: 400 Bad Request: Missing session ID")]
