@@ -17,6 +17,7 @@ from gateway.downstream import McpEndpoint
 from gateway.guards import rebinding_guard
 from gateway.hub import Hub, TransportFactory
 from gateway.records import Observer
+from gateway.rejections import REJECTIONS_KEY, Rejections
 from gateway.relay import Policy, Relay
 from gateway.upstreams.factory import make_transport
 
@@ -28,15 +29,17 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
                transport_factory: TransportFactory = make_transport,
                extend: Callable[[web.Application, Hub], None] | None = None) -> web.Application:
     """The gateway app; upstreams start with the app and stop with it."""
+    rejections = Rejections()
     # Without tokens the bearer guard has nothing to check: leave it out of every request's path.
-    bearer = [_bearer_guard(config.server.auth_tokens)] if config.server.auth_tokens else []
+    bearer = [_bearer_guard(config.server.auth_tokens, rejections)] if config.server.auth_tokens else []
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          middlewares=[rebinding_guard(config.server), *bearer])
+                          middlewares=[rebinding_guard(config.server, rejections), *bearer, _api_json_errors])
     hub = Hub(config, transport_factory, observers)
     relay = Relay(hub, policy)
     app[HUB_KEY] = hub
     app[RELAY_KEY] = relay
-    McpEndpoint(hub, relay, config.server).register(app)
+    app[REJECTIONS_KEY] = rejections
+    McpEndpoint(hub, relay, config.server, rejections).register(app)
     app.router.add_get("/healthz", _healthz)
     if extend is not None:
         extend(app, hub)
@@ -49,18 +52,40 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
 GUARDED_PREFIXES = ("/api/", "/metrics")
 
 
-def _bearer_guard(tokens: tuple[str, ...]) -> Any:
+def _bearer_guard(tokens: tuple[str, ...], rejections: Rejections) -> Any:
     """When tokens are configured, the JSON API and /metrics need one as a Bearer header."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         if tokens and request.path.startswith(GUARDED_PREFIXES) and not has_token(request, tokens):
-            return web.json_response({"error": "unauthorized: bearer token required"}, status=401,
+            problem = "bearer token not accepted" if "Authorization" in request.headers else "bearer token required"
+            rejections.refused(request, 401, problem)
+            return web.json_response({"error": f"unauthorized: {problem}"}, status=401,
                                      headers={"WWW-Authenticate": 'Bearer realm="tollgate"'})
         response: web.StreamResponse = await handler(request)
         return response
 
     return guard
+
+
+@web.middleware
+async def _api_json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A path under /api/ that no route serves (or not with this method) answers in the API's JSON error shape,
+    not aiohttp's text/plain page."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status not in (404, 405) or not request.path.startswith("/api/"):
+            raise
+        message = (f"no API route {request.path[:200]!r} (see /api/openapi.json)" if exc.status == 404
+                   else f"{request.method} is not allowed on {request.path[:200]!r}")
+        return web.json_response({"error": message}, status=exc.status, headers=_allow(exc))
+    return response
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
 
 
 def has_token(request: web.Request, tokens: tuple[str, ...]) -> bool:

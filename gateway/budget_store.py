@@ -70,6 +70,7 @@ class SpendLoader:
         self.loaded = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failures = 0  # the first is a WARNING; the store's health says when it is down and back
 
     async def start(self) -> None:
         if await self._load_once():
@@ -89,7 +90,9 @@ class SpendLoader:
                 await self.replay()
             calls = await load_spend(self.store, self.budgets, until=self.started_at)
         except Exception as exc:  # any store failure: the fail_open choice decides
-            log.warning("could not read past spend from the store: %s", exc)
+            self._failures += 1
+            log.log(logging.WARNING if self._failures == 1 else logging.DEBUG,
+                    "could not read past spend from the store: %s", exc)
             return False
         self.budgets.unknown_spend = set()
         self.loaded.set()

@@ -1,7 +1,9 @@
-"""The merged catalog: every healthy upstream's tools, prompts and resources under exposed names.
+"""The merged catalog: every ready upstream's tools, prompts and resources under exposed names.
 
 Rebuilt whenever an upstream's lists or health change; deterministic order (upstream, then
-name). Routing goes through the maps built here, never by splitting exposed names.
+name). Routing goes through the maps built here, never by splitting exposed names. An upstream
+that is restarting is not listed but keeps its routes (from its last lists), so a call to it is
+told the upstream is unavailable rather than that the tool is unknown.
 """
 
 from __future__ import annotations
@@ -46,26 +48,40 @@ class MergedCatalog:
 
 
 def merge(registered_name: str, upstreams: Iterable[UpstreamClient]) -> MergedCatalog:
-    ready = sorted((u for u in upstreams if u.state is State.READY), key=lambda u: u.name)
+    by_name = sorted(upstreams, key=lambda u: u.name)
+    ready = [u for u in by_name if u.state is State.READY]
+    # Ready ones first: what they list owns a resource uri before a restarting upstream's routes do.
+    routed = ready + [u for u in by_name if _restarting(u)]
+    listed = {u.name for u in ready}
     merged = MergedCatalog()
-    _merge_named(merged, registered_name, ready, "tools")
-    _merge_named(merged, registered_name, ready, "prompts")
-    for upstream in ready:
+    _merge_named(merged, registered_name, routed, listed, "tools")
+    _merge_named(merged, registered_name, routed, listed, "prompts")
+    for upstream in routed:
         for resource in sorted(upstream.catalog.items.get("resources", []), key=_by("uri")):
             uri = str(resource.get("uri", ""))
             if uri and uri not in merged.resource_owners:
                 merged.resource_owners[uri] = upstream.name
-                merged.resources.append(resource)
+                if upstream.name in listed:
+                    merged.resources.append(resource)
         for template in sorted(upstream.catalog.items.get("resourceTemplates", []), key=_by("uriTemplate")):
-            merged.templates.append(template)
+            if upstream.name in listed:
+                merged.templates.append(template)
             merged.template_owners.append((_template_pattern(str(template.get("uriTemplate", ""))),
                                            upstream.name))
     return merged
 
 
-def _merge_named(merged: MergedCatalog, registered_name: str, ready: list[UpstreamClient], key: str) -> None:
+def _restarting(upstream: UpstreamClient) -> bool:
+    """Not ready now, but it was (its lists were read) and it is being started again; a closed one is not."""
+    return upstream.state in (State.STARTING, State.UNHEALTHY) and upstream.catalog.read_at > 0
+
+
+def _merge_named(merged: MergedCatalog, registered_name: str, routed: list[UpstreamClient], listed: set[str],
+                 key: str) -> None:
+    """Exposed names and routes for every routed upstream's items (names do not move when one restarts); the
+    items of listed ones only in the list clients see."""
     originals: dict[Route, dict[str, Any]] = {}
-    for upstream in ready:
+    for upstream in routed:
         for item in upstream.catalog.items.get(key, []):
             name = item.get("name")
             if isinstance(name, str) and name:
@@ -76,9 +92,10 @@ def _merge_named(merged: MergedCatalog, registered_name: str, ready: list[Upstre
     for route in sorted(originals):
         exposed = names.exposed_name(*route)
         routes[exposed] = route
-        target.append(naming.annotate_tool(originals[route], route[0], exposed))
+        if route[0] in listed:
+            target.append(naming.annotate_tool(originals[route], route[0], exposed))
     if key == "tools":
-        merged.renamed = list(names.renamed)
+        merged.renamed = [renamed for renamed in names.renamed if renamed.upstream in listed]
 
 
 def fingerprints(merged: MergedCatalog) -> dict[str, bytes]:

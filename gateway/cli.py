@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from gateway import logfilter
 from gateway.config import Config, ConfigError, load_config
+from gateway.listen import ListenError
 from store.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger("tollgate")
@@ -161,12 +162,24 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run_server(config: Config, *, store: bool = True) -> None:
     from aiohttp import web
 
+    from gateway import listen
     from gateway.app import create_app
     from gateway.budget_cli import pid_path, remove_pid, write_pid
     from gateway.config import parse_listen
 
-    service = await open_service(config) if store else Service(create_app(config), None, None)
-    host, port = parse_listen(config.server.listen)
+    # Bound first: a port in use is said at once, before migrations and upstream startup.
+    sockets = listen.bind(*parse_listen(config.server.listen))
+    otlp_listen = (config.server.otlp_listen or "") if store else ""
+    try:
+        otlp_sockets = listen.bind(*parse_listen(otlp_listen)) if otlp_listen else []
+    except ListenError:
+        listen.close(sockets)
+        raise
+    try:
+        service = await open_service(config) if store else Service(create_app(config), None, None)
+    except BaseException:
+        listen.close(sockets + otlp_sockets)
+        raise
     runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
     await runner.setup()
     runners = [runner]
@@ -177,9 +190,9 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, service.reload)  # `tollgate reload`: budgets only
-        await _listen(runner, host, port)
-        if service.otlp_app is not None and config.server.otlp_listen:
-            runners.append(await _listen_otlp(service.otlp_app, config.server.otlp_listen))
+        await _serve_on(runner, sockets)
+        if service.otlp_app is not None and otlp_sockets:
+            runners.append(await _listen_otlp(service.otlp_app, otlp_sockets, otlp_listen))
         elif config.server.otlp_listen:
             log.warning("server.otlp_listen ignored: --no-store runs no OTLP receiver")
         write_pid(pid_file)
@@ -190,19 +203,18 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
         remove_pid(pid_file)
         for each in reversed(runners):
             await each.cleanup()
+        listen.close(sockets + otlp_sockets)
         await service.close()
 
 
-async def _listen_otlp(app: Any, listen: str) -> Any:
+async def _listen_otlp(app: Any, sockets: list[Any], listen: str) -> Any:
     """Serve the OTLP-only app (no /mcp, /api or UI) on its own runner, e.g. the standard port 4318."""
     from aiohttp import web
-
-    from gateway.config import parse_listen
 
     runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
     try:
-        await _listen(runner, *parse_listen(listen))
+        await _serve_on(runner, sockets)
     except BaseException:
         await runner.cleanup()
         raise
@@ -210,19 +222,11 @@ async def _listen_otlp(app: Any, listen: str) -> Any:
     return runner
 
 
-class ListenError(Exception):
-    """The listen address cannot be bound (in use, not local, no permission)."""
-
-
-async def _listen(runner: Any, host: str, port: int) -> None:
+async def _serve_on(runner: Any, sockets: list[Any]) -> None:
     from aiohttp import web
 
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ListenError(f"cannot listen on {host}:{port}: {reason} (another process? pick one with "
-                          "--listen HOST:PORT or server.listen)") from exc
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
 
 
 @dataclass
@@ -303,9 +307,11 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     from gateway.binding import Binder
     from gateway.budget_report import add_budget_routes
     from gateway.guards import rebinding_guard
+    from gateway.rejections import REJECTIONS_KEY
     from ingest.app import OtlpSettings, add_otlp_routes, create_otlp_app
 
     store, writer, policy = service.store, service.writer, service.policy
+    rejections = app[REJECTIONS_KEY]
     binder = Binder(hub.sessions, on_bound=hub.session_started)  # MCP session -> Claude Code session, inline
     hub.observers.append(binder)
     settings = OtlpSettings(
@@ -313,9 +319,11 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
         auth_tokens=config.server.auth_tokens)
     otlp = add_otlp_routes(app, writer, settings, on_rows=binder.telemetry_rows)
     if config.server.otlp_listen:  # the same DNS-rebinding guard, judged by the OTLP listener's own address
-        guard = rebinding_guard(replace(config.server, listen=config.server.otlp_listen))
+        guard = rebinding_guard(replace(config.server, listen=config.server.otlp_listen), rejections)
         service.otlp_app = create_otlp_app(writer, settings, stats=otlp, on_rows=binder.telemetry_rows,
                                            middlewares=[guard])
+    hub.health_checks["store"] = writer.health
+    hub.health_checks["budgets"] = policy.health
     metrics.gauges["tollgate_upstream_up"] = lambda: {
         (("upstream", name),): 1.0 if u.state.value == "ready" else 0.0 for name, u in hub.upstreams.items()}
     metrics.sampled_counters["tollgate_upstream_non_json_lines_total"] = lambda: {
@@ -335,6 +343,9 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     # single session could be told were its own (stdio logs while several sessions have calls in flight).
     metrics.sampled_counters["tollgate_client_messages_ignored"] = lambda: {
         (("reason", k),): float(v) for k, v in app[RELAY_KEY].ignored.items()}
+    # Requests refused at the HTTP edge (token, Host, Origin, media type, size, unknown session), by route and status.
+    metrics.sampled_counters["tollgate_http_rejections_total"] = lambda: {
+        (("route", route), ("status", str(status))): float(n) for (route, status), n in rejections.counts.items()}
     metrics.sampled_counters["tollgate_upstream_notifications_unrouted"] = lambda: {
         (("upstream", name),): float(u.unrouted) for name, u in hub.upstreams.items()}
 
@@ -350,10 +361,18 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     add_ui_routes(app, store, hub=hub, config=config)
 
 
+TOKEN_PLACEHOLDER = "<token>"  # the log never holds a token; `tollgate setup claude` prints the command with it
+
+
 def _announce(config: Config) -> None:
+    from ingest.claude_settings import mcp_add_command
+
     listen = config.server.listen
     log.info("Tollgate listening on http://%s (MCP at /mcp, health at /healthz)", listen)
-    log.info("register it: claude mcp add --transport http %s http://%s/mcp", config.server.registered_name, listen)
+    token = TOKEN_PLACEHOLDER if config.server.auth_tokens else None
+    log.info("register it: %s%s", mcp_add_command(listen, config.server.registered_name, token),
+             f" ({TOKEN_PLACEHOLDER}: one of server.auth_tokens; `tollgate setup claude` prints it filled in)"
+             if token else "")
 
 
 # ----- other commands ------------------------------------------------------------------------

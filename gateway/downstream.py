@@ -21,6 +21,8 @@ from gateway import jsonrpc, mcp
 from gateway.config import ServerConfig
 from gateway.hub import Hub
 from gateway.jsonrpc import Kind, Message
+from gateway.ratelimit import RateLimit
+from gateway.rejections import Rejections
 from gateway.relay import DuplicateRequest, Relay
 from gateway.sessions import EventStream, Session, SessionLimit
 
@@ -88,10 +90,10 @@ class _Events:
 class McpEndpoint:
     """aiohttp handlers for `/mcp`."""
 
-    def __init__(self, hub: Hub, relay: Relay, server: ServerConfig) -> None:
+    def __init__(self, hub: Hub, relay: Relay, server: ServerConfig, rejections: Rejections | None = None) -> None:
         self.hub, self.relay, self.server = hub, relay, server
-        self._limit_logged_at: float | None = None
-        self._limit_unlogged = 0  # refusals since the last log line
+        self.rejections = rejections or Rejections()
+        self._limit_log = RateLimit(1, LIMIT_LOG_SECONDS)
 
     def register(self, app: web.Application, path: str = "/mcp") -> None:
         app.router.add_post(path, self.post)
@@ -101,6 +103,7 @@ class McpEndpoint:
     # ----- POST -----------------------------------------------------------------------------
 
     async def post(self, request: web.Request) -> web.StreamResponse:
+        message: Message | None = None
         try:
             identity = self._admit(request)
             message = await self._read_message(request)
@@ -109,7 +112,7 @@ class McpEndpoint:
             session = self._session(request, message)
             self._check_version_header(request, session, message.id)
         except HttpError as exc:
-            return exc.response()
+            return self._refuse(request, exc, message.method if message is not None else "")
         if message.kind is Kind.NOTIFICATION:
             await self.relay.handle_notification(session, message)
             return web.Response(status=202)
@@ -121,12 +124,12 @@ class McpEndpoint:
     async def _read_message(self, request: web.Request) -> Message:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            raise HttpError(415, jsonrpc.INVALID_REQUEST, "Unsupported Media Type: use application/json")
+            raise HttpError(415, jsonrpc.INVALID_REQUEST,
+                            f"Unsupported Media Type {content_type[:60]!r}: use application/json")
         body = await _read_capped(request, self.server.max_body_bytes)
         try:
             return jsonrpc.parse(body)
         except jsonrpc.ProtocolError as exc:
-            log.info("rejected message from %s: %s", request.remote, exc.message)
             raise HttpError(400, exc.code, exc.message, exc.request_id) from None
 
     def _initialize(self, request: web.Request, message: Message, identity: str) -> web.Response:
@@ -152,13 +155,16 @@ class McpEndpoint:
                             content_type="application/json", headers={SESSION_HEADER: session.session_id})
 
     def _log_refusal(self, exc: SessionLimit) -> None:
-        """One warning per LIMIT_LOG_SECONDS however many initializes a flood sends."""
-        self._limit_unlogged += 1
-        now = time.monotonic()
-        if self._limit_logged_at is not None and now - self._limit_logged_at < LIMIT_LOG_SECONDS:
-            return
-        log.warning("refused %d initialize request(s): %s", self._limit_unlogged, exc)
-        self._limit_logged_at, self._limit_unlogged = now, 0
+        """One warning per LIMIT_LOG_SECONDS however many initializes a flood sends (counted apart, in
+        tollgate_sessions_refused, so `_refuse` leaves them out)."""
+        if self._limit_log.allow(time.monotonic()):
+            log.warning("refused %d initialize request(s): %s", self._limit_log.take_held() + 1, exc)
+
+    def _refuse(self, request: web.Request, exc: HttpError, method: str = "") -> web.Response:
+        """The refusal's response, logged (rate-limited) and counted."""
+        if exc.status != 503:
+            self.rejections.refused(request, exc.status, exc.message, method)
+        return exc.response()
 
     def _instructions(self) -> str:
         parts = [f"[{u.name}] {u.instructions}" for u in self.hub.upstreams.values() if u.instructions]
@@ -169,7 +175,8 @@ class McpEndpoint:
         try:
             task = self.relay.start_request(session, message, events.put)
         except DuplicateRequest as exc:
-            return HttpError(400, jsonrpc.INVALID_REQUEST, f"Invalid Request: {exc}", message.id).response()
+            return self._refuse(request, HttpError(400, jsonrpc.INVALID_REQUEST, f"Invalid Request: {exc}",
+                                                   message.id), message.method)
         task.add_done_callback(events.wake)
         await events.wait(task)
         if task.done() and not events.items and (encoded := _answer_of(task)) is not None:
@@ -211,7 +218,7 @@ class McpEndpoint:
             session = self._session(request, None)
             numbered, after = session.resume_point(request.headers.get("Last-Event-ID"))
         except HttpError as exc:
-            return exc.response()
+            return self._refuse(request, exc)
         stream = await self._open_sse(request)
         if numbered is not session.general:  # resuming a POST's answer stream: the rest of it, then the end
             await self._follow(stream, session, numbered, after)
@@ -249,7 +256,7 @@ class McpEndpoint:
             self._admit(request)
             session = self._session(request, None)
         except HttpError as exc:
-            return exc.response()
+            return self._refuse(request, exc)
         self.hub.sessions.end(session.session_id, "deleted by client")
         return web.Response(status=200)
 
@@ -264,7 +271,8 @@ class McpEndpoint:
         for index, allowed in enumerate(self.server.auth_tokens):
             if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), allowed.encode()):
                 return f"token-{index + 1}"
-        raise HttpError(401, jsonrpc.INVALID_REQUEST, "Unauthorized: bearer token required",
+        problem = "bearer token not accepted" if "Authorization" in request.headers else "bearer token required"
+        raise HttpError(401, jsonrpc.INVALID_REQUEST, f"Unauthorized: {problem}",
                         headers={"WWW-Authenticate": 'Bearer realm="tollgate"'})
 
     def _session(self, request: web.Request, message: Message | None) -> Session:
@@ -274,8 +282,9 @@ class McpEndpoint:
             # The 2026-07-28 probe lands here too: a plain 400 makes clients fall back to initialize.
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: Missing session ID", request_id)
         session = self.hub.sessions.get(session_id)
-        if session is None:
-            raise HttpError(404, jsonrpc.INVALID_REQUEST, "Not Found: unknown or expired session", request_id)
+        if session is None:  # a restart of Tollgate forgets every session: its clients see this first
+            raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Not Found: unknown or expired session "
+                            f"{_printable(session_id[:8])}; the client must initialize again", request_id)
         return session
 
     def _check_version_header(self, request: web.Request, session: Session,
@@ -288,6 +297,11 @@ class McpEndpoint:
                             f"Bad Request: unsupported {VERSION_HEADER} {header[:40]!r}", request_id)
         log.info("session %s negotiated %s but sent %s %s", session.session_id[:8],
                  session.protocol_version, VERSION_HEADER, header)
+
+
+def _printable(text: str) -> str:
+    """A client-chosen id as it may appear in a log line: letters, digits, '-' and '_', the rest as '?'."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "?" for c in text)
 
 
 def _answer_of(task: asyncio.Task[bytes | None]) -> bytes | None:

@@ -154,6 +154,13 @@ class BudgetPolicy:
             self._warned.add(upstream)
             log.warning("%s", text)
 
+    def health(self) -> tuple[dict[str, Any], bool]:
+        """For /healthz: upstreams whose past spend is unknown (the store could not be read), and of those the ones
+        refusing every call (fail_open = false); healthy while none refuses."""
+        unknown = sorted(self.budgets.unknown_spend & set(self.budgets.rules))
+        refusing = [name for name in unknown if self.fails_closed(name)]
+        return {"spend_unknown": unknown, "refusing_calls": refusing}, not refusing
+
     def fails_closed(self, upstream: str) -> bool:
         budget = self.budgets.rules.get(upstream)
         return budget is not None and not budget.fail_open

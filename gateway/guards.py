@@ -6,7 +6,6 @@ Origin check alone cannot stop it from reading the API or posting telemetry: the
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -15,8 +14,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config import ServerConfig, is_loopback, parse_listen
+from gateway.rejections import Rejections
 
-log = logging.getLogger("tollgate.guards")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -46,14 +45,15 @@ def allowed_hosts(server: ServerConfig) -> frozenset[str] | None:
     return frozenset({h.lower() for h in server.allowed_hosts} | {h.lower() for h in from_origins} - {""})
 
 
-def _refusal(request: web.Request, status: int, message: str) -> web.Response:
+def _refusal(request: web.Request, rejections: Rejections, message: str, status: int = 403) -> web.Response:
+    rejections.refused(request, status, message)
     if request.path == "/mcp":  # MCP clients expect a JSON-RPC error body
         body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
         return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
     return web.json_response({"error": message}, status=status)
 
 
-def rebinding_guard(server: ServerConfig) -> Middleware:
+def rebinding_guard(server: ServerConfig, rejections: Rejections) -> Middleware:
     """Middleware: refuse a Host that is not loopback or allowed (when bound to loopback), and a foreign Origin."""
     hosts = allowed_hosts(server)
 
@@ -61,13 +61,12 @@ def rebinding_guard(server: ServerConfig) -> Middleware:
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = host_of(request.host)
         if hosts is not None and not is_loopback(host) and host not in hosts:
-            log.warning("refused request for Host %s (not a loopback name; see server.allowed_hosts)", host[:100])
-            return _refusal(request, 403, f"Forbidden: Host {host[:100]!r} is not served here "
+            return _refusal(request, rejections, f"Forbidden: Host {host[:100]!r} is not served here "
                             "(Tollgate answers loopback names and server.allowed_hosts)")
         origin = request.headers.get("Origin")
         if origin is not None and not origin_allowed(origin, server.allowed_origins):
-            log.warning("refused request with Origin %s", origin[:100])
-            return _refusal(request, 403, "Forbidden: Origin not allowed")
+            return _refusal(request, rejections, f"Forbidden: Origin {origin[:100]!r} is not allowed "
+                            "(Tollgate answers loopback origins and server.allowed_origins)")
         return await handler(request)
 
     return guard

@@ -17,6 +17,7 @@ from gateway import catalog as catalog_mod
 from gateway import jsonrpc, mcp
 from gateway.catalog import MergedCatalog
 from gateway.config import Config, UpstreamConfig
+from gateway.naming import Renamed
 from gateway.records import CallRecord, Observer
 from gateway.sessions import ServerRequest, Session, SessionRegistry
 from gateway.upstreams.base import Transport
@@ -26,6 +27,8 @@ UNSUBSCRIBE_SECONDS = 10.0  # an ended session's leftover subscription; the upst
 log = logging.getLogger("tollgate.hub")
 
 TransportFactory = Callable[[UpstreamConfig], Transport]
+# A part of /healthz beside the upstreams (the store, budgets): its document, and whether it is healthy.
+HealthCheck = Callable[[], tuple[dict[str, Any], bool]]
 
 
 class Hub:
@@ -47,7 +50,9 @@ class Hub:
         self._background: set[asyncio.Task[Any]] = set()
         self._finishing: set[asyncio.Task[None]] = set()  # awaited by close: own upstreams stopping, unsubscribes
         self._reaper: asyncio.Task[None] | None = None
+        self.health_checks: dict[str, HealthCheck] = {}  # added by the composition root
         self._refusals_explained: set[str] = set()  # upstreams whose out-of-call requests were explained in the log
+        self._renames_logged: set[Renamed] = set()
 
     async def start(self) -> None:
         """Start every upstream and wait (bounded by each one's init timeout) for them."""
@@ -97,8 +102,9 @@ class Hub:
         fingerprints = catalog_mod.fingerprints(merged)
         changed = [key for key, digest in fingerprints.items() if digest != self._fingerprints.get(key)]
         self._fingerprints = fingerprints
-        if "tools" in changed:
-            for renamed in merged.renamed:
+        for renamed in merged.renamed:
+            if renamed not in self._renames_logged:  # once per process, not each time the tool list changes
+                self._renames_logged.add(renamed)
                 log.info("exposed %s/%s as %s (%s)", renamed.upstream, renamed.tool, renamed.exposed,
                          renamed.reason)
         for method in dict.fromkeys(mcp.LIST_CHANGED[key] for key in changed):
@@ -213,13 +219,20 @@ class Hub:
                 log.exception("observer %s failed", type(observer).__name__)
 
     def health(self) -> dict[str, Any]:
+        """`down` when no upstream is ready; `degraded` when some is not, or a health check fails (the store is
+        unreachable or refusing writes, a budget refuses every call for want of its spend)."""
         upstreams = {name: u.health() for name, u in sorted(self.upstreams.items())}
         states = {u["state"] for u in upstreams.values()}
         status = "ok" if states <= {"ready"} else ("degraded" if "ready" in states else "down")
         if not upstreams:
             status = "ok"
+        parts = {}
+        for name, check in sorted(self.health_checks.items()):
+            parts[name], healthy = check()
+            if not healthy and status == "ok":
+                status = "degraded"
         return {"status": status, "sessions": len(self.sessions), "tools": len(self.catalog.tools),
-                "upstreams": upstreams}
+                "upstreams": upstreams, **parts}
 
 
 def route_notification(upstream: UpstreamClient, body: dict[str, Any], sessions: list[Session],

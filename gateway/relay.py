@@ -254,8 +254,9 @@ class Relay:
             if denial is not None:
                 return _refusal(call, denial), None
         if call.method == "tools/call" and not self._still_offered(upstream, call.tool):
-            text = (f"Tool {call.exposed_name!r} is no longer offered by upstream {upstream.name!r} "
-                    f"({'it is ' + upstream.state.value if upstream.state is not State.READY else 'it dropped it'}).")
+            if upstream.state is not State.READY:
+                raise upstream.unavailable()
+            text = f"Tool {call.exposed_name!r} is no longer offered by upstream {upstream.name!r} (it dropped it)."
             call.finish("tool_error", text)
             return {"content": [{"type": "text", "text": text}], "isError": True}, None
 

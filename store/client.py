@@ -24,7 +24,8 @@ import orjson
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 
-from store.errors import StoreError, StoreLocked, StoreQueryError, map_error
+from store.errors import StoreError, StoreLocked, StoreQueryError, StoreUnavailable, map_error
+from store.health import StoreHealth
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,13 @@ class Store:
         secret: str | None = None,
         lock: DirLock | None = None,
         display_dsn: str = "",
+        health: StoreHealth | None = None,
     ) -> None:
         self.database = database
         self.cluster = cluster
         self.embedded = embedded
         self.display_dsn = display_dsn
+        self.health = health or StoreHealth(display_dsn, secret)
         self._client = client
         self._executor = executor
         self._secret = secret
@@ -156,12 +159,14 @@ class Store:
         self._closed = False
 
     @classmethod
-    async def open(cls, dsn: str, *, cluster: str | None = None) -> Store:
-        """Open `chdb:///<dir>` (embedded, locked to this process) or `http(s)://user:pass@host:port/db`."""
+    async def open(cls, dsn: str, *, cluster: str | None = None, health: StoreHealth | None = None) -> Store:
+        """Open `chdb:///<dir>` (embedded, locked to this process) or `http(s)://user:pass@host:port/db`; `health`
+        is told whether it could (a DeferredStore keeps one across attempts)."""
         embedded = dsn.startswith("chdb:")
         if not embedded and not dsn.startswith(("http://", "https://")):
             raise StoreError(f"unsupported store DSN {redact_dsn(dsn)!r}: use chdb:///<dir> or http(s)://...")
         secret = urlparse(dsn).password if not embedded else None
+        health = health or StoreHealth(redact_dsn(dsn), secret)
         lock = DirLock(chdb_path(dsn)) if embedded else None
         # chDB handles must stay on one thread; HTTP gets the same single thread so calls keep their order.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-store")
@@ -172,7 +177,8 @@ class Store:
             executor.shutdown(wait=False)
             if lock:
                 lock.release()
-            raise map_error(exc, secret=secret) from exc
+            raise _reported(map_error(exc, secret=secret), health) from exc
+        health.succeeded()
         return cls(
             client,
             executor,
@@ -182,6 +188,7 @@ class Store:
             secret=secret,
             lock=lock,
             display_dsn=redact_dsn(dsn),
+            health=health,
         )
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -189,9 +196,11 @@ class Store:
             raise StoreError("store is closed")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            result = await loop.run_in_executor(self._executor, fn, *args)
         except Exception as exc:
-            raise map_error(exc, secret=self._secret) from exc
+            raise _reported(map_error(exc, secret=self._secret), self.health) from exc
+        self.health.succeeded()
+        return result
 
     async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Rows as dicts; bind values with server-side `{name:Type}` placeholders."""
@@ -332,6 +341,13 @@ class Store:
             self._executor.shutdown(wait=True)
             if self._lock:
                 self._lock.release()
+
+
+def _reported(error: StoreError, health: StoreHealth) -> StoreError:
+    """`error`, after telling `health` when it means the store cannot be reached."""
+    if isinstance(error, StoreUnavailable):
+        health.failed(str(error))
+    return error
 
 
 def _keys(rows: Sequence[dict[str, Any]]) -> set[str]:

@@ -8,15 +8,15 @@ never needs this: a local directory either opens or is a configuration error.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from store.client import Column, Store, dsn_database, redact_dsn
 from store.errors import StoreUnavailable
+from store.health import StoreHealth, quiet_driver_logs
 
-log = logging.getLogger(__name__)
 OnConnect = Callable[[Store], Awaitable[Any]]
 
 
@@ -26,7 +26,7 @@ class DeferredStore:
     embedded = False
 
     def __init__(self, dsn: str, *, cluster: str | None, on_connect: OnConnect, retry_seconds: float = 5.0,
-                 first_error: str = "") -> None:
+                 first_error: str = "", health: StoreHealth | None = None) -> None:
         self._dsn, self._cluster, self._on_connect = dsn, cluster, on_connect
         self._retry_seconds = retry_seconds
         self._store: Store | None = None
@@ -35,6 +35,11 @@ class DeferredStore:
         self.last_error = first_error
         self.display_dsn = redact_dsn(dsn)
         self.cluster = cluster
+        if health is None:
+            health = StoreHealth(self.display_dsn, urlparse(dsn).password)
+            if first_error:
+                health.failed(first_error)
+        self.health = health  # shared with each Store opened, so one state is logged and shown across attempts
 
     @property
     def connected(self) -> bool:
@@ -54,7 +59,7 @@ class DeferredStore:
                     raise StoreUnavailable(f"store {self.display_dsn} unavailable: {self.last_error}")
                 self._next_try = time.monotonic() + self._retry_seconds
                 try:
-                    store = await Store.open(self._dsn, cluster=self._cluster)
+                    store = await Store.open(self._dsn, cluster=self._cluster, health=self.health)
                 except StoreUnavailable as exc:
                     self.last_error = str(exc)
                     raise
@@ -67,8 +72,7 @@ class DeferredStore:
                     if isinstance(exc, StoreUnavailable):
                         self.last_error = str(exc)
                     raise
-                log.info("store %s reachable again; connected", self.display_dsn)
-                self._store = store
+                self._store = store  # `health` has said it is reachable again
         return self._store
 
     async def insert(self, table: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> int:
@@ -95,18 +99,20 @@ class DeferredStore:
 
 
 async def open_store(dsn: str, *, cluster: str | None, on_connect: OnConnect) -> Store | DeferredStore:
-    """The store for `tollgate serve`: connected now, or (a server DSN that is down) deferred."""
+    """The store for `tollgate serve`: connected now, or (a server DSN that is down) deferred; its health logs
+    when it is down (once, then a reminder now and then) and back, instead of the driver at every retry."""
+    quiet_driver_logs()
+    embedded = dsn.startswith("chdb:")
+    health = None if embedded else StoreHealth(redact_dsn(dsn), urlparse(dsn).password)
     try:
-        store = await Store.open(dsn, cluster=cluster)
+        store = await Store.open(dsn, cluster=cluster, health=health)
         try:
             await on_connect(store)
         except BaseException:
             await store.close()  # e.g. the server went away during migrations
             raise
     except StoreUnavailable as exc:
-        if dsn.startswith("chdb:"):
+        if embedded:
             raise
-        log.warning("store %s unavailable at startup (%s); serving anyway, records spill to disk until it is back",
-                    redact_dsn(dsn), exc)
-        return DeferredStore(dsn, cluster=cluster, on_connect=on_connect, first_error=str(exc))
+        return DeferredStore(dsn, cluster=cluster, on_connect=on_connect, first_error=str(exc), health=health)
     return store

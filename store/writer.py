@@ -64,6 +64,7 @@ class Writer:
         self._dropped_rows = 0
         self._dropped_unlogged = 0
         self._dropped_logged_at = -math.inf
+        self._refusing = False  # the last write was refused or dropped (backlog or spill full): /healthz says so
         self._last_error: str | None = None
 
     async def start(self) -> None:
@@ -123,9 +124,11 @@ class Writer:
         pending = self._spill.pending_rows
         # A write larger than the whole bound is still taken into an empty backlog, or it never could be.
         if pending and pending + rows > self.max_pending_rows:
+            self._refusing = True
             raise WriterBusy(self.retry_after_seconds(), pending)
         data = encode(tables)
         if self._spill_full(len(data)):
+            self._refusing = True
             raise SpillFull(self.retry_after_seconds(), self._spill.size_bytes, self.max_spill_bytes)
         self._append(data, rows)
 
@@ -137,6 +140,7 @@ class Writer:
         return bool(used) and used + size > self.max_spill_bytes
 
     def _drop(self, table: str, rows: int) -> None:
+        self._refusing = True
         self._dropped_rows += rows
         self._dropped_unlogged += rows
         now = time.monotonic()
@@ -154,7 +158,9 @@ class Writer:
         try:
             self._spill.append_lines(data, rows)
         except OSError as exc:
+            self._refusing = True
             raise StoreUnavailable(f"cannot append to spill {self._spill.directory}: {exc}") from exc
+        self._refusing = False
         if self._spill.active_rows >= self.flush_rows:
             self._spill.seal()
             self._wake.set()
@@ -196,6 +202,15 @@ class Writer:
             "backoff_seconds": self._backoff,
             "last_error": self._last_error,
         }
+
+    def health(self) -> tuple[dict[str, Any], bool]:
+        """For /healthz: the store's state and the backlog waiting for it; healthy while the store is reachable
+        and writes are taken (the last one was not refused or dropped for a full backlog or spill)."""
+        accepting = not self._refusing
+        doc = {**self.store.health.document(), "accepting_writes": accepting,
+               "pending_rows": self._spill.pending_rows, "spill_bytes": self._spill.size_bytes,
+               "max_spill_bytes": self.max_spill_bytes, "dropped_rows": self._dropped_rows}
+        return doc, accepting and self.store.health.reachable
 
     async def _store_batch(self) -> None:
         if self._batch is None:
@@ -260,7 +275,9 @@ class Writer:
                     self._flush_errors += 1
                     self._last_error = repr(exc)
                 self._backoff = min(self.max_backoff_seconds, max(0.1, self._backoff * 2))
-                log.warning(
+                # An unreachable store is the store health's to log, once; the rest is news each time.
+                log.log(
+                    logging.DEBUG if isinstance(exc, StoreUnavailable) else logging.WARNING,
                     "store %s flush failed, %d rows kept in spill, retry in %.2fs: %s",
                     self.store.display_dsn,
                     self._spill.pending_rows,

@@ -21,6 +21,7 @@ import orjson
 
 from gateway import jsonrpc, mcp
 from gateway.config import UpstreamConfig
+from gateway.ratelimit import RateLimit
 from gateway.upstreams import paging
 from gateway.upstreams.base import SessionLost, Transport, TransportError
 
@@ -33,8 +34,8 @@ CATALOG_KINDS: dict[str, tuple[str, str]] = {
     "resourceTemplates": ("resources/templates/list", "resources"),
     "prompts": ("prompts/list", "prompts"),
 }
-# Transport events (a non-JSON stdout line each) recorded per minute: a noisy server must not flood
-# the store. All are counted (health, metrics); the next recorded one says how many were held back.
+# Transport events (a non-JSON stdout line each) recorded and logged per minute: a noisy server must not flood
+# the store or the log. All are counted (health, metrics); the next recorded one says how many were held back.
 TRANSPORT_EVENTS_PER_MINUTE = 10
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 CANCEL_NOTICE_SECONDS = 5.0
@@ -99,6 +100,16 @@ class _Pending:
         self.last_activity = time.monotonic()  # progress and server requests push the idle deadline back
 
 
+class _Attempt:
+    """One start of the upstream: set `lost` when its pipe ends while in use; `cause` is why the pipe ended."""
+
+    __slots__ = ("cause", "lost")
+
+    def __init__(self) -> None:
+        self.lost = asyncio.Event()
+        self.cause: BaseException | None = None
+
+
 class _Expired(Exception):
     """Set on a pending future by its idle/absolute timer; turned into UpstreamTimeout by the waiter."""
 
@@ -129,9 +140,10 @@ class UpstreamClient:
         self._by_token: dict[str, int] = {}
         self.state = State.STOPPED
         self.last_error = ""
-        self.restarts = 0
+        self.restarts = 0  # lost after being ready, and started again
+        self.failed_starts = 0  # start attempts that never became ready (a crashing command, a dead URL)
         self.non_json_lines = 0  # over every process this client ran
-        self._event_limit = _RateLimit(TRANSPORT_EVENTS_PER_MINUTE, 60.0)
+        self._event_limit = RateLimit(TRANSPORT_EVENTS_PER_MINUTE, 60.0)
         self.unrouted = 0  # notifications dropped because no single session could be told they were its
         self.protocol_version = ""
         self.server_info: dict[str, Any] = {}
@@ -178,19 +190,20 @@ class UpstreamClient:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
-            lost = asyncio.Event()
+            current = _Attempt()
             try:
-                await asyncio.wait_for(self._connect(lost), self.config.timeouts.init_seconds)
+                await asyncio.wait_for(self._connect(current), self.config.timeouts.init_seconds)
             except TimeoutError:  # str() of it is empty: say what timed out
+                self.failed_starts += 1
                 self._fail(f"initialize timed out after {self.config.timeouts.init_seconds:g}s")
                 await self._drop_transport(self.last_error)
             except (TransportError, UpstreamError, OSError) as exc:
-                self._fail(_describe(exc, "initialize failed"))
-                await self._drop_transport(self.last_error)
+                self.failed_starts += 1
+                await self._fail_start(exc, current)
             else:
                 self._set_state(State.READY)
                 ready_at = time.monotonic()
-                await lost.wait()
+                await current.lost.wait()
                 if self._closing:
                     return
                 self.restarts += 1
@@ -202,7 +215,16 @@ class UpstreamClient:
             log.info("upstream %s: next start in %gs", self.name, delay)
             await self._sleep(delay)
 
-    async def _connect(self, lost: asyncio.Event) -> None:
+    async def _fail_start(self, exc: BaseException, attempt: _Attempt) -> None:
+        """Say once why a start failed. A pipe that ended on its own gives its cause (exit status, last stderr)
+        as it is closed, which says more than the send that found it gone."""
+        if attempt.lost.is_set():  # `closed` has said why
+            await self._drop_transport(self.last_error)
+            return
+        await self._drop_transport(_describe(exc, "initialize failed"))
+        self._fail(_describe(attempt.cause or exc, "initialize failed"))
+
+    async def _connect(self, attempt: _Attempt) -> None:
         if self.state is not State.UNHEALTHY:  # a retry stays unhealthy, with its error, until it is ready
             self._set_state(State.STARTING)
         self._observer.upstream_event(self, "start", "")
@@ -211,12 +233,13 @@ class UpstreamClient:
         self._transport = transport
 
         def closed(exc: BaseException | None) -> None:
+            attempt.cause = exc
             if self._transport is transport:
                 self._fail(_describe(exc, "upstream closed the connection") if exc or not self._closing
                            else "closed")
                 self._fail_pending(f"upstream {self.name} is unavailable: {_unnamed(self.name, self.last_error)}")
                 self._transport = None
-                lost.set()
+                attempt.lost.set()
 
         await transport.open(self._on_message, closed)
         await self._initialize(transport)
@@ -251,11 +274,16 @@ class UpstreamClient:
                 await transport.close()
 
     def _transport_event(self, kind: str, detail: str) -> None:
+        """Count every event; record (and log, for a non-JSON line) only as many as the rate limit lets through."""
         if kind == "non_json_line":
             self.non_json_lines += 1
-        if self._event_limit.allow(time.monotonic()):
-            held, self._event_limit.held = self._event_limit.held, 0
-            self._observer.upstream_event(self, kind, f"{detail} ({held} more not recorded)" if held else detail)
+        if not self._event_limit.allow(time.monotonic()):
+            return
+        held = self._event_limit.take_held()
+        if kind == "non_json_line":
+            log.warning("upstream %s stdout (not JSON-RPC, ignored): %s%s", self.name, detail,
+                        f" ({held} more such lines not logged)" if held else "")
+        self._observer.upstream_event(self, kind, f"{detail} ({held} more not recorded)" if held else detail)
 
     def _fail(self, message: str) -> None:
         self.last_error = message
@@ -609,37 +637,30 @@ class UpstreamClient:
         with contextlib.suppress(UpstreamError, TransportError):
             await self.respond(body)
 
+    def unavailable(self) -> UpstreamError:
+        """The error for a call that finds this upstream not ready: what it is doing, and why."""
+        doing = {State.UNHEALTHY: "restarting", State.STARTING: "starting"}.get(self.state, self.state.value)
+        why = _unnamed(self.name, self.last_error)
+        return UpstreamError(f"upstream {self.name} is unavailable ({doing}: {why})" if why
+                             else f"upstream {self.name} is unavailable ({doing})")
+
+    def calls_in_flight(self) -> int:
+        """Clients' requests waiting for this upstream; Tollgate's own (initialize, list reads) are not calls."""
+        return sum(1 for pending in self._pending.values() if pending.owner is not None)
+
     def health(self) -> dict[str, Any]:
         return {
             "state": self.state.value,
             "type": self.config.type,
             "last_error": self.last_error,
             "restarts": self.restarts,
+            "failed_starts": self.failed_starts,
             "protocol_version": self.protocol_version,
             "server_info": self.server_info,
             "tools": len(self.catalog.items.get("tools", [])),
-            "in_flight": len(self._pending),
+            "in_flight": self.calls_in_flight(),
             "non_json_lines": self.non_json_lines,
         }
-
-
-class _RateLimit:
-    """At most `limit` events per `window` seconds; counts the ones it held back."""
-
-    __slots__ = ("held", "limit", "sent", "started", "window")
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self.started, self.sent, self.held = -window, 0, 0
-
-    def allow(self, now: float) -> bool:
-        if now - self.started >= self.window:
-            self.started, self.sent = now, 0
-        if self.sent < self.limit:
-            self.sent += 1
-            return True
-        self.held += 1
-        return False
 
 
 def _open(pending: _Pending) -> bool:

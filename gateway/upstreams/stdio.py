@@ -30,7 +30,7 @@ DEFAULT_LOGGER = logging.getLogger("tollgate.upstreams.stdio")
 STDERR_LINE_CAP = 64 * 1024
 MIN_SECRET_CHARS = 8  # env values this long or longer are masked in stderr lines; shorter ones (LOG_LEVEL=info) are not
 LOG_EXCERPT = 200
-EVENT_EXCERPT = 120  # of a non-JSON stdout line, in the upstream event recorded for it
+EVENT_EXCERPT = 120  # of a non-JSON stdout line, in the upstream event recorded (and logged) for it
 _POLL_SECONDS = 0.02
 
 
@@ -265,8 +265,7 @@ class StdioTransport(Transport):
         if not is_json_object(line):
             self.stats.non_json_lines += 1
             self.stats.extra["non_json_bytes"] = self.stats.extra.get("non_json_bytes", 0) + len(line)
-            self.log.warning("upstream %s stdout (not JSON-RPC, ignored): %s", self.name, excerpt(line))
-            self._on_event("non_json_line", excerpt(line, EVENT_EXCERPT))
+            self._on_event("non_json_line", excerpt(line, EVENT_EXCERPT))  # logged by the client, rate-limited
             return
         self.stats.bytes_in += len(line)
         self.stats.messages_in += 1
@@ -334,7 +333,7 @@ class StdioTransport(Transport):
         if self._proc is not None:
             self._proc.close()
         if cause is not None:
-            self.log.warning("%s", cause)
+            self.log.debug("%s", cause)  # the client logs it once, as the upstream's failure
         assert self._on_closed is not None
         self._on_closed(cause)
 

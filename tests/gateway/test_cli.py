@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -203,18 +204,47 @@ async def test_a_report_whose_config_names_another_address_than_the_running_serv
     assert result.stderr.endswith("); pass the config it serves with\n") and result.stderr.count("\n") == 1
 
 
-async def test_a_busy_port_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["listen", "otlp_listen"])
+async def test_a_busy_port_is_a_one_line_error_said_before_the_store_or_any_upstream_starts(
+        tmp_path: Path, which: str) -> None:
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        config = write_config(tmp_path / "t.toml", port, tmp_path / "db")
+        config = write_config(tmp_path / "t.toml", port if which == "listen" else free_port(), tmp_path / "db")
+        if which == "otlp_listen":
+            config.write_text(config.read_text().replace("[store]", f'otlp_listen = "127.0.0.1:{port}"\n[store]'))
         result = await asyncio.to_thread(tollgate, "serve", "--config", str(config))
     assert result.returncode == 4
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "db").exists()  # the store was never opened (its migrations would have made it)
+    assert "upstream a" not in result.stderr  # nor any upstream started
+
+
+@pytest.mark.parametrize(("listen", "tokens", "said"), [
+    ("0.0.0.0:8770", ("tok-s3cret",), "claude mcp add --transport http tollgate http://127.0.0.1:8770/mcp "
+                                      "--header 'Authorization: Bearer <token>' (<token>: one of "
+                                      "server.auth_tokens; `tollgate setup claude` prints it filled in)"),
+    ("[::]:8770", ("tok-s3cret",), "claude mcp add --transport http tollgate 'http://[::1]:8770/mcp' "
+                                   "--header 'Authorization: Bearer <token>' (<token>: one of "
+                                   "server.auth_tokens; `tollgate setup claude` prints it filled in)"),
+    ("127.0.0.1:8765", (), "claude mcp add --transport http tollgate http://127.0.0.1:8765/mcp"),
+])
+def test_the_startup_register_line_is_the_command_setup_prints_with_a_placeholder_for_the_token(
+        listen: str, tokens: tuple[str, ...], said: str, caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.cli import _announce
+    from gateway.config import Config, ServerConfig
+    from ingest.claude_settings import mcp_add_command
+
+    caplog.set_level(logging.INFO, "tollgate")
+    _announce(Config(server=ServerConfig(listen=listen, auth_tokens=tokens)))
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("register it: ")]
+    assert line == f"register it: {said}"
+    assert line.startswith("register it: " + mcp_add_command(listen, "tollgate", "<token>" if tokens else None))
+    assert "tok-s3cret" not in caplog.text
 
 
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:

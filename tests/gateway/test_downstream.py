@@ -131,10 +131,12 @@ async def test_unknown_methods_tools_and_cursors_get_jsonrpc_errors(endpoint: st
         assert body["error"]["code"] == jsonrpc.INVALID_PARAMS
 
 
-async def test_foreign_origins_are_refused_and_loopback_origins_allowed(endpoint: str) -> None:
+async def test_foreign_origins_are_refused_naming_the_origin_and_loopback_origins_allowed(endpoint: str) -> None:
     async with Http() as http:
-        status, _, _ = await post(http, endpoint, initialize(), Origin="https://evil.example")
+        status, _, body = await post(http, endpoint, initialize(), Origin="https://evil.example")
         assert status == 403
+        assert body["error"]["message"] == ("Forbidden: Origin 'https://evil.example' is not allowed "
+                                            "(Tollgate answers loopback origins and server.allowed_origins)")
         status, _, _ = await post(http, endpoint, initialize(), Origin="http://localhost:3000")
         assert status == 200
 

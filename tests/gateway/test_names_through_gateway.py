@@ -36,4 +36,5 @@ async def test_long_and_illegal_names_are_exposed_legally_and_each_call_reaches_
     assert LONG_TOOL in (long_exposed.title or "") + (long_exposed.description or "")  # full name stays visible
     shortened = (f"exposed enterprise-database-management/{LONG_TOOL} as {long_exposed.name} "
                  f"({naming.SHORTENED})")
-    assert shortened in [r.getMessage() for r in caplog.records if r.name == "tollgate.hub"]  # C01's startup line
+    logged = [r.getMessage() for r in caplog.records if r.name == "tollgate.hub"]
+    assert logged.count(shortened) == 1  # C01's startup line, once however often the tool list changed

@@ -4,18 +4,22 @@ budget spend only once what an earlier run spilled is in the store."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import ClientSession as Http
 
 from gateway.budget_store import SpendLoader
 from gateway.cli import open_service
-from gateway.config import BudgetConfig, Config, StoreConfig
+from gateway.config import BudgetConfig, Config, ServerConfig, StoreConfig
 from store.deferred import DeferredStore
 from tests.fixtures.clickhouse_http import ClickHouseShim, start_clickhouse
 from tests.fixtures.procs import free_port
 from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session
 from tests.gateway.service import serve_app
+from tests.gateway.test_downstream import open_session
 
 WAIT = 30.0
 
@@ -116,3 +120,62 @@ async def test_spend_is_rebuilt_only_once_the_previous_runs_spill_is_in_the_stor
     # every decision is recorded, the refusal while past spend was unknown too
     assert events == [{"limit_name": "spend_unknown", "action": "deny", "used": 0.0, "limit": 0.0},
                       {"limit_name": "day_calls", "action": "deny", "used": 3.0, "limit": 3.0}]
+
+
+async def test_healthz_is_degraded_while_the_store_is_unreachable_and_the_log_says_it_once_down_and_once_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setitem(DeferredStore.__init__.__kwdefaults__, "retry_seconds", 0.2)
+    monkeypatch.setattr(SpendLoader.__init__, "__defaults__", (0.2,))
+    port = free_port()  # nothing listens here until the store "comes back"
+    dsn = f"http://default:pw-s3cret@127.0.0.1:{port}/tollgate"
+    token = {"Authorization": "Bearer health-token"}
+    config = Config(server=ServerConfig(auth_tokens=("health-token",)),
+                    upstreams=(echo_upstream("a", budget=BudgetConfig(day_calls=10, fail_open=False)),),
+                    store=StoreConfig(dsn=dsn, spill_dir=str(tmp_path / "spill"), flush_seconds=0.05))
+    service = await open_service(config)
+    shim: ClickHouseShim | None = None
+    try:
+        assert isinstance(service.store, DeferredStore)
+        service.writer.max_backoff_seconds = 0.2
+        async with serve_app(service.app) as base_url, Http() as http:
+
+            async def health(headers: dict[str, str]) -> tuple[int, Any]:
+                async with http.get(base_url + "/healthz", headers=headers) as response:
+                    return response.status, await response.json()
+
+            async with Http(headers=token) as client:
+                await open_session(client, base_url + "/mcp")  # its session row waits in the spill
+            async with asyncio.timeout(WAIT):
+                while service.store.health.failures < 3:  # several connection attempts, each failing
+                    await service.writer.wait_progress(WAIT)
+            anonymous = await health({})
+            status, down = await health(token)
+            shim = await start_clickhouse(tmp_path / "clickhouse", port)
+            await asyncio.wait_for(service.spend.loaded.wait(), WAIT)
+            await service.writer.wait_drained(WAIT)
+            _, up = await health(token)
+    finally:
+        await service.close()
+        if shim is not None:
+            await shim.stop()
+    assert anonymous == (200, {"status": "degraded"})  # without the token, the overall status only
+    assert (status, down["status"], down["upstreams"]["a"]["state"]) == (200, "degraded", "ready")
+    assert down["budgets"] == {"spend_unknown": ["a"], "refusing_calls": ["a"]}
+    store = down["store"]
+    assert (store["state"], store["dsn"], store["accepting_writes"]) == (
+        "unreachable", f"http://default:***@127.0.0.1:{port}/tollgate", True)
+    assert store["pending_rows"] >= 1 and store["spill_bytes"] > 0 and store["failed_attempts"] >= 3
+    assert "Connection refused" in store["last_error"] and "pw-s3cret" not in repr(down)
+    assert up["status"] == "ok" and up["store"] == {
+        "state": "connected", "dsn": f"http://default:***@127.0.0.1:{port}/tollgate", "accepting_writes": True,
+        "pending_rows": 0, "spill_bytes": 0, "max_spill_bytes": config.store.max_spill_bytes, "dropped_rows": 0}
+    assert up["budgets"] == {"spend_unknown": [], "refusing_calls": []}
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [r.getMessage() for r in loud if r.name.startswith(("urllib3", "clickhouse_connect"))]
+    said = [(r.levelname, r.getMessage().split(" (")[0].split(" after ")[0]) for r in loud if r.name == "store.health"]
+    assert said == [("WARNING", f"store http://default:***@127.0.0.1:{port}/tollgate unreachable"),
+                    ("INFO", f"store http://default:***@127.0.0.1:{port}/tollgate reachable again")]
+    assert [r.getMessage() for r in loud if r.name == "store.writer"] == []  # the store's health said it
+    assert len([r for r in loud if "could not read past spend" in r.getMessage()]) == 1

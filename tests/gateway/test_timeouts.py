@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -12,8 +14,9 @@ from aiohttp import web
 from mcp import MCPError
 
 from gateway import jsonrpc
+from gateway.app import create_app
 from gateway.config import Timeouts, UpstreamConfig
-from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session, raw_upstream, running_gateway
+from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session, raw_upstream, running_gateway, served
 from tests.gateway.recorder import Recorder
 from tests.gateway.taps import tap, tapped_echo_upstream
 from tests.gateway.upstreams.fake_http import fake_upstream
@@ -85,10 +88,36 @@ async def test_a_tool_of_an_upstream_that_died_answers_is_error_clearly(tmp_path
         flag.unlink()
         with pytest.raises(Exception, match="exited"):
             await client.call_tool("c__boom", {})
-        result = await client.call_tool("c__echo", {"text": "x"})
+        with pytest.raises(MCPError) as failed:
+            await client.call_tool("c__echo", {"text": "x"})
         assert not (await client.call_tool("ok__echo", {"text": "fine"})).is_error
-    assert result.is_error
-    assert "no longer offered by upstream 'c'" in repr(result.content)
+    assert failed.value.error.code == jsonrpc.UPSTREAM_UNAVAILABLE
+    assert failed.value.error.message.startswith("upstream c is unavailable (restarting: exited with code ")
+
+
+async def test_a_session_that_never_listed_tools_is_told_a_crashed_upstream_is_restarting_not_that_its_tool_is_unknown(
+        tmp_path: Path) -> None:
+    flag = tmp_path / "alive"
+    flag.touch()
+    raw = raw_upstream("c", "--tools-named", "echo")
+    pid_file = tmp_path / "pid"
+    # Cannot come back once the flag is gone; exec keeps the pid it writes, its process group's.
+    script = f'test -e "{flag}" || exit 1; echo $$ > "{pid_file}"; exec "$0" "$@"'
+    dying = UpstreamConfig(name="c", type="stdio", command="sh", args=("-c", script, raw.command or "", *raw.args),
+                           timeouts=Timeouts(init_seconds=20.0))
+    recorder = Recorder()
+    app = create_app(gateway_config(dying, echo_upstream("ok")), observers=[recorder])
+    async with served(app) as url:
+        flag.unlink()
+        os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        await recorder.wait_until(lambda: "unhealthy" in recorder.kinds("c"))
+        async with mcp_session(url) as fresh:
+            with pytest.raises(MCPError) as failed:
+                await fresh.call_tool("c__echo", {"text": "x"})
+            listed = [tool.name for tool in (await fresh.list_tools()).tools]
+    assert failed.value.error.code == jsonrpc.UPSTREAM_UNAVAILABLE
+    assert failed.value.error.message.startswith("upstream c is unavailable (restarting: exited with code ")
+    assert "c__echo" not in listed  # routed, not offered
 
 
 async def test_header_secrets_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:

@@ -33,6 +33,7 @@ class FlakyStore:
         self.real = store
         self.healthy = asyncio.Event()
         self.display_dsn = store.display_dsn
+        self.health = store.health
 
     async def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
         if not self.healthy.is_set():
@@ -221,6 +222,8 @@ async def test_a_full_spill_refuses_writes_whole_and_drops_submitted_rows_counte
             await writer.write_all({"calls": second, "upstream_events": [{"event_id": "e", "upstream": "a"}]})
         assert full.value.retry_after_seconds >= 1.0
         assert (writer.stats()["queued_rows"], writer.stats()["spilled_bytes"]) == (10, spilled)
+        refusing, healthy = writer.health()
+        assert (refusing["accepting_writes"], refusing["spill_bytes"], healthy) == (False, spilled, False)
         with caplog.at_level(logging.ERROR, logger="store.writer"):
             writer.submit("calls", [call(20)])
             writer.submit("calls", [call(21), call(22)])
@@ -231,6 +234,8 @@ async def test_a_full_spill_refuses_writes_whole_and_drops_submitted_rows_counte
         flaky.healthy.set()
         await writer.flush()
         await writer.write_all({"calls": second})  # room again once the store took the backlog
+        accepting, healthy = writer.health()
+        assert (accepting["state"], accepting["accepting_writes"], healthy) == ("connected", True, True)
         await writer.flush()
     finally:
         await writer.stop()

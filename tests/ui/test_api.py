@@ -378,3 +378,22 @@ async def test_assets_are_versioned_and_a_versioned_asset_is_kept_by_the_browser
         assert response.status == 200 and response.headers["Cache-Control"] == "no-cache"
     etag = response.headers["ETag"]
     assert (await client.get("/ui/static/app.js", headers={"If-None-Match": etag})).status == 304
+
+
+async def test_an_unknown_api_path_or_method_answers_in_the_apis_json_error_shape(tmp_path: Any) -> None:
+    from aiohttp import ClientSession as Http
+
+    from tests.gateway.conftest import gateway_config
+    from tests.gateway.service import running_service
+
+    answers = []
+    async with running_service(gateway_config(), tmp_path / "db") as svc, Http() as http:
+        for method, path in (("GET", "/api/nope"), ("GET", "/api/sessions/x/y"), ("POST", "/api/sessions")):
+            async with http.request(method, svc.base_url + path) as response:
+                answers.append((response.status, response.content_type, await response.json(),
+                                "GET" in response.headers.get("Allow", "")))
+    assert answers == [
+        (404, "application/json", {"error": "no API route '/api/nope' (see /api/openapi.json)"}, False),
+        (404, "application/json", {"error": "no API route '/api/sessions/x/y' (see /api/openapi.json)"}, False),
+        (405, "application/json", {"error": "POST is not allowed on '/api/sessions'"}, True),
+    ]

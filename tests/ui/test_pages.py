@@ -308,6 +308,14 @@ async def test_a_session_without_prompt_ids_says_its_turns_are_matched_by_turn_o
     assert await region.locator("[data-k=match_method]").inner_text() == "by turn order"
 
 
+async def test_an_unknown_sessions_page_shows_the_apis_own_message(seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    page = await browser.context.new_page()
+    await page.goto(f"{svc.base_url}/ui/sessions/nope?token={TOKEN}")
+    await page.wait_for_selector("html[data-state=ready] .error", timeout=WAIT_MS)
+    assert await page.locator(".error p").inner_text() == "no session 'nope'"  # not "/api/sessions/nope: HTTP 404"
+
+
 async def test_session_page_byte_badge_opens_with_enter_and_shows_the_calls_bytes(
         seeded: tuple[Running, Browser]) -> None:
     svc, browser = seeded

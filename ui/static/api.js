@@ -32,6 +32,17 @@ export async function getJson(path, params = {}) {
   // preload sent without the token comes back 401, so ask once more, now really with the token.
   if (response.status === 401 && token) response = await fetch(url, { headers, credentials: "same-origin" });
   if (response.status === 401) throw new AuthRequired("a bearer token is required");
-  if (!response.ok) throw new Error(`${url.pathname}: HTTP ${response.status}`);
+  if (!response.ok) throw new Error(await errorMessage(response, url));
   return response.json();
+}
+
+// The API says what went wrong as {"error": "..."} ("no session 'x'"); a page shows that, not the bare status.
+async function errorMessage(response, url) {
+  try {
+    const body = await response.json();
+    if (typeof body?.error === "string" && body.error) return body.error;
+  } catch {
+    // not JSON (a proxy's error page): the status is all there is
+  }
+  return `${url.pathname}: HTTP ${response.status}`;
 }

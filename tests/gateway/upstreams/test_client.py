@@ -4,6 +4,7 @@ list_changed during a catalog refresh is never lost."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -45,8 +46,9 @@ class Quiet:
         self.details.append(detail)
 
 
-async def restart_delays(count: int) -> tuple[list[float], UpstreamClient]:
-    """Run an upstream that dies right after each successful start; the first `count` pauses it asked for."""
+async def restart_delays(count: int, *flags: str) -> tuple[list[float], UpstreamClient]:
+    """Run an upstream that dies right after each successful start (or as `flags` tell the raw fixture server);
+    the first `count` pauses it asked for."""
     delays: list[float] = []
     enough = asyncio.Event()
 
@@ -56,7 +58,7 @@ async def restart_delays(count: int) -> tuple[list[float], UpstreamClient]:
             enough.set()
             await asyncio.Event().wait()  # hold the loop here until close() cancels it
 
-    command, args = raw_stdio_command("--exit-after-list")
+    command, args = raw_stdio_command(*(flags or ("--exit-after-list",)))
     config = UpstreamConfig(name="dies", type="stdio", command=command, args=tuple(args),
                             timeouts=Timeouts(init_seconds=20.0))
     client = UpstreamClient(config, lambda: make_transport(config), Quiet(), sleep=pause)
@@ -72,6 +74,42 @@ async def test_an_upstream_that_dies_right_after_each_start_backs_off_longer_eac
     delays, client = await restart_delays(4)
     assert delays == list(RESTART_BACKOFF[:4])
     assert client.restarts == 4  # every start got as far as ready: these are restarts, not failed starts
+    assert client.failed_starts == 0
+
+
+async def test_an_upstream_that_exits_at_each_start_counts_failed_starts_and_logs_each_once_with_its_exit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="tollgate")
+    delays, client = await restart_delays(3, "--exit-code", "3")
+    unhealthy = [r.getMessage() for r in caplog.records if "unhealthy" in r.getMessage()]
+    assert len(delays) == 3
+    assert (client.health()["restarts"], client.health()["failed_starts"]) == (0, 3)
+    assert len(unhealthy) == 3  # one line per failed start, not one per way of noticing it
+    assert all(line.startswith("upstream dies unhealthy: upstream dies exited with code 3; last stderr: ")
+               for line in unhealthy), unhealthy
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 3, [r.getMessage() for r in warnings]  # and nothing else about it at WARNING
+
+
+async def test_an_initialize_waiting_for_its_answer_is_not_a_call_in_flight() -> None:
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def never_answers(request: web.Request) -> web.StreamResponse:
+        asked.set()
+        await release.wait()
+        return web.Response(status=503)
+
+    async with fake_upstream(never_answers) as fake:
+        config = UpstreamConfig(name="slow", type="http", url=fake.url, timeouts=Timeouts(init_seconds=30.0))
+        client = UpstreamClient(config, lambda: make_transport(config), Quiet())
+        client.start()
+        try:
+            await asyncio.wait_for(asked.wait(), 10)
+            health = client.health()
+        finally:
+            release.set()
+            await client.close()
+    assert (health["state"], health["in_flight"]) == ("starting", 0)
 
 
 async def test_an_upstream_that_stayed_ready_long_enough_restarts_after_the_shortest_delay(
@@ -95,6 +133,23 @@ def test_non_json_lines_are_all_counted_but_recorded_at_most_so_many_a_minute(
     assert client.non_json_lines == TRANSPORT_EVENTS_PER_MINUTE + 6
     assert observer.details == [f"line {n}" for n in range(TRANSPORT_EVENTS_PER_MINUTE)] + [
         "a minute later (5 more not recorded)"]
+
+
+def test_non_json_lines_are_logged_as_often_as_they_are_recorded(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tollgate")
+    now = [1000.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    config = UpstreamConfig(name="noisy", type="stdio", command="true")
+    client = UpstreamClient(config, lambda: make_transport(config), Quiet())
+    for n in range(TRANSPORT_EVENTS_PER_MINUTE + 5):
+        client._transport_event("non_json_line", f"line {n}")
+    now[0] += 60.0
+    client._transport_event("non_json_line", "a minute later")
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert logged == [f"upstream noisy stdout (not JSON-RPC, ignored): line {n}"
+                      for n in range(TRANSPORT_EVENTS_PER_MINUTE)] + [
+        "upstream noisy stdout (not JSON-RPC, ignored): a minute later (5 more such lines not logged)"]
 
 
 @pytest.mark.parametrize(("text", "said"), [

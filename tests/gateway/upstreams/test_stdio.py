@@ -114,7 +114,6 @@ async def test_c05_non_json_stdout_lines_are_counted_and_the_session_stays_up(
     assert stats.non_json_lines == 4  # the banner and one noise line after each of 3 responses
     assert stats.bytes_in == sum(map(len, wire.raw))
     assert stats.extra["non_json_bytes"] == len("Server v1.2 starting") + 3 * len("[db] connected")
-    assert "Server v1.2 starting" in caplog.text and "[db] connected" in caplog.text
     assert stats.stderr_lines >= 1 and "upstream fixture stderr: raw server raw starting" in caplog.text
 
 

@@ -1,0 +1,147 @@
+"""Every request refused at the HTTP edge of /mcp and /api leaves one log line (reason, method, client address,
+never the token), rate-limited per route and status, and is counted in /metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import ClientSession as Http
+
+from gateway import jsonrpc
+from gateway import rejections as rejections_mod
+from gateway.rejections import LINES_PER_MINUTE
+from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway
+from tests.gateway.service import running_service
+from tests.gateway.test_downstream import JSON_HEADERS, initialize, open_session
+
+TOKEN = "s3cret-token-value"
+WRONG = "wrong-token-value"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+UNKNOWN = "deadbeef-0000-4000-8000-000000000000"
+EXPIRED = "Not Found: unknown or expired session deadbeef; the client must initialize again"
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tollgate.rejections"]
+
+
+async def test_each_refusal_on_mcp_and_api_is_logged_once_with_its_reason_and_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate")
+    config = gateway_config(echo_upstream("a"), auth_tokens=(TOKEN,), max_body_bytes=64 * 1024)
+    big = orjson.dumps(jsonrpc.request_body(1, "tools/call", {"name": "a__echo", "arguments": {"text": "x" * 100_000}}))
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 8192):
+            yield big[start:start + 8192]
+
+    list_tools = orjson.dumps(jsonrpc.request_body(1, "tools/list"))
+    async with running_service(config, tmp_path / "db") as svc, Http(headers=AUTH) as http:
+        url = svc.mcp_url
+        session_id = await open_session(http, url)
+        caplog.clear()
+        statuses = []
+        for data, headers in [
+            (list_tools, {**JSON_HEADERS, "Content-Type": "text/plain"}),
+            (big, JSON_HEADERS),
+            (chunked(), JSON_HEADERS),
+            (list_tools, JSON_HEADERS),
+            (list_tools, {**JSON_HEADERS, "Mcp-Session-Id": UNKNOWN}),
+            (orjson.dumps(jsonrpc.request_body(2, "ping")),
+             {**JSON_HEADERS, "Mcp-Session-Id": session_id, "MCP-Protocol-Version": "1999-01-01"}),
+        ]:
+            async with http.post(url, data=data, headers=headers) as response:
+                statuses.append(response.status)
+        async with http.get(url, headers={"Accept": "text/event-stream", "Mcp-Session-Id": UNKNOWN}) as response:
+            statuses.append(response.status)
+        async with http.delete(url, headers={"Mcp-Session-Id": UNKNOWN}) as response:
+            statuses.append(response.status)
+        async with Http() as anonymous:
+            for headers in ({}, {"Authorization": f"Bearer {WRONG}"}):
+                async with anonymous.post(url, data=orjson.dumps(initialize()),
+                                          headers={**JSON_HEADERS, **headers}) as response:
+                    statuses.append(response.status)
+            async with anonymous.get(svc.base_url + "/api/sessions") as response:
+                statuses.append(response.status)
+        async with http.get(svc.base_url + "/metrics") as response:
+            metrics = (await response.text()).splitlines()
+    assert statuses == [415, 413, 413, 400, 404, 400, 404, 404, 401, 401, 401]
+    info, warning = logging.INFO, logging.WARNING
+    assert refusals(caplog) == [
+        (info, "refused POST /mcp from 127.0.0.1: 415 Unsupported Media Type 'text/plain': use application/json"),
+        (warning, "refused POST /mcp from 127.0.0.1: 413 Payload Too Large: the limit is 65536 bytes"),
+        (warning, "refused POST /mcp from 127.0.0.1: 413 Payload Too Large: the limit is 65536 bytes"),
+        (info, "refused POST /mcp (tools/list) from 127.0.0.1: 400 Bad Request: Missing session ID"),
+        (info, f"refused POST /mcp (tools/list) from 127.0.0.1: 404 {EXPIRED}"),
+        (info, "refused POST /mcp (ping) from 127.0.0.1: 400 Bad Request: unsupported MCP-Protocol-Version "
+               "'1999-01-01'"),
+        (info, f"refused GET /mcp from 127.0.0.1: 404 {EXPIRED}"),
+        (info, f"refused DELETE /mcp from 127.0.0.1: 404 {EXPIRED}"),
+        (warning, "refused POST /mcp from 127.0.0.1: 401 Unauthorized: bearer token required"),
+        (warning, "refused POST /mcp from 127.0.0.1: 401 Unauthorized: bearer token not accepted"),
+        (warning, "refused GET /api/sessions from 127.0.0.1: 401 bearer token required"),
+    ]
+    assert TOKEN not in caplog.text and WRONG not in caplog.text
+    counted = [line for line in metrics if line.startswith("tollgate_http_rejections_total{")]
+    assert counted == [
+        'tollgate_http_rejections_total{route="/api",status="401"} 1',
+        'tollgate_http_rejections_total{route="/mcp",status="400"} 2',
+        'tollgate_http_rejections_total{route="/mcp",status="401"} 2',
+        'tollgate_http_rejections_total{route="/mcp",status="404"} 3',
+        'tollgate_http_rejections_total{route="/mcp",status="413"} 2',
+        'tollgate_http_rejections_total{route="/mcp",status="415"} 1',
+    ]
+
+
+async def test_a_session_from_before_a_restart_gets_404_and_the_log_says_the_client_must_initialize_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate")
+    config = gateway_config(echo_upstream("a"))
+    async with running_gateway(config) as url, Http() as http:
+        old_session = await open_session(http, url)
+    async with running_gateway(config) as url, Http() as http, (  # restarted: sessions are forgotten
+            http.post(url, data=orjson.dumps(jsonrpc.request_body(1, "tools/list")),
+                      headers={**JSON_HEADERS, "Mcp-Session-Id": old_session})) as response:
+        status, body = response.status, await response.json()
+    said = f"unknown or expired session {old_session[:8]}; the client must initialize again"
+    assert (status, body["error"]["code"], body["error"]["message"]) == (404, jsonrpc.INVALID_REQUEST,
+                                                                        f"Not Found: {said}")
+    assert refusals(caplog) == [(logging.INFO, f"refused POST /mcp (tools/list) from 127.0.0.1: 404 Not Found: {said}")]
+
+
+async def test_a_flood_of_refusals_is_logged_so_many_lines_a_minute_and_all_are_counted(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate")
+    now = [1000.0]
+    monkeypatch.setattr(rejections_mod.time, "monotonic", lambda: now[0])
+    async with running_gateway(gateway_config()) as url, Http() as http:
+        async def unknown_session() -> None:
+            async with http.delete(url, headers={"Mcp-Session-Id": UNKNOWN}) as response:
+                assert response.status == 404
+
+        for _ in range(LINES_PER_MINUTE + 5):
+            await unknown_session()
+        # Another kind of refusal within the same minute is still logged: each route and status has its own limit.
+        async with http.post(url, data=orjson.dumps(jsonrpc.request_body(1, "ping")), headers=JSON_HEADERS):
+            pass
+        now[0] += 60.0
+        await unknown_session()
+    logged = [message for _, message in refusals(caplog)]
+    expired = f"refused DELETE /mcp from 127.0.0.1: 404 {EXPIRED}"
+    assert logged == [expired] * LINES_PER_MINUTE + [
+        "refused POST /mcp (ping) from 127.0.0.1: 400 Bad Request: Missing session ID",
+        f"{expired} (5 more like it not logged)"]
+
+
+async def test_a_method_name_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate")
+    forged = "tools/list\n2026-01-01 00:00:00,000 INFO tollgate: all fine"
+    async with running_gateway(gateway_config()) as url, Http() as http, \
+            http.post(url, data=orjson.dumps(jsonrpc.request_body(1, forged)), headers=JSON_HEADERS) as response:
+        assert response.status == 400
+    assert refusals(caplog) == [(logging.INFO, "refused POST /mcp (tools/list\\n2026-01-01 00:00:00,000 INFO tollgate: "
+                                               "all fine) from 127.0.0.1: 400 Bad Request: Missing session ID")]
