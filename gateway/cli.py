@@ -452,9 +452,13 @@ def _report(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _store_clients_quiet(log_level: str) -> Iterator[None]:
-    """A report says in one line that the store is down: the HTTP client libraries' own retry and driver warnings
-    would only repeat it, so they are silenced (unless --log-level debug) while it runs."""
-    loggers = [logging.getLogger(name) for name in ("urllib3", "clickhouse_connect")] if log_level != "debug" else []
+    """A report says in one line that the store is down: the HTTP client libraries' own retry and driver warnings,
+    and the store's health line meant for a long-running server's log, would only repeat it, so they are silenced
+    (unless --log-level debug) while it runs."""
+    from store.health import DRIVER_LOGGERS
+
+    names = (*DRIVER_LOGGERS, "store.health")
+    loggers = [logging.getLogger(name) for name in names] if log_level != "debug" else []
     levels = [each.level for each in loggers]
     for each in loggers:
         each.setLevel(logging.CRITICAL)
