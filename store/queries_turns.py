@@ -546,7 +546,8 @@ WITH
         GROUP BY session_id
     ),
     prompts AS (
-        SELECT session_id, count() AS prompts, countIf(prompt_id = '') AS prompts_without_id
+        SELECT session_id, count() AS prompts, countIf(prompt_id = '') AS prompts_without_id,
+               min(event_time) AS first_at, max(event_time) AS last_at
         FROM {{db}}.cc_user_prompts FINAL
         WHERE event_time >= {{since:DateTime64(6, 'UTC')}} AND event_time < {{until:DateTime64(6, 'UTC')}}
         GROUP BY session_id
@@ -586,7 +587,9 @@ WITH
         WHERE b.cc_session_id = '' GROUP BY ci.mcp_session_id
     ),
     listed AS (SELECT *, keep AND ({{server:String}} = '' OR has(servers, {{server:String}})) AS kept FROM (
-    SELECT r.session_id AS session_id, 'claude_code' AS kind, r.first_at AS started_at, r.last_at AS last_at,
+    SELECT r.session_id AS session_id, 'claude_code' AS kind,
+           if(p.prompts > 0, least(r.first_at, p.first_at), r.first_at) AS started_at,
+           if(p.prompts > 0, greatest(r.last_at, p.last_at), r.last_at) AS last_at,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, p.prompts, r.prompt_turns) AS turns,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, 'turn_order', 'prompt_id') AS match_method,
            r.requests AS requests, r.input_tokens AS input_tokens, r.output_tokens AS output_tokens,

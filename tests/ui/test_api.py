@@ -245,6 +245,14 @@ async def test_an_mcp_only_session_and_a_claude_code_session_both_fit_the_detail
             assert [(c["observed_tokens"], c["carried_tokens"]) for c in body["calls_outside_turns"]] == [(None, None)]
 
 
+async def test_a_claude_code_session_starts_and_ends_in_the_list_where_its_page_says(api: Any) -> None:
+    """From its first prompt (before any API request) to its last event, as the page's roll-up spans its turns."""
+    (row,) = (await (await api.get(f"/api/sessions?{SINCE}")).json())["sessions"]
+    detail = (await (await api.get(f"/api/sessions/{api.session_id}")).json())
+    assert (row["started_at"], row["last_at"]) == (detail["session"]["started_at"], detail["session"]["ended_at"])
+    assert row["started_at"] == detail["turns"][0]["started_at"] < detail["turns"][0]["ended_at"]
+
+
 async def test_an_mcp_only_session_lasts_as_long_in_the_list_as_on_its_page(many: Any) -> None:
     seeded = SEEDED[-1]
     (row,) = [r for r in (await listing(many))["sessions"] if r["session_id"] == seeded.session_id]
