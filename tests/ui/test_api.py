@@ -80,7 +80,8 @@ async def test_every_route_answers_with_a_body_its_schema_accepts(api: Any) -> N
         bodies[template] = body
     assert bodies["/api/servers/{name}"]["tool_list_context"]["tools"]  # the nested schemas had rows to check
     assert bodies["/api/budgets"]["upstreams"][0]["tools"] and bodies["/api/sessions/{id}"]["startup"]
-    assert [s["session_id"] for s in bodies["/api/sessions"]["sessions"]] == [api.session_id]
+    assert [(s["session_id"], s["client"]) for s in bodies["/api/sessions"]["sessions"]] == [
+        (api.session_id, {"name": "claude-code", "version": "2.1.332", "terminal_type": "dumb"})]
     detail = bodies["/api/sessions/{id}"]
     assert [t["match_method"] for t in detail["turns"] if t["turn_index"] > 0] == ["prompt_id", "prompt_id"]
     call = detail["turns"][-1]["calls"][0]
@@ -132,6 +133,7 @@ class Seeded:
         return [{"event_key": f"{self.session_id}-r{n}", "event_name": "api_request", "session_id": self.session_id,
                  "prompt_id": f"{self.session_id}-p", "user_email": self.user, "model": "claude-test",
                  "event_time": self.at + dt.timedelta(seconds=2 * n), "request_id": f"req-{self.session_id}-{n}",
+                 "app_version": f"2.1.{330 + n}", "terminal_type": "vscode",  # updated between the two
                  "input_tokens": 100 * self.hour + n + 1, "output_tokens": 10 * self.hour + n,
                  "cache_read_tokens": 1000 * self.hour + 7 * n, "cache_creation_tokens": 50 + self.hour + n,
                  "cost_usd": 0.001 * (self.hour + 1) * (n + 1)} for n in range(2)] if self.kind == "claude_code" else []
@@ -148,8 +150,13 @@ class Seeded:
                 "tool": "echo", "exposed_name": f"{self.upstream}__echo", "mcp_session_id": f"m-{self.session_id}"
                 if self.kind == "claude_code" else self.session_id,
                 "tool_use_id": f"toolu_{self.session_id}" if self.kind == "claude_code" else "",
-                "auth_identity": self.user, "status": "ok", "started_at": start,
+                "auth_identity": self.user, "status": "ok", "started_at": start, **self.client_info(),
                 "ended_at": start + dt.timedelta(milliseconds=400), "resp_bytes_upstream": 100 * (self.hour + 1)}
+
+    def client_info(self) -> dict[str, str]:
+        """What the MCP client said in `initialize` (Claude Code's own is an older version than its telemetry's)."""
+        return {"client_name": "claude-code", "client_version": "2.1.300"} if self.kind == "claude_code" else \
+            {"client_name": "agent-sdk", "client_version": "0.9.1"}
 
     def last_at(self) -> dt.datetime:
         last: dt.datetime = max([r["event_time"] for r in self.requests()] or [self.call()["ended_at"]])
@@ -231,6 +238,17 @@ async def test_the_sessions_list_filters_by_user_server_and_time_range(
     kept = [s.session_id for s in newest_first(SEEDED) if keep(s)]
     assert kept and [s["session_id"] for s in body["sessions"]] == kept[:params.get("limit", 50)]
     assert body["total"] == len(kept)
+
+
+async def test_the_sessions_list_names_a_claude_code_sessions_client_from_its_latest_telemetry(many: Any) -> None:
+    """A Claude Code session: app.version of its latest request and terminal.type, not its MCP clientInfo (which
+    says nothing more, and only sessions with MCP calls have); an MCP session: its clientInfo."""
+    body = await listing(many)
+    validator(spec(), "/api/sessions").validate(body)
+    assert {row["session_id"]: row["client"] for row in body["sessions"]} == {
+        **{s.session_id: {"name": "claude-code", "version": "2.1.331", "terminal_type": "vscode"}
+           for s in SEEDED if s.kind == "claude_code"},
+        "mcp-agent": {"name": "agent-sdk", "version": "0.9.1", "terminal_type": ""}}
 
 
 async def test_an_mcp_only_session_and_a_claude_code_session_both_fit_the_detail_schema(many: Any) -> None:
@@ -348,6 +366,12 @@ async def test_the_schemas_refuse_a_body_missing_a_field_or_with_a_wrong_type(ap
     for body in broken:
         with pytest.raises(ValidationError):
             validator(doc, "/api/sessions/{id}").validate(body)
+    listed = await (await api.get(f"/api/sessions?{SINCE}")).json()
+    row = listed["sessions"][0]
+    validator(doc, "/api/sessions").validate(listed)
+    for bad in ({k: v for k, v in row.items() if k != "client"}, {**row, "client": {"name": "claude-code"}}):
+        with pytest.raises(ValidationError):
+            validator(doc, "/api/sessions").validate({**listed, "sessions": [bad]})
 
 
 @pytest.mark.parametrize(("url", "status"), [

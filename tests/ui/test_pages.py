@@ -22,6 +22,7 @@ from aiohttp import ClientSession as Http
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.types import Implementation
 
 from gateway.config import BudgetConfig, Config
 from tests.gateway.conftest import echo_upstream, gateway_config
@@ -66,13 +67,15 @@ def _config() -> Config:
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OTHER_CLIENT = Implementation(name="agent-sdk", version="0.9.1")
+CAPTURE_CLIENT = {"name": "claude-code", "version": "2.1.332", "terminal_type": "dumb"}  # the capture's telemetry
 
 
 @asynccontextmanager
-async def mcp_session(url: str) -> AsyncIterator[ClientSession]:
-    """The real `mcp` SDK client over Streamable HTTP, sending the bearer token."""
+async def mcp_session(url: str, client: Implementation | None = None) -> AsyncIterator[ClientSession]:
+    """The real `mcp` SDK client over Streamable HTTP, sending the bearer token (and `client` as its clientInfo)."""
     async with create_mcp_http_client(headers=AUTH) as http, streamable_http_client(url, http_client=http) as streams, \
-            ClientSession(streams[0], streams[1]) as session:
+            ClientSession(streams[0], streams[1], client_info=client) as session:
         await session.initialize()
         yield session
 
@@ -90,7 +93,7 @@ async def _seed(svc: Running) -> None:
                 async with http.post(svc.base_url + "/v1/logs", data=body,
                                      headers={"Content-Type": "application/json", **AUTH}) as response:
                     assert response.status == 200, await response.text()
-    async with mcp_session(svc.mcp_url) as other:  # a client that sends no ids: an MCP-only session
+    async with mcp_session(svc.mcp_url, OTHER_CLIENT) as other:  # a client that sends no ids: an MCP-only session
         await other.call_tool("beta__echo", {"text": "from another client"})
     await svc.flushed()
 
@@ -200,6 +203,22 @@ async def test_sessions_page_lists_the_session_with_the_apis_figures(seeded: tup
     assert await page.locator("#sessions tbody tr").count() == len(listed)
     await accessible(page)
     await page.screenshot(path=shot("sessions"), full_page=True)
+
+
+async def test_sessions_page_names_each_sessions_client_as_the_api_does(seeded: tuple[Running, Browser]) -> None:
+    """Claude Code sessions by their telemetry (the bound MCP session's clientInfo is the SDK's, not shown); the
+    MCP-only session by the clientInfo it sent."""
+    svc, browser = seeded
+    listed = (await api(svc, "/api/sessions"))["sessions"]
+    mcp_only = next(s["session_id"] for s in listed if s["kind"] == "mcp")
+    assert {s["session_id"]: s["client"] for s in listed} == {
+        CC_SESSION: CAPTURE_CLIENT, TURN_ORDER_SESSION: CAPTURE_CLIENT,
+        mcp_only: {"name": OTHER_CLIENT.name, "version": OTHER_CLIENT.version, "terminal_type": ""}}
+    page = await browser.open("/ui/sessions")
+    cells = {s["session_id"]: await page.locator(f"#sessions tr[data-session='{s['session_id']}'] [data-k=client]")
+             .inner_text() for s in listed}
+    assert cells == {CC_SESSION: "claude-code 2.1.332\nterminal: dumb",
+                     TURN_ORDER_SESSION: "claude-code 2.1.332\nterminal: dumb", mcp_only: "agent-sdk 0.9.1"}
 
 
 async def shown(page: Any) -> list[str]:

@@ -81,7 +81,7 @@ function sessionRow(row) {
   return el("tr", { dataset: { session: row.session_id } },
     el("th", { scope: "row" }, link, row.kind === "mcp" ? el("span", { class: "tag" }, "MCP only") : null),
     cell(row.user || row.user_id || "—", { class: "clip", title: row.user || row.user_id || null }),
-    cell(row.client || row.client_name || (row.kind === "claude_code" ? "Claude Code" : "—")),
+    clientCell(row.client ?? {}),
     cell(time(row.started_at), { class: "nowrap" }),
     numCell(ms(span(row.started_at, row.last_at ?? row.ended_at))),
     numCell([num(row.turns), row.match_method === "turn_order" ? [" ", turnOrderTag()] : null], { dataset: { k: "turns" } }),
@@ -91,6 +91,13 @@ function sessionRow(row) {
     numCell(num(row.tool_calls)),
     numCell(bytes(mcpBytes), { title: `${num(mcpBytes)} bytes`, dataset: { k: "resp_bytes_upstream" } }),
     cell((row.servers ?? []).join(", ") || "—"));
+}
+
+function clientCell(client) {  // Claude Code: its telemetry's app.version and terminal.type; MCP: its clientInfo
+  if (!client.name) return cell("—", { dataset: { k: "client" } });
+  return cell([el("span", {}, `${client.name} ${client.version ?? ""}`.trim()),
+    client.terminal_type ? el("span", { class: "sub muted" }, `terminal: ${client.terminal_type}`) : null],
+  { class: "nowrap", dataset: { k: "client" } });
 }
 
 function turnOrderTag() {  // the client sends no prompt.id: the count follows the order of its prompts
