@@ -221,6 +221,32 @@ async def test_sessions_page_names_each_sessions_client_as_the_api_does(seeded: 
                      TURN_ORDER_SESSION: "claude-code 2.1.332\nterminal: dumb", mcp_only: "agent-sdk 0.9.1"}
 
 
+def seconds_shown(iso: str) -> str:
+    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S")  # the browser's zone is UTC
+
+
+async def test_sessions_page_shows_the_last_activity_it_sorts_by_and_each_start(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    listed = (await api(svc, "/api/sessions"))["sessions"]
+    assert [s["last_at"] for s in listed] == sorted((s["last_at"] for s in listed), reverse=True)
+    page = await browser.open("/ui/sessions")
+    assert await page.locator("#sessions caption").inner_text() == "Sessions, latest activity first"
+    sorted_by = page.locator("#sessions thead th[aria-sort]")
+    assert (await sorted_by.inner_text(), await sorted_by.get_attribute("aria-sort")) == ("Last activity ↓",
+                                                                                         "descending")
+    for s in listed:
+        row = page.locator(f"#sessions tr[data-session='{s['session_id']}']")
+        last, start = seconds_shown(s["last_at"]), seconds_shown(s["started_at"])
+        assert await row.locator("[data-k=last_at]").inner_text() == last
+        assert await row.locator("[data-k=last_at]").get_attribute("datetime") == s["last_at"]
+        assert await row.locator("[data-k=started_at]").inner_text() == (start[11:] if start[:10] == last[:10]
+                                                                          else start)
+        lasted = (dt.datetime.fromisoformat(s["last_at"]) - dt.datetime.fromisoformat(s["started_at"]))
+        assert dt.timedelta(0) < lasted < dt.timedelta(seconds=1), s  # shown in whole ms
+        assert await row.locator("[data-k=duration]").inner_text() == f"{lasted // dt.timedelta(milliseconds=1)} ms"
+
+
 async def shown(page: Any) -> list[str]:
     return [str(await r.get_attribute("data-session")) for r in await page.locator("#sessions tbody tr").all()]
 

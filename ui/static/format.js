@@ -89,7 +89,7 @@ export function el(tag, attrs = {}, ...children) {
 export function table(caption, headers, rows, attrs = {}) {
   return el("table", attrs,
     el("caption", {}, caption),
-    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", class: h.num ? "num" : null }, h.label ?? h)))),
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", class: h.num ? "num" : null, "aria-sort": h.sort ?? null }, h.label ?? h)))),
     el("tbody", {}, rows));
 }
 
