@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from jsonschema import Draft202012Validator, ValidationError
 from openapi_spec_validator import validate
 
@@ -17,6 +18,8 @@ from gateway.budgets import Budgets
 from gateway.config import BudgetConfig
 from store.client import Store
 from store.writer import Writer
+from tests.gateway.conftest import echo_upstream, gateway_config
+from tests.gateway.service import running_service
 from tests.store.test_queries_turns import Post, post, replay, writer  # noqa: F401 (fixtures)
 from ui.api import ROUTES, add_api_routes
 from ui.openapi import SERVED_BY_GATEWAY, spec
@@ -405,3 +408,23 @@ async def test_assets_are_versioned_and_a_versioned_asset_is_kept_by_the_browser
         assert response.status == 200 and response.headers["Cache-Control"] == "no-cache"
     etag = response.headers["ETag"]
     assert (await client.get("/ui/static/app.js", headers={"If-None-Match": etag})).status == 304
+
+
+async def test_the_served_api_refuses_every_method_but_get_and_head_with_405(tmp_path: Path) -> None:
+    """Through the app `tollgate serve` runs (bearer guard, gateway routes, UI routes): read-only, so a write to any
+    /api/* path is refused with 405 and `Allow: GET,HEAD`, while GET and HEAD of the same paths answer."""
+    token = "api-test-token"
+    paths = [path.replace("{id}", "no-such-session").replace("{name}", "alpha") for path in spec()["paths"]]
+    async with running_service(gateway_config(echo_upstream("alpha"), auth_tokens=(token,)), tmp_path) as svc, \
+            ClientSession(svc.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        refused, answered = {}, {}
+        for path in paths:
+            for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+                async with http.request(method, path, json={}) as response:
+                    refused[method, path] = (response.status, set(response.headers.get("Allow", "").split(",")))
+            for method in ("GET", "HEAD"):
+                async with http.request(method, path) as response:
+                    answered[method, path] = response.status
+    assert refused == dict.fromkeys(refused, (405, {"GET", "HEAD"}))
+    assert len(refused) == 5 * len(paths) == 40
+    assert answered == {(m, p): 404 if "no-such-session" in p else 200 for m, p in answered}

@@ -327,6 +327,9 @@ async def test_session_page_usage_badge_shows_the_turns_usage(seeded: tuple[Runn
     assert await region.locator("[data-k=cost_usd]").inner_text() == usd(turn["cost_usd"])
     assert await region.locator("[data-k=models]").inner_text() == ", ".join(turn["models"])
     assert await region.locator("[data-k=match_method]").inner_text() == "by prompt id"
+    lasted = dt.datetime.fromisoformat(turn["ended_at"]) - dt.datetime.fromisoformat(turn["started_at"])
+    assert dt.timedelta(0) < lasted < dt.timedelta(seconds=1)  # shown in whole ms
+    assert await region.locator("[data-k=duration]").inner_text() == f"{lasted // dt.timedelta(milliseconds=1)} ms"
     await page.screenshot(path=shot("session"), full_page=True)
     publish("session")
 
@@ -457,6 +460,27 @@ async def test_budgets_page_shows_spend_denials_truncations_and_reset(seeded: tu
     assert "Day resets in" in await page.locator("section[data-upstream='beta']").inner_text()
     await accessible(page)
     await page.screenshot(path=shot("budgets"), full_page=True)
+
+
+async def test_budgets_page_lists_each_upstreams_limits_and_actions_as_the_api_does(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    budgets = {u["upstream"]: u for u in (await api(svc, "/api/budgets"))["upstreams"]}
+    assert {name: u["limits"] for name, u in budgets.items()} == {
+        "alpha": {"max_request_bytes": {"allowed": 400, "action": "deny"}},
+        "beta": {"max_result_bytes": {"allowed": RESULT_LIMIT, "action": "truncate"},
+                 "day_calls": {"allowed": 10, "action": "deny"}}}
+    page = await browser.open("/ui/budgets")
+    for name, upstream in budgets.items():
+        rows = await page.locator(f"section[data-upstream='{name}'] table.limits tbody tr").all()
+        shown = {str(await row.get_attribute("data-limit")): {
+            "allowed": count(str(await row.locator("[data-k=allowed]").get_attribute("title"))),
+            "action": await row.locator("[data-k=action]").inner_text()} for row in rows}
+        assert shown == upstream["limits"], name
+    labels = page.locator("section[data-upstream='beta'] table.limits tbody th")
+    assert await labels.all_inner_texts() == ["Result size per call", "Calls per day"]
+    assert await page.locator("section[data-upstream='beta'] tr[data-limit=max_result_bytes] [data-k=allowed]") \
+        .inner_text() == "49 KB"  # rounded: the exact figure is in the title
 
 
 async def test_no_page_requests_anything_off_the_machine(seeded: tuple[Running, Browser]) -> None:
