@@ -203,6 +203,7 @@ async def test_sessions_page_lists_the_session_with_the_apis_figures(seeded: tup
     assert await page.locator("#sessions tbody tr").count() == len(listed)
     await accessible(page)
     await page.screenshot(path=shot("sessions"), full_page=True)
+    publish("sessions")
 
 
 async def test_sessions_page_names_each_sessions_client_as_the_api_does(seeded: tuple[Running, Browser]) -> None:
