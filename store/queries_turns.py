@@ -438,7 +438,9 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 async def list_sessions(store: Store, *, user: str | None = None, server: str | None = None,
                         since: dt.datetime | None = None, until: dt.datetime | None = None,
                         limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    """Claude Code sessions and unclaimed MCP sessions active in [since, until), newest first, one page.
+    """Claude Code sessions and unclaimed MCP sessions active in [since, until), the latest active first, one page.
+    Each names its client: a Claude Code session by its telemetry's app.version and terminal.type (every listed
+    one has telemetry; not every one has MCP calls), an MCP session by the clientInfo of its `initialize`.
 
     An MCP session belongs to the Claude Code session its calls tie to, as on the session's page: by tool_use_id
     in the SQL, else by the telemetry window. The page, its total and the count of MCP sessions no exact tie claims
@@ -467,6 +469,8 @@ async def _page(store: Store, params: dict[str, Any]) -> tuple[list[dict[str, An
     total, unclaimed = int(counts["total"]), int(counts["unclaimed"])
     for row in rows:
         del row["total"], row["unclaimed"]
+        row["client"] = {"name": row.pop("client_name"), "version": row.pop("client_version"),
+                         "terminal_type": row.pop("terminal_type")}
     return rows, total, unclaimed
 
 
@@ -530,9 +534,12 @@ WITH
                uniqExactIf(prompt_id, prompt_id != '') AS prompt_turns, sum(row_tokens) AS total_tokens,
                {_KIND_SUMS},
                sum(row_usd) AS cost_usd, sum(row_micros) AS cost_usd_micros, groupUniqArray(row_model) AS models,
-               any(user_id) AS user_id, any(user_email) AS user_email, any(user_account_uuid) AS account
+               any(user_id) AS user_id, any(user_email) AS user_email, any(user_account_uuid) AS account,
+               argMaxIf(app_version, event_time, app_version != '') AS app_version,
+               argMaxIf(terminal_type, event_time, terminal_type != '') AS terminal_type
         FROM (
-            SELECT session_id, event_time, prompt_id, user_id, user_email, user_account_uuid,
+            SELECT session_id, event_time, prompt_id, user_id, user_email, user_account_uuid, app_version,
+                   terminal_type,
                    toString(model) AS row_model, input_tokens AS row_input_tokens,
                    output_tokens AS row_output_tokens, cache_read_tokens AS row_cache_read_tokens,
                    cache_creation_tokens AS row_cache_creation_tokens,
@@ -546,7 +553,8 @@ WITH
         GROUP BY session_id
     ),
     prompts AS (
-        SELECT session_id, count() AS prompts, countIf(prompt_id = '') AS prompts_without_id
+        SELECT session_id, count() AS prompts, countIf(prompt_id = '') AS prompts_without_id,
+               min(event_time) AS first_at, max(event_time) AS last_at
         FROM {{db}}.cc_user_prompts FINAL
         WHERE event_time >= {{since:DateTime64(6, 'UTC')}} AND event_time < {{until:DateTime64(6, 'UTC')}}
         GROUP BY session_id
@@ -559,7 +567,7 @@ WITH
     calls_in AS (
         SELECT c.mcp_session_id AS mcp_session_id, c.upstream AS upstream, c.resp_bytes_upstream AS resp_bytes,
                c.started_at AS started_at, c.ended_at AS ended_at, c.auth_identity AS auth_identity,
-               e.session_id AS cc_session_id
+               c.client_name AS client_name, c.client_version AS client_version, e.session_id AS cc_session_id
         FROM {{db}}.calls AS c FINAL LEFT JOIN exact AS e ON c.tool_use_id = e.tool_use_id
         WHERE c.method = 'tools/call' AND c.started_at >= {{since:DateTime64(6, 'UTC')}}
           AND c.started_at < {{until:DateTime64(6, 'UTC')}}
@@ -581,19 +589,23 @@ WITH
     unclaimed AS (
         SELECT ci.mcp_session_id AS session_id, min(started_at) AS first_at, max(ended_at) AS last_at,
                count() AS tool_calls, sum(resp_bytes) AS resp_bytes_upstream, groupUniqArray(upstream) AS servers,
-               any(auth_identity) AS user_id
+               any(auth_identity) AS user_id, any(client_name) AS client_name, any(client_version) AS client_version
         FROM calls_in AS ci INNER JOIN bound AS b ON ci.mcp_session_id = b.mcp_session_id
         WHERE b.cc_session_id = '' GROUP BY ci.mcp_session_id
     ),
     listed AS (SELECT *, keep AND ({{server:String}} = '' OR has(servers, {{server:String}})) AS kept FROM (
-    SELECT r.session_id AS session_id, 'claude_code' AS kind, r.first_at AS started_at, r.last_at AS last_at,
+    SELECT r.session_id AS session_id, 'claude_code' AS kind,
+           if(p.prompts > 0, least(r.first_at, p.first_at), r.first_at) AS started_at,
+           if(p.prompts > 0, greatest(r.last_at, p.last_at), r.last_at) AS last_at,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, p.prompts, r.prompt_turns) AS turns,
            if(p.prompts_without_id > 0 AND r.prompt_turns = 0, 'turn_order', 'prompt_id') AS match_method,
            r.requests AS requests, r.input_tokens AS input_tokens, r.output_tokens AS output_tokens,
            r.cache_read_tokens AS cache_read_tokens, r.cache_creation_tokens AS cache_creation_tokens,
            r.total_tokens AS total_tokens, r.cost_usd AS cost_usd, r.cost_usd_micros AS cost_usd_micros,
            arrayFilter(m -> m != '', r.models) AS models,
-           if(r.user_email != '', r.user_email, r.user_id) AS user, toUInt64(ifNull(pc.tool_calls, 0)) AS tool_calls,
+           if(r.user_email != '', r.user_email, r.user_id) AS user, 'claude-code' AS client_name,
+           toString(r.app_version) AS client_version, toString(r.terminal_type) AS terminal_type,
+           toUInt64(ifNull(pc.tool_calls, 0)) AS tool_calls,
            toUInt64(ifNull(pc.resp_bytes_upstream, 0)) AS resp_bytes_upstream, ifNull(pc.servers, []) AS servers,
            ({{user:String}} = '' OR {{user:String}} IN (r.user_id, r.user_email, r.account)) AS keep
     FROM requests AS r
@@ -604,7 +616,8 @@ WITH
            toUInt64(0) AS requests, toInt64(0) AS input_tokens, toInt64(0) AS output_tokens,
            toInt64(0) AS cache_read_tokens, toInt64(0) AS cache_creation_tokens, toInt64(0) AS total_tokens,
            toFloat64(0) AS cost_usd, toInt64(0) AS cost_usd_micros, CAST([] AS Array(String)) AS models,
-           user_id AS user, toUInt64(tool_calls) AS tool_calls,
+           user_id AS user, toString(client_name) AS client_name, client_version, '' AS terminal_type,
+           toUInt64(tool_calls) AS tool_calls,
            toUInt64(resp_bytes_upstream) AS resp_bytes_upstream, servers,
            ({{user:String}} = '' OR {{user:String}} = user_id) AS keep
     FROM unclaimed))

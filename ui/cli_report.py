@@ -125,6 +125,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 14 else text[:12] + ".."
 
 
+def _client(value: Any) -> str:
+    """{"name": "claude-code", "version": "2.1.332", "terminal_type": "vscode"} -> claude-code/2.1.332 (vscode)."""
+    if not value or not value.get("name"):
+        return ""
+    text = "/".join(v for v in (value["name"], value.get("version")) if v)
+    return text + (f" ({value['terminal_type']})" if value.get("terminal_type") else "")
+
+
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
     """Aligned columns: numbers right, text left; one header line."""
     cells = [[fmt(row.get(key)) for _, key, fmt in columns] for row in rows]
@@ -141,7 +149,7 @@ SESSION_COLUMNS: list[Column] = [
     ("SESSION", "session_id", _s), ("KIND", "kind", _s), ("LAST", "last_at", _t), ("TURNS", "turns", _n),
     ("MATCH", "match_method", _s), ("REQS", "requests", _n), ("TOKENS", "total_tokens", _n),
     ("COST", "cost_usd", _usd), ("CALLS", "tool_calls", _n), ("UPSTREAM BYTES", "resp_bytes_upstream", _n),
-    ("SERVERS", "servers", _s), ("USER", "user", _short)]
+    ("SERVERS", "servers", _s), ("USER", "user", _short), ("CLIENT", "client", _client)]
 TURN_COLUMNS: list[Column] = [
     ("TURN", "turn_index", _n), ("MATCH", "match_method", _s), ("PROMPT ID", "prompt_id", _short),
     ("START", "started_at", _t), ("REQS", "requests", _n), ("INPUT", "input_tokens", _n),

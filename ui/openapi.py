@@ -78,15 +78,23 @@ SERVER_TOTALS = {  # an upstream with no call in the range has only upstream, ca
     "resp_bytes_max_tool": STR, "req_bytes_p50": INT, "req_bytes_p95": INT, "req_bytes_max": INT, "est_tokens": INT,
     "duration_ms_p95": NUM, "first_at": TIME, "last_at": TIME}
 
+CLIENT = _object(["name", "version", "terminal_type"], {
+    "name": {**STR, "description": "claude-code for a Claude Code session; an MCP session's clientInfo.name"},
+    "version": {**STR, "description": "Claude Code's app.version (the latest of the session's telemetry); an MCP "
+                                      "session's clientInfo.version"},
+    "terminal_type": {**STR, "description": "Claude Code's terminal.type (vscode, non-interactive, ...); empty for "
+                                            "an MCP session"}})
+
 SCHEMAS: dict[str, Any] = {
     "Error": _object(["error"], {"error": STR}),
     "SessionSummary": _object(["session_id", "kind", "started_at", "last_at", "turns", "match_method", "requests",
                                *KINDS, "total_tokens", "cost_usd", "cost_usd_micros", "models", "user",
-                               "tool_calls", "resp_bytes_upstream", "servers"], {
+                               "client", "tool_calls", "resp_bytes_upstream", "servers"], {
         "session_id": STR, "kind": {"type": "string", "enum": ["claude_code", "mcp"]}, "started_at": TIME,
         "last_at": TIME, "turns": INT, "match_method": {"type": "string", "enum": ["prompt_id", "turn_order", ""]},
         "requests": INT, **{k: INT for k in KINDS}, "total_tokens": INT, "cost_usd": NUM, "cost_usd_micros": INT,
-        "models": STRS, "user": STR, "tool_calls": INT, "resp_bytes_upstream": INT, "servers": STRS}),
+        "models": STRS, "user": STR, "client": CLIENT, "tool_calls": INT, "resp_bytes_upstream": INT,
+        "servers": STRS}),
     "SessionPage": _object(["sessions", "total", "limit", "offset", "next_offset", "since", "until"], {
         "sessions": _array("SessionSummary"), "total": INT, "limit": INT, "offset": INT, "next_offset": NINT,
         "since": TIME, "until": TIME}),
@@ -204,7 +212,7 @@ def spec() -> dict[str, Any]:
                  "description": "Read-only usage accounting: Claude Code sessions turn by turn, MCP tool calls "
                                 "tied to turns, per-server volumes. Estimates are named est_*."},
         "paths": {
-            "/api/sessions": _get("Sessions active in a time range, newest first", [
+            "/api/sessions": _get("Sessions active in a time range, the latest active (last_at) first", [
                 _param("user", "user.id, user.email or account uuid (MCP sessions: auth identity)", STR),
                 _param("server", "only sessions that called this upstream", STR), SINCE, UNTIL,
                 _param("limit", "page size (1-500, default 50)", {**limit, "maximum": 500}),

@@ -138,7 +138,8 @@ async def test_two_turns_through_tollgate_are_tied_by_tool_use_id(claude_bin: Pa
         await wait_for_rows(service, f"SELECT 1 FROM {db}.cc_tool_results FINAL WHERE tool_name = 'mcp_tool'",
                             len(issued), TELEMETRY_TIMEOUT_S)
         bound = await wait_for_rows(
-            service, f"SELECT cc_session_id FROM {db}.sessions FINAL WHERE cc_session_id != ''", 1, TELEMETRY_TIMEOUT_S)
+            service, f"SELECT cc_session_id, client_name, client_version FROM {db}.sessions FINAL "
+                     "WHERE cc_session_id != ''", 1, TELEMETRY_TIMEOUT_S)
         page = await get_json(base, "/api/sessions")
         detail = await get_json(base, f"/api/sessions/{run.session_id}")
         from ui.cli_report import render_session
@@ -149,6 +150,10 @@ async def test_two_turns_through_tollgate_are_tied_by_tool_use_id(claude_bin: Pa
     assert [r["result"] for r in run.results] == ["Turn one done.", "Turn two done."]
     assert [(s["session_id"], s["kind"]) for s in page["sessions"]] == [(run.session_id, "claude_code")]
     assert [b["cc_session_id"] for b in bound] == [run.session_id]  # bound inline by the first exact tie
+    # The list names the client from telemetry; Claude Code's MCP clientInfo says the same name and version.
+    (client,) = [s["client"] for s in page["sessions"]]
+    assert client == {"name": bound[0]["client_name"], "version": bound[0]["client_version"],
+                      "terminal_type": "non-interactive"} and client["name"] == "claude-code" and client["version"]
 
     turns = [t for t in detail["turns"] if t["turn_index"] > 0]
     assert [t["match_method"] for t in turns] == ["prompt_id", "prompt_id"]

@@ -102,6 +102,7 @@ async def test_report_session_of_a_client_without_prompt_ids_says_turn_order_in_
     assert code == 0
     header, row = out.splitlines()[:2]
     assert header.split()[3:5] == ["TURNS", "MATCH"] and row.split()[4:6] == ["2", "turn_order"]
+    assert header.split()[-1] == "CLIENT" and row.endswith("  claude-code/2.1.332 (dumb)")  # the capture's telemetry
     session_id = row.split()[0]
     code, text = await report(capsys, "session", session_id, "--config", str(config))
     assert code == 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from jsonschema import Draft202012Validator, ValidationError
 from openapi_spec_validator import validate
 
@@ -17,6 +18,8 @@ from gateway.budgets import Budgets
 from gateway.config import BudgetConfig
 from store.client import Store
 from store.writer import Writer
+from tests.gateway.conftest import echo_upstream, gateway_config
+from tests.gateway.service import running_service
 from tests.store.test_queries_turns import Post, post, replay, writer  # noqa: F401 (fixtures)
 from ui.api import ROUTES, add_api_routes
 from ui.openapi import SERVED_BY_GATEWAY, spec
@@ -80,7 +83,8 @@ async def test_every_route_answers_with_a_body_its_schema_accepts(api: Any) -> N
         bodies[template] = body
     assert bodies["/api/servers/{name}"]["tool_list_context"]["tools"]  # the nested schemas had rows to check
     assert bodies["/api/budgets"]["upstreams"][0]["tools"] and bodies["/api/sessions/{id}"]["startup"]
-    assert [s["session_id"] for s in bodies["/api/sessions"]["sessions"]] == [api.session_id]
+    assert [(s["session_id"], s["client"]) for s in bodies["/api/sessions"]["sessions"]] == [
+        (api.session_id, {"name": "claude-code", "version": "2.1.332", "terminal_type": "dumb"})]
     detail = bodies["/api/sessions/{id}"]
     assert [t["match_method"] for t in detail["turns"] if t["turn_index"] > 0] == ["prompt_id", "prompt_id"]
     call = detail["turns"][-1]["calls"][0]
@@ -132,6 +136,7 @@ class Seeded:
         return [{"event_key": f"{self.session_id}-r{n}", "event_name": "api_request", "session_id": self.session_id,
                  "prompt_id": f"{self.session_id}-p", "user_email": self.user, "model": "claude-test",
                  "event_time": self.at + dt.timedelta(seconds=2 * n), "request_id": f"req-{self.session_id}-{n}",
+                 "app_version": f"2.1.{330 + n}", "terminal_type": "vscode",  # updated between the two
                  "input_tokens": 100 * self.hour + n + 1, "output_tokens": 10 * self.hour + n,
                  "cache_read_tokens": 1000 * self.hour + 7 * n, "cache_creation_tokens": 50 + self.hour + n,
                  "cost_usd": 0.001 * (self.hour + 1) * (n + 1)} for n in range(2)] if self.kind == "claude_code" else []
@@ -148,8 +153,13 @@ class Seeded:
                 "tool": "echo", "exposed_name": f"{self.upstream}__echo", "mcp_session_id": f"m-{self.session_id}"
                 if self.kind == "claude_code" else self.session_id,
                 "tool_use_id": f"toolu_{self.session_id}" if self.kind == "claude_code" else "",
-                "auth_identity": self.user, "status": "ok", "started_at": start,
+                "auth_identity": self.user, "status": "ok", "started_at": start, **self.client_info(),
                 "ended_at": start + dt.timedelta(milliseconds=400), "resp_bytes_upstream": 100 * (self.hour + 1)}
+
+    def client_info(self) -> dict[str, str]:
+        """What the MCP client said in `initialize` (Claude Code's own is an older version than its telemetry's)."""
+        return {"client_name": "claude-code", "client_version": "2.1.300"} if self.kind == "claude_code" else \
+            {"client_name": "agent-sdk", "client_version": "0.9.1"}
 
     def last_at(self) -> dt.datetime:
         last: dt.datetime = max([r["event_time"] for r in self.requests()] or [self.call()["ended_at"]])
@@ -233,6 +243,17 @@ async def test_the_sessions_list_filters_by_user_server_and_time_range(
     assert body["total"] == len(kept)
 
 
+async def test_the_sessions_list_names_a_claude_code_sessions_client_from_its_latest_telemetry(many: Any) -> None:
+    """A Claude Code session: app.version of its latest request and terminal.type, not its MCP clientInfo (which
+    says nothing more, and only sessions with MCP calls have); an MCP session: its clientInfo."""
+    body = await listing(many)
+    validator(spec(), "/api/sessions").validate(body)
+    assert {row["session_id"]: row["client"] for row in body["sessions"]} == {
+        **{s.session_id: {"name": "claude-code", "version": "2.1.331", "terminal_type": "vscode"}
+           for s in SEEDED if s.kind == "claude_code"},
+        "mcp-agent": {"name": "agent-sdk", "version": "0.9.1", "terminal_type": ""}}
+
+
 async def test_an_mcp_only_session_and_a_claude_code_session_both_fit_the_detail_schema(many: Any) -> None:
     check = validator(spec(), "/api/sessions/{id}")
     for seeded in (SEEDED[-1], SEEDED[0]):
@@ -243,6 +264,14 @@ async def test_an_mcp_only_session_and_a_claude_code_session_both_fit_the_detail
         assert body["session"]["kind"] == seeded.kind
         if seeded.kind == "mcp":  # no telemetry: what the model saw of its result is unknown
             assert [(c["observed_tokens"], c["carried_tokens"]) for c in body["calls_outside_turns"]] == [(None, None)]
+
+
+async def test_a_claude_code_session_starts_and_ends_in_the_list_where_its_page_says(api: Any) -> None:
+    """From its first prompt (before any API request) to its last event, as the page's roll-up spans its turns."""
+    (row,) = (await (await api.get(f"/api/sessions?{SINCE}")).json())["sessions"]
+    detail = (await (await api.get(f"/api/sessions/{api.session_id}")).json())
+    assert (row["started_at"], row["last_at"]) == (detail["session"]["started_at"], detail["session"]["ended_at"])
+    assert row["started_at"] == detail["turns"][0]["started_at"] < detail["turns"][0]["ended_at"]
 
 
 async def test_an_mcp_only_session_lasts_as_long_in_the_list_as_on_its_page(many: Any) -> None:
@@ -345,6 +374,12 @@ async def test_the_schemas_refuse_a_body_missing_a_field_or_with_a_wrong_type(ap
     without_delivered = {"calls": [{k: v for k, v in calls["calls"][0].items() if k != "resp_bytes_client"}]}
     with pytest.raises(ValidationError):  # the delivered size is part of every call (`tollgate report calls`)
         validator(doc, "/api/calls").validate(without_delivered)
+    listed = await (await api.get(f"/api/sessions?{SINCE}")).json()
+    row = listed["sessions"][0]
+    validator(doc, "/api/sessions").validate(listed)
+    for bad in ({k: v for k, v in row.items() if k != "client"}, {**row, "client": {"name": "claude-code"}}):
+        with pytest.raises(ValidationError):
+            validator(doc, "/api/sessions").validate({**listed, "sessions": [bad]})
 
 
 @pytest.mark.parametrize(("url", "status"), [
@@ -397,3 +432,23 @@ async def test_an_unknown_api_path_or_method_answers_in_the_apis_json_error_shap
         (404, "application/json", {"error": "no API route '/api/sessions/x/y' (see /api/openapi.json)"}, False),
         (405, "application/json", {"error": "POST is not allowed on '/api/sessions'"}, True),
     ]
+
+
+async def test_the_served_api_refuses_every_method_but_get_and_head_with_405(tmp_path: Path) -> None:
+    """Through the app `tollgate serve` runs (bearer guard, gateway routes, UI routes): read-only, so a write to any
+    /api/* path is refused with 405 and `Allow: GET,HEAD`, while GET and HEAD of the same paths answer."""
+    token = "api-test-token"
+    paths = [path.replace("{id}", "no-such-session").replace("{name}", "alpha") for path in spec()["paths"]]
+    async with running_service(gateway_config(echo_upstream("alpha"), auth_tokens=(token,)), tmp_path) as svc, \
+            ClientSession(svc.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+        refused, answered = {}, {}
+        for path in paths:
+            for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+                async with http.request(method, path, json={}) as response:
+                    refused[method, path] = (response.status, set(response.headers.get("Allow", "").split(",")))
+            for method in ("GET", "HEAD"):
+                async with http.request(method, path) as response:
+                    answered[method, path] = response.status
+    assert refused == dict.fromkeys(refused, (405, {"GET", "HEAD"}))
+    assert len(refused) == 5 * len(paths) == 40
+    assert answered == {(m, p): 404 if "no-such-session" in p else 200 for m, p in answered}

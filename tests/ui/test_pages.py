@@ -22,6 +22,7 @@ from aiohttp import ClientSession as Http
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.types import Implementation
 
 from gateway.config import BudgetConfig, Config
 from tests.gateway.conftest import echo_upstream, gateway_config
@@ -66,13 +67,15 @@ def _config() -> Config:
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OTHER_CLIENT = Implementation(name="agent-sdk", version="0.9.1")
+CAPTURE_CLIENT = {"name": "claude-code", "version": "2.1.332", "terminal_type": "dumb"}  # the capture's telemetry
 
 
 @asynccontextmanager
-async def mcp_session(url: str) -> AsyncIterator[ClientSession]:
-    """The real `mcp` SDK client over Streamable HTTP, sending the bearer token."""
+async def mcp_session(url: str, client: Implementation | None = None) -> AsyncIterator[ClientSession]:
+    """The real `mcp` SDK client over Streamable HTTP, sending the bearer token (and `client` as its clientInfo)."""
     async with create_mcp_http_client(headers=AUTH) as http, streamable_http_client(url, http_client=http) as streams, \
-            ClientSession(streams[0], streams[1]) as session:
+            ClientSession(streams[0], streams[1], client_info=client) as session:
         await session.initialize()
         yield session
 
@@ -90,7 +93,7 @@ async def _seed(svc: Running) -> None:
                 async with http.post(svc.base_url + "/v1/logs", data=body,
                                      headers={"Content-Type": "application/json", **AUTH}) as response:
                     assert response.status == 200, await response.text()
-    async with mcp_session(svc.mcp_url) as other:  # a client that sends no ids: an MCP-only session
+    async with mcp_session(svc.mcp_url, OTHER_CLIENT) as other:  # a client that sends no ids: an MCP-only session
         await other.call_tool("beta__echo", {"text": "from another client"})
     await svc.flushed()
 
@@ -200,6 +203,68 @@ async def test_sessions_page_lists_the_session_with_the_apis_figures(seeded: tup
     assert await page.locator("#sessions tbody tr").count() == len(listed)
     await accessible(page)
     await page.screenshot(path=shot("sessions"), full_page=True)
+    publish("sessions")
+
+
+async def test_sessions_page_names_each_sessions_client_as_the_api_does(seeded: tuple[Running, Browser]) -> None:
+    """Claude Code sessions by their telemetry (the bound MCP session's clientInfo is the SDK's, not shown); the
+    MCP-only session by the clientInfo it sent."""
+    svc, browser = seeded
+    listed = (await api(svc, "/api/sessions"))["sessions"]
+    mcp_only = next(s["session_id"] for s in listed if s["kind"] == "mcp")
+    assert {s["session_id"]: s["client"] for s in listed} == {
+        CC_SESSION: CAPTURE_CLIENT, TURN_ORDER_SESSION: CAPTURE_CLIENT,
+        mcp_only: {"name": OTHER_CLIENT.name, "version": OTHER_CLIENT.version, "terminal_type": ""}}
+    page = await browser.open("/ui/sessions")
+    cells = {s["session_id"]: await page.locator(f"#sessions tr[data-session='{s['session_id']}'] [data-k=client]")
+             .inner_text() for s in listed}
+    assert cells == {CC_SESSION: "claude-code 2.1.332\nterminal: dumb",
+                     TURN_ORDER_SESSION: "claude-code 2.1.332\nterminal: dumb", mcp_only: "agent-sdk 0.9.1"}
+
+
+def ms_shown(lasted: dt.timedelta) -> str:
+    """A duration under a second as the pages show it: whole milliseconds, halves rounded up."""
+    assert dt.timedelta(0) < lasted < dt.timedelta(seconds=1)
+    return f"{(lasted // dt.timedelta(microseconds=1) + 500) // 1000} ms"
+
+
+def seconds_shown(iso: str) -> str:
+    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S")  # the browser's zone is UTC
+
+
+async def test_sessions_page_shows_the_last_activity_it_sorts_by_and_each_start(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    listed = (await api(svc, "/api/sessions"))["sessions"]
+    assert [s["last_at"] for s in listed] == sorted((s["last_at"] for s in listed), reverse=True)
+    page = await browser.open("/ui/sessions")
+    assert await page.locator("#sessions caption").inner_text() == "Sessions, latest activity first"
+    sorted_by = page.locator("#sessions thead th[aria-sort]")
+    assert (await sorted_by.inner_text(), await sorted_by.get_attribute("aria-sort")) == ("Last activity ↓",
+                                                                                         "descending")
+    for s in listed:
+        row = page.locator(f"#sessions tr[data-session='{s['session_id']}']")
+        last, start = seconds_shown(s["last_at"]), seconds_shown(s["started_at"])
+        assert await row.locator("[data-k=last_at]").inner_text() == last
+        assert await row.locator("[data-k=last_at]").get_attribute("datetime") == s["last_at"]
+        assert await row.locator("[data-k=started_at]").inner_text() == (start[11:] if start[:10] == last[:10]
+                                                                          else start)
+        lasted = dt.datetime.fromisoformat(s["last_at"]) - dt.datetime.fromisoformat(s["started_at"])
+        assert await row.locator("[data-k=duration]").inner_text() == ms_shown(lasted)
+
+
+async def test_a_duration_counts_the_microseconds_the_ends_carry(seeded: tuple[Running, Browser]) -> None:
+    """Gateway times carry microseconds; Date keeps whole ms, which made a 2.2 ms call show as 3 ms (a flake of the
+    test above, when the MCP-only session's ends fell so)."""
+    _, browser = seeded
+    page = await browser.open("/ui/sessions")
+    spans = await page.evaluate("""() => import("/ui/static/format.js").then(({ span, ms }) => [
+        ["2026-01-01T00:00:00.000900Z", "2026-01-01T00:00:00.003100Z"],
+        ["2026-01-01T00:00:00.999Z", "2026-01-01T00:00:01.000500Z"],
+        ["2026-01-01T00:00:00Z", "2026-01-01T00:00:02.250000Z"],
+        ["2026-01-01 00:00:00", "2026-01-01T00:00:00.351Z"],
+    ].map(([a, b]) => [span(a, b), ms(span(a, b))]))""")
+    assert spans == [[2.2, "2 ms"], [1.5, "2 ms"], [2250, "2.3 s"], [351, "351 ms"]]
 
 
 async def shown(page: Any) -> list[str]:
@@ -282,6 +347,8 @@ async def test_session_page_usage_badge_shows_the_turns_usage(seeded: tuple[Runn
     assert await region.locator("[data-k=cost_usd]").inner_text() == usd(turn["cost_usd"])
     assert await region.locator("[data-k=models]").inner_text() == ", ".join(turn["models"])
     assert await region.locator("[data-k=match_method]").inner_text() == "by prompt id"
+    lasted = dt.datetime.fromisoformat(turn["ended_at"]) - dt.datetime.fromisoformat(turn["started_at"])
+    assert await region.locator("[data-k=duration]").inner_text() == ms_shown(lasted)
     await page.screenshot(path=shot("session"), full_page=True)
     publish("session")
 
@@ -425,6 +492,27 @@ async def test_budgets_page_shows_spend_denials_truncations_and_reset(seeded: tu
     assert "Day resets in" in await page.locator("section[data-upstream='beta']").inner_text()
     await accessible(page)
     await page.screenshot(path=shot("budgets"), full_page=True)
+
+
+async def test_budgets_page_lists_each_upstreams_limits_and_actions_as_the_api_does(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    budgets = {u["upstream"]: u for u in (await api(svc, "/api/budgets"))["upstreams"]}
+    assert {name: u["limits"] for name, u in budgets.items()} == {
+        "alpha": {"max_request_bytes": {"allowed": 400, "action": "deny"}},
+        "beta": {"max_result_bytes": {"allowed": RESULT_LIMIT, "action": "truncate"},
+                 "day_calls": {"allowed": 10, "action": "deny"}}}
+    page = await browser.open("/ui/budgets")
+    for name, upstream in budgets.items():
+        rows = await page.locator(f"section[data-upstream='{name}'] table.limits tbody tr").all()
+        shown = {str(await row.get_attribute("data-limit")): {
+            "allowed": count(str(await row.locator("[data-k=allowed]").get_attribute("title"))),
+            "action": await row.locator("[data-k=action]").inner_text()} for row in rows}
+        assert shown == upstream["limits"], name
+    labels = page.locator("section[data-upstream='beta'] table.limits tbody th")
+    assert await labels.all_inner_texts() == ["Result size per call", "Calls per day"]
+    assert await page.locator("section[data-upstream='beta'] tr[data-limit=max_result_bytes] [data-k=allowed]") \
+        .inner_text() == "49 KB"  # rounded: the exact figure is in the title
 
 
 async def test_no_page_requests_anything_off_the_machine(seeded: tuple[Running, Browser]) -> None:

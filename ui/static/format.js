@@ -64,10 +64,19 @@ export function plural(n, word) {
   return `${num(n)} ${word}${Number(n) === 1 ? "" : "s"}`;
 }
 
+// Milliseconds from start to end, to the microsecond: Date keeps whole milliseconds, and gateway times carry
+// microseconds, so a 2.2 ms call would show as 2 or 3 ms depending on where its ends fell.
 export function span(start, end) {
-  const a = date(start);
-  const b = date(end);
-  return a && b ? b.getTime() - a.getTime() : 0;
+  const a = micros(start);
+  const b = micros(end);
+  return a !== null && b !== null ? (b - a) / 1000 : 0;
+}
+
+function micros(value) {
+  const fraction = typeof value === "string" ? /\.(\d+)/.exec(value) : null;
+  const d = date(fraction ? value.replace(fraction[0], "") : value);
+  if (!d || Number.isNaN(d.getTime())) return null;
+  return d.getTime() * 1000 + (fraction ? Number(fraction[1].padEnd(6, "0").slice(0, 6)) : 0);
 }
 
 // el("td", {class: "num"}, "text", child) -> an element; attributes starting with "on" become listeners.
@@ -89,7 +98,7 @@ export function el(tag, attrs = {}, ...children) {
 export function table(caption, headers, rows, attrs = {}) {
   return el("table", attrs,
     el("caption", {}, caption),
-    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", class: h.num ? "num" : null }, h.label ?? h)))),
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", class: h.num ? "num" : null, "aria-sort": h.sort ?? null }, h.label ?? h)))),
     el("tbody", {}, rows));
 }
 

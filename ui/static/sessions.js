@@ -1,8 +1,11 @@
-// Sessions: newest first, one page at a time, filtered by user, server and time range (a GET form, so a
-// filtered view is a link). Columns: who, which client, when, how long, turns, tokens by kind, cost, MCP result bytes.
+// Sessions: the latest active first (sessions still running stay on top), one page at a time, filtered by user,
+// server and time range (a GET form, so a filtered view is a link). Columns: who, which client, last activity and
+// start, how long, turns, tokens by kind, cost, MCP result bytes.
 
 import { getJson } from "./api.js";
 import { bytes, cell, el, ms, num, numCell, span, table, time, tokens, usd } from "./format.js";
+
+const SORTED_BY = "latest activity first";
 
 const PAGE = 50; // rows a page, unless the address asks for another size (`limit`, 1-500 as the API allows)
 
@@ -63,7 +66,8 @@ function filters(query, servers) {
 }
 
 const HEADERS = [
-  "Session", "User", "Client", "Start", { label: "Duration", num: true }, { label: "Turns", num: true },
+  "Session", "User", "Client", { label: ["Last activity ", el("span", { "aria-hidden": "true" }, "↓")], sort: "descending" },
+  { label: "Duration", num: true }, { label: "Turns", num: true },
   { label: "Input", num: true }, { label: "Output", num: true }, { label: "Cache read", num: true },
   { label: "Cache write", num: true }, { label: "Total tokens", num: true }, { label: "Cost", num: true },
   { label: "MCP calls", num: true }, { label: "MCP result bytes", num: true }, "Servers",
@@ -72,7 +76,7 @@ const HEADERS = [
 const KIND_KEYS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"];
 
 function sessionTable(rows) {
-  return table("Sessions, newest first", HEADERS, rows.map(sessionRow), { class: "data", id: "sessions" });
+  return table(`Sessions, ${SORTED_BY}`, HEADERS, rows.map(sessionRow), { class: "data", id: "sessions" });
 }
 
 function sessionRow(row) {
@@ -81,9 +85,9 @@ function sessionRow(row) {
   return el("tr", { dataset: { session: row.session_id } },
     el("th", { scope: "row" }, link, row.kind === "mcp" ? el("span", { class: "tag" }, "MCP only") : null),
     cell(row.user || row.user_id || "—", { class: "clip", title: row.user || row.user_id || null }),
-    cell(row.client || row.client_name || (row.kind === "claude_code" ? "Claude Code" : "—")),
-    cell(time(row.started_at), { class: "nowrap" }),
-    numCell(ms(span(row.started_at, row.last_at ?? row.ended_at))),
+    clientCell(row.client ?? {}),
+    activityCell(row),
+    numCell(ms(span(row.started_at, row.last_at)), { dataset: { k: "duration" } }),
     numCell([num(row.turns), row.match_method === "turn_order" ? [" ", turnOrderTag()] : null], { dataset: { k: "turns" } }),
     KIND_KEYS.map((k) => numCell(tokens(row[k]), { dataset: { k } })),
     numCell(tokens(row.total_tokens), { dataset: { k: "total_tokens" } }),
@@ -91,6 +95,21 @@ function sessionRow(row) {
     numCell(num(row.tool_calls)),
     numCell(bytes(mcpBytes), { title: `${num(mcpBytes)} bytes`, dataset: { k: "resp_bytes_upstream" } }),
     cell((row.servers ?? []).join(", ") || "—"));
+}
+
+function clientCell(client) {  // Claude Code: its telemetry's app.version and terminal.type; MCP: its clientInfo
+  if (!client.name) return cell("—", { dataset: { k: "client" } });
+  return cell([el("span", {}, `${client.name} ${client.version ?? ""}`.trim()),
+    client.terminal_type ? el("span", { class: "sub muted" }, `terminal: ${client.terminal_type}`) : null],
+  { class: "nowrap", dataset: { k: "client" } });
+}
+
+function activityCell(row) {  // what the list is sorted by, then when the session started (its time only, same day)
+  const last = time(row.last_at);
+  const start = time(row.started_at);
+  return cell([el("time", { datetime: row.last_at, dataset: { k: "last_at" } }, last),
+    el("span", { class: "sub muted" }, "started ", el("time", { datetime: row.started_at, dataset: { k: "started_at" } },
+      start.slice(0, 10) === last.slice(0, 10) ? start.slice(11) : start))], { class: "nowrap" });
 }
 
 function turnOrderTag() {  // the client sends no prompt.id: the count follows the order of its prompts
