@@ -27,8 +27,11 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def planned(where: Path, target: str = "install") -> list[str]:
-    """The commands `make` would run for `target`, without running them."""
-    result = subprocess.run(["make", "-n", target], cwd=where, capture_output=True, text=True, timeout=60, check=True)
+    """The commands `make` would run for `target`, without running them. Run from `make test`, the outer make's
+    variables would make this one a sub-make that prints 'Entering directory' lines: they are left out."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    result = subprocess.run(["make", "-n", target], cwd=where, capture_output=True, text=True, timeout=60, check=True,
+                            env=env)
     return [line.strip() for line in result.stdout.splitlines()]
 
 

@@ -122,6 +122,24 @@ def child_environment(env: Mapping[str, str], withheld: Collection[str]) -> dict
     return {**inherited, **env}
 
 
+def seal_inherited_fds() -> None:
+    """Mark every descriptor above stderr close-on-exec, so an upstream inherits only its own stdio.
+
+    uvloop does not implement `close_fds`: a child gets every inheritable descriptor of the gateway, such as
+    one its own parent handed it (a supervisor's log pipe), and holds it for as long as it lives, even past the
+    gateway. Python opens its own descriptors non-inheritable; this catches the rest before each spawn.
+    """
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: try the descriptors up to the usual limit
+        fds = list(range(3, 4096))
+    for fd in fds:
+        if fd > 2:
+            with contextlib.suppress(OSError):  # closed meanwhile (the listing's own descriptor), or not ours
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+
+
 class _Protocol(asyncio.SubprocessProtocol):
     """Forwards pipe events to the transport; callbacks, so exit is seen even if pipes stay open."""
 
@@ -206,6 +224,7 @@ class StdioTransport(Transport):
     async def open(self, on_message: MessageHandler, on_closed: ClosedHandler) -> None:
         self._on_message, self._on_closed = on_message, on_closed
         loop = asyncio.get_running_loop()
+        seal_inherited_fds()
         try:
             self._proc, _ = await loop.subprocess_exec(
                 lambda: _Protocol(self),

@@ -268,3 +268,34 @@ def test_framer_is_linear_for_a_10_mb_line() -> None:
     # Re-copying the pending buffer per chunk takes tens of seconds here (DESIGN §11).
     assert time.perf_counter() - started < 2.0
     assert len(lines[0]) == 10 * MiB
+
+
+async def test_an_upstream_inherits_none_of_the_gateways_descriptors_but_its_stdio() -> None:
+    """uvloop spawns without close_fds: a descriptor the gateway's own parent left inheritable (its log pipe,
+    say) reached every upstream and stayed open as long as the upstream lived, past the gateway's death."""
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)  # as a supervisor's pipe arrives in the gateway
+    os.set_blocking(read_end, False)
+    wire = await Wire(stdio(echo_stdio_command("alpha"))).open()
+    try:
+        await wire.initialize()
+        pid = wire.transport.pid
+        assert pid is not None
+        ours = os.readlink(f"/proc/self/fd/{write_end}")
+        held = [fd for fd in os.listdir(f"/proc/{pid}/fd") if _link(f"/proc/{pid}/fd/{fd}") == ours]
+        os.close(write_end)
+        try:
+            ended = os.read(read_end, 1)  # EOF (b"") only once no process holds the write end
+        except BlockingIOError:
+            ended = None  # still held open somewhere
+    finally:
+        await wire.transport.close()
+        os.close(read_end)
+    assert held == [] and ended == b""
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
