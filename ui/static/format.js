@@ -95,11 +95,12 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A wide table (the sessions list has 16 columns) scrolls inside its own box rather than widening the page.
 export function table(caption, headers, rows, attrs = {}) {
-  return el("table", attrs,
+  return el("div", { class: "table-scroll" }, el("table", attrs,
     el("caption", {}, caption),
     el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", class: h.num ? "num" : null, "aria-sort": h.sort ?? null }, h.label ?? h)))),
-    el("tbody", {}, rows));
+    el("tbody", {}, rows)));
 }
 
 export function cell(value, attrs = {}) {
