@@ -63,6 +63,14 @@ async def report(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, s
     return code, capsys.readouterr().out
 
 
+
+def add_upstream(config_path: Path, name: str, server: Path, budget: str = "") -> None:
+    """Append a stdio upstream running the fixture `server` as `name`, with a [budget] table when given."""
+    table = f"[upstreams.{name}.budget]\n{budget}\n" if budget else ""
+    config_path.write_text(config_path.read_text() + (
+        f'\n[upstreams.{name}]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
+        f'args = [{orjson.dumps(str(server)).decode()}, "--name", "{name}"]\n' + table))
+
 async def test_reports_read_through_the_running_server_then_straight_from_the_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -127,10 +135,7 @@ async def test_report_budgets_reads_the_running_server_then_rebuilds_the_same_vi
 
     port = free_port()
     config_path = write_config(tmp_path, port)
-    config_path.write_text(config_path.read_text() + (
-        f'\n[upstreams.b]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
-        f'args = [{orjson.dumps(str(BUDGET_SERVER)).decode()}, "--name", "b"]\n'
-        '[upstreams.b.budget]\nday_calls = 2\ntimezone = "Asia/Kolkata"\n'))
+    add_upstream(config_path, "b", BUDGET_SERVER, 'day_calls = 2\ntimezone = "Asia/Kolkata"')
     config = load_config(config_path)
     service = await open_service(config)
     runner = web.AppRunner(service.app, auto_decompress=False)
@@ -265,9 +270,7 @@ async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live
     port = free_port()
     config_path = write_config(tmp_path, port)
     for name in ("a", "b"):
-        config_path.write_text(config_path.read_text() + (
-            f'\n[upstreams.{name}]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
-            f'args = [{orjson.dumps(str(ECHO_SERVER)).decode()}, "--name", "{name}"]\n'))
+        add_upstream(config_path, name, ECHO_SERVER)
     service = await open_service(load_config(config_path))
     runner = web.AppRunner(service.app, auto_decompress=False)
     await runner.setup()
@@ -351,10 +354,7 @@ async def test_report_calls_shows_a_truncated_result_at_the_upstreams_size_and_a
 
     port = free_port()
     config_path = write_config(tmp_path, port)
-    config_path.write_text(config_path.read_text() + (
-        f'\n[upstreams.a]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
-        f'args = [{orjson.dumps(str(ECHO_SERVER)).decode()}, "--name", "a"]\n'
-        '[upstreams.a.budget]\nmax_result_bytes = 2000\naction = "truncate"\n'))
+    add_upstream(config_path, "a", ECHO_SERVER, 'max_result_bytes = 2000\naction = "truncate"')
     service = await open_service(load_config(config_path))
     runner = web.AppRunner(service.app, auto_decompress=False)
     await runner.setup()
