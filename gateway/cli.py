@@ -195,7 +195,7 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
             runners.append(await _listen_otlp(service.otlp_app, otlp_sockets, otlp_listen))
         elif config.server.otlp_listen:
             log.warning("server.otlp_listen ignored: --no-store runs no OTLP receiver")
-        write_pid(pid_file)
+        write_pid(pid_file, config.server.listen)
         _announce(config)
         await stop.wait()
         log.info("shutting down")
@@ -484,6 +484,7 @@ def _store_down(config: Config, exc: StoreUnavailable) -> int:
 async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool,
                         session_id: str | None = None) -> str:
     """Read through the running server's API when it owns the embedded store, else from the store directly."""
+    from gateway.budget_cli import server_url
     from store.client import Store, require_existing_data
     from store.errors import StoreLocked
     from store.schema import migrate
@@ -494,9 +495,10 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:
         token = config.server.auth_tokens[0] if config.server.auth_tokens else None
+        base_url = server_url(config)
 
         async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
-            return await fetch_http(f"http://{config.server.listen}", api_path, api_query, token)
+            return await fetch_http(base_url, api_path, api_query, token)
 
         return render(command, await fetch_report(through_server, path, query, session_id), as_json)
     try:

@@ -359,7 +359,7 @@ async def test_tollgate_serve_writes_a_pid_file_and_tollgate_reload_applies_new_
     assert server.stderr is not None
     try:
         await read_until(server.stderr, "Tollgate listening")
-        assert (tmp_path / "db" / "tollgate.pid").read_text().strip() == str(server.pid)
+        assert (tmp_path / "db" / "tollgate.pid").read_text().splitlines() == [str(server.pid), f"127.0.0.1:{port}"]
         async with mcp_session(f"http://127.0.0.1:{port}/mcp") as client:
             assert not (await client.call_tool("b__echo", {"text": "1"})).is_error
             assert (await client.call_tool("b__echo", {"text": "2"})).is_error

@@ -430,3 +430,34 @@ async def test_report_session_takes_a_unique_id_prefix_and_names_the_candidates_
                               "characters)\n")
     direct = [await report_session(capsys, *case, *argv) for case in cases]  # no server: the store, same answers
     assert direct == live
+
+
+async def test_reports_find_a_server_started_with_another_listen_than_its_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tollgate serve --listen` overrides the config file; a report given that same config still reads through
+    the running server (which locks the embedded store), at the address its pid file records."""
+    from tests.gateway.conftest import ROOT, mcp_session
+    from tests.gateway.test_budgets_e2e import BUDGET_SERVER, read_until
+
+    config_path = write_config(tmp_path, free_port())  # nothing listens there
+    add_upstream(config_path, "b", BUDGET_SERVER, "day_calls = 5")
+    served = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path), "--listen", f"127.0.0.1:{served}",
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+    assert server.stderr is not None
+    try:
+        await read_until(server.stderr, "Tollgate listening")
+        async with mcp_session(f"http://127.0.0.1:{served}/mcp") as client:
+            assert not (await client.call_tool("b__echo", {"text": "through --listen"})).is_error
+        code, out = await report(capsys, "calls", "--config", str(config_path), "--json")
+        assert code == 0 and "calls" in orjson.loads(out), out  # the store is locked: only the server answers
+        code, out = await report(capsys, "budgets", "--config", str(config_path), "--json")
+        assert code == 0, out
+        budgets = orjson.loads(out)
+        assert budgets["source"] == f"http://127.0.0.1:{served}/api/budgets"
+        assert budgets["upstreams"][0]["day"]["calls"] == 1  # the live spend, not a rebuild from the store
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
