@@ -304,23 +304,83 @@ async def test_c16_numbers_as_strings_or_numbers_give_the_same_typed_values(
                     for i in range(3)]
 
 
-async def test_a_json_record_without_time_or_observed_time_is_stored_at_its_receive_time(
+async def test_a_record_without_time_takes_its_observed_time_else_the_latest_time_of_its_body(
     otlp_client: ClientFactory, stored: Any
 ) -> None:
     untimed = api_record(1, {"doubleValue": 0.5}, {"intValue": 10}, None)
     del untimed["timeUnixNano"]
     observed = {**api_record(2, {"doubleValue": 0.5}, {"intValue": 10}, None), "observedTimeUnixNano": str(T0)}
     del observed["timeUnixNano"]
+    later = api_record(3, {"doubleValue": 0.5}, {"intValue": 10}, str(T0 + 5_000))
     client = await otlp_client()
     before = time.time_ns() // 1000
-    response = await client.post("/v1/logs", data=logs_json([untimed, observed]), headers=JSON)
+    response = await client.post("/v1/logs", data=logs_json([untimed, observed, later]), headers=JSON)
     after = time.time_ns() // 1000
     assert response.status == 200
-    rows = await stored("cc_api_requests", "event_sequence, toUnixTimestamp64Micro(event_time) AS t, "
+    rows = await stored("cc_api_requests", "event_sequence, toUnixTimestamp64Nano(event_time) AS t, "
                         "toUnixTimestamp64Micro(observed_time) AS ot, toUnixTimestamp64Micro(ingested_at) AS i",
                         order="event_sequence")
-    assert rows[1] == {"event_sequence": 2, "t": T0 // 1000, "ot": T0 // 1000, "i": rows[1]["i"]}
-    assert before <= rows[0]["t"] == rows[0]["ot"] == rows[0]["i"] <= after
+    assert [(r["event_sequence"], r["t"]) for r in rows] == [(1, T0 + 5_000), (2, T0), (3, T0 + 5_000)]
+    assert [r["ot"] for r in rows[1:]] == [T0 // 1000, (T0 + 5_000) // 1000]
+    assert before <= rows[0]["ot"] == rows[0]["i"] <= after  # the untimed one: observed when it arrived
+
+
+def untimed_logs_body() -> bytes:
+    """The body of /tmp/audit_store/untimed_redelivery.py: one api_request record with no time of any kind."""
+    record = api_record(1, {"doubleValue": 0.5}, {"intValue": 5}, None)
+    del record["timeUnixNano"]
+    return logs_json([record])
+
+
+async def test_c20_an_untimed_body_delivered_twice_is_stored_once_and_survives_merges(
+    otlp_client: ClientFactory, store: Any, writer: Writer, stored: Any
+) -> None:
+    client = await otlp_client()
+    for _ in range(2):
+        assert (await client.post("/v1/logs", data=untimed_logs_body(), headers=JSON)).status == 200
+        await writer.flush()  # two separate inserts, received at two different times
+    tables = ["cc_events_raw", "cc_api_requests"]
+    assert await raw_counts(store, tables) == dict.fromkeys(tables, 2)
+    for table in tables:
+        rows = await stored(table, "event_key, toUnixTimestamp64Nano(event_time) AS t")
+        assert rows == [{"event_key": "req:req_1", "t": 0}]  # OTLP's "unknown", the same on every delivery
+        await store.command(f"OPTIMIZE TABLE {table} FINAL")  # merged: the TTL counts from the arrival, not 1970
+        assert await raw_counts(store, [table]) == {table: 1}
+    assert await stored("cc_api_requests", "input_tokens") == [{"input_tokens": 5}]
+
+
+def untimed_metrics_and_traces() -> dict[str, bytes]:
+    """A metrics body whose point and a traces body whose span carry no times (and the span no ids)."""
+    resource = {"attributes": [{"key": "session.id", "value": {"stringValue": "s-untimed"}}]}
+    point = {"asInt": "3", "attributes": [{"key": "type", "value": {"stringValue": "input"}}]}
+    metric = {"name": "claude_code.token.usage", "unit": "tokens",
+              "sum": {"aggregationTemporality": 1, "isMonotonic": True, "dataPoints": [point]}}
+    span = {"name": "claude_code.interaction", "kind": 1}
+    return {
+        "/v1/metrics": orjson.dumps({"resourceMetrics": [
+            {"resource": resource, "scopeMetrics": [{"metrics": [metric]}]}]}),
+        "/v1/traces": orjson.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}),
+    }
+
+
+@pytest.mark.parametrize("bodies", ["captured", "untimed"])
+async def test_c20_metrics_and_traces_bodies_delivered_twice_are_stored_once(
+    otlp_client: ClientFactory, store: Any, writer: Writer, stored: Any, bodies: str
+) -> None:
+    posts = {"/v1/metrics": (capture("s1_protobuf", "0002_metrics"), PROTOBUF),
+             "/v1/traces": (capture("s3_traces", "0001_traces"), PROTOBUF)} if bodies == "captured" else {
+        path: (body, JSON) for path, body in untimed_metrics_and_traces().items()}
+    client = await otlp_client()
+    for path, (body, headers) in posts.items():
+        for _ in range(2):
+            assert (await client.post(path, data=body, headers=headers)).status == 200
+            await writer.flush()
+    metrics_doc, traces_doc = (capture_doc("s1_protobuf", "0002_metrics"), capture_doc("s3_traces", "0001_traces"))
+    expected = {"cc_metric_points": len(expected_points(metrics_doc)) if bodies == "captured" else 1,
+                "cc_spans": sum(len(ss["spans"]) for rs in traces_doc["resourceSpans"] for ss in rs["scopeSpans"])
+                if bodies == "captured" else 1}
+    assert await raw_counts(store, list(expected)) == {table: 2 * n for table, n in expected.items()}
+    assert {table: len(await stored(table, "ingested_at")) for table in expected} == expected
 
 
 async def test_c16_int64_values_decode_exactly_never_through_a_float(
