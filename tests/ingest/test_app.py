@@ -23,6 +23,7 @@ from store.errors import StoreUnavailable, WriterBusy
 from store.writer import Writer
 from tests.ingest.conftest import (
     ClientFactory,
+    attrs,
     capture,
     capture_doc,
     events_named,
@@ -205,16 +206,108 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-async def test_traces_body_is_stored_raw_as_spans(otlp_client: ClientFactory, stored: Any) -> None:
+SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3,
+              "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
+STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+PROMPT_KEYS = {"prompt", "prompt_text", "response", "user_prompt"}  # dropped by default (docs/ingest.md, Privacy)
+SPAN_COLUMNS = (
+    "trace_id, span_id, parent_span_id, trace_state, name, kind, toUnixTimestamp64Nano(start_time) AS start, "
+    "toUnixTimestamp64Nano(end_time) AS end, duration_ns, status_code, status_message, flags, session_id, user_id, "
+    "app_version, service_name, scope_name, scope_version, attributes, attributes_json, events_json, links_json, "
+    "resource_attributes"
+)
+
+
+def traces_with_status_and_link() -> bytes:
+    """s3's traces in OTLP/JSON with an error status on the first span and a link from the second to it (the
+    capture has neither)."""
     doc = capture_doc("s3_traces", "0001_traces")
-    spans = [s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    first, second = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][:2]
+    first["status"] = {"code": "STATUS_CODE_ERROR", "message": "tool failed"}
+    second["links"] = [{"traceId": first["traceId"], "spanId": first["spanId"], "traceState": "k=v",
+                        "attributes": [{"key": "link.kind", "value": {"stringValue": "follows"}}]}]
+    return orjson.dumps(doc)
+
+
+def span_expectation(span: dict[str, Any], resource: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
+    """A stored cc_spans row as the capture's decoded JSON says it should be."""
+    a = {k: v for k, v in attrs(span["attributes"]).items() if k not in PROMPT_KEYS}
+    start, end = int(span["startTimeUnixNano"]), int(span["endTimeUnixNano"])
+    events = [{"time_unix_nano": int(e["timeUnixNano"]), "name": e["name"],
+               "attributes": attrs(e.get("attributes", []))} for e in span.get("events", [])]
+    links = [{"trace_id": k["traceId"], "span_id": k["spanId"], "trace_state": k.get("traceState", ""),
+              "attributes": attrs(k.get("attributes", []))} for k in span.get("links", [])]
+    status = span.get("status", {})
+    return {
+        "trace_id": span["traceId"], "span_id": span["spanId"], "parent_span_id": span.get("parentSpanId", ""),
+        "trace_state": span.get("traceState", ""), "name": span["name"], "kind": SPAN_KINDS[span["kind"]],
+        "start": start, "end": end, "duration_ns": end - start,
+        "status_code": STATUS_CODES[status.get("code", "STATUS_CODE_UNSET")],
+        "status_message": status.get("message", ""), "flags": span.get("flags", 0),
+        "session_id": a.get("session.id", resource.get("session.id", "")), "user_id": a.get("user.id", ""),
+        "app_version": resource["service.version"], "service_name": resource["service.name"],
+        "scope_name": scope["name"], "scope_version": scope["version"],
+        "attributes": {k: map_text(v) for k, v in a.items()}, "attributes_json": a,
+        "events_json": events, "links_json": links,
+        "resource_attributes": {k: map_text(v) for k, v in resource.items()},
+    }
+
+
+def map_text(value: Any) -> str:
+    """A value as a `Map(String, String)` column holds it: arrays as JSON text, the rest as `_text` writes it."""
+    return orjson.dumps(value).decode() if isinstance(value, list | dict) else _text(value)
+
+
+@pytest.mark.parametrize("body", ["captured protobuf", "json with status and link"])
+async def test_traces_body_is_stored_raw_as_spans_field_by_field(
+    otlp_client: ClientFactory, stored: Any, body: str
+) -> None:
+    doc = orjson.loads(traces_with_status_and_link()) if body.startswith("json") else capture_doc(
+        "s3_traces", "0001_traces")
+    expected = {s["spanId"]: span_expectation(s, attrs(rs["resource"]["attributes"]), ss["scope"])
+                for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
+    assert any(e["events_json"] for e in expected.values()) and any(e["attributes"] for e in expected.values())
+    data, headers = ((traces_with_status_and_link(), JSON) if body.startswith("json")
+                     else (capture("s3_traces", "0001_traces"), PROTOBUF))
     client = await otlp_client()
-    response = await client.post("/v1/traces", data=capture("s3_traces", "0001_traces"), headers=PROTOBUF)
+    response = await client.post("/v1/traces", data=data, headers=headers)
     assert response.status == 200
-    rows = await stored("cc_spans", "trace_id, span_id, parent_span_id, name, toUnixTimestamp64Nano(start_time) s")
-    assert sorted(rows, key=lambda r: r["span_id"]) == sorted(
-        ({"trace_id": s["traceId"], "span_id": s["spanId"], "parent_span_id": s.get("parentSpanId", ""),
-          "name": s["name"], "s": int(s["startTimeUnixNano"])} for s in spans), key=lambda r: r["span_id"])
+    rows = await stored("cc_spans", SPAN_COLUMNS)
+    decoded = [{**r, **{k: orjson.loads(r[k]) if r[k] else [] for k in ("events_json", "links_json")},
+                "attributes_json": orjson.loads(r["attributes_json"])} for r in rows]
+    assert {r["span_id"]: r for r in decoded} == expected
+    assert len(rows) == len(expected)
+
+
+RAW_BODIES = [("s1_protobuf", "0001_logs"), ("s4_two_turns_stream", "0005_logs")]  # every kind of event between them
+
+
+async def test_raw_event_rows_keep_every_attribute_of_every_kind_of_event_as_captured(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    client = await otlp_client()
+    expected = {}
+    for scenario, name in RAW_BODIES:
+        assert (await client.post("/v1/logs", data=capture(scenario, name), headers=PROTOBUF)).status == 200
+        doc = capture_doc(scenario, name)
+        [scope] = [sl["scope"] for rl in doc["resourceLogs"] for sl in rl["scopeLogs"]]
+        for event in expected_logs(doc):
+            a = {k: v for k, v in event["attrs"].items() if k not in PROMPT_KEYS}
+            expected[(a["session.id"], a["event.sequence"])] = {
+                "event_name": a["event.name"], "body": event["body"], "t": event["time"], "ot": event["observed"],
+                "trace_id": event["trace_id"], "scope_name": scope["name"], "scope_version": scope["version"],
+                "attributes": {k: map_text(v) for k, v in a.items()}, "attributes_json": a,
+                "resource_attributes": {k: map_text(v) for k, v in event["resource"].items()}}
+    assert {e["event_name"] for e in expected.values()} == {
+        "managed_settings_resolved", "plugin_loaded", "mcp_server_connection", "user_prompt", "tool_decision",
+        "tool_result", "api_request", "assistant_response", "retention_sweep"}
+    rows = await stored("cc_events_raw", "session_id, event_sequence, event_name, body, trace_id, scope_name, "
+                        "scope_version, attributes, attributes_json, resource_attributes, "
+                        "toUnixTimestamp64Nano(event_time) AS t, toUnixTimestamp64Nano(observed_time) AS ot")
+    got = {(r.pop("session_id"), r.pop("event_sequence")): {**r, "attributes_json": orjson.loads(r["attributes_json"])}
+           for r in rows}
+    assert got == expected
+    assert len(rows) == len(expected)
 
 
 # --- C15 -------------------------------------------------------------------------------------------
