@@ -17,12 +17,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway import logfilter
 from gateway.config import Config, ConfigError, load_config
 from gateway.listen import ListenError
 from store.errors import StoreError, StoreUnavailable
+
+if TYPE_CHECKING:  # imported lazily at run time: `tollgate --help` loads neither
+    from gateway.prometheus import Metrics
+    from ingest.app import OtlpStats
 
 log = logging.getLogger("tollgate")
 DEFAULT_CONFIG = Path("config.example.toml")
@@ -337,8 +341,7 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     # Rows dropped since start because the spill was full (a long store outage); only the gateway's own.
     metrics.sampled_counters["tollgate_writer_dropped_rows"] = lambda: {
         (): float(writer.stats().get("dropped_rows", 0))}
-    metrics.sampled_counters["tollgate_otlp_records_accepted"] = lambda: {
-        (("signal", k),): float(v) for k, v in otlp.records_accepted.items()}
+    _otlp_series(metrics, otlp)
     # Client messages dropped on purpose (a cancel naming no request id, ...) and upstream notifications that no
     # single session could be told were its own (stdio logs while several sessions have calls in flight).
     metrics.sampled_counters["tollgate_client_messages_ignored"] = lambda: {
@@ -359,6 +362,21 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     except ImportError:
         return
     add_ui_routes(app, store, hub=hub, config=config)
+
+
+def _otlp_series(metrics: Metrics, otlp: OtlpStats) -> None:
+    """The OTLP receiver's counters (ingest.app.OtlpStats, both listen addresses together) on /metrics: every
+    request by signal and answer (429 and 503 are back-pressure: the exporter retries), records stored,
+    records dropped whole (`partial_success.rejected_*`) and values stored as NULL."""
+    metrics.sampled_counters["tollgate_otlp_requests_total"] = lambda: {
+        (("signal", signal), ("status", str(status))): float(n) for (signal, status), n in otlp.requests.items()}
+    metrics.sampled_counters["tollgate_otlp_records_accepted"] = lambda: _by_signal(otlp.records_accepted)
+    metrics.sampled_counters["tollgate_otlp_records_rejected"] = lambda: _by_signal(otlp.records_rejected)
+    metrics.sampled_counters["tollgate_otlp_invalid_values"] = lambda: _by_signal(otlp.invalid_values)
+
+
+def _by_signal(counts: Mapping[str, int]) -> dict[tuple[tuple[str, str], ...], float]:
+    return {(("signal", signal),): float(n) for signal, n in counts.items()}
 
 
 TOKEN_PLACEHOLDER = "<token>"  # the log never holds a token; `tollgate setup claude` prints the command with it

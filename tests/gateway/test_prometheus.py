@@ -1,16 +1,19 @@
-"""`/metrics` exposes calls, errors, bytes by direction, latency, upstream health and writer backlog."""
+"""`/metrics` exposes calls, errors, bytes by direction, latency, upstream health, writer backlog and the OTLP
+receiver's answers and records."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 from aiohttp import ClientSession as Http
 
-from gateway.config import BudgetConfig, UpstreamConfig
+from gateway.config import BudgetConfig, TelemetryConfig, UpstreamConfig
 from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session
 from tests.gateway.service import running_service
+from tests.ingest.conftest import capture, capture_doc, expected_logs
 
 DIRECTIONS = {"request_client": "req_bytes_client", "request_upstream": "req_bytes_upstream",
               "response_upstream": "resp_bytes_upstream", "response_client": "resp_bytes_client"}
@@ -133,3 +136,43 @@ def test_values_are_written_exactly_and_counters_typed_as_counters() -> None:
     text = metrics.render()
     assert "# TYPE tollgate_things counter\ntollgate_things 22349417\n" in text  # `:g` wrote 2.23494e+07
     assert "tollgate_ratio 0.125" in text
+
+
+async def test_otlp_answers_and_refusals_are_counted_by_signal_and_status(tmp_path: Path) -> None:
+    logs = capture("s1_protobuf", "0001_logs")
+    records = len(expected_logs(capture_doc("s1_protobuf", "0001_logs")))
+    bad_cost = {"timeUnixNano": "1796322543600000000", "body": {"stringValue": "claude_code.api_request"},
+                "attributes": [{"key": "event.name", "value": {"stringValue": "api_request"}},
+                               {"key": "request_id", "value": {"stringValue": "req_bad_cost"}},
+                               {"key": "cost_usd", "value": {"doubleValue": {}}}]}
+    partial = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [bad_cost, "not a record"]}]}]})
+    protobuf, json = {"Content-Type": "application/x-protobuf"}, {"Content-Type": "application/json"}
+    config = replace(gateway_config(echo_upstream("a")), telemetry=TelemetryConfig(max_body_bytes=2 * len(logs)))
+    # The rows wait in the spill (no flush), so the writer's own bounds can refuse the next body.
+    async with running_service(config, tmp_path / "db", flush_seconds=3600) as svc, Http() as http:
+        writer = svc.service.writer
+
+        async def post(path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+            async with http.post(svc.base_url + path, data=body, headers=headers) as response:
+                return response.status, await response.read()
+
+        assert (await post("/v1/logs", logs, protobuf))[0] == 200
+        status, answer = await post("/v1/logs", partial, json)
+        assert status == 200 and orjson.loads(answer)["partialSuccess"]["rejectedLogRecords"] == 1
+        writer.max_pending_rows = 1  # the backlog is full: 429
+        assert (await post("/v1/logs", logs, protobuf))[0] == 429
+        writer.max_pending_rows, writer.max_spill_bytes = 10**6, 1  # the spill is full: 503
+        assert (await post("/v1/logs", logs, protobuf))[0] == 503
+        assert (await post("/v1/metrics", b"\x0a\xff\xff\xff\x0f{", protobuf))[0] == 400
+        assert (await post("/v1/logs", logs * 3, protobuf))[0] == 413
+        assert (await post("/v1/traces", b"{}", {"Content-Type": "text/plain"}))[0] == 415
+        text = await metrics_text(http, svc.base_url)
+    assert series(text, "tollgate_otlp_requests_total") == {
+        f'tollgate_otlp_requests_total{{signal="{signal}",status="{status}"}}': float(n)
+        for signal, status, n in [("logs", 200, 2), ("logs", 429, 1), ("logs", 503, 1), ("logs", 413, 1),
+                                  ("metrics", 400, 1), ("traces", 415, 1)]}
+    assert series(text, "tollgate_otlp_records_accepted") == {
+        'tollgate_otlp_records_accepted{signal="logs"}': float(records + 1)}
+    assert series(text, "tollgate_otlp_records_rejected") == {
+        'tollgate_otlp_records_rejected{signal="logs"}': 1.0}
+    assert series(text, "tollgate_otlp_invalid_values") == {'tollgate_otlp_invalid_values{signal="logs"}': 1.0}
