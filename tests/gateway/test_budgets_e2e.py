@@ -174,6 +174,66 @@ async def test_warn_lets_calls_through_and_records_the_decision(tmp_path: Path) 
         assert (await budget_view(svc, "b"))["day"]["warned"] == 1
 
 
+@pytest.mark.parametrize(("limit", "allowed", "measure"), [
+    ("session_bytes", 1000, "bytes"), ("day_bytes", 1000, "bytes"),
+    ("session_tokens", 100, "tokens"), ("day_tokens", 100, "tokens"),
+])
+async def test_warn_on_a_byte_or_token_window_passes_the_call_whole_and_records_a_warn_event(
+    tmp_path: Path, limit: str, allowed: int, measure: str
+) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(**{limit: allowed}, action="warn")))
+    whole = MULTIBYTE * 200  # 2,400 bytes of text, 600 estimated tokens: past either limit after one call
+    async with running_service(config, tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            first = await client.call_tool("b__multibyte", {"repeat": 200})
+            if limit.startswith("session_"):
+                second = await client.call_tool("b__multibyte", {"repeat": 200})
+        if limit.startswith("day_"):  # the day's spend warns a session that has spent nothing itself
+            async with mcp_session(svc.mcp_url) as other:
+                second = await other.call_tool("b__multibyte", {"repeat": 200})
+        rows = await call_rows(svc, "b")
+        events = await svc.query("SELECT * FROM budget_events FINAL")
+        view = await budget_view(svc, "b")
+    assert texts(first) == texts(second) == [whole] and not second.is_error  # through, nothing cut
+    assert [(r["status"], r["budget_action"], r["budget_limit"]) for r in rows] == [
+        ("ok", "", ""), ("ok", "warn", limit)]
+    spent = {"bytes": rows[0]["req_bytes_client"] + rows[0]["resp_bytes_client"], "tokens": rows[0]["est_tokens"]}
+    assert spent[measure] > allowed and rows[1]["resp_bytes_client"] == rows[1]["resp_bytes_upstream"]
+    (event,) = events
+    assert (event["action"], event["limit_name"], event["used"], event["limit"], event["window"]) == (
+        "warn", limit, spent[measure], allowed, limit.split("_")[0])
+    assert event["mcp_session_id"] == rows[1]["mcp_session_id"] and event["tool"] == "multibyte"
+    assert (event["reset_at"] is None) == limit.startswith("session_")  # a day resets at midnight, a session never
+    assert (view["day"]["calls"], view["day"]["warned"], view["day"]["denied"]) == (2, 1, 0)
+
+
+async def test_a_per_limit_action_warns_on_its_limit_while_the_budget_still_denies_on_the_others(
+    tmp_path: Path
+) -> None:
+    path = tmp_path / "tollgate.toml"
+    path.write_text(f'[upstreams.b]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
+                    f'args = [{orjson.dumps(str(BUDGET_SERVER)).decode()}, "--name", "b"]\n'
+                    '[upstreams.b.budget]\naction = "deny"\nday_calls = 1\nsession_calls = 2\n'
+                    '[upstreams.b.budget.actions]\nday_calls = "warn"\n')
+    async with running_service(load_config(path), tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            results = [await client.call_tool("b__echo", {"text": f"call {n}"}) for n in (1, 2, 3)]
+        async with mcp_session(svc.mcp_url) as fresh:  # a session of its own: only the day's calls warn it
+            served = texts(await fresh.call_tool("b__served_calls", {}))
+        rows = await call_rows(svc, "b")
+        events = await svc.query("SELECT * FROM budget_events FINAL ORDER BY at")
+        view = await budget_view(svc, "b")
+    assert [texts(r) for r in results[:2]] == [["call 1"], ["call 2"]]  # past day_calls: warned, through
+    assert results[2].is_error and "session_calls" in texts(results[2])[0]  # the block's deny still applies
+    assert served == ["3"]  # calls 1 and 2 and this one: the denied call never reached the upstream
+    assert [(r["status"], r["budget_action"], r["budget_limit"]) for r in rows] == [
+        ("ok", "", ""), ("ok", "warn", "day_calls"), ("denied", "deny", "session_calls"), ("ok", "warn", "day_calls")]
+    assert [(e["action"], e["limit_name"], e["used"], e["limit"]) for e in events] == [
+        ("warn", "day_calls", 1, 1), ("deny", "session_calls", 2, 2), ("warn", "day_calls", 2, 1)]
+    assert view["limits"] == {"day_calls": {"allowed": 1, "action": "warn"},
+                              "session_calls": {"allowed": 2, "action": "deny"}}
+
+
 async def test_byte_and_token_limits_deny_once_spent(tmp_path: Path) -> None:
     config = gateway_config(budget_upstream("tokens", BudgetConfig(session_tokens=100)),
                             budget_upstream("bytes", BudgetConfig(day_bytes=2000)))
