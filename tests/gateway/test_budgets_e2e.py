@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -527,6 +527,39 @@ async def test_a_default_budget_applies_to_each_upstream_and_a_tool_override_cou
     assert tools["echo"]["limits"] == {"session_calls": {"allowed": 4, "action": "deny"}}
     assert tools["multibyte"]["limits"] is None  # inherits b's limit, counted on the whole upstream
     assert (tools["echo"]["day"]["calls"], tools["multibyte"]["day"]["calls"]) == (4, 2)
+
+
+async def test_a_request_and_a_result_denial_each_log_one_line_naming_server_limit_used_and_allowed_and_no_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token, env_secret = "tok-bearer-s3cret", "sk-upstream-env-s3cret"
+    config = gateway_config(
+        replace(budget_upstream("req", BudgetConfig(max_request_bytes=500)), env={"UPSTREAM_API_KEY": env_secret}),
+        budget_upstream("res", BudgetConfig(max_result_bytes=300)), auth_tokens=(token,))
+    asked = {"req": "password=hunter2-s3cret " + "x" * 1000, "res": "api_key=sk-result-s3cret " + "y" * 400}
+    with caplog.at_level(logging.INFO, logger="tollgate"):
+        async with running_service(config, tmp_path / "db") as svc, \
+                Http(headers={"Authorization": f"Bearer {token}"}) as http:
+            session_id = await open_session(http, svc.mcp_url)
+            for index, upstream in enumerate(("req", "res")):
+                body = jsonrpc.request_body(index + 1, "tools/call", {
+                    "name": f"{upstream}__echo", "arguments": {"text": asked[upstream]}})
+                _, _, answer = await post(http, svc.mcp_url, body, session_id)
+                assert answer["result"]["isError"], answer
+            events = {e["upstream"]: e for e in await svc.query("SELECT * FROM budget_events FINAL")}
+            rows = {r["upstream"]: r for r in await svc.query("SELECT * FROM calls FINAL")}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budget denied")]
+    assert events["req"]["used"] == rows["req"]["req_bytes_client"] > 1000  # the request as the client sent it
+    assert events["res"]["used"] > 400 and rows["res"]["resp_bytes_upstream"] > 400  # the result it was sent
+    assert lines == [  # one line each: the server and tool, the session's first 8 characters, limit, used, allowed
+        f"budget denied req/echo session {session_id[:8]}: max_request_bytes used {int(events['req']['used'])} "
+        "of 500 (call window)",
+        f"budget denied res/echo session {session_id[:8]}: max_result_bytes used {int(events['res']['used'])} "
+        "of 300 (call window)"]
+    for secret in (token, env_secret, "hunter2-s3cret", "sk-result-s3cret", session_id):
+        assert not [line for line in lines if secret in line], secret
+    for secret in (token, env_secret, "hunter2-s3cret", "sk-result-s3cret"):  # nor any other line logged
+        assert secret not in caplog.text, secret
 
 
 async def test_a_store_down_at_startup_logs_fail_open_and_fail_closed_and_applies_each(
