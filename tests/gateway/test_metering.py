@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,6 @@ from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc, metering
 from gateway.app import create_app
-from gateway.config import UpstreamConfig
 from tests.fixtures.servers.echo_server import UTF8_TEXT
 from tests.gateway.conftest import (
     EVERYTHING,
@@ -26,45 +23,11 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.recorder import Recorder
 from tests.gateway.service import running_service
+from tests.gateway.taps import Wire, teed
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
 
 HOPS = ("req_bytes_client", "req_bytes_upstream", "resp_bytes_upstream", "resp_bytes_client")
 EVERYTHING_DOC = EVERYTHING.resolve().parent / "docs" / "architecture.md"  # served as a static resource
-
-
-def teed(upstream: UpstreamConfig, directory: Path) -> UpstreamConfig:
-    """`upstream` under `sh` with its stdin and stdout copied byte for byte to DIR/NAME.in and DIR/NAME.out: an
-    independent record of exactly what the gateway wrote to it and read from it."""
-    command = shlex.join([upstream.command, *upstream.args])
-    sent, received = (shlex.quote(str(directory / f"{upstream.name}.{end}")) for end in ("in", "out"))
-    return replace(upstream, command="sh", args=("-c", f"tee {sent} | {command} | tee {received}"))
-
-
-@dataclass
-class Wire:
-    """The lines a teed upstream was sent and wrote, read once the service (and so the upstream) has stopped."""
-
-    sent: list[bytes]
-    written: list[bytes]
-
-    @classmethod
-    def of(cls, directory: Path, name: str) -> Wire:
-        return cls(*((directory / f"{name}.{end}").read_bytes().split(b"\n")[:-1] for end in ("in", "out")))
-
-    def hop(self, method: str, key: str, value: str) -> tuple[bytes, bytes]:
-        """The request line of `method` whose params[key] is `value`, and the upstream's answer to it, raw."""
-        (request,) = [line for line in self.sent if _matches(orjson.loads(line), method, key, value)]
-        upstream_id = orjson.loads(request)["id"]
-        (answer,) = [line for line in self.written if _is_answer(orjson.loads(line), upstream_id)]
-        return request, answer
-
-
-def _matches(message: dict[str, Any], method: str, key: str, value: str) -> bool:
-    return message.get("method") == method and message.get("params", {}).get(key) == value
-
-
-def _is_answer(message: dict[str, Any], upstream_id: Any) -> bool:
-    return "method" not in message and message.get("id") == upstream_id
 
 
 def hops(row: dict[str, Any]) -> tuple[int, ...]:

@@ -29,10 +29,13 @@ def series(text: str, name: str) -> dict[str, float]:
     return found
 
 
-async def test_metrics_count_calls_bytes_errors_and_budget_decisions_exactly_as_the_stored_call_rows(
+async def test_metrics_count_calls_bytes_errors_and_each_budget_action_exactly_as_the_stored_rows(
         tmp_path: Path) -> None:
     dead = UpstreamConfig(name="dead", type="stdio", command="false")
-    config = gateway_config(echo_upstream("a"), echo_upstream("b", budget=BudgetConfig(day_calls=1)), dead)
+    config = gateway_config(
+        echo_upstream("a"), echo_upstream("b", budget=BudgetConfig(day_calls=1)),
+        echo_upstream("c", budget=BudgetConfig(max_result_bytes=500, action="truncate")),
+        echo_upstream("w", budget=BudgetConfig(max_request_bytes=100, session_calls=1, action="warn")), dead)
     async with running_service(config, tmp_path / "db") as svc:
         async with mcp_session(svc.mcp_url) as client:
             await client.call_tool("a__blob", {"n": 1000})
@@ -40,13 +43,18 @@ async def test_metrics_count_calls_bytes_errors_and_budget_decisions_exactly_as_
             await client.call_tool("a__blob", {"n": "many"})  # a tool error
             assert not (await client.call_tool("b__whoami", {})).is_error
             assert (await client.call_tool("b__whoami", {})).is_error  # denied: day_calls = 1
+            assert not (await client.call_tool("c__blob", {"n": 2000})).is_error  # truncated to 500 bytes
+            for _ in range(2):  # both over max_request_bytes, the second past session_calls too: 3 warnings
+                assert not (await client.call_tool("w__echo", {"text": "x" * 200})).is_error
         rows = await svc.query("SELECT upstream, method, status, duration_ms, " + ", ".join(DIRECTIONS.values())
                                + " FROM calls FINAL")
+        events = await svc.query("SELECT upstream, action, limit_name FROM budget_events FINAL")
         async with Http() as http, http.get(svc.base_url + "/metrics") as response:
             text = await response.text()
     assert response.status == 200
     assert sorted((r["upstream"], r["status"]) for r in rows) == [
-        ("a", "ok"), ("a", "ok"), ("a", "tool_error"), ("b", "denied"), ("b", "ok")]
+        ("a", "ok"), ("a", "ok"), ("a", "tool_error"), ("b", "denied"), ("b", "ok"), ("c", "truncated"),
+        ("w", "ok"), ("w", "ok")]
     assert series(text, "tollgate_calls_total") == {
         f'tollgate_calls_total{{method="tools/call",status="{status}",upstream="{upstream}"}}': float(n)
         for (upstream, status), n in Counter((r["upstream"], r["status"]) for r in rows).items()}
@@ -55,12 +63,18 @@ async def test_metrics_count_calls_bytes_errors_and_budget_decisions_exactly_as_
     assert series(text, "tollgate_bytes_total") == {
         f'tollgate_bytes_total{{direction="{direction}",upstream="{upstream}"}}':
             float(sum(r[column] for r in rows if r["upstream"] == upstream))
-        for direction, column in DIRECTIONS.items() for upstream in ("a", "b")}
+        for direction, column in DIRECTIONS.items() for upstream in ("a", "b", "c", "w")}
+    # One series per (upstream, action, limit), each equal to the budget_events rows stored for it.
+    assert Counter((e["action"], e["limit_name"]) for e in events) == {
+        ("deny", "day_calls"): 1, ("truncate", "max_result_bytes"): 1, ("warn", "max_request_bytes"): 2,
+        ("warn", "session_calls"): 1}
     assert series(text, "tollgate_budget_decisions_total") == {
-        'tollgate_budget_decisions_total{action="deny",limit="day_calls",upstream="b"}': 1.0}
-    assert series(text, "tollgate_upstream_up") == {'tollgate_upstream_up{upstream="a"}': 1.0,
-                                                    'tollgate_upstream_up{upstream="b"}': 1.0,
-                                                    'tollgate_upstream_up{upstream="dead"}': 0.0}
+        f'tollgate_budget_decisions_total{{action="{action}",limit="{limit}",upstream="{upstream}"}}': float(n)
+        for (upstream, action, limit), n in Counter(
+            (e["upstream"], e["action"], e["limit_name"]) for e in events).items()}
+    assert series(text, "tollgate_upstream_up") == {
+        **{f'tollgate_upstream_up{{upstream="{u}"}}': 1.0 for u in ("a", "b", "c", "w")},
+        'tollgate_upstream_up{upstream="dead"}': 0.0}
     assert series(text, "tollgate_call_duration_seconds_count") == {
         f'tollgate_call_duration_seconds_count{{upstream="{u}"}}': float(n)
         for u, n in Counter(r["upstream"] for r in rows).items()}
