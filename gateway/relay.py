@@ -140,12 +140,9 @@ class Relay:
             # Tollgate answers every list in one page, so no cursor of ours can exist.
             raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Invalid params: unknown cursor {params['cursor']!r}")
         key = mcp.CATALOG_METHODS[method]
-        catalog = self.hub.catalog
-        if key == "tools":
-            session.tool_routes.update(catalog.tool_routes)
-        elif key == "prompts":
-            session.prompt_routes.update(catalog.prompt_routes)
-        return {key: catalog.items(key)}
+        if key in ("tools", "prompts"):
+            _own_routes(session, key).update(self.hub.hand_out(key))
+        return {key: self.hub.catalog.items(key)}
 
     async def _forward(self, session: Session, upstream: UpstreamClient, method: str,
                        params: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -171,8 +168,7 @@ class Relay:
         ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
         assert isinstance(ref, dict)
         if ref.get("type") == "ref/prompt":
-            upstream_name, original = self._route(session.prompt_routes, self.hub.catalog.prompt_routes,
-                                                  str(ref.get("name", "")), "prompt")
+            upstream_name, original = self._route(session, "prompts", str(ref.get("name", "")))
             params = {**params, "ref": {**ref, "name": original}}
             upstream = self._upstream(upstream_name)
         else:
@@ -226,12 +222,10 @@ class Relay:
             upstream = self._resource_owner(uri)
             call = self._record(session, message, upstream.name, uri, uri)
             return call, upstream, params
-        routes = (session.tool_routes, self.hub.catalog.tool_routes) if method == "tools/call" else (
-            session.prompt_routes, self.hub.catalog.prompt_routes)
         exposed = params.get("name")
         if not isinstance(exposed, str):
             raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, "Invalid params: name must be a string")
-        upstream_name, original = self._route(*routes, exposed, "tool" if method == "tools/call" else "prompt")
+        upstream_name, original = self._route(session, "tools" if method == "tools/call" else "prompts", exposed)
         call = self._record(session, message, upstream_name, original, exposed)
         return call, self._upstream(upstream_name), {**params, "name": original}
 
@@ -302,11 +296,17 @@ class Relay:
 
     # ----- routing helpers ------------------------------------------------------------------
 
-    def _route(self, session_routes: dict[str, tuple[str, str]], current: dict[str, tuple[str, str]],
-               exposed: str, what: str) -> tuple[str, str]:
-        route = current.get(exposed) or session_routes.get(exposed)
+    def _route(self, session: Session, key: str, exposed: str) -> tuple[str, str]:
+        """The (upstream, original name) behind an exposed tool or prompt name. The session's own routes (what it
+        was given) first, then the current catalog, whose names are handed out from then on. Either way a name
+        keeps its item: the hub's ledger never lets a later catalog give a handed-out name to another."""
+        own = _own_routes(session, key)
+        route = own.get(exposed)
         if route is None:
-            raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Unknown {what}: {exposed}")
+            route = self.hub.hand_out(key).get(exposed)
+            if route is None:
+                raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Unknown {key[:-1]}: {exposed}")
+            own[exposed] = route
         return route
 
     def _upstream(self, name: str) -> UpstreamClient:
@@ -336,6 +336,10 @@ class Relay:
             await upstream.notify(method, params)
         except UpstreamError as exc:
             log.info("could not notify %s: %s", upstream.name, exc)
+
+
+def _own_routes(session: Session, key: str) -> dict[str, tuple[str, str]]:
+    return session.tool_routes if key == "tools" else session.prompt_routes
 
 
 def _while_running(task: asyncio.Task[Any] | None, emit: Emit, session: Session) -> Emit:
