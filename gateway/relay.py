@@ -100,18 +100,21 @@ class Relay:
     async def _answer(self, session: Session, message: Message, emit: Emit) -> bytes | None:
         request_id = message.id
         assert request_id is not None
+        if message.method in mcp.METERED_METHODS:
+            try:
+                return await self._metered(session, message, emit)  # turns every other failure into its row too
+            except asyncio.CancelledError:
+                return None
         try:
-            problem = mcp.params_problem(message.method, message.params)
-            if problem is not None:
-                raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}")
-            if message.method in mcp.METERED_METHODS:
-                return await self._metered(session, message, emit)
+            _check_params(message)
             result = await self._dispatch(session, message, emit)
             return jsonrpc.encode(jsonrpc.result_body(request_id, result))
         except asyncio.CancelledError:
             return None
         except jsonrpc.ProtocolError as exc:
             return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, exc.message))
+        except UpstreamPassthroughError as exc:
+            return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, str(exc), exc.data))
         except UpstreamError as exc:
             return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, str(exc)))
         except Exception:
@@ -180,8 +183,10 @@ class Relay:
     async def _metered(self, session: Session, message: Message, emit: Emit) -> bytes | None:
         request_id = message.id
         assert request_id is not None
-        call, upstream, params = self._prepare(session, message)
+        call = self._record(session, message)
         try:
+            _check_params(message)
+            upstream, params = self._prepare(session, message, call)
             result, raw_result = await self._metered_result(session, call, upstream, params, emit)
             encoded = jsonrpc.encode_result(request_id, result, raw_result)
         except asyncio.CancelledError:
@@ -193,6 +198,9 @@ class Relay:
         except UpstreamTimeout as exc:
             call.finish("timeout", str(exc))
             return self._encode_error(call, request_id, exc.code, str(exc))
+        except UpstreamPassthroughError as exc:  # the upstream answered, with a JSON-RPC error
+            call.finish("protocol_error", str(exc))
+            return self._encode_error(call, request_id, exc.code, str(exc), exc.data)
         except UpstreamError as exc:
             call.finish("upstream_error", str(exc))
             return self._encode_error(call, request_id, exc.code, str(exc))
@@ -209,31 +217,33 @@ class Relay:
         self.hub.call_finished(call)
         return encoded
 
-    def _encode_error(self, call: CallRecord, request_id: RequestId, code: int, text: str) -> bytes:
-        encoded = jsonrpc.encode(jsonrpc.error_body(request_id, code, text))
+    def _encode_error(self, call: CallRecord, request_id: RequestId, code: int, text: str,
+                      data: Any = None) -> bytes:
+        encoded = jsonrpc.encode(jsonrpc.error_body(request_id, code, text, data))
         call.resp_bytes_client = len(encoded)
         self.hub.call_finished(call)
         return encoded
 
-    def _prepare(self, session: Session, message: Message) -> tuple[CallRecord, UpstreamClient, dict[str, Any]]:
-        method, params = message.method, message.params
-        if method == "resources/read":
-            uri = str(params.get("uri", ""))
-            upstream = self._resource_owner(uri)
-            call = self._record(session, message, upstream.name, uri, uri)
-            return call, upstream, params
-        exposed = params.get("name")
-        if not isinstance(exposed, str):
-            raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, "Invalid params: name must be a string")
-        upstream_name, original = self._route(session, "tools" if method == "tools/call" else "prompts", exposed)
-        call = self._record(session, message, upstream_name, original, exposed)
-        return call, self._upstream(upstream_name), {**params, "name": original}
+    def _prepare(self, session: Session, message: Message, call: CallRecord) -> tuple[UpstreamClient, dict[str, Any]]:
+        """The upstream that serves the call and the params it gets; names the upstream and tool on `call`."""
+        params = message.params
+        if message.method == "resources/read":
+            upstream = self._resource_owner(call.exposed_name)
+            call.upstream = upstream.name
+            return upstream, params
+        key = "tools" if message.method == "tools/call" else "prompts"
+        call.upstream, call.tool = self._route(session, key, call.exposed_name)
+        return self._upstream(call.upstream), {**params, "name": call.tool}
 
-    def _record(self, session: Session, message: Message, upstream: str, tool: str, exposed: str) -> CallRecord:
-        meta = message.params.get("_meta")
+    def _record(self, session: Session, message: Message) -> CallRecord:
+        """The call's row as the client asked for it; `_prepare` adds the upstream and its own name once routed."""
+        params = message.params
+        asked = params.get("uri" if message.method == "resources/read" else "name")
+        asked = asked if isinstance(asked, str) else ""
+        meta = params.get("_meta")
         meta = meta if isinstance(meta, dict) else {}
         return CallRecord(
-            method=message.method, upstream=upstream, tool=tool, exposed_name=exposed,
+            method=message.method, upstream="", tool=asked, exposed_name=asked,
             mcp_session_id=session.session_id, client_name=session.client_name,
             client_version=session.client_version, auth_identity=session.auth_identity,
             cc_session_id=session.cc_session_id, tool_use_id=str(meta.get(mcp.META_TOOL_USE_ID, "")),
@@ -338,6 +348,12 @@ class Relay:
             log.info("could not notify %s: %s", upstream.name, exc)
 
 
+def _check_params(message: Message) -> None:
+    problem = mcp.params_problem(message.method, message.params)
+    if problem is not None:
+        raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}")
+
+
 def _own_routes(session: Session, key: str) -> dict[str, tuple[str, str]]:
     return session.tool_routes if key == "tools" else session.prompt_routes
 
@@ -380,9 +396,10 @@ def _refusal(call: CallRecord, text: str) -> dict[str, Any]:
 
 
 class UpstreamPassthroughError(UpstreamError):
-    """An upstream's own JSON-RPC error, relayed with its code and message."""
+    """An upstream's own JSON-RPC error, relayed with its code, message and data."""
 
     def __init__(self, error: dict[str, Any]) -> None:
+        self.data = error.get("data")
         code = error.get("code")
         super().__init__(str(error.get("message", "upstream error")),
                          code if isinstance(code, int) else jsonrpc.INTERNAL_ERROR)
