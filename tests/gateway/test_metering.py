@@ -232,3 +232,30 @@ async def test_a_gateway_with_no_observer_and_no_policy_meters_nothing(monkeypat
         assert result["content"][0]["text"] == "héllo"
     assert len(measured) == 1
     assert [(c.tool, c.text_bytes, c.est_tokens) for c in recorder.calls] == [("echo", 6, real(result).est_tokens)]
+
+
+async def test_requests_answered_with_a_json_rpc_error_leave_one_protocol_error_row_with_their_bytes(
+        tmp_path: Path) -> None:
+    unknown_uri = "echo://a/missing"  # a's resources do not match it: the upstream answers with an error
+    asked = {  # request id -> (method, params, what the row's tool and exposed name are)
+        1: ("tools/call", {"name": "a__nope", "arguments": {}}, "a__nope"),
+        2: ("tools/call", {"name": 5, "arguments": {}}, ""),
+        3: ("tools/call", {"name": "a__echo", "arguments": {"text": "x"}, "_meta": 7}, "a__echo"),
+        4: ("prompts/get", {"name": "a__nope"}, "a__nope"),
+        5: ("resources/read", {"uri": unknown_uri}, unknown_uri),
+    }
+    async with running_service(gateway_config(teed(echo_upstream("a"), tmp_path)), tmp_path / "db") as svc, \
+            Http() as http:
+        session_id = await open_session(http, svc.mcp_url)
+        wire = {i: await post_raw(http, svc.mcp_url, session_id, i, method, params)
+                for i, (method, params, _) in asked.items()}
+        rows = await svc.query("SELECT * FROM calls FINAL ORDER BY started_at")
+    upstream_hop = Wire.of(tmp_path, "a").hop("resources/read", "uri", unknown_uri)
+    errors = {i: orjson.loads(received)["error"] for i, (_, received) in wire.items()}
+    assert {error["code"] for i, error in errors.items() if i < 5} == {jsonrpc.INVALID_PARAMS}
+    assert errors[5] == orjson.loads(upstream_hop[1])["error"]  # the upstream's own error, relayed
+    assert [(r["method"], r["exposed_name"], r["tool"], r["status"], r["error"]) for r in rows] == [
+        (method, name, name, "protocol_error", errors[i]["message"]) for i, (method, _, name) in asked.items()]
+    assert [r["upstream"] for r in rows] == ["", "", "", "", "a"]
+    refused = [(len(sent), 0, 0, len(received)) for sent, received in list(wire.values())[:4]]  # never forwarded
+    assert [hops(r) for r in rows] == [*refused, (len(wire[5][0]), *map(len, upstream_hop), len(wire[5][1]))]
