@@ -396,8 +396,23 @@ def _call_totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
         "resp_bytes_upstream": sum(c["resp_bytes_upstream"] for c in calls),
         "est_tool_tokens": sum(c["est_tokens"] for c in calls),
         "servers": sorted({c["upstream"] for c in calls}),
+        "by_server": _by_server(calls),
         "ties": {tie: sum(1 for c in calls if c["tie"] == tie) for tie in (ties.EXACT, ties.WINDOW, ties.UNMATCHED)},
     }
+
+
+def _by_server(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per upstream of the session's calls: calls, errors (as the server reports count them), bytes, est. tokens;
+    the largest result bytes first. The session page's "MCP bytes by server" table shows these rows."""
+    rows: dict[str, dict[str, Any]] = {}
+    for call in calls:
+        row = rows.setdefault(call["upstream"], {"upstream": call["upstream"], "calls": 0, "errors": 0,
+                                                 "req_bytes_client": 0, "resp_bytes_upstream": 0, "est_tokens": 0})
+        row["calls"] += 1
+        row["errors"] += call["status"] in statuses.ERRORS
+        for key in ("req_bytes_client", "resp_bytes_upstream", "est_tokens"):
+            row[key] += call[key]
+    return sorted(rows.values(), key=lambda r: (-r["resp_bytes_upstream"], r["upstream"]))
 
 
 async def mcp_session_detail(store: Store, mcp_session_id: str) -> dict[str, Any] | None:

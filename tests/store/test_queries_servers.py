@@ -82,12 +82,29 @@ async def test_a_servers_result_sizes_and_bytes_over_time_cover_its_whole_range(
     assert detail is not None
     assert [(b["lo"], b["hi"], b["count"]) for b in detail["sizes"]] == [
         (0, 2, 2), (2, 4, 1), (4, 8, 1), *((2 ** e, 2 ** (e + 1), 0) for e in range(3, 9)), (512, 1024, 2)]
-    assert detail["timeline"]["bucket_seconds"] == 3600
-    assert [(p["at"], p["calls"], p["resp_bytes"], p["resp_bytes_max"]) for p in detail["timeline"]["points"]] == [
-        (hour, 4, 10, 5), (hour + dt.timedelta(hours=1), 2, 2000, 1000)]
-    daily = await queries_servers.server_detail(store, "u")
-    assert daily is not None and daily["timeline"]["bucket_seconds"] == 86400
-    assert sum(p["calls"] for p in daily["timeline"]["points"]) == len(sizes)
+    minute = dt.timedelta(minutes=1)  # the calls span 65 minutes: per minute is the finest under 120 points
+    assert detail["timeline"]["bucket_seconds"] == 60
+    points = [(p["at"], p["calls"], p["resp_bytes"], p["resp_bytes_max"]) for p in detail["timeline"]["points"]]
+    calls_at = {hour + dt.timedelta(hours=m // 4, minutes=m): size for m, size in sizes.items()}
+    assert points == [(hour + k * minute, int(hour + k * minute in calls_at), calls_at.get(hour + k * minute, 0),
+                       calls_at.get(hour + k * minute, 0)) for k in range(66)]  # every minute, empty ones as 0
+    month = await queries_servers.server_detail(store, "u")  # a 30-day range: the calls' span picks the bucket
+    assert month is not None and month["timeline"]["points"] == detail["timeline"]["points"]
+
+
+async def test_the_timeline_buckets_fit_the_span_of_the_calls(store: Store) -> None:
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=5)
+    spans = {"seconds": dt.timedelta(seconds=3), "hours": dt.timedelta(hours=24), "days": dt.timedelta(days=4)}
+    await store.insert("calls", [
+        {"call_id": f"{name}{k}", "mcp_session_id": "s", "upstream": name, "tool": "t", "method": "tools/call",
+         "status": "ok", "started_at": start + k * span, "ended_at": start + k * span, "resp_bytes_upstream": 10}
+        for name, span in spans.items() for k in (0, 1)])
+    timelines = {name: (await queries_servers.server_detail(store, name))["timeline"]  # type: ignore[index]
+                 for name in spans}
+    assert {name: t["bucket_seconds"] for name, t in timelines.items()} == {
+        "seconds": 1, "hours": 900, "days": 86400}
+    assert [len(t["points"]) for t in timelines.values()] == [4, 97, 5]
+    assert all(sum(p["calls"] for p in t["points"]) == 2 for t in timelines.values())
 
 
 async def test_the_largest_results_list_each_call_once_when_its_row_was_stored_many_times(store: Store) -> None:
