@@ -37,6 +37,7 @@ SELECT
     min(first_at) AS first_at,
     max(last_at) AS last_at
 FROM ({source})
+WHERE upstream != ''  -- a call refused before routing (unknown tool) is no server's; /api/calls lists it
 GROUP BY upstream
 ORDER BY upstream
 LIMIT 1000

@@ -395,7 +395,7 @@ def _call_totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
         "req_bytes_client": sum(c["req_bytes_client"] for c in calls),
         "resp_bytes_upstream": sum(c["resp_bytes_upstream"] for c in calls),
         "est_tool_tokens": sum(c["est_tokens"] for c in calls),
-        "servers": sorted({c["upstream"] for c in calls}),
+        "servers": sorted({c["upstream"] for c in calls} - {""}),  # '': refused before routing (unknown tool)
         "by_server": _by_server(calls),
         "ties": {tie: sum(1 for c in calls if c["tie"] == tie) for tie in (ties.EXACT, ties.WINDOW, ties.UNMATCHED)},
     }
@@ -406,6 +406,8 @@ def _by_server(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     the largest result bytes first. The session page's "MCP bytes by server" table shows these rows."""
     rows: dict[str, dict[str, Any]] = {}
     for call in calls:
+        if not call["upstream"]:  # refused before routing (an unknown tool): no server's call
+            continue
         row = rows.setdefault(call["upstream"], {"upstream": call["upstream"], "calls": 0, "errors": 0,
                                                  "req_bytes_client": 0, "resp_bytes_upstream": 0, "est_tokens": 0})
         row["calls"] += 1
@@ -597,13 +599,14 @@ WITH
     ),
     per_cc AS (
         SELECT b.cc_session_id AS session_id, count() AS tool_calls, sum(resp_bytes) AS resp_bytes_upstream,
-               groupUniqArray(upstream) AS servers
+               groupUniqArrayIf(upstream, upstream != '') AS servers
         FROM calls_in AS ci INNER JOIN bound AS b ON ci.mcp_session_id = b.mcp_session_id
         WHERE b.cc_session_id != '' GROUP BY b.cc_session_id
     ),
     unclaimed AS (
         SELECT ci.mcp_session_id AS session_id, min(started_at) AS first_at, max(ended_at) AS last_at,
-               count() AS tool_calls, sum(resp_bytes) AS resp_bytes_upstream, groupUniqArray(upstream) AS servers,
+               count() AS tool_calls, sum(resp_bytes) AS resp_bytes_upstream,
+               groupUniqArrayIf(upstream, upstream != '') AS servers,
                any(auth_identity) AS user_id, any(client_name) AS client_name, any(client_version) AS client_version
         FROM calls_in AS ci INNER JOIN bound AS b ON ci.mcp_session_id = b.mcp_session_id
         WHERE b.cc_session_id = '' GROUP BY ci.mcp_session_id

@@ -51,6 +51,19 @@ async def test_errors_are_the_servers_own_not_budget_decisions_or_cancels(store:
     assert (detail["server"]["errors"], detail["tools"][0]["errors"]) == (len(ERRORS), len(ERRORS))
 
 
+async def test_a_call_refused_before_routing_is_listed_under_no_server(store: Store) -> None:
+    # An unknown tool's protocol_error row has no upstream: the calls list keeps it, the servers list has no '' row.
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    await store.insert("calls", [
+        {"call_id": f"c{i}", "mcp_session_id": "s", "upstream": upstream, "tool": tool, "method": "tools/call",
+         "status": status, "started_at": now, "ended_at": now}
+        for i, (upstream, tool, status) in enumerate([("u", "t", "ok"), ("", "u__nope", "protocol_error")])
+    ])
+    assert [row["upstream"] for row in await queries_servers.servers(store)] == ["u"]
+    calls = await queries_servers.calls(store, limit=10)
+    assert sorted((c["upstream"], c["status"]) for c in calls) == [("", "protocol_error"), ("u", "ok")]
+
+
 async def test_the_tool_list_context_lists_each_tool_of_the_latest_snapshot(store: Store) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     snapshots = {  # snapshot id -> (taken seconds ago, {tool: definition bytes})
