@@ -289,6 +289,10 @@ async def test_a_duration_counts_the_microseconds_the_ends_carry(seeded: tuple[R
         ["2026-01-01 00:00:00", "2026-01-01T00:00:00.351Z"],
     ].map(([a, b]) => [span(a, b), ms(span(a, b))]))""")
     assert spans == [[2.2, "2 ms"], [1.5, "2 ms"], [2250, "2.3 s"], [351, "351 ms"]]
+    # Past a minute the seconds carry into the minutes (5 min 59.6 s showed as "5 min 60 s", 59.97 s as "60.0 s").
+    longer = await page.evaluate("""() => import("/ui/static/format.js").then(({ ms }) =>
+        [59_940, 59_970, 359_600, 3_599_700, 3_600_000].map(ms))""")
+    assert longer == ["59.9 s", "1 min 0 s", "6 min 0 s", "1 h 0 min", "1 h 0 min"]
 
 
 async def shown(page: Any) -> list[str]:
