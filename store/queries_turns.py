@@ -57,11 +57,12 @@ async def turns(store: Store, session_id: str) -> list[dict[str, Any]]:
 
 
 async def session_rows(store: Store, session_id: str) -> dict[str, list[dict[str, Any]]]:
-    """The session's user prompts, API requests and tool results, each oldest first, read in one query by primary
-    key. Columns come raw (NULL-filling and cost fallbacks happen here, as the view does them in SQL): a query's
-    planning cost in ClickHouse grows with its expressions and is most of what a lookup this small costs."""
+    """The session's user prompts, API requests, tool results and tool decisions, each oldest first, read in one
+    query by primary key. Columns come raw (NULL-filling and cost fallbacks happen here, as the view does them in
+    SQL): a query's planning cost in ClickHouse grows with its expressions and is most of what a lookup this small
+    costs. The decisions only serve `_exact_session_calls` (a decision lends its ids to an exact tie)."""
     raw = await store.query(_sql(store, SESSION_ROWS_SQL), {"session_id": session_id})
-    out: dict[str, list[dict[str, Any]]] = {"prompts": [], "requests": [], "results": []}
+    out: dict[str, list[dict[str, Any]]] = {"prompts": [], "requests": [], "results": [], "decisions": []}
     for row in sorted(raw, key=_event_order):
         kind = row.pop("kind")
         row["seq"] = row.pop("event_sequence") or 0
@@ -70,6 +71,8 @@ async def session_rows(store: Store, session_id: str) -> dict[str, list[dict[str
             out["requests"].append(_request(row))
         elif kind == "result":
             out["results"].append(_result(row))
+        elif kind == "decision":
+            out["decisions"].append(_decision(row))
         else:
             out["prompts"].append(row)
     return out
@@ -79,7 +82,7 @@ def _event_order(row: dict[str, Any]) -> tuple[Any, int, int]:
     return row["event_time"], row["event_sequence"] or 0, KIND_ORDER[row["kind"]]
 
 
-KIND_ORDER = {"prompt": 0, "request": 1, "result": 2}
+KIND_ORDER = {"prompt": 0, "request": 1, "result": 2, "decision": 3}
 _NO_ROWS = "CAST(NULL AS Nullable(Int64))"
 SESSION_ROWS_SQL = f"""
 SELECT 'prompt' AS kind, prompt_id, event_time, event_sequence, user_id, prompt_length, prompt,
@@ -100,7 +103,11 @@ SELECT 'result', prompt_id, event_time, event_sequence, user_id, NULL, '', '', '
     mcp_tool_name, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tool_use_id, tool_name, duration_ms,
     tool_result_size_bytes, success
 FROM {{db}}.cc_tool_results FINAL WHERE session_id = {{session_id:String}}
-LIMIT {3 * MAX_ROWS}"""
+UNION ALL
+SELECT 'decision', prompt_id, event_time, event_sequence, user_id, NULL, '', '', '', '', mcp_server_name,
+    mcp_tool_name, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, tool_use_id, tool_name, NULL, NULL, NULL
+FROM {{db}}.cc_tool_decisions FINAL WHERE session_id = {{session_id:String}}
+LIMIT {4 * MAX_ROWS}"""
 
 
 def _request(row: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +130,14 @@ def _result(row: dict[str, Any]) -> dict[str, Any]:
             "mcp_server_name": row["mcp_server_name"], "mcp_tool_name": row["mcp_tool_name"],
             "duration_ms": row["duration_ms"] or 0, "tool_result_size_bytes": row["tool_result_size_bytes"] or 0,
             "success": row["success"]}
+
+
+def _decision(row: dict[str, Any]) -> dict[str, Any]:
+    """A tool_decision row as tool_events_between shapes it."""
+    return {"session_id": row["session_id"], "prompt_id": row["prompt_id"], "event_time": row["event_time"],
+            "seq": row["seq"], "tool_use_id": row["tool_use_id"], "tool_name": row["tool_name"],
+            "mcp_server_name": row["mcp_server_name"], "mcp_tool_name": row["mcp_tool_name"], "duration_ms": 0,
+            "kind": "decision"}
 
 
 def turns_of(session_id: str, prompts: list[dict[str, Any]], requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -222,8 +237,10 @@ async def tied_calls(store: Store, since: dt.datetime, until: dt.datetime,
 async def session_detail(store: Store, session_id: str) -> dict[str, Any] | None:
     """A Claude Code session (or, failing that, an MCP session id): roll-up, turns with their calls, costs.
 
-    Four queries: the session's telemetry by primary key; tool events in its time window; the calls that can tie
-    to them (plus every call of the MCP sessions bound to it); tool lists."""
+    Usually two queries: the session's telemetry by primary key; the calls that carry its tool_use_ids or belong
+    to the MCP sessions bound to it (`_exact_session_calls`); the tool lists come from a cache. When some call of
+    the session may tie by the telemetry window, two more instead of the second: tool events in its time window,
+    and the calls that can tie to them (`_session_calls`)."""
     rows = await session_rows(store, session_id)
     requests, results = rows["requests"], rows["results"]
     turn_rows = turns_of(session_id, rows["prompts"], requests)
@@ -232,7 +249,8 @@ async def session_detail(store: Store, session_id: str) -> dict[str, Any] | None
     times = [r["event_time"] for r in requests] + [t["started_at"] for t in turn_rows] + \
         [r["event_time"] for r in results]
     since, until = min(times) - PAD, max(times) + PAD
-    all_calls, bound = await _session_calls(store, session_id, since, until)
+    exact = await _exact_session_calls(store, session_id, rows, since, until)
+    all_calls, bound = exact or await _session_calls(store, session_id, since, until)
     mine = _calls_of(all_calls, session_id, bound)
     _place_calls(turn_rows, mine, results)
     lists = await queries_servers.tool_list_context(store)
@@ -283,6 +301,45 @@ async def _session_calls(store: Store, session_id: str, since: dt.datetime,
     return calls, bound
 
 
+async def _exact_session_calls(store: Store, session_id: str, rows: dict[str, list[dict[str, Any]]],
+                               since: dt.datetime, until: dt.datetime) -> tuple[list[dict[str, Any]], list[str]] | None:
+    """What `_session_calls` returns, when the session's own telemetry shows that no tie by the telemetry window can
+    concern it; else None. One query, none of the window's tool events: every call of the MCP sessions bound to
+    the session, and the calls in [since, until) of the MCP sessions with a call there carrying one of its
+    tool_use_ids (the calls `_session_calls` reads of those sessions).
+
+    `ties.tie_calls` settles exact ties first, and window ties only compete for results no exact tie claimed. So
+    when (1) every MCP tool result of the session is claimed by a read call with its tool_use_id, (2) no read call
+    carries a tool_use_id the session's events lack (it would tie exactly elsewhere, or by the window), and (3)
+    every bound MCP session has an exact tie to it, then the session has no open result, every MCP session these
+    calls belong to is bound to it by an exact tie, and their calls without an id tie to nothing, over the window
+    as here. The calls of the window not read here belong to other MCP sessions and tie to other sessions or to
+    nothing: they are not this session's either way. (Assumes tool_use_ids are unique across sessions, which
+    Claude Code's are; with a clash, `tie_calls` over the window picks whichever event it saw last.)"""
+    low, high = since - PAD, until + PAD  # tool_events_between's range in _session_calls
+    events = [{**r, "kind": "result"} for r in rows["results"]]
+    events += [d for d in rows["decisions"] if low <= d["event_time"] < high]
+    known = {e["tool_use_id"] for e in events if e["tool_use_id"]}
+    read = await store.query(_sql(store, EXACT_CALLS_SQL),
+                             {"s": session_id, "ids": sorted(known), "since": _utc(since), "until": _utc(until)})
+    bound = sorted({r["mcp_session_id"] for r in read if r["bound"]})
+    inside = [r for r in read if since <= r["started_at"] < until]
+    tied = {r["mcp_session_id"] for r in inside if r["tool_use_id"] in known}
+    calls = [r for r in read if r["bound"]] + [r for r in inside if not r["bound"] and r["mcp_session_id"] in tied]
+    for row in calls:
+        del row["bound"]
+    claimed = {c["tool_use_id"] for c in calls if c["tool_use_id"]}
+    if (claimed - known  # (2)
+            or any(r["mcp_tool_name"] and r["tool_use_id"] not in claimed for r in rows["results"])  # (1)
+            or set(bound) - {c["mcp_session_id"] for c in calls if c["tool_use_id"]}):  # (3)
+        return None
+    calls = _range_first(calls, since, until)
+    found = ties.tie_calls(calls, events)
+    for call in calls:
+        _set_tie(call, found[call["call_id"]])
+    return calls, bound
+
+
 def _candidates_sql(store: Store, template: str) -> str:
     return _sql(store, template, lag=str(ties.MAX_LAG_S + 1), skew=str(ties.MAX_SKEW_S + 1))
 
@@ -295,8 +352,9 @@ def _candidate_params(events: list[dict[str, Any]], since: dt.datetime, until: d
 
 
 def _range_first(calls: list[dict[str, Any]], since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
-    """Calls in [since, until) by start, then the others (of bound sessions) by start: tied_calls' order."""
-    ordered = sorted(calls, key=lambda c: c["started_at"])
+    """Calls in [since, until) by start, then the others (of bound sessions) by start: tied_calls' order (call_id
+    breaks ties, so the exact and the window path order equal starts alike)."""
+    ordered = sorted(calls, key=lambda c: (c["started_at"], c["call_id"]))
     inside = [c for c in ordered if since <= c["started_at"] < until]
     return inside + [c for c in ordered if not since <= c["started_at"] < until]
 
@@ -333,6 +391,19 @@ UNION ALL
 SELECT {_CALL_KEYS_ONLY}, toUInt8(1) AS bound
 FROM (SELECT call_id, mcp_session_id FROM {{db}}.calls FINAL
       WHERE mcp_session_id IN ({_BOUND}) AND method = 'tools/call' LIMIT {MAX_ROWS})"""
+
+
+# _exact_session_calls: the calls of the MCP sessions bound to the session or with a call in the range carrying one
+# of its tool_use_ids, by primary key (the subquery by idx_started_at and idx_tool_use_id; without FINAL, as a
+# copy of a call never moves to another MCP session). Measured 14.8 -> 12.0 ms of CPU against a UNION ALL of the
+# bound sessions' calls and the calls carrying the ids (an OR of those two conditions lets no index skip anything).
+_TIED = ("SELECT mcp_session_id FROM {db}.calls "
+         "PREWHERE started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')} "
+         "WHERE tool_use_id IN {ids:Array(String)} AND method = 'tools/call'")
+EXACT_CALLS_SQL = f"""
+SELECT {CALL_COLUMNS}, mcp_session_id IN ({_BOUND}) AS bound FROM {{db}}.calls FINAL
+WHERE (mcp_session_id IN ({_TIED}) OR mcp_session_id IN ({_BOUND})) AND method = 'tools/call'
+LIMIT {MAX_ROWS}"""
 
 
 async def calls_of_sessions(store: Store, mcp_session_ids: list[str], call_ids: list[str]) -> list[dict[str, Any]]:
