@@ -1,5 +1,5 @@
 """`session_detail` skips the window's tool events and candidate calls when only exact ties can concern the session
-(`queries_turns._exact_session_calls`); it must give the page the full path gives. Mixed Claude Code sessions
+(`queries_turns._only_exact`); it must give the page the full path gives. Mixed Claude Code sessions
 overlapping in time on the same tool, in one real chDB store: exact ties (bound inline, or tied but unbound), a
 client that sends no tool_use_id, telemetry without ids, late telemetry (a result not yet there, with and
 without its tool_decision), and another client's calls fitting the same results."""
@@ -103,23 +103,39 @@ async def both_paths(store: Store, monkeypatch: pytest.MonkeyPatch,
                      session_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
     """(the page as served, the page with the exact path turned off, whether the exact path served it)."""
     served: list[bool] = []
-    exact = qt._exact_session_calls
+    exact = qt._only_exact
 
-    async def spy(*args: Any) -> Any:
-        found = await exact(*args)
+    def spy(*args: Any) -> Any:
+        found = exact(*args)
         served.append(found is not None)
         return found
 
-    async def off(*args: Any) -> None:
-        return None
-
     with monkeypatch.context() as patch:
-        patch.setattr(qt, "_exact_session_calls", spy)
+        patch.setattr(qt, "_only_exact", spy)
         page = await qt.session_detail(store, session_id)
     with monkeypatch.context() as patch:
-        patch.setattr(qt, "_exact_session_calls", off)
+        patch.setattr(qt, "_only_exact", lambda *args: None)
         full = await qt.session_detail(store, session_id)
     return page, full, served == [True]
+
+
+async def over_the_window(store: Store, session_id: str) -> list[tuple[str, str, str, str]]:
+    """The session's calls as `tied_calls` ties every call of its window plus its bound MCP sessions' calls (what
+    the page computed before it read only candidates): (call_id, tie, Claude Code session, prompt id)."""
+    rows = await qt.session_rows(store, session_id)
+    times = [r["event_time"] for r in rows["requests"] + rows["prompts"] + rows["results"]]
+    bound = [r["mcp_session_id"] for r in await store.query(
+        "SELECT mcp_session_id FROM sessions FINAL WHERE cc_session_id = {s:String}", {"s": session_id})]
+    with_calls = {c["mcp_session_id"] for c in await qt.calls_between(store, T0, T0, bound)}
+    bound = sorted(set(bound) & with_calls)
+    calls = await qt.tied_calls(store, min(times) - qt.PAD, max(times) + qt.PAD, bound)
+    return sorted((c["call_id"], c["tie"], c["turn_session_id"], c["prompt_id"])
+                  for c in qt._calls_of(calls, session_id, bound))
+
+
+def on_page(page: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    calls = [c for t in page["turns"] for c in t["calls"]] + page["calls_outside_turns"]
+    return sorted((c["call_id"], c["tie"], c["turn_session_id"], c["prompt_id"]) for c in calls)
 
 
 def ties_of(page: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
@@ -136,6 +152,7 @@ async def test_the_exact_path_gives_the_page_the_window_path_gives_and_serves_on
         assert page is not None and full is not None
         assert page == full, session_id
         assert served is exact, session_id
+        assert on_page(page) == await over_the_window(store, session_id), session_id
     pages = {s: (await qt.session_detail(store, s)) or {} for s in SESSIONS}
     assert ties_of(pages["exact"]) == {
         "exact-c0": ("tool_use_id", "exact-p0"), "exact-c1": ("tool_use_id", "exact-p0"),
@@ -170,6 +187,7 @@ async def test_a_call_of_a_bound_session_carrying_another_sessions_id_sends_the_
     page, full, served = await both_paths(store, monkeypatch, "exact")
     assert page == full and not served
     assert page is not None and "stray" not in ties_of(page)
+    assert on_page(page) == await over_the_window(store, "exact")
 
 
 async def test_a_bound_mcp_session_without_an_exact_tie_sends_the_page_down_the_window_path(
@@ -184,5 +202,6 @@ async def test_a_bound_mcp_session_without_an_exact_tie_sends_the_page_down_the_
     page, full, served = await both_paths(store, monkeypatch, "exact")
     assert page == full and not served
     assert page is not None and "second" not in ties_of(page)
+    assert on_page(page) == await over_the_window(store, "exact")
     window = await qt.session_detail(store, "window")
     assert window is not None and ties_of(window)["second"][0] == "telemetry_window"
