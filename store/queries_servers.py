@@ -8,6 +8,7 @@ the range. Every query is bounded by a time range and a LIMIT. Used by `/api/ser
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from typing import Any
 
 from store import rollup
@@ -130,9 +131,23 @@ def _sql(store: Store, template: str, where: str = "1") -> str:
 
 
 async def tool_list_context(store: Store, upstream: str | None = None) -> list[dict[str, Any]]:
-    """Latest tool-list snapshot per upstream: definition bytes, tool count, estimated tokens per request."""
+    """Latest tool-list snapshot per upstream: definition bytes, tool count, estimated tokens per request.
+
+    Every upstream's (what each session page shows) is kept per embedded store until this process next writes
+    `tool_lists` or runs a command (`Store.written`): it scans every snapshot with FINAL, about 3 ms of each
+    page, for rows that change when an upstream's tool list does. A server store is read every time."""
     where, params = ("upstream = {upstream:String}", {"upstream": upstream}) if upstream else ("1", {})
-    return await store.query(_sql(store, CONTEXT_SQL, where), params)
+    version = None if upstream else store.written("tool_lists")  # read before the query: a write during it shows
+    kept = _CONTEXT_KEPT.get(store)
+    if version is not None and kept is not None and kept[0] == version:
+        return [dict(row) for row in kept[1]]
+    rows = await store.query(_sql(store, CONTEXT_SQL, where), params)
+    if version is not None:
+        _CONTEXT_KEPT[store] = (version, [dict(row) for row in rows])
+    return rows
+
+
+_CONTEXT_KEPT: weakref.WeakKeyDictionary[Store, tuple[int, list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
 
 
 async def tool_definitions(store: Store, upstream: str, snapshot_id: str) -> list[dict[str, Any]]:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from gateway.accounting import StoreRecorder
+from gateway.records import ToolListSnapshot
 from store import queries_servers
 from store.client import Store
 from store.statuses import ERRORS, STATUSES
+from store.writer import Writer
 
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 
@@ -82,6 +89,43 @@ async def test_the_tool_list_context_lists_each_tool_of_the_latest_snapshot(stor
     per = queries_servers.BYTES_PER_TOKEN
     assert [(t["tool"], t["exposed_name"], t["def_bytes"], t["est_tokens"]) for t in context["tools"]] == [
         (tool, f"u__{tool}", size, -(-size // per)) for tool, size in sorted(latest.items(), key=lambda i: -i[1])]
+
+
+async def test_the_kept_tool_list_context_gives_way_to_a_snapshot_recorded_through_the_writer(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every upstream's context is kept per embedded store (each session page reads it) until this process writes
+    tool_lists or runs a command: a new snapshot, recorded as the gateway records one, shows at once."""
+    writer = Writer(store, tmp_path / "spill", flush_seconds=3600.0)
+    await writer.start()
+    recorder = StoreRecorder(writer)
+    queries: list[str] = []
+    real_query = store.query
+
+    async def counted(sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        queries.append(sql)
+        return await real_query(sql, params)
+
+    monkeypatch.setattr(store, "query", counted)
+
+    async def latest() -> list[tuple[str, str, int]]:
+        return [(r["upstream"], r["snapshot_id"], r["server_bytes"])
+                for r in await queries_servers.tool_list_context(store)]
+
+    try:
+        first = ToolListSnapshot("u", time.time() - 60, [("echo", "u__echo", 100)], "first")
+        recorder.tool_list_changed(first)
+        await writer.flush()
+        assert await latest() == [("u", "first", 100)]
+        read = len(queries)
+        assert await latest() == [("u", "first", 100)] and len(queries) == read  # kept: no query
+        recorder.tool_list_changed(ToolListSnapshot("u", time.time(), [("echo", "u__echo", 150)], "second"))
+        await writer.flush()
+        assert await latest() == [("u", "second", 150)]
+        await store.command("ALTER TABLE tool_lists DELETE WHERE snapshot_id = 'second' SETTINGS mutations_sync = 2")
+        assert await latest() == [("u", "first", 100)]
+    finally:
+        await writer.stop()
 
 
 async def test_a_servers_result_sizes_and_bytes_over_time_cover_its_whole_range(store: Store) -> None:
