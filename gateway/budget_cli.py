@@ -57,18 +57,21 @@ def running_pid(path: Path) -> int | None:
     return pid
 
 
+def served_listen(config: Config) -> str | None:
+    """The address the live server owning this config's data directory serves (its pid file's second line; a
+    `--listen` may differ from the config's), or None when no such server runs."""
+    with contextlib.suppress(OSError, ValueError):
+        pid, served = _pid_lines(pid_path(config))
+        os.kill(pid, 0)
+        return served or None
+    return None
+
+
 def server_url(config: Config) -> str:
-    """`http://host:port` of the server that owns this config's data directory: the address its pid file says
-    it serves (so a report finds a server started with `--listen`), else the config's `server.listen`."""
+    """`http://host:port` of the server that owns this config's data directory, else of `server.listen`."""
     from ingest.claude_settings import endpoint_url
 
-    path = pid_path(config)
-    listen = config.server.listen
-    with contextlib.suppress(OSError, ValueError):
-        pid, served = _pid_lines(path)
-        os.kill(pid, 0)
-        listen = served or listen
-    return endpoint_url(listen)
+    return endpoint_url(served_listen(config) or config.server.listen)
 
 
 def send_reload(config: Config) -> tuple[int | None, Path]:

@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("client", choices=["claude"])
     _config_args(setup)
     setup.add_argument("--write", choices=["user", "project"], help="merge into Claude Code settings.json")
+    setup.add_argument("--listen", help="HOST:PORT Tollgate serves (default: the running server's, else the config's)")
+    setup.add_argument("--data-dir", help="the running server's data directory (overrides the config)")
     setup.set_defaults(run=_setup)
 
     reload = commands.add_parser("reload", help="make the running server re-read its budgets (sends SIGHUP)")
@@ -187,7 +189,11 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
     runner = web.AppRunner(service.app, access_log=None, auto_decompress=False)
     await runner.setup()
     runners = [runner]
-    pid_file = pid_path(config)
+    # Only a server that owns the store owns its data directory (and so the pid file `reload` and reports read);
+    # a `--no-store` gateway beside it must not replace or remove the owner's.
+    pid_file = pid_path(config) if store else None
+    if not store and any(u.budget for u in config.upstreams):
+        log.warning("--no-store: budgets are off (they are charged from the store's spend)")
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -199,12 +205,14 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
             runners.append(await _listen_otlp(service.otlp_app, otlp_sockets, otlp_listen))
         elif config.server.otlp_listen:
             log.warning("server.otlp_listen ignored: --no-store runs no OTLP receiver")
-        write_pid(pid_file, config.server.listen)
+        if pid_file:
+            write_pid(pid_file, config.server.listen)
         _announce(config)
         await stop.wait()
         log.info("shutting down")
     finally:
-        remove_pid(pid_file)
+        if pid_file:
+            remove_pid(pid_file)
         for each in reversed(runners):
             await each.cleanup()
         listen.close(sockets + otlp_sockets)
@@ -567,11 +575,15 @@ def _import_mcp_json(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> int:
+    from gateway.budget_cli import served_listen
     from ingest.claude_settings import run_setup_claude
 
-    config = _load(args)
+    config = _load(args, data_dir=args.data_dir)
+    listen = args.listen or served_listen(config) or config.server.listen  # a `serve --listen` is found too
+    if listen != config.server.listen:
+        print(f"# Tollgate serves {listen} (the config says {config.server.listen})")
     token = config.server.auth_tokens[0] if config.server.auth_tokens else None
-    return run_setup_claude(listen=config.server.listen, registered_name=config.server.registered_name,
+    return run_setup_claude(listen=listen, registered_name=config.server.registered_name,
                             token=token, write=args.write, home=Path.home(), cwd=Path.cwd(), out=sys.stdout)
 
 

@@ -565,3 +565,54 @@ async def test_report_usage_and_api_usage_give_each_sessions_and_models_tokens_a
         expected = want[key]
         assert {k: v for k, v in cells.items() if k != "cost_usd"} == {k: expected[k] for k in cells if k != "cost_usd"}
         assert cells["cost_usd"] == round(expected["cost_usd"], 4)
+
+
+async def test_a_no_store_gateway_beside_the_server_leaves_its_pid_file_and_setup_claude_finds_the_served_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `serve --no-store` on the same config owns no data directory: it must not replace or remove the pid file
+    that `reload`, reports and `setup claude` read; `setup claude` prints the address the server really serves."""
+    from tests.gateway.conftest import ROOT
+    from tests.gateway.test_budgets_e2e import BUDGET_SERVER, read_until
+
+    config_path = write_config(tmp_path, free_port())
+    add_upstream(config_path, "b", BUDGET_SERVER, "day_calls = 5")
+    served, bare = free_port(), free_port()
+    pid_file = tmp_path / "chdb" / "tollgate.pid"
+
+    async def serve(*argv: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "serve", "--config",
+                                                    str(config_path), *argv, cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+        assert proc.stderr is not None
+        return proc
+
+    server = await serve("--listen", f"127.0.0.1:{served}")
+    sibling: asyncio.subprocess.Process | None = None
+    try:
+        assert server.stderr is not None
+        await read_until(server.stderr, "Tollgate listening")
+        owner = pid_file.read_text()
+        sibling = await serve("--listen", f"127.0.0.1:{bare}", "--no-store")
+        assert sibling.stderr is not None
+        await read_until(sibling.stderr, "--no-store: budgets are off")
+        await read_until(sibling.stderr, "Tollgate listening")
+        assert pid_file.read_text() == owner
+        sibling.terminate()
+        await asyncio.wait_for(sibling.wait(), 30)
+        assert pid_file.read_text() == owner
+
+        code = await asyncio.to_thread(main, ["setup", "claude", "--config", str(config_path)])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert f"# Tollgate serves 127.0.0.1:{served}" in out
+        assert f'"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:{served}"' in out
+        assert f"http://127.0.0.1:{served}/mcp" in out
+        code = await asyncio.to_thread(main, ["setup", "claude", "--config", str(config_path), "--listen",
+                                              "127.0.0.1:9"])
+        assert code == 0 and "http://127.0.0.1:9/mcp" in capsys.readouterr().out
+    finally:
+        for proc in (sibling, server):
+            if proc and proc.returncode is None:
+                proc.terminate()
+                await asyncio.wait_for(proc.wait(), 30)
+    assert not pid_file.exists()
