@@ -18,7 +18,7 @@ from tests.gateway.recorder import Recorder
 from tests.gateway.test_catalog import get_health
 from tests.gateway.test_downstream import open_session
 from tests.gateway.test_stateful import wait_gone
-from tests.gateway.upstreams.test_stdio import alive
+from tests.gateway.upstreams.test_stdio import alive, signal_log
 
 
 def descendants(root: int) -> set[int]:
@@ -127,3 +127,19 @@ async def test_shutdown_waits_until_live_stateful_sessions_processes_are_gone(tm
     assert [pid for pid in pids if alive(pid)] == []
     assert descendants(os.getpid()) - baseline == set()
     assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("stdio-teardown")] == []
+
+
+async def test_a_gateway_stop_and_a_session_delete_end_their_upstreams_by_stdin_eof_alone(tmp_path: Path) -> None:
+    """Each instance of an upstream that leaves on stdin EOF is stopped by that alone: no SIGTERM (nor SIGKILL)."""
+    shared_log, own_log = tmp_path / "shared", tmp_path / "own"
+    shared = raw_upstream("shared", "--signal-log", str(shared_log), timeouts=Timeouts(init_seconds=20))
+    own = raw_upstream("own", "--signal-log", str(own_log), stateful=True, timeouts=Timeouts(init_seconds=20))
+    baseline = descendants(os.getpid())
+    # Leaving the session sends DELETE, which ends it and its own instance of `own`.
+    async with running_gateway(gateway_config(shared, own)) as url, mcp_session(url) as client:
+        await client.call_tool("shared__echo", {"text": "x"})
+        await client.call_tool("own__echo", {"text": "x"})
+    # The stopped gateway has waited for every instance: the shared ones and the session's own of `own`.
+    assert descendants(os.getpid()) - baseline == set()
+    assert [event for event, _ in signal_log(shared_log)] == ["EOF"]
+    assert [event for event, _ in signal_log(own_log)] == ["EOF", "EOF"]
