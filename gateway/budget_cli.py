@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, ConfigError, load_config, parse_listen
+from gateway.config import Config, ConfigError, load_config
 
 log = logging.getLogger("tollgate.budgets")
 PID_FILE = "tollgate.pid"
@@ -29,25 +29,46 @@ def pid_path(config: Config) -> Path:
     return spill.parent / PID_FILE
 
 
-def write_pid(path: Path) -> None:
+def write_pid(path: Path, listen: str) -> None:
+    """The pid, then the address actually served (a `--listen` may differ from the config file's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    path.write_text(f"{os.getpid()}\n{listen}\n", encoding="utf-8")
+
+
+def _pid_lines(path: Path) -> tuple[int, str]:
+    """(pid, served address) from a pid file; raises OSError or ValueError for a missing or foreign one."""
+    pid, _, listen = path.read_text(encoding="utf-8").partition("\n")
+    return int(pid), listen.strip()
 
 
 def remove_pid(path: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
-        if int(path.read_text(encoding="utf-8").strip()) == os.getpid():
+        if _pid_lines(path)[0] == os.getpid():
             path.unlink()
 
 
 def running_pid(path: Path) -> int | None:
     """The pid in `path` when that process is alive, else None."""
     try:
-        pid = int(path.read_text(encoding="utf-8").strip())
+        pid = _pid_lines(path)[0]
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
     return pid
+
+
+def server_url(config: Config) -> str:
+    """`http://host:port` of the server that owns this config's data directory: the address its pid file says
+    it serves (so a report finds a server started with `--listen`), else the config's `server.listen`."""
+    from ingest.claude_settings import endpoint_url
+
+    path = pid_path(config)
+    listen = config.server.listen
+    with contextlib.suppress(OSError, ValueError):
+        pid, served = _pid_lines(path)
+        os.kill(pid, 0)
+        listen = served or listen
+    return endpoint_url(listen)
 
 
 def send_reload(config: Config) -> tuple[int | None, Path]:
@@ -94,9 +115,7 @@ async def budgets_report(config: Config) -> dict[str, Any]:
     """The running server's /api/budgets, or, when none answers, the same view rebuilt from the store."""
     import aiohttp
 
-    host, port = parse_listen(config.server.listen)
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/api/budgets"
+    url = server_url(config) + "/api/budgets"
     headers = {"Authorization": f"Bearer {config.server.auth_tokens[0]}"} if config.server.auth_tokens else {}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, \

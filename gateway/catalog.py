@@ -1,7 +1,8 @@
 """The merged catalog: every ready upstream's tools, prompts and resources under exposed names.
 
 Rebuilt whenever an upstream's lists or health change; deterministic order (upstream, then
-name). Routing goes through the maps built here, never by splitting exposed names. An upstream
+name). Routing goes through the maps built here, never by splitting exposed names; names already handed out
+(the hub's ledgers) keep reaching the same tool in every later rebuild. An upstream
 that is restarting is not listed but keeps its routes (from its last lists), so a call to it is
 told the upstream is unavailable rather than that the tool is unknown.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class MergedCatalog:
     templates: list[dict[str, Any]] = field(default_factory=list)
     template_owners: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     renamed: list[naming.Renamed] = field(default_factory=list)
+    names: dict[str, naming.NameMap] = field(default_factory=dict)  # "tools", "prompts": the map routes came from
 
     def items(self, key: str) -> list[dict[str, Any]]:
         return {"tools": self.tools, "prompts": self.prompts, "resources": self.resources,
@@ -47,15 +49,18 @@ class MergedCatalog:
         return next((name for pattern, name in self.template_owners if pattern.fullmatch(uri)), None)
 
 
-def merge(registered_name: str, upstreams: Iterable[UpstreamClient]) -> MergedCatalog:
+def merge(registered_name: str, upstreams: Iterable[UpstreamClient],
+          ledgers: Mapping[str, naming.NameLedger] | None = None) -> MergedCatalog:
+    """The catalog of `upstreams`; `ledgers` ("tools", "prompts") hold the names no other item may get."""
+    ledgers = ledgers or {}
     by_name = sorted(upstreams, key=lambda u: u.name)
     ready = [u for u in by_name if u.state is State.READY]
     # Ready ones first: what they list owns a resource uri before a restarting upstream's routes do.
     routed = ready + [u for u in by_name if _restarting(u)]
     listed = {u.name for u in ready}
     merged = MergedCatalog()
-    _merge_named(merged, registered_name, routed, listed, "tools")
-    _merge_named(merged, registered_name, routed, listed, "prompts")
+    _merge_named(merged, registered_name, routed, listed, "tools", ledgers.get("tools"))
+    _merge_named(merged, registered_name, routed, listed, "prompts", ledgers.get("prompts"))
     for upstream in routed:
         for resource in sorted(upstream.catalog.items.get("resources", []), key=_by("uri")):
             uri = str(resource.get("uri", ""))
@@ -77,7 +82,7 @@ def _restarting(upstream: UpstreamClient) -> bool:
 
 
 def _merge_named(merged: MergedCatalog, registered_name: str, routed: list[UpstreamClient], listed: set[str],
-                 key: str) -> None:
+                 key: str, ledger: naming.NameLedger | None) -> None:
     """Exposed names and routes for every routed upstream's items (names do not move when one restarts); the
     items of listed ones only in the list clients see."""
     originals: dict[Route, dict[str, Any]] = {}
@@ -86,7 +91,7 @@ def _merge_named(merged: MergedCatalog, registered_name: str, routed: list[Upstr
             name = item.get("name")
             if isinstance(name, str) and name:
                 originals.setdefault((upstream.name, name), item)
-    names = naming.expose(registered_name, list(originals))
+    names = merged.names[key] = naming.expose(registered_name, list(originals), ledger)
     routes = merged.tool_routes if key == "tools" else merged.prompt_routes
     target = merged.tools if key == "tools" else merged.prompts
     for route in sorted(originals):

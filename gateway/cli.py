@@ -17,12 +17,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway import logfilter
 from gateway.config import Config, ConfigError, load_config
 from gateway.listen import ListenError
 from store.errors import StoreError, StoreUnavailable
+
+if TYPE_CHECKING:  # imported lazily at run time: `tollgate --help` loads neither
+    from gateway.prometheus import Metrics
+    from ingest.app import OtlpStats
 
 log = logging.getLogger("tollgate")
 DEFAULT_CONFIG = Path("config.example.toml")
@@ -195,7 +199,7 @@ async def _run_server(config: Config, *, store: bool = True) -> None:
             runners.append(await _listen_otlp(service.otlp_app, otlp_sockets, otlp_listen))
         elif config.server.otlp_listen:
             log.warning("server.otlp_listen ignored: --no-store runs no OTLP receiver")
-        write_pid(pid_file)
+        write_pid(pid_file, config.server.listen)
         _announce(config)
         await stop.wait()
         log.info("shutting down")
@@ -337,8 +341,7 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     # Rows dropped since start because the spill was full (a long store outage); only the gateway's own.
     metrics.sampled_counters["tollgate_writer_dropped_rows"] = lambda: {
         (): float(writer.stats().get("dropped_rows", 0))}
-    metrics.sampled_counters["tollgate_otlp_records_accepted"] = lambda: {
-        (("signal", k),): float(v) for k, v in otlp.records_accepted.items()}
+    _otlp_series(metrics, otlp)
     # Client messages dropped on purpose (a cancel naming no request id, ...) and upstream notifications that no
     # single session could be told were its own (stdio logs while several sessions have calls in flight).
     metrics.sampled_counters["tollgate_client_messages_ignored"] = lambda: {
@@ -359,6 +362,21 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     except ImportError:
         return
     add_ui_routes(app, store, hub=hub, config=config)
+
+
+def _otlp_series(metrics: Metrics, otlp: OtlpStats) -> None:
+    """The OTLP receiver's counters (ingest.app.OtlpStats, both listen addresses together) on /metrics: every
+    request by signal and answer (429 and 503 are back-pressure: the exporter retries), records stored,
+    records dropped whole (`partial_success.rejected_*`) and values stored as NULL."""
+    metrics.sampled_counters["tollgate_otlp_requests_total"] = lambda: {
+        (("signal", signal), ("status", str(status))): float(n) for (signal, status), n in otlp.requests.items()}
+    metrics.sampled_counters["tollgate_otlp_records_accepted"] = lambda: _by_signal(otlp.records_accepted)
+    metrics.sampled_counters["tollgate_otlp_records_rejected"] = lambda: _by_signal(otlp.records_rejected)
+    metrics.sampled_counters["tollgate_otlp_invalid_values"] = lambda: _by_signal(otlp.invalid_values)
+
+
+def _by_signal(counts: Mapping[str, int]) -> dict[tuple[tuple[str, str], ...], float]:
+    return {(("signal", signal),): float(n) for signal, n in counts.items()}
 
 
 TOKEN_PLACEHOLDER = "<token>"  # the log never holds a token; `tollgate setup claude` prints the command with it
@@ -484,6 +502,7 @@ def _store_down(config: Config, exc: StoreUnavailable) -> int:
 async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool,
                         session_id: str | None = None) -> str:
     """Read through the running server's API when it owns the embedded store, else from the store directly."""
+    from gateway.budget_cli import server_url
     from store.client import Store, require_existing_data
     from store.errors import StoreLocked
     from store.schema import migrate
@@ -494,9 +513,10 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:
         token = config.server.auth_tokens[0] if config.server.auth_tokens else None
+        base_url = server_url(config)
 
         async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
-            return await fetch_http(f"http://{config.server.listen}", api_path, api_query, token)
+            return await fetch_http(base_url, api_path, api_query, token)
 
         return render(command, await fetch_report(through_server, path, query, session_id), as_json)
     try:

@@ -109,6 +109,8 @@ class BudgetPolicy:
 
     def call_finished(self, record: CallRecord) -> None:
         reservation = self._held.pop(record.call_id, None)
+        if not record.upstream:  # refused before routing (unknown tool, bad params): no upstream to charge
+            return
         denied = record.status == "denied"
         spend = Spend() if denied else Spend(calls=1, bytes=record.req_bytes_client + record.resp_bytes_client,
                                              tokens=record.est_tokens)

@@ -17,7 +17,7 @@ from gateway import catalog as catalog_mod
 from gateway import jsonrpc, mcp
 from gateway.catalog import MergedCatalog
 from gateway.config import Config, UpstreamConfig
-from gateway.naming import Renamed
+from gateway.naming import NameLedger, Renamed
 from gateway.records import CallRecord, Observer
 from gateway.sessions import ServerRequest, Session, SessionRegistry
 from gateway.upstreams.base import Transport
@@ -53,6 +53,8 @@ class Hub:
         self.health_checks: dict[str, HealthCheck] = {}  # added by the composition root
         self._refusals_explained: set[str] = set()  # upstreams whose out-of-call requests were explained in the log
         self._renames_logged: set[Renamed] = set()
+        # Exposed tool and prompt names handed out to clients: bound to their items for the life of the process.
+        self.ledgers = {key: NameLedger() for key in ("tools", "prompts")}
 
     async def start(self) -> None:
         """Start every upstream and wait (bounded by each one's init timeout) for them."""
@@ -97,7 +99,7 @@ class Hub:
     # ----- UpstreamObserver -----------------------------------------------------------------
 
     def upstream_changed(self, upstream: UpstreamClient) -> None:
-        merged = catalog_mod.merge(self.config.server.registered_name, self.upstreams.values())
+        merged = catalog_mod.merge(self.config.server.registered_name, self.upstreams.values(), self.ledgers)
         self.catalog = merged
         fingerprints = catalog_mod.fingerprints(merged)
         changed = [key for key, digest in fingerprints.items() if digest != self._fingerprints.get(key)]
@@ -154,6 +156,14 @@ class Hub:
         self._each_observer(lambda o: o.upstream_event(upstream.name, kind, detail))
 
     # ----- relay events ---------------------------------------------------------------------
+
+    def hand_out(self, key: str) -> dict[str, catalog_mod.Route]:
+        """The current routes of `key` ("tools" or "prompts"), their names bound from now on: a client is
+        about to learn or use them, so no later catalog may give one of them to another item."""
+        names = self.catalog.names.get(key)
+        if names is not None:  # None before the first catalog, which has nothing to hand out
+            self.ledgers[key].bind(names)
+        return self.catalog.tool_routes if key == "tools" else self.catalog.prompt_routes
 
     def call_finished(self, call: CallRecord) -> None:
         self._each_observer(lambda o: o.call_finished(call))

@@ -1,6 +1,7 @@
 """Exposed tool names: Claude-safe, deterministic, and reversible only through the map built here.
 
-Pure functions, no I/O and no config: callers pass the registered name and the (upstream, tool) pairs.
+No I/O and no config: callers pass the registered name and the (upstream, tool) pairs, and optionally the
+`NameLedger` of names already handed out, which no later listing may give to another tool.
 Nothing outside this module may derive an upstream or tool from an exposed name by splitting it.
 """
 
@@ -28,6 +29,7 @@ _ILLEGAL_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 SANITIZED = "illegal characters replaced"
 SHORTENED = "shortened to fit 64 characters with the Claude Code prefix"
 COLLIDED = "collided with another tool after sanitizing"
+TAKEN = "its name was handed out earlier to another tool"
 
 
 class ToolRef(NamedTuple):
@@ -124,8 +126,43 @@ def annotate_tool(tool_def: Mapping[str, Any], upstream: str, exposed: str) -> d
 annotate = annotate_tool  # short alias used by gateway.catalog
 
 
-def expose(registered_name: str, tools: Iterable[tuple[str, str]]) -> NameMap:
-    """Exposed names for (upstream, tool) pairs; the result depends on the set, never its order.
+class NameLedger:
+    """The exposed names this process has handed out to clients, each bound to one tool for good.
+
+    Clients keep calling a name they were given without listing again (Claude Code does not re-list on
+    `list_changed`), so once handed out a name must reach the same tool for the life of the process, whatever
+    joins or leaves later. Lives as long as the process (the hub owns one per list); never persisted, so a new
+    process names a set of tools exactly as `expose` without a ledger does.
+    """
+
+    def __init__(self) -> None:
+        self._holders: dict[str, ToolRef] = {}
+        self._bound: dict[ToolRef, tuple[str, str]] = {}  # tool -> (its name, why it is not plain or "")
+
+    def bind(self, name_map: NameMap) -> None:
+        """Bind every name of `name_map` to its tool; a tool already bound keeps its first name."""
+        reasons = {ToolRef(r.upstream, r.tool): r.reason for r in name_map.renamed}
+        for ref, name in name_map.by_tool.items():
+            if ref in self._bound:
+                continue
+            holder = self._holders.setdefault(name, ref)
+            if holder != ref:  # only a map not built against this ledger can get here
+                raise ValueError(f"{name!r} is bound to {holder}, cannot bind it to {ref}")
+            self._bound[ref] = (name, reasons.get(ref, ""))
+
+    def binding(self, ref: ToolRef) -> tuple[str, str] | None:
+        """The name `ref` was handed out under and why it is not plain (or ""); None if it never was."""
+        return self._bound.get(ref)
+
+    def holder(self, name: str) -> ToolRef | None:
+        return self._holders.get(name)
+
+    def __len__(self) -> int:
+        return len(self._bound)
+
+
+def expose(registered_name: str, tools: Iterable[tuple[str, str]], ledger: NameLedger | None = None) -> NameMap:
+    """Exposed names for (upstream, tool) pairs; the result depends on the set (and the ledger), never its order.
 
     Rules, in order:
     1. base = sanitize(upstream) + "__" + sanitize(tool).
@@ -135,9 +172,22 @@ def expose(registered_name: str, tools: Iterable[tuple[str, str]]) -> NameMap:
     4. Otherwise the base is the exposed name (plain names stay plain, sanitized ones readable).
     A hashed name is a shortened base + "_" + the first 8 hex digits of sha256 of the JSON array
     [upstream, tool]; if it still clashes with another name, more digits are used until unique.
+    With a `ledger`, after those rules: a tool it binds keeps its bound name, and a tool whose name it binds to
+    another tool (a newcomer) is hashed instead, with more digits while that is taken too.
     """
     room = exposed_room(registered_name)
-    refs = sorted({ToolRef(upstream, tool) for upstream, tool in tools})
+    names, reasons = _fresh_names(sorted({ToolRef(upstream, tool) for upstream, tool in tools}), room)
+    if ledger is not None:
+        _keep_handed_out(names, reasons, ledger, room)
+    renamed = tuple(
+        Renamed(ref.upstream, ref.tool, names[ref], "; ".join(why)) for ref, why in sorted(reasons.items()) if why
+    )
+    by_exposed = {name: ref for ref, name in names.items()}
+    return NameMap(registered_name, MappingProxyType(by_exposed), MappingProxyType(names), renamed)
+
+
+def _fresh_names(refs: list[ToolRef], room: int) -> tuple[dict[ToolRef, str], dict[ToolRef, list[str]]]:
+    """Rules 1-4 of `expose` for sorted `refs`: each one's name, and why it is not plain."""
     bases = {ref: _base(ref) for ref in refs}
     groups: dict[str, list[ToolRef]] = defaultdict(list)
     for ref in refs:
@@ -161,12 +211,32 @@ def expose(registered_name: str, tools: Iterable[tuple[str, str]]) -> NameMap:
         if why:
             reasons[ref] = why
     _resolve_clashes(names, digits, room)
+    return names, reasons
 
-    renamed = tuple(
-        Renamed(ref.upstream, ref.tool, names[ref], "; ".join(why)) for ref, why in reasons.items()
-    )
-    by_exposed = {name: ref for ref, name in names.items()}
-    return NameMap(registered_name, MappingProxyType(by_exposed), MappingProxyType(names), renamed)
+
+def _keep_handed_out(names: dict[ToolRef, str], reasons: dict[ToolRef, list[str]], ledger: NameLedger,
+                     room: int) -> None:
+    """Put bound tools back on their bound names; hash each newcomer whose name is bound to another tool."""
+    displaced: list[ToolRef] = []
+    for ref in sorted(names):
+        bound = ledger.binding(ref)
+        if bound is not None:
+            names[ref], why = bound
+            reasons[ref] = why.split("; ") if why else []
+        elif ledger.holder(names[ref]) not in (None, ref):
+            displaced.append(ref)
+    taken = set(names.values())
+    for ref in displaced:  # sorted, so two newcomers in one listing get the same names in any order
+        digits = HASH_DIGITS
+        name = _hashed(ref, room, digits)
+        while name in taken or ledger.holder(name) not in (None, ref):
+            digits += 2
+            if digits > room - 1 - len(SEPARATOR):
+                raise RuntimeError(f"cannot give {ref} a unique name")  # needs a sha256 collision
+            name = _hashed(ref, room, digits)
+        names[ref] = name
+        taken.add(name)
+        reasons[ref] = [*(why for why in reasons.get(ref, []) if why != COLLIDED), TAKEN]
 
 
 class ToolNamer:
@@ -176,8 +246,8 @@ class ToolNamer:
         self.registered_name = registered_name
         self.room = exposed_room(registered_name)
 
-    def expose(self, tools: Iterable[tuple[str, str]]) -> NameMap:
-        return expose(self.registered_name, tools)
+    def expose(self, tools: Iterable[tuple[str, str]], ledger: NameLedger | None = None) -> NameMap:
+        return expose(self.registered_name, tools, ledger)
 
 
 def _base(ref: ToolRef) -> str:

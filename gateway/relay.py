@@ -100,18 +100,21 @@ class Relay:
     async def _answer(self, session: Session, message: Message, emit: Emit) -> bytes | None:
         request_id = message.id
         assert request_id is not None
+        if message.method in mcp.METERED_METHODS:
+            try:
+                return await self._metered(session, message, emit)  # turns every other failure into its row too
+            except asyncio.CancelledError:
+                return None
         try:
-            problem = mcp.params_problem(message.method, message.params)
-            if problem is not None:
-                raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}")
-            if message.method in mcp.METERED_METHODS:
-                return await self._metered(session, message, emit)
+            _check_params(message)
             result = await self._dispatch(session, message, emit)
             return jsonrpc.encode(jsonrpc.result_body(request_id, result))
         except asyncio.CancelledError:
             return None
         except jsonrpc.ProtocolError as exc:
             return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, exc.message))
+        except UpstreamPassthroughError as exc:
+            return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, str(exc), exc.data))
         except UpstreamError as exc:
             return jsonrpc.encode(jsonrpc.error_body(request_id, exc.code, str(exc)))
         except Exception:
@@ -140,12 +143,9 @@ class Relay:
             # Tollgate answers every list in one page, so no cursor of ours can exist.
             raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Invalid params: unknown cursor {params['cursor']!r}")
         key = mcp.CATALOG_METHODS[method]
-        catalog = self.hub.catalog
-        if key == "tools":
-            session.tool_routes.update(catalog.tool_routes)
-        elif key == "prompts":
-            session.prompt_routes.update(catalog.prompt_routes)
-        return {key: catalog.items(key)}
+        if key in ("tools", "prompts"):
+            _own_routes(session, key).update(self.hub.hand_out(key))
+        return {key: self.hub.catalog.items(key)}
 
     async def _forward(self, session: Session, upstream: UpstreamClient, method: str,
                        params: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -171,8 +171,7 @@ class Relay:
         ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
         assert isinstance(ref, dict)
         if ref.get("type") == "ref/prompt":
-            upstream_name, original = self._route(session.prompt_routes, self.hub.catalog.prompt_routes,
-                                                  str(ref.get("name", "")), "prompt")
+            upstream_name, original = self._route(session, "prompts", str(ref.get("name", "")))
             params = {**params, "ref": {**ref, "name": original}}
             upstream = self._upstream(upstream_name)
         else:
@@ -184,8 +183,10 @@ class Relay:
     async def _metered(self, session: Session, message: Message, emit: Emit) -> bytes | None:
         request_id = message.id
         assert request_id is not None
-        call, upstream, params = self._prepare(session, message)
+        call = self._record(session, message)
         try:
+            _check_params(message)
+            upstream, params = self._prepare(session, message, call)
             result, raw_result = await self._metered_result(session, call, upstream, params, emit)
             encoded = jsonrpc.encode_result(request_id, result, raw_result)
         except asyncio.CancelledError:
@@ -197,6 +198,9 @@ class Relay:
         except UpstreamTimeout as exc:
             call.finish("timeout", str(exc))
             return self._encode_error(call, request_id, exc.code, str(exc))
+        except UpstreamPassthroughError as exc:  # the upstream answered, with a JSON-RPC error
+            call.finish("protocol_error", str(exc))
+            return self._encode_error(call, request_id, exc.code, str(exc), exc.data)
         except UpstreamError as exc:
             call.finish("upstream_error", str(exc))
             return self._encode_error(call, request_id, exc.code, str(exc))
@@ -213,33 +217,33 @@ class Relay:
         self.hub.call_finished(call)
         return encoded
 
-    def _encode_error(self, call: CallRecord, request_id: RequestId, code: int, text: str) -> bytes:
-        encoded = jsonrpc.encode(jsonrpc.error_body(request_id, code, text))
+    def _encode_error(self, call: CallRecord, request_id: RequestId, code: int, text: str,
+                      data: Any = None) -> bytes:
+        encoded = jsonrpc.encode(jsonrpc.error_body(request_id, code, text, data))
         call.resp_bytes_client = len(encoded)
         self.hub.call_finished(call)
         return encoded
 
-    def _prepare(self, session: Session, message: Message) -> tuple[CallRecord, UpstreamClient, dict[str, Any]]:
-        method, params = message.method, message.params
-        if method == "resources/read":
-            uri = str(params.get("uri", ""))
-            upstream = self._resource_owner(uri)
-            call = self._record(session, message, upstream.name, uri, uri)
-            return call, upstream, params
-        routes = (session.tool_routes, self.hub.catalog.tool_routes) if method == "tools/call" else (
-            session.prompt_routes, self.hub.catalog.prompt_routes)
-        exposed = params.get("name")
-        if not isinstance(exposed, str):
-            raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, "Invalid params: name must be a string")
-        upstream_name, original = self._route(*routes, exposed, "tool" if method == "tools/call" else "prompt")
-        call = self._record(session, message, upstream_name, original, exposed)
-        return call, self._upstream(upstream_name), {**params, "name": original}
+    def _prepare(self, session: Session, message: Message, call: CallRecord) -> tuple[UpstreamClient, dict[str, Any]]:
+        """The upstream that serves the call and the params it gets; names the upstream and tool on `call`."""
+        params = message.params
+        if message.method == "resources/read":
+            upstream = self._resource_owner(call.exposed_name)
+            call.upstream = upstream.name
+            return upstream, params
+        key = "tools" if message.method == "tools/call" else "prompts"
+        call.upstream, call.tool = self._route(session, key, call.exposed_name)
+        return self._upstream(call.upstream), {**params, "name": call.tool}
 
-    def _record(self, session: Session, message: Message, upstream: str, tool: str, exposed: str) -> CallRecord:
-        meta = message.params.get("_meta")
+    def _record(self, session: Session, message: Message) -> CallRecord:
+        """The call's row as the client asked for it; `_prepare` adds the upstream and its own name once routed."""
+        params = message.params
+        asked = params.get("uri" if message.method == "resources/read" else "name")
+        asked = asked if isinstance(asked, str) else ""
+        meta = params.get("_meta")
         meta = meta if isinstance(meta, dict) else {}
         return CallRecord(
-            method=message.method, upstream=upstream, tool=tool, exposed_name=exposed,
+            method=message.method, upstream="", tool=asked, exposed_name=asked,
             mcp_session_id=session.session_id, client_name=session.client_name,
             client_version=session.client_version, auth_identity=session.auth_identity,
             cc_session_id=session.cc_session_id, tool_use_id=str(meta.get(mcp.META_TOOL_USE_ID, "")),
@@ -302,11 +306,17 @@ class Relay:
 
     # ----- routing helpers ------------------------------------------------------------------
 
-    def _route(self, session_routes: dict[str, tuple[str, str]], current: dict[str, tuple[str, str]],
-               exposed: str, what: str) -> tuple[str, str]:
-        route = current.get(exposed) or session_routes.get(exposed)
+    def _route(self, session: Session, key: str, exposed: str) -> tuple[str, str]:
+        """The (upstream, original name) behind an exposed tool or prompt name. The session's own routes (what it
+        was given) first, then the current catalog, whose names are handed out from then on. Either way a name
+        keeps its item: the hub's ledger never lets a later catalog give a handed-out name to another."""
+        own = _own_routes(session, key)
+        route = own.get(exposed)
         if route is None:
-            raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Unknown {what}: {exposed}")
+            route = self.hub.hand_out(key).get(exposed)
+            if route is None:
+                raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Unknown {key[:-1]}: {exposed}")
+            own[exposed] = route
         return route
 
     def _upstream(self, name: str) -> UpstreamClient:
@@ -336,6 +346,16 @@ class Relay:
             await upstream.notify(method, params)
         except UpstreamError as exc:
             log.info("could not notify %s: %s", upstream.name, exc)
+
+
+def _check_params(message: Message) -> None:
+    problem = mcp.params_problem(message.method, message.params)
+    if problem is not None:
+        raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}")
+
+
+def _own_routes(session: Session, key: str) -> dict[str, tuple[str, str]]:
+    return session.tool_routes if key == "tools" else session.prompt_routes
 
 
 def _while_running(task: asyncio.Task[Any] | None, emit: Emit, session: Session) -> Emit:
@@ -376,9 +396,10 @@ def _refusal(call: CallRecord, text: str) -> dict[str, Any]:
 
 
 class UpstreamPassthroughError(UpstreamError):
-    """An upstream's own JSON-RPC error, relayed with its code and message."""
+    """An upstream's own JSON-RPC error, relayed with its code, message and data."""
 
     def __init__(self, error: dict[str, Any]) -> None:
+        self.data = error.get("data")
         code = error.get("code")
         super().__init__(str(error.get("message", "upstream error")),
                          code if isinstance(code, int) else jsonrpc.INTERNAL_ERROR)

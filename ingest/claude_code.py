@@ -78,13 +78,15 @@ class MappingOptions:
 
 def to_rows(decoded: Decoded, options: MappingOptions, received_ns: int | None = None) -> Rows:
     """Rows per table for one decoded body received at `received_ns` (default: now); value problems are noted
-    on `decoded`. The receive time is also the time of a log record that carries none."""
+    on `decoded`. The receive time is each row's `ingested_at`, and the `observed_time` of a log record that
+    carries no time; never part of a row's identity, so a re-delivered body replaces its rows."""
     ingested_at = (time.time_ns() if received_ns is None else received_ns) // 1000
     rows: Rows = {}
     if decoded.logs:
         raw = rows[RAW_TABLE] = []
+        stand_in = UntimedTime(decoded.logs)
         for record in decoded.logs:
-            _log_rows(record, decoded, options, ingested_at, raw, rows)
+            _log_rows(record, decoded, options, ingested_at, stand_in, raw, rows)
     for point in decoded.points:
         row = _point_row(point, decoded)
         row["ingested_at"] = ingested_at
@@ -196,6 +198,28 @@ def _has_content(attributes: Attributes) -> bool:
     return False
 
 
+def own_time(record: LogRecord) -> int:
+    """The record's time, else its observed time, else Claude Code's `event.timestamp`; 0 when it has none."""
+    return record.time_unix_nano or record.observed_time_unix_nano or _iso_ns(record.attributes.get("event.timestamp"))
+
+
+class UntimedTime:
+    """The `event_time` of a record that carries no time: the latest time another record of the same body
+    carries, else 0 (OTLP's "unknown"). Never the receive time: `event_time` is in every log table's ORDER BY,
+    so it must come out the same each time the exporter re-delivers the body. Computed once, on first need."""
+
+    __slots__ = ("_records", "_time")
+
+    def __init__(self, records: list[LogRecord]) -> None:
+        self._records = records
+        self._time: int | None = None
+
+    def get(self) -> int:
+        if self._time is None:
+            self._time = max((t for r in self._records if 0 < (t := own_time(r)) <= INT64_MAX), default=0)
+        return self._time
+
+
 def _time(value: int, decoded: Decoded, where: str) -> int:
     if 0 <= value <= INT64_MAX:
         return value
@@ -292,7 +316,8 @@ INT64_MIN = -INT64_MAX - 1
 
 
 def _log_rows(
-    record: LogRecord, decoded: Decoded, options: MappingOptions, ingested_at: int, raw: list[Row], rows: Rows
+    record: LogRecord, decoded: Decoded, options: MappingOptions, ingested_at: int, untimed: UntimedTime,
+    raw: list[Row], rows: Rows,
 ) -> None:
     """Append the event's raw row to `raw` and its typed row (if its name has a table) to `rows`.
 
@@ -302,15 +327,16 @@ def _log_rows(
     name = event_name(record)
     where = f"event {name or '?'} (sequence {attrs.get('event.sequence')})"
     common = identity(attrs, record.origin, decoded, where)
-    observed = record.observed_time_unix_nano
-    # A record with no time of its own would be stored at 1970 and vanish from every time-ranged list.
-    event_time = record.time_unix_nano or observed or _iso_ns(attrs.get("event.timestamp")) or ingested_at * 1000
+    event_time = own_time(record)
+    # observed_time says when it was seen: its own, else its time, else (no time at all) when it arrived here.
+    observed = record.observed_time_unix_nano or event_time or ingested_at * 1000
+    if not event_time:
+        event_time = untimed.get()
     request_id = attrs.get("request_id")
     common["event_name"] = name
     common["event_key"] = event_key(
         name, common, request_id if type(request_id) is str else as_text(request_id), record)
     common["event_time"] = event_time if 0 <= event_time <= INT64_MAX else _time(event_time, decoded, where)
-    observed = observed or event_time
     common["observed_time"] = observed if 0 <= observed <= INT64_MAX else _time(observed, decoded, where)
     common["trace_id"] = record.trace_id
     common["span_id"] = record.span_id

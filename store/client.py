@@ -156,6 +156,8 @@ class Store:
         self._secret = secret
         self._lock = lock
         self._columns: dict[str, list[Column]] = {}
+        self._writes: dict[str, int] = {}  # inserts per table through this Store
+        self._commands = 0  # any command may write any table
         self._closed = False
 
     @classmethod
@@ -210,8 +212,21 @@ class Store:
 
     async def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         """DDL and other statements without a result; forgets cached table schemas."""
-        await self._call(lambda: self._client.command(sql, parameters=params or None))
-        self._columns.clear()
+        try:
+            await self._call(lambda: self._client.command(sql, parameters=params or None))
+        finally:
+            self._commands += 1
+            self._columns.clear()
+
+    def written(self, table: str) -> int | None:
+        """A count that grows whenever this process may have changed `table` (an insert into it, any command);
+        None when other processes can write the store too (a ClickHouse server), so that nothing read from it can
+        be kept by such a count. An embedded store is locked to this process: every write goes through here
+        (`query` is for reads)."""
+        return self._writes.get(table, 0) + self._commands if self.embedded else None
+
+    def _wrote(self, table: str) -> None:
+        self._writes[table] = self._writes.get(table, 0) + 1
 
     async def ping(self) -> bool:
         try:
@@ -239,7 +254,10 @@ class Store:
         if not rows:
             return 0
         schema = await self.columns(table)
-        await self._call(self._insert_blocking, table, schema, rows, columns)
+        try:
+            await self._call(self._insert_blocking, table, schema, rows, columns)
+        finally:
+            self._wrote(table)
         return len(rows)
 
     def _insert_blocking(
@@ -289,6 +307,8 @@ class Store:
         except StoreQueryError as exc:
             log.info("%s: JSON insert refused (%s); inserting as rows instead", table, exc)
             return False
+        finally:
+            self._wrote(table)
         return True
 
     def _insert_json(self, table: str, chosen: list[Column], data: bytes, skip_unknown: bool) -> None:

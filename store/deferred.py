@@ -84,6 +84,10 @@ class DeferredStore:
     async def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         await (await self._real()).command(sql, params)
 
+    def written(self, table: str) -> int | None:
+        """Never a count: a server store can be written by other processes (see `Store.written`)."""
+        return None
+
     async def columns(self, table: str) -> list[Column]:
         return await (await self._real()).columns(table)
 

@@ -8,6 +8,7 @@ the range. Every query is bounded by a time range and a LIMIT. Used by `/api/ser
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from typing import Any
 
 from store import rollup
@@ -37,6 +38,7 @@ SELECT
     min(first_at) AS first_at,
     max(last_at) AS last_at
 FROM ({source})
+WHERE upstream != ''  -- a call refused before routing (unknown tool) is no server's; /api/calls lists it
 GROUP BY upstream
 ORDER BY upstream
 LIMIT 1000
@@ -55,22 +57,26 @@ SELECT tool, sum(calls) AS calls, sum(errors) AS errors, sum(resp_bytes) AS resp
 FROM ({source}) GROUP BY tool ORDER BY resp_bytes DESC LIMIT 1000
 """
 
-# Result bytes over time: per day over long ranges (from the row source), per hour over short ones.
+# Result bytes over time: per day over the rollup's row source when the upstream's calls span more than
+# FINE_UP_TO, else over `calls FINAL` in the finest of FINE_BUCKETS that draws at most MAX_POINTS points.
 DAILY_SQL = """
 SELECT toDateTime(day, 'UTC') AS at, sum(calls) AS calls, sum(resp_bytes) AS resp_bytes,
        max(resp_bytes_max) AS resp_bytes_max
 FROM ({source}) GROUP BY day ORDER BY day LIMIT 1000
 """
 
-HOURLY_SQL = """
-SELECT toStartOfHour(started_at) AS at, count() AS calls, sum(resp_bytes_upstream) AS resp_bytes,
-       max(resp_bytes_upstream) AS resp_bytes_max
+FINE_SQL = """
+SELECT toDateTime(toStartOfInterval(started_at, toIntervalSecond({bucket:UInt32})), 'UTC') AS at, count() AS calls,
+       sum(resp_bytes_upstream) AS resp_bytes, max(resp_bytes_upstream) AS resp_bytes_max
 FROM {db}.calls FINAL WHERE {where} GROUP BY at ORDER BY at LIMIT 1000
 """
+DAY = 86400
+FINE_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds
+FINE_UP_TO = dt.timedelta(days=2)  # as many calls as `calls FINAL` over two days costs, whatever the page's range
+MAX_POINTS = 120
 
 # Result sizes in power-of-two buckets: bucket b counts sizes in [2^b, 2^(b+1)), bucket 0 sizes 0 and 1.
 SIZES_SQL = "SELECT sumMap(sizes) AS sizes FROM ({source})"
-HOURLY_UP_TO = dt.timedelta(days=2)
 
 # Not FINAL (it would merge every partition of the range, whatever the upstream): the largest `fetch` copies, then
 # one per call. A re-delivered call's copies are the same row, so the largest copies are the largest calls.
@@ -125,9 +131,23 @@ def _sql(store: Store, template: str, where: str = "1") -> str:
 
 
 async def tool_list_context(store: Store, upstream: str | None = None) -> list[dict[str, Any]]:
-    """Latest tool-list snapshot per upstream: definition bytes, tool count, estimated tokens per request."""
+    """Latest tool-list snapshot per upstream: definition bytes, tool count, estimated tokens per request.
+
+    Every upstream's (what each session page shows) is kept per embedded store until this process next writes
+    `tool_lists` or runs a command (`Store.written`): it scans every snapshot with FINAL, about 3 ms of each
+    page, for rows that change when an upstream's tool list does. A server store is read every time."""
     where, params = ("upstream = {upstream:String}", {"upstream": upstream}) if upstream else ("1", {})
-    return await store.query(_sql(store, CONTEXT_SQL, where), params)
+    version = None if upstream else store.written("tool_lists")  # read before the query: a write during it shows
+    kept = _CONTEXT_KEPT.get(store)
+    if version is not None and kept is not None and kept[0] == version:
+        return [dict(row) for row in kept[1]]
+    rows = await store.query(_sql(store, CONTEXT_SQL, where), params)
+    if version is not None:
+        _CONTEXT_KEPT[store] = (version, [dict(row) for row in rows])
+    return rows
+
+
+_CONTEXT_KEPT: weakref.WeakKeyDictionary[Store, tuple[int, list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
 
 
 async def tool_definitions(store: Store, upstream: str, snapshot_id: str) -> list[dict[str, Any]]:
@@ -183,7 +203,7 @@ async def server_detail(store: Store, upstream: str, since: dt.datetime | None =
         "server": totals[0] if totals else {"upstream": upstream, "calls": 0, "errors": 0},
         "tools": await _source(store, TOOLS_SQL, where, params, mine, per_tool=1),
         "largest_results": await _largest(store, where, params, totals[0]["calls"] if totals else 0),
-        "timeline": await _timeline(store, where, params, mine),
+        "timeline": await _timeline(store, where, params, mine, totals[0] if totals else None),
         "sizes": _buckets((await _source(store, SIZES_SQL, where, params, mine))[0]["sizes"]),
         "tool_list_context": context[0] if context else None,
     }
@@ -211,12 +231,37 @@ async def _largest(store: Store, where: str, params: dict[str, Any], calls: int)
     return rows
 
 
-async def _timeline(store: Store, where: str, params: dict[str, Any], mine: str) -> dict[str, Any]:
-    """Calls and result bytes per hour (ranges up to HOURLY_UP_TO) or per day."""
-    if params["until"] - params["since"] <= HOURLY_UP_TO:
-        points = await store.query(_sql(store, HOURLY_SQL, where + " AND method = 'tools/call'"), params)
-        return {"bucket_seconds": 3600, "points": points}
-    return {"bucket_seconds": 86400, "points": await _source(store, DAILY_SQL, where, params, mine)}
+async def _timeline(store: Store, where: str, params: dict[str, Any], mine: str,
+                    totals: dict[str, Any] | None) -> dict[str, Any]:
+    """Calls and result bytes per bucket, in a bucket that fits the span of the calls (not of the range: a day's
+    calls in a 30-day range are a series of minutes, not one dot), every bucket from the first to the last
+    call listed (empty ones with zeros) so the chart's line does not bridge a gap."""
+    if not totals or not totals.get("calls"):
+        return {"bucket_seconds": DAY, "points": []}
+    first, last = totals["first_at"], totals["last_at"]
+    if last - first > FINE_UP_TO:
+        return {"bucket_seconds": DAY, "points": _filled(await _source(store, DAILY_SQL, where, params, mine), DAY)}
+    span = (last - first).total_seconds()
+    bucket = next((b for b in FINE_BUCKETS if span / b < MAX_POINTS), FINE_BUCKETS[-1])
+    narrowed = where + (" AND started_at >= {first:DateTime64(6, 'UTC')}"
+                        " AND started_at <= {last:DateTime64(6, 'UTC')} AND method = 'tools/call'")
+    points = await store.query(_sql(store, FINE_SQL, narrowed), {**params, "first": first, "last": last,
+                                                                  "bucket": bucket})
+    return {"bucket_seconds": bucket, "points": _filled(points, bucket)}
+
+
+def _filled(points: list[dict[str, Any]], bucket: int) -> list[dict[str, Any]]:
+    """`points` (sorted by `at`, on bucket boundaries) with a zero point for each empty bucket between them."""
+    if not points:
+        return []
+    step, at, out = dt.timedelta(seconds=bucket), points[0]["at"], []
+    for point in points:
+        while at < point["at"]:
+            out.append({"at": at, "calls": 0, "resp_bytes": 0, "resp_bytes_max": 0})
+            at += step
+        out.append(point)
+        at = point["at"] + step
+    return out
 
 
 def _buckets(sizes: tuple[list[int], list[int]] | list[Any]) -> list[dict[str, int]]:

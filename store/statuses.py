@@ -9,8 +9,8 @@ from __future__ import annotations
 
 OK = "ok"
 TOOL_ERROR = "tool_error"  # the tool answered with isError (or the tool is no longer offered)
-PROTOCOL_ERROR = "protocol_error"  # a malformed request or response
-UPSTREAM_ERROR = "upstream_error"  # the upstream's own JSON-RPC error, or it crashed or closed mid-call
+PROTOCOL_ERROR = "protocol_error"  # a JSON-RPC error answer: Tollgate's (unknown tool, bad params) or the upstream's
+UPSTREAM_ERROR = "upstream_error"  # the upstream crashed, closed mid-call, is restarting or not configured
 TIMEOUT = "timeout"  # no answer within the upstream's timeout
 INTERNAL_ERROR = "internal_error"  # a bug in Tollgate while relaying (the call's row is still recorded)
 CANCELLED = "cancelled"  # the client cancelled or went away

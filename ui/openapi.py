@@ -124,12 +124,18 @@ SCHEMAS: dict[str, Any] = {
         "later_requests": INT, "carried_tokens": INT, "est_carried_cost_usd": NUM, "call_id": NSTR,
         "upstream": NSTR, "resp_bytes_upstream": NINT}),
     "SessionRollup": _object(["session_id", "kind", "turns", "match_methods", "tool_calls", "tool_errors",
-                              "req_bytes_client", "resp_bytes_upstream", "est_tool_tokens", "servers", "ties"], {
+                              "req_bytes_client", "resp_bytes_upstream", "est_tool_tokens", "servers", "by_server",
+                              "ties"], {
         "session_id": STR, "kind": {"type": "string", "enum": ["claude_code", "mcp"]}, "turns": INT,
         "match_methods": STRS, **TOKENS, "requests": INT, "cost_usd": NUM, "cost_usd_micros": INT,
         "started_at": NTIME, "ended_at": NTIME, "models": STRS, "user_id": STR, "tool_calls": INT,
         "tool_errors": INT, "req_bytes_client": INT, "resp_bytes_upstream": INT, "est_tool_tokens": INT,
         "servers": STRS, "mcp_sessions": STRS,
+        "by_server": {"type": "array", "description": "per upstream, the largest result bytes first",
+                      "items": _object(["upstream", "calls", "errors", "req_bytes_client", "resp_bytes_upstream",
+                                        "est_tokens"], {"upstream": STR, **{k: INT for k in (
+                                            "calls", "errors", "req_bytes_client", "resp_bytes_upstream",
+                                            "est_tokens")}})},
         "ties": _object(["tool_use_id", "telemetry_window", "unmatched"], {k: INT for k in (
             "tool_use_id", "telemetry_window", "unmatched")})}),
     "Startup": _object(["first_tool_call_at", "requests", *KINDS, "total_tokens", "cost_usd", "cost_usd_micros"], {
@@ -168,10 +174,12 @@ SCHEMAS: dict[str, Any] = {
                                 "tools"], {
         "upstream": STR, "snapshot_id": STR, "server_bytes": INT, "tool_count": INT, "taken_at": TIME,
         "est_tokens": INT, "tools": _array("ToolDefinition")}),
-    "TimelinePoint": _object(["at", "calls", "resp_bytes", "resp_bytes_max"], {
+    "TimelinePoint": _object(["at", "calls", "resp_bytes", "resp_bytes_max"], {  # every bucket, empty ones as 0
         "at": TIME, "calls": INT, "resp_bytes": INT, "resp_bytes_max": INT}),
     "Timeline": _object(["bucket_seconds", "points"], {
-        "bucket_seconds": {"type": "integer", "enum": [3600, 86400], "description": "hourly up to 2 days, else daily"},
+        "bucket_seconds": {"type": "integer", "enum": [1, 5, 15, 60, 300, 900, 3600, 86400],
+                           "description": "the finest bucket that draws the calls' span in at most 120 points, "
+                                          "daily when they span over 2 days"},
         "points": _array("TimelinePoint")}),
     "SizeBucket": _object(["lo", "hi", "count"], {
         "lo": INT, "hi": INT, "count": {**INT, "description": "results of lo <= bytes < hi"}}),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,14 @@ import orjson
 import pytest
 from aiohttp import web
 
+from gateway import jsonrpc
 from gateway.cli import Service, open_service
 from gateway.config import Config, ServerConfig, StoreConfig, UpstreamConfig
+from gateway.mcp import META_TOOL_USE_ID
 from tests.fixtures.claude_cli import require_claude, run_claude
 from tests.fixtures.fake_anthropic import FakeAnthropic, Usage, call, say, serve, tool_search
+from tests.fixtures.http_tap import HttpTap, recording_proxy
+from tests.gateway.taps import Wire, teed
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_SERVER = ROOT / "tests" / "fixtures" / "servers" / "echo_server.py"
@@ -100,36 +104,39 @@ def claude_bin() -> Path:
     return require_claude()
 
 
-async def direct_response_size(upstream: str, tool: str, arguments: dict[str, Any], request_id: int) -> int:
-    """Bytes of the echo server's own JSON-RPC answer to one tools/call, talking to it directly over stdio."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ECHO_SERVER), "--name", upstream, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024)
-    assert proc.stdin is not None and proc.stdout is not None
-    messages = [
-        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}},
-    ]
-    try:
-        proc.stdin.write(b"".join(orjson.dumps(m) + b"\n" for m in messages))
-        await proc.stdin.drain()
-        async with asyncio.timeout(30):
-            while line := await proc.stdout.readline():
-                if orjson.loads(line).get("id") == request_id:
-                    return len(line.rstrip(b"\r\n"))
-        raise AssertionError("no answer from the echo server")
-    finally:
-        proc.stdin.close()
-        await proc.wait()
+def tool_call_with_id(tool_use_id: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether a JSON-RPC message is the tools/call Claude Code sent for its tool_use block `tool_use_id`."""
+    def matches(message: dict[str, Any]) -> bool:
+        meta = (message.get("params") or {}).get("_meta") or {}
+        return message.get("method") == "tools/call" and meta.get(META_TOOL_USE_ID) == tool_use_id
+    return matches
+
+
+def client_exchange(tap: HttpTap, tool_use_id: str) -> tuple[bytes, bytes]:
+    """The POST body Claude Code sent for `tool_use_id`, and the JSON-RPC answer Tollgate delivered to it, raw."""
+    (exchange,) = [e for e in tap.exchanges if e.method == "POST" and e.request.startswith(b"{")
+                   and tool_call_with_id(tool_use_id)(orjson.loads(e.request))]
+    request_id = orjson.loads(exchange.request)["id"]
+    (answer,) = [m for m in exchange.messages() if orjson.loads(m).get("id") == request_id]
+    return exchange.request, answer
+
+
+def result_bytes(answer: bytes) -> bytes:
+    """The `result` of a JSON-RPC answer exactly as its bytes were written."""
+    raw = jsonrpc.result_slice(answer, orjson.loads(answer))
+    assert raw is not None, answer[:200]
+    return bytes(raw)
 
 
 async def test_two_turns_through_tollgate_are_tied_by_tool_use_id(claude_bin: Path, tmp_path: Path) -> None:
     fake = FakeAnthropic(SCRIPT)
-    async with tollgate(tmp_path) as (base, service), serve(fake.app()) as api:
-        run = await run_claude(
-            PROMPTS, mcp_url=f"{base}/mcp", mcp_name=NAME, otlp_endpoint=base, anthropic_url=api,
+    wire_dir = tmp_path / "wire"
+    wire_dir.mkdir()
+    upstreams = (teed(stdio_upstream("alpha"), wire_dir), teed(stdio_upstream("beta"), wire_dir))
+    async with tollgate(tmp_path, upstreams) as (base, service), serve(fake.app()) as api, \
+            recording_proxy(base) as (proxied, tap):
+        run = await run_claude(  # MCP through the recording proxy; telemetry straight to Tollgate
+            PROMPTS, mcp_url=f"{proxied}/mcp", mcp_name=NAME, otlp_endpoint=base, anthropic_url=api,
             allowed_tools=TOOLS, home=tmp_path / "home", timeout=120,
         )
         db = service.store.database
@@ -177,11 +184,15 @@ async def test_two_turns_through_tollgate_are_tied_by_tool_use_id(claude_bin: Pa
         assert f"mcp__{NAME}__{c['exposed_name']}" == use.name
         assert c["status"] == "ok"
 
-    # Tollgate numbers its requests to an upstream 1, 2, ... (initialize, the lists, then these few calls): single
-    # digits, like the direct call's id 1, so each answer is byte for byte the size of the direct one.
+    # Bytes as they crossed each wire, captured during the run: the client's side by the proxy Claude Code talked
+    # through, the upstream's by tee on its stdin and stdout (complete once the service, and so each upstream, ended).
+    wires = {name: Wire.of(wire_dir, name) for name in ("alpha", "beta")}
     for tool_use_id, (_, c) in calls.items():
-        direct = await direct_response_size(c["upstream"], c["tool"], issued[tool_use_id].input, 1)
-        assert c["resp_bytes_upstream"] == direct, c["exposed_name"]
+        sent, delivered = client_exchange(tap, tool_use_id)
+        forwarded, answered = wires[c["upstream"]].exchange(tool_call_with_id(tool_use_id))
+        assert (c["req_bytes_client"], c["req_bytes_upstream"], c["resp_bytes_upstream"], c["resp_bytes_client"]) \
+            == (len(sent), len(forwarded), len(answered), len(delivered)), c["exposed_name"]
+        assert result_bytes(delivered) == result_bytes(answered), c["exposed_name"]  # the upstream's, untouched
 
     blob = next(c for _, c in calls.values() if c["exposed_name"] == "alpha__blob")
     assert blob["text_bytes"] == BLOB_N and blob["resp_bytes_upstream"] > BLOB_N

@@ -2,8 +2,8 @@
 Claude Code telemetry (tool_result events as the CLI sends them) reports each call, each session over two prompts.
 
 With tool_use_ids every tie is exact and right (session and prompt); with the ids stripped from the MCP requests
-the telemetry window method's correct share (right result, session and prompt) is measured and reported, and
-nothing it ties is labelled exact.
+the telemetry window method's correct share (right result, session and prompt) is measured and reported (a line
+in the run's summary, see conftest.py), and nothing it ties is labelled exact.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from store import ties
 from store.queries_turns import tied_calls
+from tests.e2e.conftest import MEASURED
 from tests.e2e.test_claude_through_tollgate import tollgate
 from tests.gateway.conftest import mcp_session
 
@@ -158,9 +159,9 @@ async def test_ties_under_concurrency_exact_with_ids_and_measured_without(
                         and any(s.tool_use_id == c["telemetry_tool_use_id"] for s in without_ids["sent"]))
     share = correct / len(calls)
     single = sum(1 for c in calls if c["tie_candidates"] == 1)
-    print(f"\ntelemetry_window ties: {correct}/{len(calls)} correct ({share:.1%}); "
-          f"{single} chosen among a single candidate; unmatched "
-          f"{sum(1 for c in calls if c['tie'] == ties.UNMATCHED)}; tied at all {right_session}")
-    record_property("window_correct_share", share)
+    record_property(MEASURED, f"telemetry_window ties: {correct}/{len(calls)} correct ({share:.1%}, goal >= 99%); "
+                    f"{single} chosen among a single candidate; unmatched "
+                    f"{sum(1 for c in calls if c['tie'] == ties.UNMATCHED)}; tied at all {right_session}")
+    record_property("window_correct_share", share)  # the figure alone, for a JUnit report
     assert share >= 0.99
 

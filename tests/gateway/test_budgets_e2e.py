@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -172,6 +172,66 @@ async def test_warn_lets_calls_through_and_records_the_decision(tmp_path: Path) 
         (event,) = await svc.query("SELECT * FROM budget_events FINAL")
         assert (event["action"], event["limit_name"], event["used"], event["limit"]) == ("warn", "day_calls", 1, 1)
         assert (await budget_view(svc, "b"))["day"]["warned"] == 1
+
+
+@pytest.mark.parametrize(("limit", "allowed", "measure"), [
+    ("session_bytes", 1000, "bytes"), ("day_bytes", 1000, "bytes"),
+    ("session_tokens", 100, "tokens"), ("day_tokens", 100, "tokens"),
+])
+async def test_warn_on_a_byte_or_token_window_passes_the_call_whole_and_records_a_warn_event(
+    tmp_path: Path, limit: str, allowed: int, measure: str
+) -> None:
+    config = gateway_config(budget_upstream("b", BudgetConfig(**{limit: allowed}, action="warn")))
+    whole = MULTIBYTE * 200  # 2,400 bytes of text, 600 estimated tokens: past either limit after one call
+    async with running_service(config, tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            first = await client.call_tool("b__multibyte", {"repeat": 200})
+            if limit.startswith("session_"):
+                second = await client.call_tool("b__multibyte", {"repeat": 200})
+        if limit.startswith("day_"):  # the day's spend warns a session that has spent nothing itself
+            async with mcp_session(svc.mcp_url) as other:
+                second = await other.call_tool("b__multibyte", {"repeat": 200})
+        rows = await call_rows(svc, "b")
+        events = await svc.query("SELECT * FROM budget_events FINAL")
+        view = await budget_view(svc, "b")
+    assert texts(first) == texts(second) == [whole] and not second.is_error  # through, nothing cut
+    assert [(r["status"], r["budget_action"], r["budget_limit"]) for r in rows] == [
+        ("ok", "", ""), ("ok", "warn", limit)]
+    spent = {"bytes": rows[0]["req_bytes_client"] + rows[0]["resp_bytes_client"], "tokens": rows[0]["est_tokens"]}
+    assert spent[measure] > allowed and rows[1]["resp_bytes_client"] == rows[1]["resp_bytes_upstream"]
+    (event,) = events
+    assert (event["action"], event["limit_name"], event["used"], event["limit"], event["window"]) == (
+        "warn", limit, spent[measure], allowed, limit.split("_")[0])
+    assert event["mcp_session_id"] == rows[1]["mcp_session_id"] and event["tool"] == "multibyte"
+    assert (event["reset_at"] is None) == limit.startswith("session_")  # a day resets at midnight, a session never
+    assert (view["day"]["calls"], view["day"]["warned"], view["day"]["denied"]) == (2, 1, 0)
+
+
+async def test_a_per_limit_action_warns_on_its_limit_while_the_budget_still_denies_on_the_others(
+    tmp_path: Path
+) -> None:
+    path = tmp_path / "tollgate.toml"
+    path.write_text(f'[upstreams.b]\ncommand = {orjson.dumps(sys.executable).decode()}\n'
+                    f'args = [{orjson.dumps(str(BUDGET_SERVER)).decode()}, "--name", "b"]\n'
+                    '[upstreams.b.budget]\naction = "deny"\nday_calls = 1\nsession_calls = 2\n'
+                    '[upstreams.b.budget.actions]\nday_calls = "warn"\n')
+    async with running_service(load_config(path), tmp_path / "db") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            results = [await client.call_tool("b__echo", {"text": f"call {n}"}) for n in (1, 2, 3)]
+        async with mcp_session(svc.mcp_url) as fresh:  # a session of its own: only the day's calls warn it
+            served = texts(await fresh.call_tool("b__served_calls", {}))
+        rows = await call_rows(svc, "b")
+        events = await svc.query("SELECT * FROM budget_events FINAL ORDER BY at")
+        view = await budget_view(svc, "b")
+    assert [texts(r) for r in results[:2]] == [["call 1"], ["call 2"]]  # past day_calls: warned, through
+    assert results[2].is_error and "session_calls" in texts(results[2])[0]  # the block's deny still applies
+    assert served == ["3"]  # calls 1 and 2 and this one: the denied call never reached the upstream
+    assert [(r["status"], r["budget_action"], r["budget_limit"]) for r in rows] == [
+        ("ok", "", ""), ("ok", "warn", "day_calls"), ("denied", "deny", "session_calls"), ("ok", "warn", "day_calls")]
+    assert [(e["action"], e["limit_name"], e["used"], e["limit"]) for e in events] == [
+        ("warn", "day_calls", 1, 1), ("deny", "session_calls", 2, 2), ("warn", "day_calls", 2, 1)]
+    assert view["limits"] == {"day_calls": {"allowed": 1, "action": "warn"},
+                              "session_calls": {"allowed": 2, "action": "deny"}}
 
 
 async def test_byte_and_token_limits_deny_once_spent(tmp_path: Path) -> None:
@@ -359,7 +419,7 @@ async def test_tollgate_serve_writes_a_pid_file_and_tollgate_reload_applies_new_
     assert server.stderr is not None
     try:
         await read_until(server.stderr, "Tollgate listening")
-        assert (tmp_path / "db" / "tollgate.pid").read_text().strip() == str(server.pid)
+        assert (tmp_path / "db" / "tollgate.pid").read_text().splitlines() == [str(server.pid), f"127.0.0.1:{port}"]
         async with mcp_session(f"http://127.0.0.1:{port}/mcp") as client:
             assert not (await client.call_tool("b__echo", {"text": "1"})).is_error
             assert (await client.call_tool("b__echo", {"text": "2"})).is_error
@@ -467,6 +527,39 @@ async def test_a_default_budget_applies_to_each_upstream_and_a_tool_override_cou
     assert tools["echo"]["limits"] == {"session_calls": {"allowed": 4, "action": "deny"}}
     assert tools["multibyte"]["limits"] is None  # inherits b's limit, counted on the whole upstream
     assert (tools["echo"]["day"]["calls"], tools["multibyte"]["day"]["calls"]) == (4, 2)
+
+
+async def test_a_request_and_a_result_denial_each_log_one_line_naming_server_limit_used_and_allowed_and_no_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token, env_secret = "tok-bearer-s3cret", "sk-upstream-env-s3cret"
+    config = gateway_config(
+        replace(budget_upstream("req", BudgetConfig(max_request_bytes=500)), env={"UPSTREAM_API_KEY": env_secret}),
+        budget_upstream("res", BudgetConfig(max_result_bytes=300)), auth_tokens=(token,))
+    asked = {"req": "password=hunter2-s3cret " + "x" * 1000, "res": "api_key=sk-result-s3cret " + "y" * 400}
+    with caplog.at_level(logging.INFO, logger="tollgate"):
+        async with running_service(config, tmp_path / "db") as svc, \
+                Http(headers={"Authorization": f"Bearer {token}"}) as http:
+            session_id = await open_session(http, svc.mcp_url)
+            for index, upstream in enumerate(("req", "res")):
+                body = jsonrpc.request_body(index + 1, "tools/call", {
+                    "name": f"{upstream}__echo", "arguments": {"text": asked[upstream]}})
+                _, _, answer = await post(http, svc.mcp_url, body, session_id)
+                assert answer["result"]["isError"], answer
+            events = {e["upstream"]: e for e in await svc.query("SELECT * FROM budget_events FINAL")}
+            rows = {r["upstream"]: r for r in await svc.query("SELECT * FROM calls FINAL")}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budget denied")]
+    assert events["req"]["used"] == rows["req"]["req_bytes_client"] > 1000  # the request as the client sent it
+    assert events["res"]["used"] > 400 and rows["res"]["resp_bytes_upstream"] > 400  # the result it was sent
+    assert lines == [  # one line each: the server and tool, the session's first 8 characters, limit, used, allowed
+        f"budget denied req/echo session {session_id[:8]}: max_request_bytes used {int(events['req']['used'])} "
+        "of 500 (call window)",
+        f"budget denied res/echo session {session_id[:8]}: max_result_bytes used {int(events['res']['used'])} "
+        "of 300 (call window)"]
+    for secret in (token, env_secret, "hunter2-s3cret", "sk-result-s3cret", session_id):
+        assert not [line for line in lines if secret in line], secret
+    for secret in (token, env_secret, "hunter2-s3cret", "sk-result-s3cret"):  # nor any other line logged
+        assert secret not in caplog.text, secret
 
 
 async def test_a_store_down_at_startup_logs_fail_open_and_fail_closed_and_applies_each(

@@ -10,15 +10,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiohttp import ClientSession as Http
 from aiohttp import web
 from mcp import ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway import jsonrpc
+from gateway import jsonrpc, mcp
 from gateway.config import Timeouts, UpstreamConfig
+from gateway.downstream import SERVER_INFO, VERSION_HEADER
 from gateway.upstreams import paging
 from tests.fixtures.procs import free_port, http_fixture
 from tests.gateway.conftest import (
@@ -29,7 +29,7 @@ from tests.gateway.conftest import (
     running_gateway,
 )
 from tests.gateway.recorder import Recorder
-from tests.gateway.test_downstream import JSON_HEADERS, open_session
+from tests.gateway.test_downstream import initialize, post
 from tests.gateway.upstreams.fake_http import fake_upstream
 
 FAST = Timeouts(init_seconds=3.0)
@@ -74,18 +74,30 @@ async def get_health(url: str) -> dict[str, Any]:
     return health
 
 
-async def test_an_upstream_on_2024_11_05_is_negotiated_down_and_clients_see_one_version() -> None:
+async def test_an_upstream_on_2024_11_05_is_negotiated_down_and_clients_see_one_version(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate.downstream")
     config = gateway_config(raw_upstream("old", "--protocol", "2024-11-05"), echo_upstream("new"))
+    version = {VERSION_HEADER: mcp.LATEST_VERSION}
     async with running_gateway(config) as url, Http() as http:
         async with http.get(url.replace("/mcp", "/healthz")) as response:
             health = await response.json()
-        session_id = await open_session(http, url, "2025-11-25")
-        body = orjson.dumps(jsonrpc.request_body(1, "tools/call", {"name": "old__echo", "arguments": {"text": "hi"}}))
-        async with http.post(url, data=body, headers={**JSON_HEADERS, "Mcp-Session-Id": session_id}) as response:
-            answer = orjson.loads(await response.read())
+        status, headers, init = await post(http, url, initialize(mcp.LATEST_VERSION))
+        session_id = headers["Mcp-Session-Id"]
+        await post(http, url, jsonrpc.notification_body("notifications/initialized"), session_id, **version)
+        call = jsonrpc.request_body(1, "tools/call", {"name": "old__echo", "arguments": {"text": "hi"}})
+        call_status, _, answer = await post(http, url, call, session_id, **version)
+        _, _, listed = await post(http, url, jsonrpc.request_body(2, "tools/list"), session_id, **version)
+        _, _, later = await post(http, url, initialize("2099-01-01"))  # a new client, after the old upstream served
     assert health["upstreams"]["old"]["protocol_version"] == "2024-11-05"
     assert health["upstreams"]["new"]["protocol_version"] == "2025-11-25"
-    assert "result" in answer and not answer["result"].get("isError")
+    # The client sees the gateway's version and server, never the old upstream's, before and after its call.
+    assert status == 200 and init["result"]["protocolVersion"] == mcp.LATEST_VERSION
+    assert init["result"]["serverInfo"] == SERVER_INFO
+    assert later["result"]["protocolVersion"] == mcp.LATEST_VERSION
+    assert call_status == 200 and answer["result"]["content"][0]["text"] == "hi"
+    assert {"old__echo", "new__echo"} <= {tool["name"] for tool in listed["result"]["tools"]}
+    assert not [r for r in caplog.records if "but sent MCP-Protocol-Version" in r.getMessage()]
 
 
 async def test_one_bad_upstream_never_empties_the_catalog(caplog: pytest.LogCaptureFixture) -> None:

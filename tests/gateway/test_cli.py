@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tomllib
@@ -105,6 +106,30 @@ def test_check_config_reports_every_bad_key_with_its_path_and_exits_2(tmp_path: 
     assert result.returncode == 2
     for path in ("server.listen", "upstreams.x.url", "upstreams.y.comand"):
         assert path in result.stderr
+
+
+@pytest.mark.parametrize(("budget", "path", "said"), [
+    ('action = "explode"', "upstreams.a.budget.action", "must be one of deny, truncate, warn"),
+    ("day_calls = -5", "upstreams.a.budget.day_calls", "must be a positive integer"),
+    ('timezone = "Mars/Olympus_Mons"', "upstreams.a.budget.timezone", "unknown IANA time zone"),
+    ('[upstreams.a.budget.actions]\nsession_calls = "explode"', "upstreams.a.budget.actions.session_calls",
+     "must be one of deny, truncate, warn"),
+    ("[upstreams.a.budget.tools.echo]\nmax_result_bytes = 0", "upstreams.a.budget.tools.echo.max_result_bytes",
+     "must be a positive integer"),
+])
+def test_serve_with_a_bad_budget_value_exits_2_naming_its_toml_path_before_serving(
+        tmp_path: Path, budget: str, path: str, said: str) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "t.toml", port, tmp_path / "db")
+    config.write_text(config.read_text() + f"[upstreams.a.budget]\nsession_calls = 10\n{budget}\n")
+    result = tollgate("serve", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("tollgate: invalid configuration\n")
+    assert f"{path}: {said}" in result.stderr and "Traceback" not in result.stderr
+    assert "Tollgate listening" not in result.stderr and "upstream a" not in result.stderr
+    assert not (tmp_path / "db").exists()  # nothing was opened: no store, no pid file, no port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # the port it would have listened on is still free
 
 
 def test_import_mcp_json_prints_toml_that_check_config_accepts(tmp_path: Path) -> None:

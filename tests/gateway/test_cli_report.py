@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from gateway.cli import main, open_service
 from gateway.config import load_config
+from tests.ingest.conftest import capture, capture_doc, events_named
 from tests.store.test_queries_turns import BATCHES, DATA, without_prompt_ids
 
 SINCE = "2026-01-01T00:00:00Z"
@@ -430,3 +431,137 @@ async def test_report_session_takes_a_unique_id_prefix_and_names_the_candidates_
                               "characters)\n")
     direct = [await report_session(capsys, *case, *argv) for case in cases]  # no server: the store, same answers
     assert direct == live
+
+
+async def test_reports_find_a_server_started_with_another_listen_than_its_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tollgate serve --listen` overrides the config file; a report given that same config still reads through
+    the running server (which locks the embedded store), at the address its pid file records."""
+    from tests.gateway.conftest import ROOT, mcp_session
+    from tests.gateway.test_budgets_e2e import BUDGET_SERVER, read_until
+
+    config_path = write_config(tmp_path, free_port())  # nothing listens there
+    add_upstream(config_path, "b", BUDGET_SERVER, "day_calls = 5")
+    served = free_port()
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path), "--listen", f"127.0.0.1:{served}",
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+    assert server.stderr is not None
+    try:
+        await read_until(server.stderr, "Tollgate listening")
+        async with mcp_session(f"http://127.0.0.1:{served}/mcp") as client:
+            assert not (await client.call_tool("b__echo", {"text": "through --listen"})).is_error
+        code, out = await report(capsys, "calls", "--config", str(config_path), "--json")
+        assert code == 0 and "calls" in orjson.loads(out), out  # the store is locked: only the server answers
+        code, out = await report(capsys, "budgets", "--config", str(config_path), "--json")
+        assert code == 0, out
+        budgets = orjson.loads(out)
+        assert budgets["source"] == f"http://127.0.0.1:{served}/api/budgets"
+        assert budgets["upstreams"][0]["day"]["calls"] == 1  # the live spend, not a rebuild from the store
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
+
+
+def usage_bodies() -> list[tuple[str, bytes, dict[str, Any]]]:
+    """(content type, body, decoded doc) of the captures the usage test posts: s4's three log batches, s1's, and
+    s2's with its last api_request renamed to a second model, so one session has two models."""
+    bodies = [("application/x-protobuf", capture("s4_two_turns_stream", n), capture_doc("s4_two_turns_stream", n))
+              for n in BATCHES]
+    bodies.append(("application/x-protobuf", capture("s1_protobuf", "0001_logs"),
+                   capture_doc("s1_protobuf", "0001_logs")))
+    doc = capture_doc("s2_json", "0001_logs")
+    records = [r for rl in doc["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]]
+    last = [r for r in records if r["body"]["stringValue"] == "claude_code.api_request"][-1]
+    next(kv for kv in last["attributes"] if kv["key"] == "model")["value"] = {"stringValue": "claude-haiku-5"}
+    bodies.append(("application/json", orjson.dumps(doc), doc))
+    return bodies
+
+
+USAGE_SUMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+              "cache_creation_5m_tokens", "cache_creation_1h_tokens", "cost_usd_micros")
+
+
+def expected_usage(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (session, model), straight from the captures' api_request records: requests, turns, tokens, cost."""
+    usage: dict[tuple[str, str], dict[str, Any]] = {}
+    for doc in docs:
+        for event in events_named(doc, "api_request"):
+            a = event["attrs"]
+            row = usage.setdefault((a["session.id"], a["model"]), {
+                "requests": 0, "prompts": set(), "cost_usd": 0.0, **dict.fromkeys(USAGE_SUMS, 0)})
+            row["requests"] += 1
+            row["prompts"].add(a["prompt.id"])
+            row["cost_usd"] += a["cost_usd"]
+            for kind in USAGE_SUMS:
+                row[kind] += a[kind]
+    return {key: {**{k: v for k, v in row.items() if k != "prompts"}, "turns": len(row["prompts"])}
+            for key, row in usage.items()}
+
+
+def assert_usage_figures(rows: list[dict[str, Any]], want: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert sorted((r["session_id"], r["model"]) for r in rows) == sorted(want)
+    for row in rows:
+        expected = want[(row["session_id"], row["model"])]
+        assert {k: row[k] for k in expected if k != "cost_usd"} == {k: v for k, v in expected.items()
+                                                                    if k != "cost_usd"}
+        assert row["cost_usd"] == pytest.approx(expected["cost_usd"], abs=1e-9)
+
+
+def usage_table_figures(table: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The `report usage` table's cells by (session, model): counts as ints, COST as dollars."""
+    header, *lines = table.splitlines()
+    assert re.split(r"\s{2,}", header) == ["SESSION", "MODEL", "REQS", "TURNS", "INPUT", "OUTPUT", "CACHE READ",
+                                           "CACHE WRITE", "COST"]
+    out = {}
+    for line in lines:
+        session, model, *numbers, cost = line.split()
+        assert cost.startswith("$")
+        out[(session, model)] = {**dict(zip(("requests", "turns", "input_tokens", "output_tokens",
+                                             "cache_read_tokens", "cache_creation_tokens"),
+                                            (int(n.replace(",", "")) for n in numbers), strict=True)),
+                                 "cost_usd": float(cost[1:])}
+    return out
+
+
+async def test_report_usage_and_api_usage_give_each_sessions_and_models_tokens_and_cost_from_the_captures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = write_config(tmp_path, free_port())
+    config = load_config(config_path)
+    service = await open_service(config)
+    runner = web.AppRunner(service.app, auto_decompress=False)
+    await runner.setup()
+    host, port = config.server.listen.split(":")
+    await web.TCPSite(runner, host, int(port)).start()
+    bodies = usage_bodies()
+    want = expected_usage([doc for _, _, doc in bodies])
+    assert len(want) == 4 and len({session for session, _ in want}) == 3
+    try:
+        async with ClientSession() as http:
+            for content_type, body, _ in bodies:
+                async with http.post(f"http://{config.server.listen}/v1/logs", data=body,
+                                     headers={"Content-Type": content_type}) as response:
+                    assert response.status == 200
+            await service.writer.flush()
+            async with http.get(f"http://{config.server.listen}/api/usage", params={"since": SINCE}) as response:
+                assert response.status == 200
+                api = orjson.loads(await response.read())["usage"]
+        code, through_server = await report(capsys, "usage", "--config", str(config_path), "--since", SINCE, "--json")
+        assert code == 0
+    finally:
+        await runner.cleanup()
+        await service.close()
+    assert_usage_figures(api, want)
+    assert orjson.loads(through_server)["usage"] == api
+    code, direct = await report(capsys, "usage", "--config", str(config_path), "--since", SINCE, "--json")
+    assert code == 0 and orjson.loads(direct)["usage"] == api
+    code, table = await report(capsys, "usage", "--config", str(config_path), "--since", SINCE)
+    assert code == 0
+    shown = usage_table_figures(table)
+    assert set(shown) == set(want)
+    for key, cells in shown.items():
+        expected = want[key]
+        assert {k: v for k, v in cells.items() if k != "cost_usd"} == {k: expected[k] for k in cells if k != "cost_usd"}
+        assert cells["cost_usd"] == round(expected["cost_usd"], 4)

@@ -59,7 +59,8 @@ async def test_stateless_probe_is_refused_like_a_legacy_server_so_clients_fall_b
 
 
 @pytest.mark.parametrize(("asked", "expected"), [("2024-11-05", "2024-11-05"), ("2025-03-26", "2025-03-26"),
-                                                  ("2025-06-18", "2025-06-18"), ("2099-01-01", mcp.LATEST_VERSION)])
+                                                  ("2025-06-18", "2025-06-18"), ("2025-11-25", "2025-11-25"),
+                                                  ("2099-01-01", mcp.LATEST_VERSION)])
 async def test_initialize_echoes_a_supported_version_and_offers_the_latest_otherwise(
         endpoint: str, asked: str, expected: str) -> None:
     async with Http() as http:
@@ -67,6 +68,17 @@ async def test_initialize_echoes_a_supported_version_and_offers_the_latest_other
     assert status == 200
     assert body["result"]["protocolVersion"] == expected
     assert headers["Mcp-Session-Id"]
+
+
+async def test_a_2024_11_05_session_lists_and_calls_tools(endpoint: str) -> None:
+    async with Http() as http:  # a client of that revision sends no MCP-Protocol-Version header
+        session_id = await open_session(http, endpoint, "2024-11-05")
+        list_status, _, listed = await post(http, endpoint, jsonrpc.request_body(1, "tools/list"), session_id)
+        call = jsonrpc.request_body(2, "tools/call", {"name": "a__echo", "arguments": {"text": "old client"}})
+        call_status, _, answer = await post(http, endpoint, call, session_id)
+    assert list_status == 200 and "a__echo" in {tool["name"] for tool in listed["result"]["tools"]}
+    assert call_status == 200 and answer["result"]["content"] == [{"type": "text", "text": "old client"}]
+    assert not answer["result"]["isError"]
 
 
 async def test_a_supported_but_different_version_header_is_accepted_and_logged(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,6 @@ from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc, metering
 from gateway.app import create_app
-from gateway.config import UpstreamConfig
 from tests.fixtures.servers.echo_server import UTF8_TEXT
 from tests.gateway.conftest import (
     EVERYTHING,
@@ -26,45 +23,11 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.recorder import Recorder
 from tests.gateway.service import running_service
+from tests.gateway.taps import Wire, teed
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
 
 HOPS = ("req_bytes_client", "req_bytes_upstream", "resp_bytes_upstream", "resp_bytes_client")
 EVERYTHING_DOC = EVERYTHING.resolve().parent / "docs" / "architecture.md"  # served as a static resource
-
-
-def teed(upstream: UpstreamConfig, directory: Path) -> UpstreamConfig:
-    """`upstream` under `sh` with its stdin and stdout copied byte for byte to DIR/NAME.in and DIR/NAME.out: an
-    independent record of exactly what the gateway wrote to it and read from it."""
-    command = shlex.join([upstream.command, *upstream.args])
-    sent, received = (shlex.quote(str(directory / f"{upstream.name}.{end}")) for end in ("in", "out"))
-    return replace(upstream, command="sh", args=("-c", f"tee {sent} | {command} | tee {received}"))
-
-
-@dataclass
-class Wire:
-    """The lines a teed upstream was sent and wrote, read once the service (and so the upstream) has stopped."""
-
-    sent: list[bytes]
-    written: list[bytes]
-
-    @classmethod
-    def of(cls, directory: Path, name: str) -> Wire:
-        return cls(*((directory / f"{name}.{end}").read_bytes().split(b"\n")[:-1] for end in ("in", "out")))
-
-    def hop(self, method: str, key: str, value: str) -> tuple[bytes, bytes]:
-        """The request line of `method` whose params[key] is `value`, and the upstream's answer to it, raw."""
-        (request,) = [line for line in self.sent if _matches(orjson.loads(line), method, key, value)]
-        upstream_id = orjson.loads(request)["id"]
-        (answer,) = [line for line in self.written if _is_answer(orjson.loads(line), upstream_id)]
-        return request, answer
-
-
-def _matches(message: dict[str, Any], method: str, key: str, value: str) -> bool:
-    return message.get("method") == method and message.get("params", {}).get(key) == value
-
-
-def _is_answer(message: dict[str, Any], upstream_id: Any) -> bool:
-    return "method" not in message and message.get("id") == upstream_id
 
 
 def hops(row: dict[str, Any]) -> tuple[int, ...]:
@@ -269,3 +232,30 @@ async def test_a_gateway_with_no_observer_and_no_policy_meters_nothing(monkeypat
         assert result["content"][0]["text"] == "héllo"
     assert len(measured) == 1
     assert [(c.tool, c.text_bytes, c.est_tokens) for c in recorder.calls] == [("echo", 6, real(result).est_tokens)]
+
+
+async def test_requests_answered_with_a_json_rpc_error_leave_one_protocol_error_row_with_their_bytes(
+        tmp_path: Path) -> None:
+    unknown_uri = "echo://a/missing"  # a's resources do not match it: the upstream answers with an error
+    asked = {  # request id -> (method, params, what the row's tool and exposed name are)
+        1: ("tools/call", {"name": "a__nope", "arguments": {}}, "a__nope"),
+        2: ("tools/call", {"name": 5, "arguments": {}}, ""),
+        3: ("tools/call", {"name": "a__echo", "arguments": {"text": "x"}, "_meta": 7}, "a__echo"),
+        4: ("prompts/get", {"name": "a__nope"}, "a__nope"),
+        5: ("resources/read", {"uri": unknown_uri}, unknown_uri),
+    }
+    async with running_service(gateway_config(teed(echo_upstream("a"), tmp_path)), tmp_path / "db") as svc, \
+            Http() as http:
+        session_id = await open_session(http, svc.mcp_url)
+        wire = {i: await post_raw(http, svc.mcp_url, session_id, i, method, params)
+                for i, (method, params, _) in asked.items()}
+        rows = await svc.query("SELECT * FROM calls FINAL ORDER BY started_at")
+    upstream_hop = Wire.of(tmp_path, "a").hop("resources/read", "uri", unknown_uri)
+    errors = {i: orjson.loads(received)["error"] for i, (_, received) in wire.items()}
+    assert {error["code"] for i, error in errors.items() if i < 5} == {jsonrpc.INVALID_PARAMS}
+    assert errors[5] == orjson.loads(upstream_hop[1])["error"]  # the upstream's own error, relayed
+    assert [(r["method"], r["exposed_name"], r["tool"], r["status"], r["error"]) for r in rows] == [
+        (method, name, name, "protocol_error", errors[i]["message"]) for i, (method, _, name) in asked.items()]
+    assert [r["upstream"] for r in rows] == ["", "", "", "", "a"]
+    refused = [(len(sent), 0, 0, len(received)) for sent, received in list(wire.values())[:4]]  # never forwarded
+    assert [hops(r) for r in rows] == [*refused, (len(wire[5][0]), *map(len, upstream_hop), len(wire[5][1]))]

@@ -1,7 +1,10 @@
-"""Exposed tool names: cases C01, C02, C03 and the properties every listing must keep."""
+"""Exposed tool names: cases C01, C02, C03, the properties every listing must keep, and names handed out staying
+with their tools (the ledger)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 
@@ -13,6 +16,8 @@ from gateway.naming import (
     COLLIDED,
     SANITIZED,
     SHORTENED,
+    TAKEN,
+    NameLedger,
     NameMap,
     ToolNamer,
     ToolRef,
@@ -188,3 +193,88 @@ def test_short_legal_names_are_never_renamed(tools: list[tuple[str, str]]) -> No
     name_map = expose("tollgate", tools)
     assert name_map.renamed == ()
     assert all(exposed == f"{ref.upstream}__{ref.tool}" for ref, exposed in name_map)
+
+
+def suffix(upstream: str, tool: str) -> str:
+    """The 8 hex digits of a hashed name: sha256 of the JSON array [upstream, tool]."""
+    return hashlib.sha256(json.dumps([upstream, tool]).encode()).hexdigest()[:8]
+
+
+def handed_out(registered: str, *listings: list[tuple[str, str]]) -> tuple[NameMap, NameLedger]:
+    """The names of the last listing, each listing before it having been handed out to a client."""
+    ledger = NameLedger()
+    name_map = expose(registered, [])
+    for tools in listings:
+        name_map = expose(registered, tools, ledger)
+        ledger.bind(name_map)
+    return name_map, ledger
+
+
+def test_a_handed_out_name_keeps_its_tool_and_a_newcomer_that_would_take_it_gets_a_stable_suffix() -> None:
+    name_map, _ = handed_out("tollgate", [("a", "x.y")], [("a", "x.y"), ("a", "x_y")])
+    names = names_of(name_map)
+
+    assert names[ToolRef("a", "x.y")] == "a__x_y"
+    assert names[ToolRef("a", "x_y")] == f"a__x_y_{suffix('a', 'x_y')}"  # the tool's own hash, as C02's suffixes
+    assert [(r.tool, r.reason) for r in name_map.renamed] == [("x.y", SANITIZED), ("x_y", TAKEN)]
+    # A new process (an empty ledger) names the same set as today: the plain name keeps its plain form.
+    assert names_of(expose("tollgate", [("a", "x.y"), ("a", "x_y")]))[ToolRef("a", "x_y")] == "a__x_y"
+
+
+def test_an_upstream_joining_with_a_name_that_joins_to_a_handed_out_one_gets_the_suffix_alone() -> None:
+    # Without a ledger both would be hashed (test_legal_names_that_join_to_the_same_string_are_both_hashed).
+    name_map, _ = handed_out("tollgate", [("a", "b__c")], [("a", "b__c"), ("a__b", "c")])
+    assert names_of(name_map) == {
+        ToolRef("a", "b__c"): "a__b__c", ToolRef("a__b", "c"): f"a__b__c_{suffix('a__b', 'c')}"}
+
+
+def test_a_handed_out_name_stays_reserved_while_its_tool_is_away_and_returns_with_it() -> None:
+    ledger = NameLedger()
+    ledger.bind(expose("tollgate", [("a", "x.y")], ledger))
+    away = expose("tollgate", [("a", "x_y")], ledger)  # x.y dropped, or its upstream restarting
+    back = expose("tollgate", [("a", "x_y"), ("a", "x.y")], ledger)
+
+    assert away.exposed_name("a", "x_y") == f"a__x_y_{suffix('a', 'x_y')}"
+    assert away.route("a__x_y") is None
+    assert names_of(back) == {ToolRef("a", "x.y"): "a__x_y", ToolRef("a", "x_y"): f"a__x_y_{suffix('a', 'x_y')}"}
+
+
+def test_names_not_handed_out_yet_are_not_bound() -> None:
+    ledger = NameLedger()
+    expose("tollgate", [("a", "x.y")], ledger)  # listed by the catalog, never given to a client
+    assert names_of(expose("tollgate", [("a", "x.y"), ("a", "x_y")], ledger)) == names_of(
+        expose("tollgate", [("a", "x.y"), ("a", "x_y")]))
+    assert len(ledger) == 0
+
+
+def test_binding_a_name_held_by_another_tool_is_refused() -> None:
+    ledger = NameLedger()
+    ledger.bind(expose("tollgate", [("a", "x.y")]))
+    with pytest.raises(ValueError, match="is bound to"):
+        ledger.bind(expose("tollgate", [("a", "x_y"), ("a", "x.y")]))  # built without the ledger
+
+
+crowded_tools = st.lists(st.tuples(st.sampled_from(["a", "a__b", "a.b", "a_b"]),
+                                   st.sampled_from(["x.y", "x_y", "x:y", "b__c", "c", "b_c", "b.c"])), max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(listings=st.lists(crowded_tools, min_size=1, max_size=5), seed=st.integers(0, 2**32 - 1))
+def test_over_any_sequence_of_listings_a_handed_out_name_never_reaches_another_tool(
+    listings: list[list[tuple[str, str]]], seed: int
+) -> None:
+    ledger = NameLedger()
+    seen: dict[str, ToolRef] = {}
+    for tools in listings:
+        name_map = expose("tollgate", tools, ledger)
+        shuffled = tools[:]
+        random.Random(seed).shuffle(shuffled)
+        assert names_of(expose("tollgate", shuffled, ledger)) == names_of(name_map)
+        assert set(name_map.by_tool) == set(tools) and len(name_map.by_exposed) == len(name_map.by_tool)
+        for ref, exposed in name_map.by_tool.items():
+            assert CLAUDE_TOOL_NAME.match(name_map.full_name(exposed))
+            assert seen.get(exposed, ref) == ref, f"{exposed} went from {seen.get(exposed)} to {ref}"
+        ledger.bind(name_map)
+        seen.update(name_map.by_exposed)
+    for exposed, ref in seen.items():  # and each tool keeps the one name it was given
+        assert ledger.binding(ref) is not None and ledger.binding(ref)[0] == exposed  # type: ignore[index]

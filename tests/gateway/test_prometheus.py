@@ -1,16 +1,19 @@
-"""`/metrics` exposes calls, errors, bytes by direction, latency, upstream health and writer backlog."""
+"""`/metrics` exposes calls, errors, bytes by direction, latency, upstream health, writer backlog and the OTLP
+receiver's answers and records."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 from aiohttp import ClientSession as Http
 
-from gateway.config import BudgetConfig, UpstreamConfig
+from gateway.config import BudgetConfig, TelemetryConfig, UpstreamConfig
 from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session
 from tests.gateway.service import running_service
+from tests.ingest.conftest import capture, capture_doc, expected_logs
 
 DIRECTIONS = {"request_client": "req_bytes_client", "request_upstream": "req_bytes_upstream",
               "response_upstream": "resp_bytes_upstream", "response_client": "resp_bytes_client"}
@@ -26,10 +29,13 @@ def series(text: str, name: str) -> dict[str, float]:
     return found
 
 
-async def test_metrics_count_calls_bytes_errors_and_budget_decisions_exactly_as_the_stored_call_rows(
+async def test_metrics_count_calls_bytes_errors_and_each_budget_action_exactly_as_the_stored_rows(
         tmp_path: Path) -> None:
     dead = UpstreamConfig(name="dead", type="stdio", command="false")
-    config = gateway_config(echo_upstream("a"), echo_upstream("b", budget=BudgetConfig(day_calls=1)), dead)
+    config = gateway_config(
+        echo_upstream("a"), echo_upstream("b", budget=BudgetConfig(day_calls=1)),
+        echo_upstream("c", budget=BudgetConfig(max_result_bytes=500, action="truncate")),
+        echo_upstream("w", budget=BudgetConfig(max_request_bytes=100, session_calls=1, action="warn")), dead)
     async with running_service(config, tmp_path / "db") as svc:
         async with mcp_session(svc.mcp_url) as client:
             await client.call_tool("a__blob", {"n": 1000})
@@ -37,13 +43,18 @@ async def test_metrics_count_calls_bytes_errors_and_budget_decisions_exactly_as_
             await client.call_tool("a__blob", {"n": "many"})  # a tool error
             assert not (await client.call_tool("b__whoami", {})).is_error
             assert (await client.call_tool("b__whoami", {})).is_error  # denied: day_calls = 1
+            assert not (await client.call_tool("c__blob", {"n": 2000})).is_error  # truncated to 500 bytes
+            for _ in range(2):  # both over max_request_bytes, the second past session_calls too: 3 warnings
+                assert not (await client.call_tool("w__echo", {"text": "x" * 200})).is_error
         rows = await svc.query("SELECT upstream, method, status, duration_ms, " + ", ".join(DIRECTIONS.values())
                                + " FROM calls FINAL")
+        events = await svc.query("SELECT upstream, action, limit_name FROM budget_events FINAL")
         async with Http() as http, http.get(svc.base_url + "/metrics") as response:
             text = await response.text()
     assert response.status == 200
     assert sorted((r["upstream"], r["status"]) for r in rows) == [
-        ("a", "ok"), ("a", "ok"), ("a", "tool_error"), ("b", "denied"), ("b", "ok")]
+        ("a", "ok"), ("a", "ok"), ("a", "tool_error"), ("b", "denied"), ("b", "ok"), ("c", "truncated"),
+        ("w", "ok"), ("w", "ok")]
     assert series(text, "tollgate_calls_total") == {
         f'tollgate_calls_total{{method="tools/call",status="{status}",upstream="{upstream}"}}': float(n)
         for (upstream, status), n in Counter((r["upstream"], r["status"]) for r in rows).items()}
@@ -52,12 +63,18 @@ async def test_metrics_count_calls_bytes_errors_and_budget_decisions_exactly_as_
     assert series(text, "tollgate_bytes_total") == {
         f'tollgate_bytes_total{{direction="{direction}",upstream="{upstream}"}}':
             float(sum(r[column] for r in rows if r["upstream"] == upstream))
-        for direction, column in DIRECTIONS.items() for upstream in ("a", "b")}
+        for direction, column in DIRECTIONS.items() for upstream in ("a", "b", "c", "w")}
+    # One series per (upstream, action, limit), each equal to the budget_events rows stored for it.
+    assert Counter((e["action"], e["limit_name"]) for e in events) == {
+        ("deny", "day_calls"): 1, ("truncate", "max_result_bytes"): 1, ("warn", "max_request_bytes"): 2,
+        ("warn", "session_calls"): 1}
     assert series(text, "tollgate_budget_decisions_total") == {
-        'tollgate_budget_decisions_total{action="deny",limit="day_calls",upstream="b"}': 1.0}
-    assert series(text, "tollgate_upstream_up") == {'tollgate_upstream_up{upstream="a"}': 1.0,
-                                                    'tollgate_upstream_up{upstream="b"}': 1.0,
-                                                    'tollgate_upstream_up{upstream="dead"}': 0.0}
+        f'tollgate_budget_decisions_total{{action="{action}",limit="{limit}",upstream="{upstream}"}}': float(n)
+        for (upstream, action, limit), n in Counter(
+            (e["upstream"], e["action"], e["limit_name"]) for e in events).items()}
+    assert series(text, "tollgate_upstream_up") == {
+        **{f'tollgate_upstream_up{{upstream="{u}"}}': 1.0 for u in ("a", "b", "c", "w")},
+        'tollgate_upstream_up{upstream="dead"}': 0.0}
     assert series(text, "tollgate_call_duration_seconds_count") == {
         f'tollgate_call_duration_seconds_count{{upstream="{u}"}}': float(n)
         for u, n in Counter(r["upstream"] for r in rows).items()}
@@ -133,3 +150,43 @@ def test_values_are_written_exactly_and_counters_typed_as_counters() -> None:
     text = metrics.render()
     assert "# TYPE tollgate_things counter\ntollgate_things 22349417\n" in text  # `:g` wrote 2.23494e+07
     assert "tollgate_ratio 0.125" in text
+
+
+async def test_otlp_answers_and_refusals_are_counted_by_signal_and_status(tmp_path: Path) -> None:
+    logs = capture("s1_protobuf", "0001_logs")
+    records = len(expected_logs(capture_doc("s1_protobuf", "0001_logs")))
+    bad_cost = {"timeUnixNano": "1796322543600000000", "body": {"stringValue": "claude_code.api_request"},
+                "attributes": [{"key": "event.name", "value": {"stringValue": "api_request"}},
+                               {"key": "request_id", "value": {"stringValue": "req_bad_cost"}},
+                               {"key": "cost_usd", "value": {"doubleValue": {}}}]}
+    partial = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [bad_cost, "not a record"]}]}]})
+    protobuf, json = {"Content-Type": "application/x-protobuf"}, {"Content-Type": "application/json"}
+    config = replace(gateway_config(echo_upstream("a")), telemetry=TelemetryConfig(max_body_bytes=2 * len(logs)))
+    # The rows wait in the spill (no flush), so the writer's own bounds can refuse the next body.
+    async with running_service(config, tmp_path / "db", flush_seconds=3600) as svc, Http() as http:
+        writer = svc.service.writer
+
+        async def post(path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+            async with http.post(svc.base_url + path, data=body, headers=headers) as response:
+                return response.status, await response.read()
+
+        assert (await post("/v1/logs", logs, protobuf))[0] == 200
+        status, answer = await post("/v1/logs", partial, json)
+        assert status == 200 and orjson.loads(answer)["partialSuccess"]["rejectedLogRecords"] == 1
+        writer.max_pending_rows = 1  # the backlog is full: 429
+        assert (await post("/v1/logs", logs, protobuf))[0] == 429
+        writer.max_pending_rows, writer.max_spill_bytes = 10**6, 1  # the spill is full: 503
+        assert (await post("/v1/logs", logs, protobuf))[0] == 503
+        assert (await post("/v1/metrics", b"\x0a\xff\xff\xff\x0f{", protobuf))[0] == 400
+        assert (await post("/v1/logs", logs * 3, protobuf))[0] == 413
+        assert (await post("/v1/traces", b"{}", {"Content-Type": "text/plain"}))[0] == 415
+        text = await metrics_text(http, svc.base_url)
+    assert series(text, "tollgate_otlp_requests_total") == {
+        f'tollgate_otlp_requests_total{{signal="{signal}",status="{status}"}}': float(n)
+        for signal, status, n in [("logs", 200, 2), ("logs", 429, 1), ("logs", 503, 1), ("logs", 413, 1),
+                                  ("metrics", 400, 1), ("traces", 415, 1)]}
+    assert series(text, "tollgate_otlp_records_accepted") == {
+        'tollgate_otlp_records_accepted{signal="logs"}': float(records + 1)}
+    assert series(text, "tollgate_otlp_records_rejected") == {
+        'tollgate_otlp_records_rejected{signal="logs"}': 1.0}
+    assert series(text, "tollgate_otlp_invalid_values") == {'tollgate_otlp_invalid_values{signal="logs"}': 1.0}

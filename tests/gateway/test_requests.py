@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.gateway.conftest import echo_upstream, gateway_config, raw_upstream, 
 from tests.gateway.service import running_service
 from tests.gateway.taps import tap, tapped_echo_upstream
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
+from tests.gateway.test_event_stream import read_events, read_to_end
 
 
 def slow_call(request_id: int, ms: int, text: str, tool: str = "a__slow") -> dict[str, Any]:
@@ -184,3 +186,35 @@ async def test_logging_set_level_reaches_an_upstream_that_logs_with_the_clients_
     assert (status, orjson.loads(raw)) == (200, jsonrpc.result_body(3, {}))
     assert received["params"] == {"level": "debug", "_meta": {"x-trace": "t1"}}
     assert text_of(level) == "debug"
+
+
+async def test_a_late_answer_to_a_cancelled_call_reaches_no_stream_and_the_reused_id_gets_its_own_answer(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "tollgate.upstream")
+    config = gateway_config(raw_upstream("r", "--tools-named", "late,echo"))
+    late = jsonrpc.request_body(5, "tools/call", {"name": "r__late", "arguments": {}, "_meta": {"progressToken": "p"}})
+    reused = jsonrpc.request_body(5, "tools/call", {"name": "r__echo", "arguments": {"text": "mine"}})
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        url = svc.mcp_url
+        session_id = await open_session(http, url)
+        headers = {**JSON_HEADERS, "Mcp-Session-Id": session_id}
+        async with http.get(url, headers={"Accept": "text/event-stream", "Mcp-Session-Id": session_id}) as general, \
+                http.post(url, data=orjson.dumps(late), headers=headers) as held:
+            [(_, progress)] = await read_events(held, 1)  # the upstream holds the call
+            cancel = jsonrpc.notification_body("notifications/cancelled", {"requestId": 5, "reason": "user"})
+            assert (await post(http, url, session_id, cancel))[0] == 202
+            after_cancel = await asyncio.wait_for(read_to_end(held), 10)  # ends once the cancel went upstream
+            # The upstream answers the cancelled call now, then the new request: stdio keeps that order, so when
+            # the new answer is here the gateway has read the late one.
+            status, raw = await post(http, url, session_id, reused)
+            async with http.delete(url, headers={"Mcp-Session-Id": session_id}) as ended:
+                assert ended.status == 200
+            on_general = await asyncio.wait_for(read_to_end(general), 10)  # ending the session ends the stream
+        rows = await svc.query("SELECT tool, status FROM calls FINAL ORDER BY started_at")
+    assert orjson.loads(progress)["params"]["progressToken"] == "p"
+    assert after_cancel == [] and on_general == []
+    assert status == 200 and orjson.loads(raw) == jsonrpc.result_body(5, {
+        "content": [{"type": "text", "text": "mine"}], "isError": False})
+    assert rows == [{"tool": "late", "status": "cancelled"}, {"tool": "echo", "status": "ok"}]
+    dropped = [r.getMessage() for r in caplog.records if "dropping late or unknown response" in r.getMessage()]
+    assert len(dropped) == 1  # the upstream did answer the cancelled call, and only the gateway saw it

@@ -1,5 +1,5 @@
-"""A ClickHouse server that is down at startup: Tollgate serves anyway, spills what it records, and rebuilds
-budget spend only once what an earlier run spilled is in the store."""
+"""A ClickHouse server that is down at startup: Tollgate serves anyway (OTLP exports included), spills what it
+records, and rebuilds budget spend only once what an earlier run spilled is in the store."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.fixtures.procs import free_port
 from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session
 from tests.gateway.service import serve_app
 from tests.gateway.test_downstream import open_session
+from tests.ingest.conftest import capture, capture_doc, events_named, expected_logs, expected_points
 
 WAIT = 30.0
 
@@ -179,3 +180,42 @@ async def test_healthz_is_degraded_while_the_store_is_unreachable_and_the_log_sa
                     ("INFO", f"store http://default:***@127.0.0.1:{port}/tollgate reachable again")]
     assert [r.getMessage() for r in loud if r.name == "store.writer"] == []  # the store's health said it
     assert len([r for r in loud if "could not read past spend" in r.getMessage()]) == 1
+
+
+async def test_otlp_is_answered_200_while_the_server_is_down_and_its_rows_arrive_once_when_it_comes_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(DeferredStore.__init__.__kwdefaults__, "retry_seconds", 0.2)
+    port = free_port()  # nothing listens here yet
+    base = gateway_config(echo_upstream("a"))
+    config = Config(server=base.server, upstreams=base.upstreams,
+                    store=StoreConfig(dsn=f"http://default:pw@127.0.0.1:{port}/tollgate",
+                                      spill_dir=str(tmp_path / "spill"), flush_seconds=0.05))
+    logs, metrics = capture_doc("s1_protobuf", "0001_logs"), capture_doc("s1_protobuf", "0002_metrics")
+    expected = {"cc_events_raw": len(expected_logs(logs)), "cc_api_requests": len(events_named(logs, "api_request")),
+                "cc_tool_results": len(events_named(logs, "tool_result")),
+                "cc_metric_points": len(expected_points(metrics))}
+    service = await open_service(config)
+    shim: ClickHouseShim | None = None
+    try:
+        assert isinstance(service.store, DeferredStore) and not service.store.connected
+        service.writer.max_backoff_seconds = 0.2
+        async with serve_app(service.app) as base_url, Http() as http:
+            for path, name in (("/v1/logs", "0001_logs"), ("/v1/metrics", "0002_metrics")):
+                async with http.post(base_url + path, data=capture("s1_protobuf", name),
+                                     headers={"Content-Type": "application/x-protobuf"}) as response:
+                    assert response.status == 200, await response.text()
+        assert not service.store.connected
+        assert service.writer.stats()["queued_rows"] >= sum(expected.values())  # all of it waits in the spill
+
+        shim = await start_clickhouse(tmp_path / "clickhouse", port)  # the server comes up on that port
+        await service.writer.wait_drained(WAIT)
+        assert service.store.connected
+        for table, n in expected.items():  # once each, without FINAL
+            assert await service.store.query(f"SELECT count() AS n FROM {table}") == [{"n": n}], table
+        tokens = await service.store.query("SELECT sum(input_tokens) AS n FROM cc_api_requests")
+        assert tokens == [{"n": sum(e["attrs"]["input_tokens"] for e in events_named(logs, "api_request"))}]
+    finally:
+        await service.close()
+        if shim is not None:
+            await shim.stop()

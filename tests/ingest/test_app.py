@@ -23,6 +23,7 @@ from store.errors import StoreUnavailable, WriterBusy
 from store.writer import Writer
 from tests.ingest.conftest import (
     ClientFactory,
+    attrs,
     capture,
     capture_doc,
     events_named,
@@ -205,16 +206,108 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-async def test_traces_body_is_stored_raw_as_spans(otlp_client: ClientFactory, stored: Any) -> None:
+SPAN_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3,
+              "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
+STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+PROMPT_KEYS = {"prompt", "prompt_text", "response", "user_prompt"}  # dropped by default (docs/ingest.md, Privacy)
+SPAN_COLUMNS = (
+    "trace_id, span_id, parent_span_id, trace_state, name, kind, toUnixTimestamp64Nano(start_time) AS start, "
+    "toUnixTimestamp64Nano(end_time) AS end, duration_ns, status_code, status_message, flags, session_id, user_id, "
+    "app_version, service_name, scope_name, scope_version, attributes, attributes_json, events_json, links_json, "
+    "resource_attributes"
+)
+
+
+def traces_with_status_and_link() -> bytes:
+    """s3's traces in OTLP/JSON with an error status on the first span and a link from the second to it (the
+    capture has neither)."""
     doc = capture_doc("s3_traces", "0001_traces")
-    spans = [s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    first, second = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][:2]
+    first["status"] = {"code": "STATUS_CODE_ERROR", "message": "tool failed"}
+    second["links"] = [{"traceId": first["traceId"], "spanId": first["spanId"], "traceState": "k=v",
+                        "attributes": [{"key": "link.kind", "value": {"stringValue": "follows"}}]}]
+    return orjson.dumps(doc)
+
+
+def span_expectation(span: dict[str, Any], resource: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
+    """A stored cc_spans row as the capture's decoded JSON says it should be."""
+    a = {k: v for k, v in attrs(span["attributes"]).items() if k not in PROMPT_KEYS}
+    start, end = int(span["startTimeUnixNano"]), int(span["endTimeUnixNano"])
+    events = [{"time_unix_nano": int(e["timeUnixNano"]), "name": e["name"],
+               "attributes": attrs(e.get("attributes", []))} for e in span.get("events", [])]
+    links = [{"trace_id": k["traceId"], "span_id": k["spanId"], "trace_state": k.get("traceState", ""),
+              "attributes": attrs(k.get("attributes", []))} for k in span.get("links", [])]
+    status = span.get("status", {})
+    return {
+        "trace_id": span["traceId"], "span_id": span["spanId"], "parent_span_id": span.get("parentSpanId", ""),
+        "trace_state": span.get("traceState", ""), "name": span["name"], "kind": SPAN_KINDS[span["kind"]],
+        "start": start, "end": end, "duration_ns": end - start,
+        "status_code": STATUS_CODES[status.get("code", "STATUS_CODE_UNSET")],
+        "status_message": status.get("message", ""), "flags": span.get("flags", 0),
+        "session_id": a.get("session.id", resource.get("session.id", "")), "user_id": a.get("user.id", ""),
+        "app_version": resource["service.version"], "service_name": resource["service.name"],
+        "scope_name": scope["name"], "scope_version": scope["version"],
+        "attributes": {k: map_text(v) for k, v in a.items()}, "attributes_json": a,
+        "events_json": events, "links_json": links,
+        "resource_attributes": {k: map_text(v) for k, v in resource.items()},
+    }
+
+
+def map_text(value: Any) -> str:
+    """A value as a `Map(String, String)` column holds it: arrays as JSON text, the rest as `_text` writes it."""
+    return orjson.dumps(value).decode() if isinstance(value, list | dict) else _text(value)
+
+
+@pytest.mark.parametrize("body", ["captured protobuf", "json with status and link"])
+async def test_traces_body_is_stored_raw_as_spans_field_by_field(
+    otlp_client: ClientFactory, stored: Any, body: str
+) -> None:
+    doc = orjson.loads(traces_with_status_and_link()) if body.startswith("json") else capture_doc(
+        "s3_traces", "0001_traces")
+    expected = {s["spanId"]: span_expectation(s, attrs(rs["resource"]["attributes"]), ss["scope"])
+                for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
+    assert any(e["events_json"] for e in expected.values()) and any(e["attributes"] for e in expected.values())
+    data, headers = ((traces_with_status_and_link(), JSON) if body.startswith("json")
+                     else (capture("s3_traces", "0001_traces"), PROTOBUF))
     client = await otlp_client()
-    response = await client.post("/v1/traces", data=capture("s3_traces", "0001_traces"), headers=PROTOBUF)
+    response = await client.post("/v1/traces", data=data, headers=headers)
     assert response.status == 200
-    rows = await stored("cc_spans", "trace_id, span_id, parent_span_id, name, toUnixTimestamp64Nano(start_time) s")
-    assert sorted(rows, key=lambda r: r["span_id"]) == sorted(
-        ({"trace_id": s["traceId"], "span_id": s["spanId"], "parent_span_id": s.get("parentSpanId", ""),
-          "name": s["name"], "s": int(s["startTimeUnixNano"])} for s in spans), key=lambda r: r["span_id"])
+    rows = await stored("cc_spans", SPAN_COLUMNS)
+    decoded = [{**r, **{k: orjson.loads(r[k]) if r[k] else [] for k in ("events_json", "links_json")},
+                "attributes_json": orjson.loads(r["attributes_json"])} for r in rows]
+    assert {r["span_id"]: r for r in decoded} == expected
+    assert len(rows) == len(expected)
+
+
+RAW_BODIES = [("s1_protobuf", "0001_logs"), ("s4_two_turns_stream", "0005_logs")]  # every kind of event between them
+
+
+async def test_raw_event_rows_keep_every_attribute_of_every_kind_of_event_as_captured(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    client = await otlp_client()
+    expected = {}
+    for scenario, name in RAW_BODIES:
+        assert (await client.post("/v1/logs", data=capture(scenario, name), headers=PROTOBUF)).status == 200
+        doc = capture_doc(scenario, name)
+        [scope] = [sl["scope"] for rl in doc["resourceLogs"] for sl in rl["scopeLogs"]]
+        for event in expected_logs(doc):
+            a = {k: v for k, v in event["attrs"].items() if k not in PROMPT_KEYS}
+            expected[(a["session.id"], a["event.sequence"])] = {
+                "event_name": a["event.name"], "body": event["body"], "t": event["time"], "ot": event["observed"],
+                "trace_id": event["trace_id"], "scope_name": scope["name"], "scope_version": scope["version"],
+                "attributes": {k: map_text(v) for k, v in a.items()}, "attributes_json": a,
+                "resource_attributes": {k: map_text(v) for k, v in event["resource"].items()}}
+    assert {e["event_name"] for e in expected.values()} == {
+        "managed_settings_resolved", "plugin_loaded", "mcp_server_connection", "user_prompt", "tool_decision",
+        "tool_result", "api_request", "assistant_response", "retention_sweep"}
+    rows = await stored("cc_events_raw", "session_id, event_sequence, event_name, body, trace_id, scope_name, "
+                        "scope_version, attributes, attributes_json, resource_attributes, "
+                        "toUnixTimestamp64Nano(event_time) AS t, toUnixTimestamp64Nano(observed_time) AS ot")
+    got = {(r.pop("session_id"), r.pop("event_sequence")): {**r, "attributes_json": orjson.loads(r["attributes_json"])}
+           for r in rows}
+    assert got == expected
+    assert len(rows) == len(expected)
 
 
 # --- C15 -------------------------------------------------------------------------------------------
@@ -304,23 +397,83 @@ async def test_c16_numbers_as_strings_or_numbers_give_the_same_typed_values(
                     for i in range(3)]
 
 
-async def test_a_json_record_without_time_or_observed_time_is_stored_at_its_receive_time(
+async def test_a_record_without_time_takes_its_observed_time_else_the_latest_time_of_its_body(
     otlp_client: ClientFactory, stored: Any
 ) -> None:
     untimed = api_record(1, {"doubleValue": 0.5}, {"intValue": 10}, None)
     del untimed["timeUnixNano"]
     observed = {**api_record(2, {"doubleValue": 0.5}, {"intValue": 10}, None), "observedTimeUnixNano": str(T0)}
     del observed["timeUnixNano"]
+    later = api_record(3, {"doubleValue": 0.5}, {"intValue": 10}, str(T0 + 5_000))
     client = await otlp_client()
     before = time.time_ns() // 1000
-    response = await client.post("/v1/logs", data=logs_json([untimed, observed]), headers=JSON)
+    response = await client.post("/v1/logs", data=logs_json([untimed, observed, later]), headers=JSON)
     after = time.time_ns() // 1000
     assert response.status == 200
-    rows = await stored("cc_api_requests", "event_sequence, toUnixTimestamp64Micro(event_time) AS t, "
+    rows = await stored("cc_api_requests", "event_sequence, toUnixTimestamp64Nano(event_time) AS t, "
                         "toUnixTimestamp64Micro(observed_time) AS ot, toUnixTimestamp64Micro(ingested_at) AS i",
                         order="event_sequence")
-    assert rows[1] == {"event_sequence": 2, "t": T0 // 1000, "ot": T0 // 1000, "i": rows[1]["i"]}
-    assert before <= rows[0]["t"] == rows[0]["ot"] == rows[0]["i"] <= after
+    assert [(r["event_sequence"], r["t"]) for r in rows] == [(1, T0 + 5_000), (2, T0), (3, T0 + 5_000)]
+    assert [r["ot"] for r in rows[1:]] == [T0 // 1000, (T0 + 5_000) // 1000]
+    assert before <= rows[0]["ot"] == rows[0]["i"] <= after  # the untimed one: observed when it arrived
+
+
+def untimed_logs_body() -> bytes:
+    """The body of /tmp/audit_store/untimed_redelivery.py: one api_request record with no time of any kind."""
+    record = api_record(1, {"doubleValue": 0.5}, {"intValue": 5}, None)
+    del record["timeUnixNano"]
+    return logs_json([record])
+
+
+async def test_c20_an_untimed_body_delivered_twice_is_stored_once_and_survives_merges(
+    otlp_client: ClientFactory, store: Any, writer: Writer, stored: Any
+) -> None:
+    client = await otlp_client()
+    for _ in range(2):
+        assert (await client.post("/v1/logs", data=untimed_logs_body(), headers=JSON)).status == 200
+        await writer.flush()  # two separate inserts, received at two different times
+    tables = ["cc_events_raw", "cc_api_requests"]
+    assert await raw_counts(store, tables) == dict.fromkeys(tables, 2)
+    for table in tables:
+        rows = await stored(table, "event_key, toUnixTimestamp64Nano(event_time) AS t")
+        assert rows == [{"event_key": "req:req_1", "t": 0}]  # OTLP's "unknown", the same on every delivery
+        await store.command(f"OPTIMIZE TABLE {table} FINAL")  # merged: the TTL counts from the arrival, not 1970
+        assert await raw_counts(store, [table]) == {table: 1}
+    assert await stored("cc_api_requests", "input_tokens") == [{"input_tokens": 5}]
+
+
+def untimed_metrics_and_traces() -> dict[str, bytes]:
+    """A metrics body whose point and a traces body whose span carry no times (and the span no ids)."""
+    resource = {"attributes": [{"key": "session.id", "value": {"stringValue": "s-untimed"}}]}
+    point = {"asInt": "3", "attributes": [{"key": "type", "value": {"stringValue": "input"}}]}
+    metric = {"name": "claude_code.token.usage", "unit": "tokens",
+              "sum": {"aggregationTemporality": 1, "isMonotonic": True, "dataPoints": [point]}}
+    span = {"name": "claude_code.interaction", "kind": 1}
+    return {
+        "/v1/metrics": orjson.dumps({"resourceMetrics": [
+            {"resource": resource, "scopeMetrics": [{"metrics": [metric]}]}]}),
+        "/v1/traces": orjson.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}),
+    }
+
+
+@pytest.mark.parametrize("bodies", ["captured", "untimed"])
+async def test_c20_metrics_and_traces_bodies_delivered_twice_are_stored_once(
+    otlp_client: ClientFactory, store: Any, writer: Writer, stored: Any, bodies: str
+) -> None:
+    posts = {"/v1/metrics": (capture("s1_protobuf", "0002_metrics"), PROTOBUF),
+             "/v1/traces": (capture("s3_traces", "0001_traces"), PROTOBUF)} if bodies == "captured" else {
+        path: (body, JSON) for path, body in untimed_metrics_and_traces().items()}
+    client = await otlp_client()
+    for path, (body, headers) in posts.items():
+        for _ in range(2):
+            assert (await client.post(path, data=body, headers=headers)).status == 200
+            await writer.flush()
+    metrics_doc, traces_doc = (capture_doc("s1_protobuf", "0002_metrics"), capture_doc("s3_traces", "0001_traces"))
+    expected = {"cc_metric_points": len(expected_points(metrics_doc)) if bodies == "captured" else 1,
+                "cc_spans": sum(len(ss["spans"]) for rs in traces_doc["resourceSpans"] for ss in rs["scopeSpans"])
+                if bodies == "captured" else 1}
+    assert await raw_counts(store, list(expected)) == {table: 2 * n for table, n in expected.items()}
+    assert {table: len(await stored(table, "ingested_at")) for table in expected} == expected
 
 
 async def test_c16_int64_values_decode_exactly_never_through_a_float(

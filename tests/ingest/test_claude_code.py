@@ -38,15 +38,20 @@ def test_a_value_that_does_not_fit_its_column_is_null_and_counted() -> None:
     assert any("'duration_ms'" in issue for issue in decoded.issues)
 
 
-def test_a_record_without_times_is_stored_at_its_observed_time_else_at_the_receive_time() -> None:
-    untimed = LogRecord(ORIGIN, body="claude_code.api_request",
-                        attributes={"event.name": "api_request", "session.id": "s1", "request_id": "r1"})
-    observed = LogRecord(ORIGIN, observed_time_unix_nano=7_000_000, body="claude_code.api_request",
-                         attributes={"event.name": "api_request", "session.id": "s1", "request_id": "r2"})
-    rows = to_rows(decoded_with(untimed, observed), MappingOptions(), received_ns=1_796_322_543_600_123_456)
-    assert [(r["event_time"], r["observed_time"]) for r in rows["cc_api_requests"]] == [
-        (1_796_322_543_600_123_000, 1_796_322_543_600_123_000), (7_000_000, 7_000_000)]
-    assert [r["event_key"] for r in rows["cc_api_requests"]] == ["req:r1", "req:r2"]
+def test_a_record_without_times_takes_a_time_from_its_body_never_the_receive_time() -> None:
+    def api(request_id: str, **times: int) -> LogRecord:
+        return LogRecord(ORIGIN, body="claude_code.api_request", **times,
+                         attributes={"event.name": "api_request", "session.id": "s1", "request_id": request_id})
+
+    received = 1_796_322_543_600_123_456
+    mixed = decoded_with(api("r1"), api("r2", observed_time_unix_nano=7_000_000), api("r3", time_unix_nano=9_000))
+    rows = to_rows(mixed, MappingOptions(), received_ns=received)["cc_api_requests"]
+    assert [(r["event_time"], r["observed_time"]) for r in rows] == [
+        (7_000_000, received // 1000 * 1000), (7_000_000, 7_000_000), (9_000, 9_000)]
+    assert [r["event_key"] for r in rows] == ["req:r1", "req:r2", "req:r3"]
+    alone = [to_rows(decoded_with(api("r1")), MappingOptions(), received_ns=at)["cc_events_raw"][0]
+             for at in (received, received + 10**9)]
+    assert [(r["event_time"], r["event_key"]) for r in alone] == [(0, "req:r1")] * 2
 
 
 def test_identity_prefers_log_attributes_then_resource_and_app_version_falls_back() -> None:

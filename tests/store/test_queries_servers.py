@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from gateway.accounting import StoreRecorder
+from gateway.records import ToolListSnapshot
 from store import queries_servers
 from store.client import Store
 from store.statuses import ERRORS, STATUSES
+from store.writer import Writer
 
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 
@@ -51,6 +58,19 @@ async def test_errors_are_the_servers_own_not_budget_decisions_or_cancels(store:
     assert (detail["server"]["errors"], detail["tools"][0]["errors"]) == (len(ERRORS), len(ERRORS))
 
 
+async def test_a_call_refused_before_routing_is_listed_under_no_server(store: Store) -> None:
+    # An unknown tool's protocol_error row has no upstream: the calls list keeps it, the servers list has no '' row.
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    await store.insert("calls", [
+        {"call_id": f"c{i}", "mcp_session_id": "s", "upstream": upstream, "tool": tool, "method": "tools/call",
+         "status": status, "started_at": now, "ended_at": now}
+        for i, (upstream, tool, status) in enumerate([("u", "t", "ok"), ("", "u__nope", "protocol_error")])
+    ])
+    assert [row["upstream"] for row in await queries_servers.servers(store)] == ["u"]
+    calls = await queries_servers.calls(store, limit=10)
+    assert sorted((c["upstream"], c["status"]) for c in calls) == [("", "protocol_error"), ("u", "ok")]
+
+
 async def test_the_tool_list_context_lists_each_tool_of_the_latest_snapshot(store: Store) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     snapshots = {  # snapshot id -> (taken seconds ago, {tool: definition bytes})
@@ -71,6 +91,43 @@ async def test_the_tool_list_context_lists_each_tool_of_the_latest_snapshot(stor
         (tool, f"u__{tool}", size, -(-size // per)) for tool, size in sorted(latest.items(), key=lambda i: -i[1])]
 
 
+async def test_the_kept_tool_list_context_gives_way_to_a_snapshot_recorded_through_the_writer(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every upstream's context is kept per embedded store (each session page reads it) until this process writes
+    tool_lists or runs a command: a new snapshot, recorded as the gateway records one, shows at once."""
+    writer = Writer(store, tmp_path / "spill", flush_seconds=3600.0)
+    await writer.start()
+    recorder = StoreRecorder(writer)
+    queries: list[str] = []
+    real_query = store.query
+
+    async def counted(sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        queries.append(sql)
+        return await real_query(sql, params)
+
+    monkeypatch.setattr(store, "query", counted)
+
+    async def latest() -> list[tuple[str, str, int]]:
+        return [(r["upstream"], r["snapshot_id"], r["server_bytes"])
+                for r in await queries_servers.tool_list_context(store)]
+
+    try:
+        first = ToolListSnapshot("u", time.time() - 60, [("echo", "u__echo", 100)], "first")
+        recorder.tool_list_changed(first)
+        await writer.flush()
+        assert await latest() == [("u", "first", 100)]
+        read = len(queries)
+        assert await latest() == [("u", "first", 100)] and len(queries) == read  # kept: no query
+        recorder.tool_list_changed(ToolListSnapshot("u", time.time(), [("echo", "u__echo", 150)], "second"))
+        await writer.flush()
+        assert await latest() == [("u", "second", 150)]
+        await store.command("ALTER TABLE tool_lists DELETE WHERE snapshot_id = 'second' SETTINGS mutations_sync = 2")
+        assert await latest() == [("u", "first", 100)]
+    finally:
+        await writer.stop()
+
+
 async def test_a_servers_result_sizes_and_bytes_over_time_cover_its_whole_range(store: Store) -> None:
     hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=3)
     sizes = {0: 1, 1: 1, 2: 3, 3: 5, 4: 1000, 5: 1000}  # minutes after `hour` -> result bytes
@@ -82,12 +139,29 @@ async def test_a_servers_result_sizes_and_bytes_over_time_cover_its_whole_range(
     assert detail is not None
     assert [(b["lo"], b["hi"], b["count"]) for b in detail["sizes"]] == [
         (0, 2, 2), (2, 4, 1), (4, 8, 1), *((2 ** e, 2 ** (e + 1), 0) for e in range(3, 9)), (512, 1024, 2)]
-    assert detail["timeline"]["bucket_seconds"] == 3600
-    assert [(p["at"], p["calls"], p["resp_bytes"], p["resp_bytes_max"]) for p in detail["timeline"]["points"]] == [
-        (hour, 4, 10, 5), (hour + dt.timedelta(hours=1), 2, 2000, 1000)]
-    daily = await queries_servers.server_detail(store, "u")
-    assert daily is not None and daily["timeline"]["bucket_seconds"] == 86400
-    assert sum(p["calls"] for p in daily["timeline"]["points"]) == len(sizes)
+    minute = dt.timedelta(minutes=1)  # the calls span 65 minutes: per minute is the finest under 120 points
+    assert detail["timeline"]["bucket_seconds"] == 60
+    points = [(p["at"], p["calls"], p["resp_bytes"], p["resp_bytes_max"]) for p in detail["timeline"]["points"]]
+    calls_at = {hour + dt.timedelta(hours=m // 4, minutes=m): size for m, size in sizes.items()}
+    assert points == [(hour + k * minute, int(hour + k * minute in calls_at), calls_at.get(hour + k * minute, 0),
+                       calls_at.get(hour + k * minute, 0)) for k in range(66)]  # every minute, empty ones as 0
+    month = await queries_servers.server_detail(store, "u")  # a 30-day range: the calls' span picks the bucket
+    assert month is not None and month["timeline"]["points"] == detail["timeline"]["points"]
+
+
+async def test_the_timeline_buckets_fit_the_span_of_the_calls(store: Store) -> None:
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=5)
+    spans = {"seconds": dt.timedelta(seconds=3), "hours": dt.timedelta(hours=24), "days": dt.timedelta(days=4)}
+    await store.insert("calls", [
+        {"call_id": f"{name}{k}", "mcp_session_id": "s", "upstream": name, "tool": "t", "method": "tools/call",
+         "status": "ok", "started_at": start + k * span, "ended_at": start + k * span, "resp_bytes_upstream": 10}
+        for name, span in spans.items() for k in (0, 1)])
+    timelines = {name: (await queries_servers.server_detail(store, name))["timeline"]  # type: ignore[index]
+                 for name in spans}
+    assert {name: t["bucket_seconds"] for name, t in timelines.items()} == {
+        "seconds": 1, "hours": 900, "days": 86400}
+    assert [len(t["points"]) for t in timelines.values()] == [4, 97, 5]
+    assert all(sum(p["calls"] for p in t["points"]) == 2 for t in timelines.values())
 
 
 async def test_the_largest_results_list_each_call_once_when_its_row_was_stored_many_times(store: Store) -> None:

@@ -452,3 +452,23 @@ async def test_the_served_api_refuses_every_method_but_get_and_head_with_405(tmp
     assert refused == dict.fromkeys(refused, (405, {"GET", "HEAD"}))
     assert len(refused) == 5 * len(paths) == 40
     assert answered == {(m, p): 404 if "no-such-session" in p else 200 for m, p in answered}
+
+
+async def test_a_call_refused_before_routing_names_no_server_in_the_list_or_the_page(aiohttp_client: Any,
+                                                                                     store: Store) -> None:
+    """An unknown tool's protocol_error row has no upstream: the session counts it but lists no '' server."""
+    await store.command("""INSERT INTO calls (call_id, method, upstream, tool, exposed_name, mcp_session_id, status,
+        started_at, ended_at) VALUES
+        ('c1', 'tools/call', 'alpha', 'echo', 'alpha__echo', 'm1', 'ok', {at:DateTime64(6, 'UTC')},
+         {at:DateTime64(6, 'UTC')}),
+        ('c2', 'tools/call', '', '', 'alpha__nope', 'm1', 'protocol_error', {at:DateTime64(6, 'UTC')} + 1,
+         {at:DateTime64(6, 'UTC')} + 1)""", {"at": BASE})
+    app = web.Application()
+    add_api_routes(app, store)
+    client = await aiohttp_client(app)
+    (row,) = (await listing(client, since=iso(BASE - dt.timedelta(hours=1))))["sessions"]
+    assert (row["tool_calls"], row["servers"]) == (2, ["alpha"])
+    detail = await (await client.get("/api/sessions/m1")).json()
+    session = detail["session"]
+    assert (session["tool_calls"], session["tool_errors"], session["servers"]) == (2, 1, ["alpha"])
+    assert [s["upstream"] for s in session["by_server"]] == ["alpha"]

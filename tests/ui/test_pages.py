@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,10 +26,20 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import Implementation
 
-from gateway.config import BudgetConfig, Config
+from gateway.config import BudgetConfig, Config, TelemetryConfig
 from tests.gateway.conftest import echo_upstream, gateway_config
 from tests.gateway.service import Running, running_service
-from tests.ui.seed import BLOB_USE_ID, CC_SESSION, ECHO_USE_ID, TURN_ORDER_SESSION, otlp_logs_now, turn_order_logs_now
+from tests.ui.seed import (
+    BLOB_USE_ID,
+    CC_SESSION,
+    ECHO_USE_ID,
+    SPREAD,
+    TURN_ORDER_SESSION,
+    failing_call,
+    otlp_logs_now,
+    spread_calls,
+    turn_order_logs_now,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -59,11 +71,12 @@ def _require_browser() -> Any:
 
 
 def _config() -> Config:
-    return gateway_config(
+    config = gateway_config(
         echo_upstream("alpha", budget=BudgetConfig(max_request_bytes=400)),
         echo_upstream("beta", budget=BudgetConfig(max_result_bytes=RESULT_LIMIT, day_calls=10,
                                                   actions={"max_result_bytes": "truncate"})),
         auth_tokens=(TOKEN,))
+    return replace(config, telemetry=TelemetryConfig(store_prompt_text=True))
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,29 +85,35 @@ CAPTURE_CLIENT = {"name": "claude-code", "version": "2.1.332", "terminal_type": 
 
 
 @asynccontextmanager
-async def mcp_session(url: str, client: Implementation | None = None) -> AsyncIterator[ClientSession]:
-    """The real `mcp` SDK client over Streamable HTTP, sending the bearer token (and `client` as its clientInfo)."""
-    async with create_mcp_http_client(headers=AUTH) as http, streamable_http_client(url, http_client=http) as streams, \
+async def mcp_session(url: str, client: Implementation | None = None, *,
+                      terminate: bool = True) -> AsyncIterator[ClientSession]:
+    """The real `mcp` SDK client over Streamable HTTP, sending the bearer token (and `client` as its clientInfo);
+    `terminate=False` leaves the session open on the gateway when the client goes (no DELETE), as a live one."""
+    async with create_mcp_http_client(headers=AUTH) as http, \
+            streamable_http_client(url, http_client=http, terminate_on_close=terminate) as streams, \
             ClientSession(streams[0], streams[1], client_info=client) as session:
         await session.initialize()
         yield session
 
 
 async def _seed(svc: Running) -> None:
-    """Three calls (exact tie, exact tie and truncated, denied without an id), then the session's telemetry; and
-    the telemetry of a session from a client that sends no prompt.id."""
+    """Four calls (exact tie, exact tie and truncated, denied without an id, a tool error), then the session's
+    telemetry; the telemetry of a session from a client that sends no prompt.id; and an MCP-only session, left
+    live (its budget spend is the busiest session's), whose calls spread over seconds."""
     async with mcp_session(svc.mcp_url) as client:
         await client.call_tool("alpha__echo", {"text": "hello from mock request 2"},
                                meta={"claudecode/toolUseId": ECHO_USE_ID})
         await client.call_tool("beta__blob", {"n": BLOB_BYTES}, meta={"claudecode/toolUseId": BLOB_USE_ID})
         await client.call_tool("alpha__echo", {"text": "z" * 1000})
+        await failing_call(client)
         async with Http() as http:
             for body in (otlp_logs_now(), turn_order_logs_now()):
                 async with http.post(svc.base_url + "/v1/logs", data=body,
                                      headers={"Content-Type": "application/json", **AUTH}) as response:
                     assert response.status == 200, await response.text()
-    async with mcp_session(svc.mcp_url, OTHER_CLIENT) as other:  # a client that sends no ids: an MCP-only session
+    async with mcp_session(svc.mcp_url, OTHER_CLIENT, terminate=False) as other:  # sends no ids: MCP-only
         await other.call_tool("beta__echo", {"text": "from another client"})
+        await spread_calls(other)
     await svc.flushed()
 
 
@@ -223,9 +242,14 @@ async def test_sessions_page_names_each_sessions_client_as_the_api_does(seeded: 
 
 
 def ms_shown(lasted: dt.timedelta) -> str:
-    """A duration under a second as the pages show it: whole milliseconds, halves rounded up."""
-    assert dt.timedelta(0) < lasted < dt.timedelta(seconds=1)
-    return f"{(lasted // dt.timedelta(microseconds=1) + 500) // 1000} ms"
+    """A duration under a minute as the pages show it: whole milliseconds under a second, else tenths of seconds;
+    halves rounded up."""
+    assert dt.timedelta(0) < lasted < dt.timedelta(minutes=1)
+    micros = lasted // dt.timedelta(microseconds=1)
+    if lasted < dt.timedelta(seconds=1):
+        return f"{(micros + 500) // 1000} ms"
+    tenths = (micros + 50_000) // 100_000
+    return f"{tenths // 10}.{tenths % 10} s"
 
 
 def seconds_shown(iso: str) -> str:
@@ -265,6 +289,10 @@ async def test_a_duration_counts_the_microseconds_the_ends_carry(seeded: tuple[R
         ["2026-01-01 00:00:00", "2026-01-01T00:00:00.351Z"],
     ].map(([a, b]) => [span(a, b), ms(span(a, b))]))""")
     assert spans == [[2.2, "2 ms"], [1.5, "2 ms"], [2250, "2.3 s"], [351, "351 ms"]]
+    # Past a minute the seconds carry into the minutes (5 min 59.6 s showed as "5 min 60 s", 59.97 s as "60.0 s").
+    longer = await page.evaluate("""() => import("/ui/static/format.js").then(({ ms }) =>
+        [59_940, 59_970, 359_600, 3_599_700, 3_600_000].map(ms))""")
+    assert longer == ["59.9 s", "1 min 0 s", "6 min 0 s", "1 h 0 min", "1 h 0 min"]
 
 
 async def shown(page: Any) -> list[str]:
@@ -327,17 +355,66 @@ async def test_sessions_filters_are_labelled_and_narrow_the_list(seeded: tuple[R
 # ----- one session ----------------------------------------------------------------------------------------
 
 
+async def exact(cell: Any) -> int:
+    """A byte figure shown rounded (KB/MB) by the exact count in its title."""
+    return count(str(await cell.get_attribute("title")))
+
+
+async def test_session_page_rollup_shows_the_apis_totals_servers_and_startup_overhead(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, browser = seeded
+    detail = await api(svc, f"/api/sessions/{CC_SESSION}")
+    s = detail["session"]
+    calls = [c for t in detail["turns"] for c in t["calls"]] + detail["calls_outside_turns"]
+    page = await browser.open(f"/ui/sessions/{CC_SESSION}")
+    rollup = page.locator("#rollup")
+    for key in (*KINDS, "total_tokens", "requests", "tool_calls"):
+        assert count(await rollup.locator(f"[data-k={key}]").inner_text()) == s[key], key
+    assert await rollup.locator("[data-k=cost_usd]").inner_text() == usd(s["cost_usd"])
+    assert await rollup.locator("[data-k=models]").inner_text() == ", ".join(s["models"]) != ""
+    for key in ("req_bytes_client", "resp_bytes_upstream"):
+        assert await exact(rollup.locator(f"[data-k={key}]")) == s[key] == sum(c[key] for c in calls), key
+
+    by_server = {r["upstream"]: r for r in s["by_server"]}  # the API's rows are the calls' sums
+    assert by_server == {name: {
+        "upstream": name, "calls": len(mine := [c for c in calls if c["upstream"] == name]),
+        "errors": sum(c["status"] == "tool_error" for c in mine),
+        **{k: sum(c[k] for c in mine) for k in ("req_bytes_client", "resp_bytes_upstream", "est_tokens")}}
+        for name in ("alpha", "beta")}
+    assert by_server["beta"]["errors"] == 1  # the seeded tool error; truncated and denied calls are no errors
+    assert await page.locator("#by-server tbody tr").count() == len(by_server)
+    for name, expected in by_server.items():
+        row = page.locator(f"#by-server tr[data-server='{name}']")
+        for key in ("calls", "errors", "est_tokens"):
+            assert count(await row.locator(f"[data-k={key}]").inner_text()) == expected[key], (name, key)
+        for key in ("req_bytes_client", "resp_bytes_upstream"):
+            assert await exact(row.locator(f"[data-k={key}]")) == expected[key], (name, key)
+
+    startup = page.locator("#startup")
+    for key in ("total_tokens", "requests"):
+        assert count(await startup.locator(f"[data-k={key}]").inner_text()) == detail["startup"][key] > 0, key
+    assert await startup.locator("[data-k=cost_usd]").inner_text() == usd(detail["startup"]["cost_usd"])
+    lists = detail["tool_list_context"]
+    assert await page.locator("#tool-lists tbody tr").count() == len(lists) == 2
+    for expected in lists:
+        row = page.locator(f"#tool-lists tr[data-server='{expected['upstream']}']")
+        for key in ("tool_count", "est_tokens", "est_session_tokens"):
+            assert count(await row.locator(f"[data-k={key}]").inner_text()) == expected[key], key
+        assert await exact(row.locator("[data-k=server_bytes]")) == expected["server_bytes"]
+        assert await row.locator("[data-k=est_session_cost_usd]").inner_text() == usd(expected["est_session_cost_usd"])
+        assert await row.locator("[data-k=used_in_session]").inner_text() == \
+            ("yes" if expected["used_in_session"] else "no")
+
+
 async def test_session_page_usage_badge_shows_the_turns_usage(seeded: tuple[Running, Browser]) -> None:
     svc, browser = seeded
     detail = await api(svc, f"/api/sessions/{CC_SESSION}")
     turn = next(t for t in detail["turns"] if t["turn_index"] == 1)
     page = await browser.open(f"/ui/sessions/{CC_SESSION}")
-    rollup = page.locator("#rollup")
-    assert await rollup.locator("[data-k=total_tokens]").inner_text() == f"{detail['session']['total_tokens']:,}"
-    assert await rollup.locator("[data-k=cost_usd]").inner_text() == usd(detail["session"]["cost_usd"])
     await accessible(page)
 
-    badge = page.locator(f"section[data-turn='{turn['turn_id']}'] button[data-kind=usage]")
+    section = page.locator(f"section[data-turn='{turn['turn_id']}']")
+    badge = section.locator("button[data-kind=usage]")
     await badge.click()
     assert await badge.get_attribute("aria-expanded") == "true"
     region = page.locator("#" + str(await badge.get_attribute("aria-controls")))
@@ -349,8 +426,26 @@ async def test_session_page_usage_badge_shows_the_turns_usage(seeded: tuple[Runn
     assert await region.locator("[data-k=match_method]").inner_text() == "by prompt id"
     lasted = dt.datetime.fromisoformat(turn["ended_at"]) - dt.datetime.fromisoformat(turn["started_at"])
     assert await region.locator("[data-k=duration]").inner_text() == ms_shown(lasted)
+    # Open, the details cover none of the turn's call table (they opened over its Server and Tool columns).
+    details, calls = await region.bounding_box(), await section.locator("table.calls").bounding_box()
+    assert details["y"] + details["height"] <= calls["y"], (details, calls)
     await page.screenshot(path=shot("session"), full_page=True)
     publish("session")
+
+
+async def test_a_prompt_shows_its_text_when_stored_else_its_length(seeded: tuple[Running, Browser]) -> None:
+    """The service keeps prompt text: the capture's prompt shows as typed; the turn-order session's client sent
+    its prompt's length only, which shows instead."""
+    svc, browser = seeded
+    for session, stored in ((CC_SESSION, True), (TURN_ORDER_SESSION, False)):
+        turn = next(t for t in (await api(svc, f"/api/sessions/{session}"))["turns"] if t["turn_index"] == 1)
+        assert turn["prompt_length"] > 0 and len(turn["prompt"]) == (turn["prompt_length"] if stored else 0)
+        page = await browser.open(f"/ui/sessions/{session}")
+        section = page.locator(f"section[data-turn='{turn['turn_id']}']")
+        shown, hidden = ("prompt", "prompt_length") if stored else ("prompt_length", "prompt")
+        assert await section.locator(f"[data-k={shown}]").inner_text() == (
+            turn["prompt"] if stored else f"Prompt not stored ({turn['prompt_length']:,} characters)")
+        assert await section.locator(f"[data-k={hidden}]").count() == 0
 
 
 async def test_a_session_without_prompt_ids_says_its_turns_are_matched_by_turn_order(
@@ -408,10 +503,25 @@ async def test_session_page_byte_badge_opens_with_enter_and_shows_the_calls_byte
 
     request = row.locator("button[data-kind=request]")
     await request.click()
-    region = page.locator("#" + str(await request.get_attribute("aria-controls")))
-    assert count(await region.locator("[data-k=req_bytes_client]").inner_text()) == blob["req_bytes_client"]
+    sent = page.locator("#" + str(await request.get_attribute("aria-controls")))
+    assert count(await sent.locator("[data-k=req_bytes_client]").inner_text()) == blob["req_bytes_client"]
     denied = next(c for c in calls if c["status"] == "denied")
     assert "denied" in await page.locator(f"tr[data-call='{denied['call_id']}'] .status").inner_text()
+    await page.keyboard.press("Escape")
+
+    await badge.click()  # the result badge open again, for its screenshot: the turn and the details under the badge
+    await region.wait_for(state="visible", timeout=WAIT_MS)
+    await region.scroll_into_view_if_needed()
+    shown = await region.evaluate("""r => { const b = r.getBoundingClientRect();
+        return r.contains(document.elementFromPoint(b.left + b.width / 2, b.bottom - 4)); }""")
+    assert shown, "the details' bottom is hidden (clipped by the table's box or covered)"
+    turn, details = await row.locator("xpath=ancestor::section[1]").bounding_box(), await region.bounding_box()
+    scrolled = await page.evaluate("window.scrollY")  # boxes are in the viewport, a full-page clip in the page
+    top = scrolled + turn["y"] - 8
+    bottom = scrolled + max(turn["y"] + turn["height"], details["y"] + details["height"]) + 8
+    await page.screenshot(path=shot("session-bytes"), full_page=True,
+                          clip={"x": 0, "y": top, "width": page.viewport_size["width"], "height": bottom - top})
+    publish("session-bytes")
 
 
 async def test_an_mcp_only_session_shows_its_calls_untied(seeded: tuple[Running, Browser]) -> None:
@@ -424,28 +534,46 @@ async def test_an_mcp_only_session_shows_its_calls_untied(seeded: tuple[Running,
     await page.wait_for_url(f"**/ui/sessions/{mcp_only['session_id']}", timeout=WAIT_MS)
     await page.wait_for_selector("html[data-state=ready] #outside", timeout=WAIT_MS)
     rows = page.locator("#outside tr[data-call]")
-    assert await rows.count() == len(detail["calls_outside_turns"]) == 1
-    assert await rows.locator(".tie").inner_text() == "unmatched"
+    assert await rows.count() == len(detail["calls_outside_turns"]) == 1 + len(SPREAD)
+    assert await rows.locator(".tie").all_inner_texts() == ["unmatched"] * (1 + len(SPREAD))
     assert await page.locator("#turns section.turn").count() == 0
 
 
 # ----- servers and budgets --------------------------------------------------------------------------------
 
 
-async def test_servers_page_shows_each_servers_calls_and_errors(seeded: tuple[Running, Browser]) -> None:
+LIMIT_LABELS = {"day_calls": "Calls per day"}  # budgetview.js's names of the UI tests' windowed limits
+
+
+def budget_use(upstream: dict[str, Any]) -> str:
+    """The servers list's budget cell: the windowed limit nearest its allowance, as a share of it."""
+    if not upstream["usage"]:
+        return "—"
+    top = max(upstream["usage"], key=lambda u: u["used"] / u["allowed"])
+    return f"{100 * top['used'] / top['allowed']:.0f}% of {LIMIT_LABELS[top['limit']].lower()}"
+
+
+async def test_servers_page_shows_each_servers_calls_errors_bytes_and_budget_use(
+        seeded: tuple[Running, Browser]) -> None:
     svc, browser = seeded
     servers = (await api(svc, "/api/servers"))["servers"]
+    budgets = {u["upstream"]: u for u in (await api(svc, "/api/budgets"))["upstreams"]}
+    assert {s["upstream"]: s["errors"] for s in servers} == {"alpha": 0, "beta": 1}  # the seeded tool error
     page = await browser.open("/ui/servers")
     for server in servers:
         row = page.locator(f"#servers tr[data-server='{server['upstream']}']")
         assert count(await row.locator("[data-k=calls]").inner_text()) == server["calls"]
         assert count(await row.locator("[data-k=errors]").inner_text()) == server["errors"]
-        for key in ("resp_bytes_p50", "resp_bytes_p95", "resp_bytes_max", "req_bytes_p95", "resp_bytes"):
-            assert count(str(await row.locator(f"[data-k={key}]").get_attribute("title"))) == server[key], key
+        for key in ("req_bytes_p50", "req_bytes_p95", "req_bytes_max", "resp_bytes_p50", "resp_bytes_p95",
+                    "resp_bytes_max", "resp_bytes"):
+            assert await exact(row.locator(f"[data-k={key}]")) == server[key], key
         tool_list = row.locator("[data-k=tool_list]")
         assert await tool_list.inner_text() == \
             f"{server['tool_list_tools']:,} tools, {server['tool_list_est_tokens']:,} tok"
-        assert count(str(await tool_list.get_attribute("title"))) == server["tool_list_bytes"] > 0
+        assert await exact(tool_list) == server["tool_list_bytes"] > 0
+        shown = await row.locator("[data-k=budget_use]").inner_text()
+        assert shown == budget_use(budgets[server["upstream"]]), server["upstream"]
+    assert await page.locator("#servers tr[data-server='beta'] [data-k=budget_use]").inner_text() != "—"
     await accessible(page)
     await page.screenshot(path=shot("servers"), full_page=True)
     publish("servers")
@@ -459,12 +587,22 @@ async def test_server_page_charts_the_apis_buckets_of_every_call_and_lists_the_l
     page = await browser.open("/ui/servers/beta")
     totals = page.locator("#server-totals")
     assert count(await totals.locator("[data-k=calls]").inner_text()) == detail["server"]["calls"]
-    points = detail["timeline"]["points"]
+    timeline = detail["timeline"]
+    points = timeline["points"]
     assert sum(p["calls"] for p in points) == sum(b["count"] for b in detail["sizes"]) == detail["server"]["calls"]
-    dots = await page.eval_on_selector_all("svg.chart circle.dot title", "ts => ts.map(t => t.textContent)")
-    assert [int(t.rsplit(" in ", 1)[1].split()[0]) for t in dots] == [p["calls"] for p in points]
-    bars = await page.eval_on_selector_all("svg.chart rect.bar title", "ts => ts.map(t => t.textContent)")
-    assert [int(t.rsplit(": ", 1)[1].split()[0]) for t in bars] == [b["count"] for b in detail["sizes"]]
+    assert sum(p["resp_bytes"] for p in points) == detail["server"]["resp_bytes"]
+    # The seeded calls span seconds (SPREAD): per-second buckets, several of them with calls, drawn as a line.
+    assert timeline["bucket_seconds"] == 1 and len([p for p in points if p["calls"]]) >= 3
+    assert "Result bytes per second" in await page.locator("#charts-title ~ figure figcaption").all_inner_texts()
+    dots = await page.eval_on_selector_all("svg.chart circle.dot", """ds => ds.map(d => ({
+        at: d.dataset.at, resp_bytes: Number(d.dataset.bytes), calls: Number(d.dataset.calls)}))""")
+    assert [(dt.datetime.fromisoformat(d["at"]), d["resp_bytes"], d["calls"]) for d in dots] == [
+        (dt.datetime.fromisoformat(p["at"]), p["resp_bytes"], p["calls"]) for p in points if p["calls"]]
+    line = await page.get_attribute("svg.chart polyline.line", "points")
+    assert len(str(line).split()) == len(points)  # every bucket, the empty ones at 0
+    bars = await page.eval_on_selector_all("svg.chart rect.bar", """bs => bs.map(b => ({
+        lo: Number(b.dataset.lo), hi: Number(b.dataset.hi), count: Number(b.dataset.count)}))""")
+    assert bars == detail["sizes"]
     largest = detail["largest_results"][0]
     assert await page.locator(f"#largest tr[data-call='{largest['call_id']}'] th").inner_text() == largest["tool"]
     definitions = detail["tool_list_context"]["tools"]
@@ -472,7 +610,7 @@ async def test_server_page_charts_the_apis_buckets_of_every_call_and_lists_the_l
     assert await page.locator("#context-tools tbody tr").count() == len(definitions)
     for tool in definitions:
         row = page.locator(f"#context-tools tr[data-tool='{tool['tool']}']")
-        assert count(str(await row.locator("[data-k=def_bytes]").get_attribute("title"))) == tool["def_bytes"]
+        assert await exact(row.locator("[data-k=def_bytes]")) == tool["def_bytes"]
         assert count(await row.locator("[data-k=est_tokens]").inner_text()) == tool["est_tokens"] == \
             -(-tool["def_bytes"] // 4)
     await accessible(page)
@@ -480,16 +618,35 @@ async def test_server_page_charts_the_apis_buckets_of_every_call_and_lists_the_l
     publish("server")
 
 
-async def test_budgets_page_shows_spend_denials_truncations_and_reset(seeded: tuple[Running, Browser]) -> None:
+def shown_seconds(text: str) -> int:
+    """'in 14 h 58 min (...)', 'in 5 min 3 s (...)', 'in 12.5 s (...)' -> seconds, as format.js ms() writes them."""
+    words = text.removeprefix("in ").split(" (")[0].split()
+    units = {"h": 3600, "min": 60, "s": 1, "ms": 0.001}
+    return int(sum(float(value) * units[unit] for value, unit in zip(words[::2], words[1::2], strict=True)))
+
+
+async def test_budgets_page_shows_spend_per_window_denials_truncations_and_reset(
+        seeded: tuple[Running, Browser]) -> None:
     svc, browser = seeded
     budgets = {u["upstream"]: u for u in (await api(svc, "/api/budgets"))["upstreams"]}
     page = await browser.open("/ui/budgets")
-    for name in ("alpha", "beta"):
-        day = page.locator(f"section[data-upstream='{name}'] tr[data-window=day]")
-        for key in ("calls", "denied", "truncated"):
-            assert count(await day.locator(f"[data-k={key}]").inner_text()) == budgets[name]["day"][key], (name, key)
     assert budgets["beta"]["day"]["truncated"] == 1 and budgets["alpha"]["day"]["denied"] == 1
-    assert "Day resets in" in await page.locator("section[data-upstream='beta']").inner_text()
+    live = budgets["beta"]["sessions"]
+    assert live["count"] == 1 and live["busiest"]["calls"] == 1 + len(SPREAD)  # the MCP-only session, left open
+    for name in ("alpha", "beta"):
+        section = page.locator(f"section[data-upstream='{name}']")
+        for window, spend in (("day", budgets[name]["day"]), ("session", budgets[name]["sessions"]["busiest"])):
+            row = section.locator(f"tr[data-window={window}]")
+            for key in ("calls", "tokens", "denied", "truncated", "warned"):
+                assert count(await row.locator(f"[data-k={key}]").inner_text()) == spend[key], (name, window, key)
+            assert await exact(row.locator("[data-k=bytes]")) == spend["bytes"], (name, window)
+        assert await section.locator("tr[data-window=session] th").inner_text() == \
+            f"Busiest of {budgets[name]['sessions']['count']} live sessions"
+        # The page's own call came later, and it shows minutes (or seconds) rounded down.
+        resets = budgets[name]["day"]["resets_in_seconds"]
+        reset = await section.locator("[data-k=resets_in]").inner_text()
+        assert resets - 60 - 10 < shown_seconds(reset) <= resets, (reset, resets)
+        assert reset.endswith(f"({budgets[name]['day']['reset_at']})")
     await accessible(page)
     await page.screenshot(path=shot("budgets"), full_page=True)
 
@@ -515,13 +672,45 @@ async def test_budgets_page_lists_each_upstreams_limits_and_actions_as_the_api_d
         .inner_text() == "49 KB"  # rounded: the exact figure is in the title
 
 
-async def test_no_page_requests_anything_off_the_machine(seeded: tuple[Running, Browser]) -> None:
-    _, browser = seeded
-    for path in ("/", f"/ui/sessions/{CC_SESSION}", "/ui/servers/alpha", "/ui/budgets"):
-        page = await browser.open(path)
-        await page.close()
+PAGES = ("/", "/ui/sessions", f"/ui/sessions/{CC_SESSION}", "/ui/servers", "/ui/servers/alpha", "/ui/budgets")
+
+
+@pytest.mark.parametrize("path", PAGES)
+async def test_no_page_requests_anything_off_the_machine(seeded: tuple[Running, Browser], browser_factory: Any,
+                                                         path: str) -> None:
+    """Each page on its own, in a fresh profile (nothing cached): every request it makes goes to this host."""
+    svc, _ = seeded
+    browser = await browser_factory(svc.base_url)
+    try:
+        await browser.open(path)
+    finally:
+        await browser.context.close()
     hosts = {urlparse(url).hostname for url in browser.requested if not url.startswith("data:")}
     assert hosts == {"127.0.0.1"}, browser.requested
+    assert any(urlparse(url).path.startswith("/api/") for url in browser.requested), browser.requested
+
+
+def csp_sources(header: str) -> dict[str, list[str]]:
+    return {directive.split()[0]: directive.split()[1:] for directive in header.split(";") if directive.strip()}
+
+
+async def test_every_page_and_asset_sends_a_content_security_policy_of_self_only(
+        seeded: tuple[Running, Browser]) -> None:
+    svc, _ = seeded
+    async with Http() as http:
+        async with http.get(svc.base_url + "/ui/sessions") as response:
+            shell = await response.text()
+        assets = sorted(set(re.findall(r'(?:href|src)="(/ui/static/[^"]+)"', shell)))
+        assert any(a.endswith(".js") or ".js?" in a for a in assets) and any(".css" in a for a in assets)
+        for path in (*PAGES, *assets):
+            async with http.get(svc.base_url + path) as response:
+                assert response.status == 200, path
+                policy = csp_sources(response.headers["Content-Security-Policy"])
+            assert policy["default-src"] == ["'none'"], path  # anything not named below: nowhere
+            for directive in ("script-src", "style-src", "connect-src"):
+                assert policy[directive] == ["'self'"], (path, directive)
+            allowed = {source for sources in policy.values() for source in sources}
+            assert allowed <= {"'self'", "'none'", "data:"}, (path, policy)  # no host, no *, no 'unsafe-inline'
 
 
 # ----- bearer token ---------------------------------------------------------------------------------------

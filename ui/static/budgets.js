@@ -15,9 +15,10 @@ export async function render() {
 
 function spendRow(label, spend, key) {
   return el("tr", { dataset: { window: key } }, el("th", { scope: "row" }, label),
-    numCell(num(spend.calls), { dataset: { k: "calls" } }), numCell(bytes(spend.bytes), { dataset: { k: "bytes" } }),
-    numCell(tokens(spend.tokens)), numCell(num(spend.denied), { dataset: { k: "denied" } }),
-    numCell(num(spend.truncated), { dataset: { k: "truncated" } }), numCell(num(spend.warned)));
+    numCell(num(spend.calls), { dataset: { k: "calls" } }),
+    numCell(bytes(spend.bytes), { dataset: { k: "bytes" }, title: `${num(spend.bytes)} bytes` }),
+    numCell(tokens(spend.tokens), { dataset: { k: "tokens" } }), numCell(num(spend.denied), { dataset: { k: "denied" } }),
+    numCell(num(spend.truncated), { dataset: { k: "truncated" } }), numCell(num(spend.warned), { dataset: { k: "warned" } }));
 }
 
 function upstreamBlock(u) {
@@ -25,8 +26,8 @@ function upstreamBlock(u) {
   const limits = Object.entries(u.limits ?? {});
   return el("section", { class: "budget", id, dataset: { upstream: u.upstream }, "aria-labelledby": `${id}-title` },
     el("h2", { id: `${id}-title` }, el("a", { href: `/ui/servers/${encodeURIComponent(u.upstream)}` }, u.upstream)),
-    el("p", { class: "muted" }, `Day resets ${resetText(u.day)} · time zone ${u.timezone}` +
-      (u.spend_unknown ? ` · past spend unknown, failing ${u.fail_open ? "open" : "closed"}` : "")),
+    el("p", { class: "muted" }, "Day resets ", el("span", { dataset: { k: "resets_in" } }, resetText(u.day)),
+      ` · time zone ${u.timezone}` + (u.spend_unknown ? ` · past spend unknown, failing ${u.fail_open ? "open" : "closed"}` : "")),
     limits.length ? table("Limits", ["Limit", { label: "Allowed", num: true }, "Action"],
       limits.map(([limit, rule]) => el("tr", { dataset: { limit } }, el("th", { scope: "row" }, LIMIT_LABELS[limit] ?? limit),
         numCell(amount(limit, rule.allowed), { title: num(rule.allowed), dataset: { k: "allowed" } }),

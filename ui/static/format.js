@@ -35,9 +35,11 @@ export function exactBytes(value) {
 export function ms(value) {
   const n = Number(value ?? 0);
   if (n < 1000) return `${num(n)} ms`;
-  if (n < 60_000) return `${(n / 1000).toFixed(1)} s`;
-  const minutes = Math.floor(n / 60_000);
-  if (minutes < 60) return `${minutes} min ${Math.round((n % 60_000) / 1000)} s`;
+  if (n < 59_950) return `${(n / 1000).toFixed(1)} s`;  // from 59.95 s one decimal would say "60.0 s"
+  // Whole seconds first, then minutes: rounding the seconds alone said "5 min 60 s" for 5 min 59.6 s.
+  const secondsTotal = Math.round(n / 1000);
+  const minutes = Math.floor(secondsTotal / 60);
+  if (minutes < 60) return `${minutes} min ${secondsTotal % 60} s`;
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 

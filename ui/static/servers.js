@@ -41,7 +41,7 @@ function serverRow(s, budget) {
       "resp_bytes"].map((k) => byteCell(s, k)),
     numCell(s.tool_list_tools ? `${num(s.tool_list_tools)} tools, ${tokens(s.tool_list_est_tokens)} tok` : "—",
       { dataset: { k: "tool_list" }, title: s.tool_list_tools ? `${num(s.tool_list_bytes)} bytes` : null }),
-    cell(busiestShare(budget)));
+    cell(busiestShare(budget), { dataset: { k: "budget_use" } }));
 }
 
 // Shown in KB/MB; the exact count is the cell's title.
@@ -83,18 +83,26 @@ function totals(s) {
     stat("duration_ms_p95", "Latency p95", ms(s.duration_ms_p95)));
 }
 
-// Both charts cover the page's whole range, bucketed by the server: result bytes per hour or day, sizes in
-// power-of-two buckets.
+// A bucket's length as the charts name it: "second", "5 seconds", "minute", ..., "day".
+function per(seconds) {
+  const units = [[86400, "day"], [3600, "hour"], [60, "minute"], [1, "second"]];
+  const [size, unit] = units.find(([u]) => seconds % u === 0 && seconds >= u) ?? [1, "second"];
+  const n = seconds / size;
+  return n === 1 ? unit : `${n} ${unit}s`;
+}
+
+// Both charts cover the page's whole range, bucketed by the server: result bytes per bucket (its size fits the
+// calls' time span, from a second to a day), sizes in power-of-two buckets.
 function charts(detail, name) {
   const timeline = detail.timeline ?? { bucket_seconds: 86400, points: [] };
   const points = (timeline.points ?? []).map((p) => ({ at: date(p.at), value: Number(p.resp_bytes ?? 0), calls: p.calls }))
     .filter((p) => p.at && !Number.isNaN(p.at.getTime()));
-  const per = timeline.bucket_seconds === 3600 ? "hour" : "day";
+  const bucket = per(timeline.bucket_seconds);
   const calls = (detail.sizes ?? []).reduce((n, b) => n + b.count, 0);
   return el("section", { "aria-labelledby": "charts-title", class: "charts" },
     el("h2", { id: "charts-title" }, "Result sizes"),
-    el("p", { class: "muted small" }, `All ${plural(calls, "call")} in the range; result bytes summed per ${per}.`),
-    el("figure", {}, bytesOverTime(points, `Result bytes per ${per}, ${name}`), el("figcaption", {}, `Result bytes per ${per}`)),
+    el("p", { class: "muted small" }, `All ${plural(calls, "call")} in the range; result bytes summed per ${bucket}.`),
+    el("figure", {}, bytesOverTime(points, `Result bytes per ${bucket}, ${name}`), el("figcaption", {}, `Result bytes per ${bucket}`)),
     el("figure", {}, histogram(detail.sizes ?? [], `Histogram of result sizes, ${name}`),
       el("figcaption", {}, "Result sizes (power-of-two buckets)")));
 }

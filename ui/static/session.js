@@ -17,13 +17,12 @@ export async function render(sessionId) {
   const s = detail.session ?? {};
   const turns = detail.turns ?? [];
   const outside = detail.calls_outside_turns ?? [];
-  const calls = turns.flatMap((t) => t.calls ?? []).concat(outside);
   return el("article", { class: "session", "aria-labelledby": "session-title" },
     el("p", { class: "crumbs" }, el("a", { href: "/ui/sessions" }, "Sessions"), " / ", s.session_id ?? sessionId),
     el("h1", { id: "session-title" }, s.kind === "mcp" ? "MCP session " : "Session ", el("code", {}, s.session_id ?? sessionId)),
     el("p", { class: "muted" }, summaryLine(s)),
-    rollup(s, calls),
-    byServer(calls),
+    rollup(s),
+    byServer(s.by_server ?? []),
     startup(detail.startup, detail.tool_list_context ?? []),
     el("h2", { id: "turns-title" }, `Turns (${num(turns.filter((t) => t.turn_index > 0).length)})`),
     el("div", { id: "turns", "aria-labelledby": "turns-title" }, turns.map(turnBlock)),
@@ -43,13 +42,11 @@ function summaryLine(s) {
   return parts.filter(Boolean).join(" · ");
 }
 
-function stat(key, label, value) {
-  return el("div", { class: "stat" }, el("dt", {}, label), el("dd", { dataset: { k: key } }, value));
+function stat(key, label, value, title = null, wide = false) {
+  return el("div", { class: wide ? "stat wide" : "stat" }, el("dt", {}, label), el("dd", { dataset: { k: key }, title }, value));
 }
 
-function rollup(s, calls) {
-  const reqBytes = calls.reduce((a, c) => a + Number(c.req_bytes_client ?? 0), 0);
-  const resBytes = calls.reduce((a, c) => a + Number(c.resp_bytes_upstream ?? 0), 0);
+function rollup(s) {
   return el("section", { "aria-labelledby": "rollup-title" },
     el("h2", { id: "rollup-title", class: "visually-hidden" }, "Session totals"),
     el("dl", { class: "stats", id: "rollup" },
@@ -60,31 +57,29 @@ function rollup(s, calls) {
       stat("total_tokens", "Total tokens", tokens(s.total_tokens)),
       stat("cost_usd", "Cost", usd(s.cost_usd)),
       stat("requests", "Requests", num(s.requests)),
-      stat("tool_calls", "Tool calls", num(s.tool_calls ?? calls.length)),
-      stat("req_bytes_client", "MCP request bytes", bytes(reqBytes)),
-      stat("resp_bytes_upstream", "MCP result bytes", bytes(resBytes))));
+      stat("models", "Models", (s.models ?? []).join(", ") || "—", null, true),
+      stat("tool_calls", "Tool calls", num(s.tool_calls)),
+      stat("req_bytes_client", "MCP request bytes", bytes(s.req_bytes_client), `${num(s.req_bytes_client)} bytes`),
+      stat("resp_bytes_upstream", "MCP result bytes", bytes(s.resp_bytes_upstream), `${num(s.resp_bytes_upstream)} bytes`)));
 }
 
-function byServer(calls) {
-  const servers = new Map();
-  for (const c of calls) {
-    const row = servers.get(c.upstream) ?? { calls: 0, req: 0, res: 0, est: 0, errors: 0 };
-    row.calls += 1;
-    row.req += Number(c.req_bytes_client ?? 0);
-    row.res += Number(c.resp_bytes_upstream ?? 0);
-    row.est += Number(c.est_tokens ?? 0);
-    row.errors += c.status === "ok" ? 0 : 1;
-    servers.set(c.upstream, row);
-  }
-  const rows = [...servers.entries()].sort((a, b) => b[1].res - a[1].res).map(([name, r]) => el("tr", { dataset: { server: name } },
-    el("th", { scope: "row" }, el("a", { href: `/ui/servers/${encodeURIComponent(name)}` }, name)),
-    numCell(num(r.calls)), numCell(num(r.errors)), numCell(bytes(r.req)), numCell(bytes(r.res), { dataset: { k: "resp_bytes_upstream" } }),
-    numCell(tokens(r.est))));
+// The API's per-upstream totals of the session's calls (errors as the servers page counts them).
+function byServer(servers) {
+  const rows = servers.map((r) => el("tr", { dataset: { server: r.upstream } },
+    el("th", { scope: "row" }, el("a", { href: `/ui/servers/${encodeURIComponent(r.upstream)}` }, r.upstream)),
+    numCell(num(r.calls), { dataset: { k: "calls" } }), numCell(num(r.errors), { dataset: { k: "errors" } }),
+    exactCell(r, "req_bytes_client"), exactCell(r, "resp_bytes_upstream"),
+    numCell(tokens(r.est_tokens), { dataset: { k: "est_tokens" } })));
   return el("section", { "aria-labelledby": "servers-title" },
     el("h2", { id: "servers-title" }, "MCP bytes by server"),
-    rows.length ? table("Per server, this session", ["Server", { label: "Calls", num: true }, { label: "Not ok", num: true },
+    rows.length ? table("Per server, this session", ["Server", { label: "Calls", num: true }, { label: "Errors", num: true },
       { label: "Request bytes", num: true }, { label: "Result bytes", num: true }, { label: "Est. tokens", num: true }],
     rows, { class: "data", id: "by-server" }) : el("p", { class: "empty" }, "No MCP tool calls."));
+}
+
+// Bytes in KB/MB; the exact count is the cell's title.
+function exactCell(row, key) {
+  return numCell(bytes(row[key]), { dataset: { k: key }, title: `${num(row[key])} bytes` });
 }
 
 function startup(overhead, lists) {
@@ -99,10 +94,12 @@ function startup(overhead, lists) {
     body.push(table("Tool-list context: definitions carried in every request", ["Server", { label: "Tools", num: true },
       { label: "Definition bytes", num: true }, { label: "Est. tokens per request", num: true },
       { label: "Est. tokens this session", num: true }, { label: "Est. cost this session", num: true }, "Used"],
-    lists.map((t) => el("tr", {},
-      el("th", { scope: "row" }, t.upstream), numCell(num(t.tool_count)), numCell(bytes(t.server_bytes)),
-      numCell(tokens(t.est_tokens)), numCell(tokens(t.est_session_tokens)), numCell(usd(t.est_session_cost_usd)),
-      cell(t.used_in_session ? "yes" : "no"))), { class: "data", id: "tool-lists" }));
+    lists.map((t) => el("tr", { dataset: { server: t.upstream } },
+      el("th", { scope: "row" }, t.upstream), numCell(num(t.tool_count), { dataset: { k: "tool_count" } }),
+      exactCell(t, "server_bytes"), numCell(tokens(t.est_tokens), { dataset: { k: "est_tokens" } }),
+      numCell(tokens(t.est_session_tokens), { dataset: { k: "est_session_tokens" } }),
+      numCell(usd(t.est_session_cost_usd), { dataset: { k: "est_session_cost_usd" } }),
+      cell(t.used_in_session ? "yes" : "no", { dataset: { k: "used_in_session" } }))), { class: "data", id: "tool-lists" }));
   }
   return body.length ? el("section", { "aria-labelledby": "startup-title" },
     el("h2", { id: "startup-title" }, "Startup overhead"), body) : null;
@@ -128,9 +125,9 @@ function usageBadge(turn) {
 
 function prompt(turn) {
   if (turn.turn_index === 0) return el("p", { class: "prompt muted" }, "Before the first prompt");
-  if (turn.prompt && turn.prompt !== "<REDACTED>") return el("p", { class: "prompt" }, turn.prompt);
+  if (turn.prompt && turn.prompt !== "<REDACTED>") return el("p", { class: "prompt", dataset: { k: "prompt" } }, turn.prompt);
   const length = turn.prompt_length === null || turn.prompt_length === undefined ? "unknown length" : `${num(turn.prompt_length)} characters`;
-  return el("p", { class: "prompt muted" }, `Prompt not stored (${length})`);
+  return el("p", { class: "prompt muted", dataset: { k: "prompt_length" } }, `Prompt not stored (${length})`);
 }
 
 function turnBlock(turn) {
