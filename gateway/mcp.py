@@ -41,6 +41,10 @@ SERVER_REQUEST_CAPABILITY: dict[str, str] = {
     "elicitation/create": "elicitation", "sampling/createMessage": "sampling", "roots/list": "roots"}
 
 
+# MCP's LoggingLevel: the syslog severities of RFC 5424. Another level would be kept and given to every upstream
+# (and again after each restart), each refusing it.
+LOG_LEVELS = frozenset({"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"})
+
 # Params that must be JSON strings when present (a client's value is used as a key or a name).
 _STRING_PARAMS: dict[str, tuple[str, ...]] = {
     "tools/call": ("name",), "prompts/get": ("name",), "resources/read": ("uri",),
@@ -52,7 +56,8 @@ _OBJECT_PARAMS: dict[str, tuple[str, ...]] = {
 
 
 def params_problem(method: str, params: dict[str, Any]) -> str | None:
-    """What makes `params` unusable for `method` (a wrong JSON type in a key the gateway reads), or None."""
+    """What makes `params` unusable for `method` (a wrong JSON type in a key the gateway reads, a logging level MCP
+    does not name), or None."""
     meta = params.get("_meta")
     if meta is not None and not isinstance(meta, dict):
         return "_meta must be an object"
@@ -62,14 +67,17 @@ def params_problem(method: str, params: dict[str, Any]) -> str | None:
     for key in _STRING_PARAMS.get(method, ()):
         if not isinstance(params.get(key), str):
             return f"{key} must be a string"
+    if method == "logging/setLevel" and params["level"] not in LOG_LEVELS:
+        return f"level must be one of {', '.join(sorted(LOG_LEVELS))}"
     for key in _OBJECT_PARAMS.get(method, ()):
         if key in params and not isinstance(params[key], dict):
             return f"{key} must be an object"
-    ref = params.get("ref")
-    if method == "completion/complete" and not isinstance(ref, dict):
-        return "ref must be an object"
-    if isinstance(ref, dict) and not isinstance(ref.get("name" if ref.get("type") == "ref/prompt" else "uri"), str):
-        return "ref.name (for ref/prompt) or ref.uri (for ref/resource) must be a string"
+    if method == "completion/complete":  # the only method whose `ref` is read; others pass theirs on as it is
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            return "ref must be an object"
+        if not isinstance(ref.get("name" if ref.get("type") == "ref/prompt" else "uri"), str):
+            return "ref.name (for ref/prompt) or ref.uri (for ref/resource) must be a string"
     return None
 
 

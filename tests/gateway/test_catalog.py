@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession as Http
+from aiohttp import web
 from mcp import ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
@@ -17,6 +20,7 @@ from gateway import jsonrpc, mcp
 from gateway.config import Timeouts, UpstreamConfig
 from gateway.downstream import SERVER_INFO, VERSION_HEADER
 from gateway.upstreams import paging
+from tests.fixtures.procs import free_port, http_fixture
 from tests.gateway.conftest import (
     echo_upstream,
     gateway_config,
@@ -26,6 +30,7 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.recorder import Recorder
 from tests.gateway.test_downstream import initialize, post
+from tests.gateway.upstreams.fake_http import fake_upstream
 
 FAST = Timeouts(init_seconds=3.0)
 
@@ -149,6 +154,96 @@ async def test_a_recovered_upstream_rejoins_the_catalog_and_clients_are_told(tmp
         answer = await client.call_tool("late__whoami", {})
     assert not any(name.startswith("late__") for name in before)
     assert "late__whoami" in after
+    assert answer.content[0].text == "late"  # type: ignore[union-attr]
+
+
+async def test_an_http_upstream_refusing_connections_rejoins_once_it_listens_and_clients_are_told() -> None:
+    port = free_port()  # nothing listens here until the upstream "comes back"
+    late = UpstreamConfig(name="late", type="http", url=f"http://127.0.0.1:{port}/mcp", timeouts=FAST)
+    recorder = Recorder()
+    changed = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if "tools/list_changed" in repr(message):
+            changed.set()
+
+    async with running_gateway(gateway_config(echo_upstream("good"), late), observers=[recorder]) as url, \
+            streamable_http_client(url) as streams, \
+            ClientSession(streams[0], streams[1], message_handler=on_message) as client:
+        await client.initialize()
+        before = [tool.name for tool in (await client.list_tools()).tools]
+        served = await client.call_tool("good__echo", {"text": "meanwhile"})
+        down = (await get_health(url))["upstreams"]["late"]
+        async with http_fixture("http", "late", port):
+            await asyncio.wait_for(changed.wait(), 60)  # retried in the background, with backoff
+            up = (await get_health(url))["upstreams"]["late"]
+            after = [tool.name for tool in (await client.list_tools()).tools]
+            answer = await client.call_tool("late__whoami", {})
+    assert before and all(name.startswith("good__") for name in before)
+    assert served.content[0].text == "meanwhile"  # type: ignore[union-attr]
+    assert down["state"] == "unhealthy" and "cannot connect" in down["last_error"]
+    assert (up["state"], up["last_error"]) == ("ready", "")
+    assert up["failed_starts"] >= 1 and up["tools"] > 0
+    assert "late__whoami" in after and set(before) < set(after)
+    assert answer.content[0].text == "late"  # type: ignore[union-attr]
+    assert any(snapshot.upstream == "late" for snapshot in recorder.snapshots)
+
+
+# Passed through by `mute_front` each way; hop-by-hop headers (lengths, encodings) are the proxy's own.
+FORWARDED_HEADERS = ("accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id")
+
+
+@asynccontextmanager
+async def mute_front(target: str, answering: asyncio.Event) -> AsyncIterator[str]:
+    """An HTTP upstream that accepts every request and answers none (a hung server) until `answering` is set;
+    from then on a byte-for-byte relay to the real MCP server at `target`. Yields its URL."""
+    async with Http() as http:
+        async def relay(request: web.Request) -> web.StreamResponse:
+            await answering.wait()  # held, connection open, for as long as the server is mute
+            headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+            async with http.request(request.method, target, headers=headers, data=await request.read()) as answer:
+                response = web.StreamResponse(status=answer.status, headers={
+                    k: v for k, v in answer.headers.items() if k.lower() in FORWARDED_HEADERS})
+                await response.prepare(request)
+                async for chunk in answer.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+
+        async with fake_upstream(relay, get=relay) as front:
+            yield front.url
+
+
+async def test_an_http_upstream_that_never_answers_initialize_rejoins_once_it_does() -> None:
+    answering = asyncio.Event()
+    changed = asyncio.Event()
+    recorder = Recorder()
+
+    async def on_message(message: Any) -> None:
+        if "tools/list_changed" in repr(message):
+            changed.set()
+
+    async with http_fixture("http", "late") as target, mute_front(target, answering) as front:
+        late = UpstreamConfig(name="late", type="http", url=front, timeouts=FAST)
+        async with running_gateway(gateway_config(echo_upstream("good"), late), observers=[recorder]) as url, \
+                streamable_http_client(url) as streams, \
+                ClientSession(streams[0], streams[1], message_handler=on_message) as client:
+            await client.initialize()
+            before = [tool.name for tool in (await client.list_tools()).tools]
+            served = await client.call_tool("good__echo", {"text": "meanwhile"})
+            # The gateway stops waiting at the init timeout just as the attempt itself times out: wait for its verdict.
+            await recorder.wait_until(lambda: "unhealthy" in recorder.kinds("late"))
+            down = (await get_health(url))["upstreams"]["late"]
+            answering.set()
+            await asyncio.wait_for(changed.wait(), 60)  # the next background attempt is answered
+            up = (await get_health(url))["upstreams"]["late"]
+            after = [tool.name for tool in (await client.list_tools()).tools]
+            answer = await client.call_tool("late__whoami", {})
+    assert before and all(name.startswith("good__") for name in before)
+    assert served.content[0].text == "meanwhile"  # type: ignore[union-attr]
+    assert (down["state"], down["last_error"]) == ("unhealthy", f"initialize timed out after {FAST.init_seconds:g}s")
+    assert (up["state"], up["last_error"]) == ("ready", "")
+    assert "late__whoami" in after and set(before) < set(after)
     assert answer.content[0].text == "late"  # type: ignore[union-attr]
 
 

@@ -217,16 +217,25 @@ def test_a_report_against_a_store_that_is_down_is_one_clear_line(tmp_path: Path,
                              "Connection refused\n")
 
 
-async def test_a_report_whose_config_names_another_address_than_the_running_server_says_so(tmp_path: Path) -> None:
+async def test_a_report_whose_config_names_another_address_reads_through_the_served_one_or_says_it_cannot(
+        tmp_path: Path) -> None:
+    """The running server locks the store, so only its API can answer. Its pid file names the address it serves,
+    which wins over the report's config; a pid file without one (an older Tollgate's: the pid line alone) leaves
+    the config's address, and when nothing answers there the report says so in one line."""
     served = write_config(tmp_path / "served.toml", free_port(), tmp_path / "db")
     port = free_port()
     other = write_config(tmp_path / "other.toml", port, tmp_path / "db")  # same store, the API elsewhere
+    pid_file = tmp_path / "db" / "tollgate.pid"
     async with tollgate_process(served):
-        result = await asyncio.to_thread(tollgate, "report", "calls", "--config", str(other))
-    assert result.returncode == 2
-    assert result.stderr.startswith(f"tollgate: report calls: a running Tollgate owns the store, but its API at "
-                                    f"http://127.0.0.1:{port} does not answer (")
-    assert result.stderr.endswith("); pass the config it serves with\n") and result.stderr.count("\n") == 1
+        found = await asyncio.to_thread(tollgate, "report", "calls", "--json", "--config", str(other))
+        pid_file.write_text(pid_file.read_text().splitlines()[0] + "\n")
+        lost = await asyncio.to_thread(tollgate, "report", "calls", "--config", str(other))
+    assert (found.returncode, found.stderr) == (0, "")
+    assert orjson.loads(found.stdout)["calls"] == []
+    assert lost.returncode == 2
+    assert lost.stderr.startswith(f"tollgate: report calls: a running Tollgate owns the store, but its API at "
+                                  f"http://127.0.0.1:{port} does not answer (")
+    assert lost.stderr.endswith("); pass the config it serves with\n") and lost.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("which", ["listen", "otlp_listen"])

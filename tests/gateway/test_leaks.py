@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import ClientSession as Http
 from mcp import MCPError
@@ -17,8 +19,9 @@ from tests.gateway.conftest import gateway_config, mcp_session, raw_upstream, ru
 from tests.gateway.recorder import Recorder
 from tests.gateway.test_catalog import get_health
 from tests.gateway.test_downstream import open_session
+from tests.gateway.test_requests import post, text_of
 from tests.gateway.test_stateful import wait_gone
-from tests.gateway.upstreams.test_stdio import alive
+from tests.gateway.upstreams.test_stdio import alive, signal_log
 
 
 def descendants(root: int) -> set[int]:
@@ -127,3 +130,42 @@ async def test_shutdown_waits_until_live_stateful_sessions_processes_are_gone(tm
     assert [pid for pid in pids if alive(pid)] == []
     assert descendants(os.getpid()) - baseline == set()
     assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("stdio-teardown")] == []
+
+
+async def test_a_gateway_stop_and_a_session_delete_end_their_upstreams_by_stdin_eof_alone(tmp_path: Path) -> None:
+    """Each instance of an upstream that leaves on stdin EOF is stopped by that alone: no SIGTERM (nor SIGKILL)."""
+    shared_log, own_log = tmp_path / "shared", tmp_path / "own"
+    shared = raw_upstream("shared", "--signal-log", str(shared_log), timeouts=Timeouts(init_seconds=20))
+    own = raw_upstream("own", "--signal-log", str(own_log), stateful=True, timeouts=Timeouts(init_seconds=20))
+    baseline = descendants(os.getpid())
+    # Leaving the session sends DELETE, which ends it and its own instance of `own`.
+    async with running_gateway(gateway_config(shared, own)) as url, mcp_session(url) as client:
+        await client.call_tool("shared__echo", {"text": "x"})
+        await client.call_tool("own__echo", {"text": "x"})
+    # The stopped gateway has waited for every instance: the shared ones and the session's own of `own`.
+    assert descendants(os.getpid()) - baseline == set()
+    assert [event for event, _ in signal_log(shared_log)] == ["EOF"]
+    assert [event for event, _ in signal_log(own_log)] == ["EOF", "EOF"]
+
+
+async def test_an_idle_session_expires_then_its_id_gets_404_and_its_own_processes_are_gone(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate.hub")
+    upstream = raw_upstream("s", "--spawn-stubborn", stateful=True, timeouts=Timeouts(init_seconds=20))
+    async with running_gateway(gateway_config(upstream, session_idle_seconds=1.0)) as url, Http() as http:
+        baseline = descendants(os.getpid())  # the shared instance, which reads the catalog
+        session_id = await open_session(http, url)
+        status, answer = await post(http, url, session_id, jsonrpc.request_body(
+            1, "tools/call", {"name": "s__pids", "arguments": {}}))
+        own = descendants(os.getpid()) - baseline  # the session's instance, its worker and grandchild
+        assert status == 200 and {int(pid) for pid in text_of(answer).split()} < own
+        await wait_gone(sorted(own), timeout=30)  # no DELETE: only idle expiry can release them
+        health = await get_health(url)
+        status, answer = await post(http, url, session_id, jsonrpc.request_body(2, "ping"))
+        async with http.delete(url, headers={"Mcp-Session-Id": session_id}) as response:
+            deleted = response.status
+    assert (status, orjson.loads(answer)["error"]["code"], orjson.loads(answer)["id"]) == (
+        404, jsonrpc.INVALID_REQUEST, 2)
+    assert deleted == 404
+    assert health["sessions"] == 0
+    assert f"session {session_id[:8]} ended (idle)" in caplog.text

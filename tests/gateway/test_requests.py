@@ -154,13 +154,23 @@ async def test_a_cancel_whose_request_id_is_no_id_is_ignored_and_counted() -> No
     ("resources/subscribe", {"uri": ["file:///x"]}),
     ("completion/complete", {"ref": {"type": "ref/prompt", "name": 3}, "argument": {"name": "a", "value": ""}}),
     ("logging/setLevel", {"level": ["debug"]}),
+    ("logging/setLevel", {"level": "verbose"}),  # a string, but no level MCP knows
 ])
-async def test_a_wrong_json_type_in_a_key_the_gateway_reads_is_invalid_params(method: str,
-                                                                              params: dict[str, Any]) -> None:
+async def test_a_wrong_json_type_or_value_in_a_key_the_gateway_reads_is_invalid_params(method: str,
+                                                                                       params: dict[str, Any]) -> None:
     async with running_gateway(gateway_config(echo_upstream("a"))) as url, Http() as http:
         session_id = await open_session(http, url)
         status, raw = await post(http, url, session_id, jsonrpc.request_body(5, method, params))
     assert status == 200 and orjson.loads(raw)["error"]["code"] == jsonrpc.INVALID_PARAMS
+
+
+async def test_a_key_only_another_method_reads_is_passed_on_whatever_it_holds() -> None:
+    """`ref` is completion/complete's; in a tools/call it was checked all the same and refused with -32602."""
+    async with running_gateway(gateway_config(echo_upstream("a"))) as url, Http() as http:
+        session_id = await open_session(http, url)
+        status, raw = await post(http, url, session_id, jsonrpc.request_body(6, "tools/call", {
+            "name": "a__echo", "arguments": {"text": "passed"}, "ref": {"type": "ref/prompt"}}))
+    assert status == 200 and text_of(raw) == "passed"
 
 
 async def test_logging_set_level_reaches_an_upstream_that_logs_with_the_clients_params(tmp_path: Path) -> None:

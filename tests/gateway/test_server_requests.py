@@ -67,6 +67,16 @@ async def test_a_client_without_sampling_gets_the_upstream_refused_at_once() -> 
     assert "The client does not support sampling" in repr(result.content)  # Tollgate's own refusal
 
 
+async def test_a_client_without_elicitation_gets_the_upstream_refused_at_once() -> None:
+    async with running_gateway(gateway_config(everything_upstream())) as url, \
+            streamable_http_client(url) as streams, ClientSession(streams[0], streams[1]) as client:
+        await client.initialize()
+        async with asyncio.timeout(30):  # relayed to a client that cannot answer, the call would hang
+            result = await client.call_tool("everything__trigger-elicitation-request", {})
+    # Tollgate's own refusal, as server-everything reports the error it was answered with
+    assert f"MCP error {jsonrpc.METHOD_NOT_FOUND}: The client does not support elicitation" in repr(result.content)
+
+
 async def test_an_elicitation_from_a_sessions_own_instance_is_answered_to_that_instance() -> None:
     async def elicit(context: Any, params: Any) -> ElicitResult:
         return ElicitResult(action="accept", content={"name": "Grace Hopper"})

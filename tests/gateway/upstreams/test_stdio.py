@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -178,6 +179,72 @@ async def test_c14_a_crash_mid_call_is_reported_even_while_strays_hold_the_pipes
         await transport.send(b"{}")
     await transport.close()
     assert wire.close_calls == 1
+
+
+# A child records a signal a moment after it is sent (its handler runs once the kernel wakes it); the stop's
+# waits are measured from the child's records, so they may look shorter than the grace by about this much.
+SIGNAL_LATENCY = 0.05
+
+
+def signal_log(path: Path) -> list[tuple[str, float]]:
+    """The (event, monotonic time) lines a `--signal-log` fixture wrote: EOF on stdin, SIGTERM received."""
+    if not path.exists():
+        return []
+    return [(event, float(at)) for event, at in (line.split() for line in path.read_text().splitlines())]
+
+
+def exit_time(pid: int) -> asyncio.Future[float]:
+    """Resolves with time.monotonic() when `pid` terminates (its pidfd turns readable)."""
+    loop = asyncio.get_running_loop()
+    fd = os.pidfd_open(pid)
+    exited: asyncio.Future[float] = loop.create_future()
+
+    def on_exit() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        if not exited.done():
+            exited.set_result(time.monotonic())
+
+    loop.add_reader(fd, on_exit)
+    return exited
+
+
+async def test_c14_a_clean_close_ends_an_upstream_by_stdin_eof_alone(tmp_path: Path) -> None:
+    log = tmp_path / "signals"
+    transport = stdio(raw_stdio_command("--signal-log", str(log)), grace_seconds=5.0)
+    wire = await Wire(transport).open()
+    await wire.initialize()
+    assert transport.pid is not None
+    exited = exit_time(transport.pid)
+    started = time.monotonic()
+    await transport.close()
+    assert await wire.wait_closed() is None
+    died = await asyncio.wait_for(exited, 5)
+    # It saw stdin end and left on its own, well inside the grace: no SIGTERM, let alone a SIGKILL, was needed.
+    assert [event for event, _ in signal_log(log)] == ["EOF"]
+    assert died - started < 5.0
+
+
+async def test_c14_a_worker_ignoring_sigterm_gets_it_after_the_grace_and_sigkill_a_grace_later(
+        tmp_path: Path) -> None:
+    grace = 0.6
+    log = tmp_path / "signals"
+    transport = stdio(raw_stdio_command("--signal-log", str(log), "--ignore-term"), grace_seconds=grace)
+    wire = await Wire(transport).open()
+    await wire.initialize()
+    assert transport.pid is not None
+    exited = exit_time(transport.pid)
+    started = time.monotonic()
+    await transport.close()
+    died = await asyncio.wait_for(exited, 5)
+    assert await wire.wait_closed() is None
+    events = signal_log(log)
+    assert [event for event, _ in events] == ["EOF", "SIGTERM"]  # stdin closed first, then SIGTERM; nothing else
+    (_, eof), (_, term) = events
+    assert started <= eof and term - started >= grace  # SIGTERM only once the grace after closing stdin was over
+    assert term - eof >= grace - SIGNAL_LATENCY
+    assert grace - SIGNAL_LATENCY <= died - term < grace + 2.0  # SIGKILL a grace after SIGTERM, and not much later
+    assert not alive(transport.pid)
 
 
 async def test_an_unexpected_exit_reports_the_exit_code_and_last_stderr() -> None:
