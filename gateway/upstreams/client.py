@@ -201,6 +201,7 @@ class UpstreamClient:
                 self.failed_starts += 1
                 await self._fail_start(exc, current)
             else:
+                self._recovered()
                 self._set_state(State.READY)
                 ready_at = time.monotonic()
                 await current.lost.wait()
@@ -214,6 +215,14 @@ class UpstreamClient:
             attempt += 1
             log.info("upstream %s: next start in %gs", self.name, delay)
             await self._sleep(delay)
+
+    def _recovered(self) -> None:
+        """Say so when a start brings an unhealthy upstream (crashed, or failing to start) back: the warning that
+        it was unhealthy would otherwise be its last word in the log. A first start that works is the hub's to log."""
+        if self.state is not State.UNHEALTHY:
+            return
+        log.info("upstream %s ready again: %d tools (%s); it was down: %s", self.name,
+                 len(self.catalog.items.get("tools", [])), self.protocol_version, self.last_error or "unknown")
 
     async def _fail_start(self, exc: BaseException, attempt: _Attempt) -> None:
         """Say once why a start failed. A pipe that ended on its own gives its cause (exit status, last stderr)
