@@ -648,10 +648,13 @@ class UpstreamClient:
 
     def unavailable(self) -> UpstreamError:
         """The error for a call that finds this upstream not ready: what it is doing, and why."""
+        return UpstreamError(f"upstream {self.name} is unavailable ({self.condition()})")
+
+    def condition(self) -> str:
+        """What a not-ready upstream is doing, and why: 'restarting: exited with code 1; ...', 'starting'."""
         doing = {State.UNHEALTHY: "restarting", State.STARTING: "starting"}.get(self.state, self.state.value)
         why = _unnamed(self.name, self.last_error)
-        return UpstreamError(f"upstream {self.name} is unavailable ({doing}: {why})" if why
-                             else f"upstream {self.name} is unavailable ({doing})")
+        return f"{doing}: {why}" if why else doing
 
     def calls_in_flight(self) -> int:
         """Clients' requests waiting for this upstream; Tollgate's own (initialize, list reads) are not calls."""
