@@ -87,6 +87,48 @@ class _Events:
             self.waiter = None
 
 
+class _DisconnectWatch(asyncio.Protocol):
+    """Stands in for aiohttp's protocol on the connection while a POST waits for its JSON answer, passing every
+    callback on, to learn at once that the client went away (aiohttp, without handler cancellation, tells the
+    handler nothing). Put back before an SSE stream starts: a dropped stream is resumable, so no cancel."""
+
+    def __init__(self, transport: asyncio.BaseTransport, inner: asyncio.BaseProtocol, gone: asyncio.Future[None]):
+        self.transport, self.inner, self.gone = transport, inner, gone
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self.inner.eof_received()  # type: ignore[attr-defined]
+        return result
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.gone.done():
+            self.gone.set_result(None)
+        self.inner.connection_lost(exc)
+
+    def restore(self) -> None:
+        if self.transport.get_protocol() is self and not self.transport.is_closing():
+            self.transport.set_protocol(self.inner)
+
+
+def _watch_disconnect(request: web.Request, wake: Any) -> _DisconnectWatch | None:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return None
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    gone.add_done_callback(wake)
+    watch = _DisconnectWatch(transport, transport.get_protocol(), gone)
+    transport.set_protocol(watch)
+    return watch
+
+
 class McpEndpoint:
     """aiohttp handlers for `/mcp`."""
 
@@ -180,7 +222,8 @@ class McpEndpoint:
             return self._refuse(request, HttpError(400, jsonrpc.INVALID_REQUEST, f"Invalid Request: {exc}",
                                                    message.id), message.method)
         task.add_done_callback(events.wake)
-        await events.wait(task)
+        if await self._wait_or_cancel_if_gone(request, [task], task, events):
+            return web.Response(status=499)  # nobody reads it: the connection is closed
         if task.done() and not events.items and (encoded := _answer_of(task)) is not None:
             return web.Response(body=encoded, content_type="application/json")
         # Streaming, or cancelled by the client, which expects no answer: a POST carrying a request still gets JSON
@@ -229,8 +272,8 @@ class McpEndpoint:
                           events: _Events, errors: list[bytes]) -> web.StreamResponse:
         done: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
         done.add_done_callback(events.wake)
-        while not (done.done() or events.items):  # each task's end wakes it too
-            await events.wait(done)
+        if await self._wait_or_cancel_if_gone(request, tasks, done, events):
+            return web.Response(status=499)
         if done.done() and not events.items:
             answers = [*errors, *(a for t in tasks if (a := _answer_of(t)) is not None)]
             if answers:
@@ -238,6 +281,27 @@ class McpEndpoint:
         stream = await self._open_sse(request)
         await self._stream_until_done(stream, tasks, done, events, session.open_stream(), errors)
         return stream
+
+    @staticmethod
+    async def _wait_or_cancel_if_gone(request: web.Request, tasks: list[asyncio.Task[bytes | None]],
+                                      done: asyncio.Future[Any], events: _Events) -> bool:
+        """Wait for `done` or a first event. A client that goes away meanwhile can never get the JSON answer
+        (there is no stream to resume): its calls are cancelled, so each is recorded as cancelled with nothing
+        delivered and its upstream is sent notifications/cancelled. True when that happened."""
+        watch = _watch_disconnect(request, events.wake)
+        try:
+            while not (done.done() or events.items or (watch is not None and watch.gone.done())):
+                await events.wait(done)  # each task's end, an event and the disconnect wake it
+        finally:
+            if watch is not None:
+                watch.restore()
+        if done.done() or events.items or watch is None:
+            return False
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("session client went away during %d call(s); cancelled", len(tasks))
+        return True
 
     async def _open_sse(self, request: web.Request) -> web.StreamResponse:
         stream = web.StreamResponse(status=200, headers=SSE_HEADERS)
