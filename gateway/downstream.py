@@ -76,8 +76,8 @@ class _Events:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, task: asyncio.Task[bytes | None]) -> None:
-        """Return once an event is queued or the task is done."""
+    async def wait(self, task: asyncio.Future[Any]) -> None:
+        """Return once an event is queued or the task is done (or, woken by its callback, another one)."""
         if self.items or task.done():
             return
         self.waiter = asyncio.get_running_loop().create_future()
@@ -85,6 +85,48 @@ class _Events:
             await self.waiter
         finally:
             self.waiter = None
+
+
+class _DisconnectWatch(asyncio.Protocol):
+    """Stands in for aiohttp's protocol on the connection while a POST waits for its JSON answer, passing every
+    callback on, to learn at once that the client went away (aiohttp, without handler cancellation, tells the
+    handler nothing). Put back before an SSE stream starts: a dropped stream is resumable, so no cancel."""
+
+    def __init__(self, transport: asyncio.BaseTransport, inner: asyncio.BaseProtocol, gone: asyncio.Future[None]):
+        self.transport, self.inner, self.gone = transport, inner, gone
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self.inner.eof_received()  # type: ignore[attr-defined]
+        return result
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.gone.done():
+            self.gone.set_result(None)
+        self.inner.connection_lost(exc)
+
+    def restore(self) -> None:
+        if self.transport.get_protocol() is self and not self.transport.is_closing():
+            self.transport.set_protocol(self.inner)
+
+
+def _watch_disconnect(request: web.Request, wake: Any) -> _DisconnectWatch | None:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return None
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    gone.add_done_callback(wake)
+    watch = _DisconnectWatch(transport, transport.get_protocol(), gone)
+    transport.set_protocol(watch)
+    return watch
 
 
 class McpEndpoint:
@@ -103,16 +145,18 @@ class McpEndpoint:
     # ----- POST -----------------------------------------------------------------------------
 
     async def post(self, request: web.Request) -> web.StreamResponse:
-        message: Message | None = None
+        message: Message | jsonrpc.Batch | None = None
         try:
             identity = self._admit(request)
             message = await self._read_message(request)
+            if isinstance(message, jsonrpc.Batch):
+                return await self._post_batch(request, message)
             if message.method == "initialize" and message.kind is Kind.REQUEST:
                 return self._initialize(request, message, identity)
             session = self._session(request, message)
             self._check_version_header(request, session, message.id)
         except HttpError as exc:
-            return self._refuse(request, exc, message.method if message is not None else "")
+            return self._refuse(request, exc, message.method if isinstance(message, Message) else "")
         if message.kind is Kind.NOTIFICATION:
             await self.relay.handle_notification(session, message)
             return web.Response(status=202)
@@ -121,14 +165,14 @@ class McpEndpoint:
             return web.Response(status=202)
         return await self._answer(request, session, message)
 
-    async def _read_message(self, request: web.Request) -> Message:
+    async def _read_message(self, request: web.Request) -> Message | jsonrpc.Batch:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise HttpError(415, jsonrpc.INVALID_REQUEST,
                             f"Unsupported Media Type {content_type[:60]!r}: use application/json")
         body = await _read_capped(request, self.server.max_body_bytes)
         try:
-            return jsonrpc.parse(body)
+            return jsonrpc.parse_message_or_batch(body)
         except jsonrpc.ProtocolError as exc:
             raise HttpError(400, exc.code, exc.message, exc.request_id) from None
 
@@ -178,32 +222,112 @@ class McpEndpoint:
             return self._refuse(request, HttpError(400, jsonrpc.INVALID_REQUEST, f"Invalid Request: {exc}",
                                                    message.id), message.method)
         task.add_done_callback(events.wake)
-        await events.wait(task)
+        if await self._wait_or_cancel_if_gone(request, [task], task, events):
+            return web.Response(status=499)  # nobody reads it: the connection is closed
         if task.done() and not events.items and (encoded := _answer_of(task)) is not None:
             return web.Response(body=encoded, content_type="application/json")
         # Streaming, or cancelled by the client, which expects no answer: a POST carrying a request still gets JSON
         # or SSE (202 is for notifications and responses), so the stream just ends without one.
         stream = await self._open_sse(request)
-        await self._stream_until_done(stream, task, events, session.open_stream())
+        await self._stream_until_done(stream, [task], task, events, session.open_stream())
         return stream
+
+    # ----- batches (2024-11-05 and 2025-03-26 sessions) --------------------------------------
+
+    async def _post_batch(self, request: web.Request, batch: jsonrpc.Batch) -> web.StreamResponse:
+        """Serve each element as if it came alone: requests concurrently, answered together (a JSON array, or one
+        SSE stream when any of them streams); notifications and responses handled. Only those: 202, as for one.
+        Refused whole, before anything is served or metered, in a session of a revision without batches."""
+        session = self._session(request, None)
+        self._check_version_header(request, session, None)
+        if session.protocol_version not in mcp.BATCH_VERSIONS:
+            raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported "
+                            f"in protocol {session.protocol_version} (removed in 2025-06-18)")
+        if any(isinstance(item, Message) and item.method == "initialize" for item in batch.items):
+            raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: initialize must not be part of a batch")
+        events = _Events()
+        tasks: list[asyncio.Task[bytes | None]] = []
+        errors: list[bytes] = []
+        for item in batch.items:  # in order: a cancel later in the batch finds the request it cancels
+            if isinstance(item, jsonrpc.ProtocolError):
+                errors.append(jsonrpc.encode(jsonrpc.error_body(item.request_id, item.code, item.message)))
+            elif item.kind is Kind.NOTIFICATION:
+                await self.relay.handle_notification(session, item)
+            elif item.kind is Kind.RESPONSE:
+                await self.relay.handle_response(session, item)
+            else:
+                try:
+                    task = self.relay.start_request(session, item, events.put)
+                except DuplicateRequest as exc:
+                    errors.append(jsonrpc.encode(jsonrpc.error_body(
+                        item.id, jsonrpc.INVALID_REQUEST, f"Invalid Request: {exc}")))
+                    continue
+                task.add_done_callback(events.wake)
+                tasks.append(task)
+        if not tasks and not errors:
+            return web.Response(status=202)
+        return await self._answer_all(request, session, tasks, events, errors)
+
+    async def _answer_all(self, request: web.Request, session: Session, tasks: list[asyncio.Task[bytes | None]],
+                          events: _Events, errors: list[bytes]) -> web.StreamResponse:
+        done: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+        done.add_done_callback(events.wake)
+        if await self._wait_or_cancel_if_gone(request, tasks, done, events):
+            return web.Response(status=499)
+        if done.done() and not events.items:
+            answers = [*errors, *(a for t in tasks if (a := _answer_of(t)) is not None)]
+            if answers:
+                return web.Response(body=b"[" + b",".join(answers) + b"]", content_type="application/json")
+        stream = await self._open_sse(request)
+        await self._stream_until_done(stream, tasks, done, events, session.open_stream(), errors)
+        return stream
+
+    @staticmethod
+    async def _wait_or_cancel_if_gone(request: web.Request, tasks: list[asyncio.Task[bytes | None]],
+                                      done: asyncio.Future[Any], events: _Events) -> bool:
+        """Wait for `done` or a first event. A client that goes away meanwhile can never get the JSON answer
+        (there is no stream to resume): its calls are cancelled, so each is recorded as cancelled with nothing
+        delivered and its upstream is sent notifications/cancelled. True when that happened."""
+        watch = _watch_disconnect(request, events.wake)
+        try:
+            while not (done.done() or events.items or (watch is not None and watch.gone.done())):
+                await events.wait(done)  # each task's end, an event and the disconnect wake it
+        finally:
+            if watch is not None:
+                watch.restore()
+        if done.done() or events.items or watch is None:
+            return False
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("session client went away during %d call(s); cancelled", len(tasks))
+        return True
 
     async def _open_sse(self, request: web.Request) -> web.StreamResponse:
         stream = web.StreamResponse(status=200, headers=SSE_HEADERS)
         await stream.prepare(request)
         return stream
 
-    async def _stream_until_done(self, stream: web.StreamResponse, task: asyncio.Task[bytes | None],
-                                 events: _Events, numbered: EventStream) -> None:
-        """Write each event and then the answer, each numbered on `numbered`, which keeps them for a
-        client that drops the connection and resumes with GET and Last-Event-ID."""
+    async def _stream_until_done(self, stream: web.StreamResponse, tasks: list[asyncio.Task[bytes | None]],
+                                 done: asyncio.Future[Any], events: _Events, numbered: EventStream,
+                                 answers: list[bytes] | None = None) -> None:
+        """Write `answers`, then each event as it comes and each task's answer once it is done (`done`: all of
+        them are), each numbered on `numbered`, which keeps them for a client that drops the connection and
+        resumes with GET and Last-Event-ID."""
         alive = True
-        while not (task.done() and not events.items):
-            await events.wait(task)
+        for answer in answers or ():
+            alive = await _publish(stream, numbered, answer, alive)
+        unanswered = list(tasks)
+        while True:
             while events.items:
                 alive = await _publish(stream, numbered, jsonrpc.encode(events.items.popleft()), alive)
-        encoded = _answer_of(task)
-        if encoded is not None:
-            await _publish(stream, numbered, encoded, alive)
+            for task in [t for t in unanswered if t.done()]:
+                unanswered.remove(task)
+                if (encoded := _answer_of(task)) is not None:
+                    alive = await _publish(stream, numbered, encoded, alive)
+            if not unanswered and not events.items:
+                break
+            await events.wait(done)
         numbered.end()
         with contextlib.suppress(ConnectionError):
             await stream.write_eof()

@@ -67,17 +67,54 @@ class Message:
         return params if isinstance(params, dict) else {}
 
 
+@dataclass(slots=True)
+class Batch:
+    """A JSON-RPC batch (an array): each element parsed on its own, in order, as a Message or the ProtocolError
+    it raised (JSON-RPC answers each bad element with its own error; the others are served)."""
+
+    items: list[Message | ProtocolError]
+    size: int
+
+
 def parse(raw: bytes) -> Message:
     """Parse one message; batches (arrays) and malformed envelopes raise ProtocolError."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(PARSE_ERROR, f"Parse error: {exc}") from None
+    body = _loads(raw)
     if isinstance(body, list):
         raise ProtocolError(INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported")
+    return _message(body, len(raw))
+
+
+def parse_message_or_batch(raw: bytes) -> Message | Batch:
+    """Parse one message or a batch of them; an empty array or a malformed single message raises ProtocolError.
+
+    An element's size is that of its compact re-encoding: the array's bytes are not split per element, and a
+    client's compact JSON (what SDKs send) re-encodes to the same bytes."""
+    body = _loads(raw)
+    if not isinstance(body, list):
+        return _message(body, len(raw))
+    if not body:
+        raise ProtocolError(INVALID_REQUEST, "Invalid Request: an empty batch")
+    return Batch([_element(item) for item in body], len(raw))
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(PARSE_ERROR, f"Parse error: {exc}") from None
+
+
+def _message(body: Any, size: int) -> Message:
     if not isinstance(body, dict):
         raise ProtocolError(INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
-    return Message(classify(body), body, len(raw))
+    return Message(classify(body), body, size)
+
+
+def _element(item: Any) -> Message | ProtocolError:
+    try:
+        return _message(item, len(orjson.dumps(item)))
+    except ProtocolError as exc:
+        return exc
 
 
 def classify(body: dict[str, Any]) -> Kind:

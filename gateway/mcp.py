@@ -9,6 +9,9 @@ from typing import Any
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
+# Revisions whose clients may POST a JSON-RPC batch (2025-03-26: servers MUST support receiving them); 2025-06-18
+# removed batching, so its sessions and later ones are refused a batch.
+BATCH_VERSIONS: frozenset[str] = frozenset({"2024-11-05", "2025-03-26"})
 # The _meta key of the stateless 2026-07-28 revision Claude Code probes with first (refused as a legacy server does).
 META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_TOOL_USE_ID = "claudecode/toolUseId"

@@ -315,9 +315,24 @@ class Relay:
         if route is None:
             route = self.hub.hand_out(key).get(exposed)
             if route is None:
-                raise jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Unknown {key[:-1]}: {exposed}")
+                raise self._unknown(key, exposed)
             own[exposed] = route
         return route
+
+    def _unknown(self, key: str, exposed: str) -> Exception:
+        """The error for a name no catalog routes. While an upstream that never listed its items is not ready
+        (starting, or failing to start), the name may well be one of its: the error names it and what it is doing
+        (an upstream error, worth a retry), rather than calling the name unknown. An exposed name is never split
+        to guess its upstream (see gateway.naming), so every such upstream is named."""
+        waiting = sorted((u for u in self.hub.upstreams.values()
+                          if u.state is not State.READY and not u.catalog.read_at), key=lambda u: u.name)
+        if not waiting:
+            return jsonrpc.ProtocolError(jsonrpc.INVALID_PARAMS, f"Unknown {key[:-1]}: {exposed}")
+        which = (f"upstream {waiting[0].name}, which is not ready ({waiting[0].condition()})" if len(waiting) == 1
+                 else "upstreams " + ", ".join(f"{u.name} ({u.condition()})" for u in waiting)
+                 + ", which are not ready")
+        return UpstreamError(f"Unknown {key[:-1]}: {exposed}, unless it is one of {which} and has not listed its "
+                             f"{key} yet; retry once it is ready")
 
     def _upstream(self, name: str) -> UpstreamClient:
         upstream = self.hub.upstreams.get(name)

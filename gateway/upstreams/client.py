@@ -201,6 +201,7 @@ class UpstreamClient:
                 self.failed_starts += 1
                 await self._fail_start(exc, current)
             else:
+                self._recovered()
                 self._set_state(State.READY)
                 ready_at = time.monotonic()
                 await current.lost.wait()
@@ -214,6 +215,14 @@ class UpstreamClient:
             attempt += 1
             log.info("upstream %s: next start in %gs", self.name, delay)
             await self._sleep(delay)
+
+    def _recovered(self) -> None:
+        """Say so when a start brings an unhealthy upstream (crashed, or failing to start) back: the warning that
+        it was unhealthy would otherwise be its last word in the log. A first start that works is the hub's to log."""
+        if self.state is not State.UNHEALTHY:
+            return
+        log.info("upstream %s ready again: %d tools (%s); it was down: %s", self.name,
+                 len(self.catalog.items.get("tools", [])), self.protocol_version, self.last_error or "unknown")
 
     async def _fail_start(self, exc: BaseException, attempt: _Attempt) -> None:
         """Say once why a start failed. A pipe that ended on its own gives its cause (exit status, last stderr)
@@ -639,10 +648,13 @@ class UpstreamClient:
 
     def unavailable(self) -> UpstreamError:
         """The error for a call that finds this upstream not ready: what it is doing, and why."""
+        return UpstreamError(f"upstream {self.name} is unavailable ({self.condition()})")
+
+    def condition(self) -> str:
+        """What a not-ready upstream is doing, and why: 'restarting: exited with code 1; ...', 'starting'."""
         doing = {State.UNHEALTHY: "restarting", State.STARTING: "starting"}.get(self.state, self.state.value)
         why = _unnamed(self.name, self.last_error)
-        return UpstreamError(f"upstream {self.name} is unavailable ({doing}: {why})" if why
-                             else f"upstream {self.name} is unavailable ({doing})")
+        return f"{doing}: {why}" if why else doing
 
     def calls_in_flight(self) -> int:
         """Clients' requests waiting for this upstream; Tollgate's own (initialize, list reads) are not calls."""

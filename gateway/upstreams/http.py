@@ -291,7 +291,7 @@ class StreamableHttpTransport(Transport):
         try:
             async for chunk in response.content.iter_any():
                 for event in parser.feed(chunk):
-                    if event.event == "message":
+                    if event.event == "message" and not event.empty:  # a priming event: its id is all it has
                         self._deliver(event.data, related_id)
             return True
         except EventTooLarge as exc:

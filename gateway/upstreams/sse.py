@@ -124,7 +124,8 @@ class LegacySseTransport(Transport):
         try:
             async for chunk in response.content.iter_any():
                 for event in parser.feed(chunk):
-                    self._take_event(event.event, event.data)
+                    if not event.empty:  # no message (an SSE keepalive or priming event); this stream never resumes
+                        self._take_event(event.event, event.data)
         except EventTooLarge as exc:
             self.stats.oversized_messages += 1
             cause = MessageTooLarge(f"upstream {self.name}: {exc}")

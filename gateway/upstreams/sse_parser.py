@@ -25,6 +25,13 @@ class SseEvent:
     data: bytes
     id: str | None
 
+    @property
+    def empty(self) -> bool:
+        """No payload: a `data:` line with nothing (or only blanks) after it. The Streamable HTTP priming event
+        (an `id:` and an empty `data:`, sent first on every stream since 2025-11-25) is one: it carries an id to
+        resume from and no message, so transports skip it; its id is kept as `last_event_id` all the same."""
+        return not self.data.strip()
+
 
 class SseParser:
     """Turns a byte stream into SseEvents; remembers the last event id across events."""

@@ -12,7 +12,8 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from typing import cast
 
 import orjson
@@ -30,6 +31,10 @@ DEFAULT_LOGGER = logging.getLogger("tollgate.upstreams.stdio")
 STDERR_LINE_CAP = 64 * 1024
 MIN_SECRET_CHARS = 8  # env values this long or longer are masked in stderr lines; shorter ones (LOG_LEVEL=info) are not
 LOG_EXCERPT = 200
+# A crash's cause quotes at most this many stderr lines (each cut at LOG_EXCERPT), and only those of the last
+# STDERR_RECENT_SECONDS: a banner printed at start an hour ago says nothing of why the process died now.
+STDERR_QUOTED_LINES = 5
+STDERR_RECENT_SECONDS = 30.0
 EVENT_EXCERPT = 120  # of a non-JSON stdout line, in the upstream event recorded (and logged) for it
 _POLL_SECONDS = 0.02
 
@@ -111,6 +116,16 @@ def group_has_running_member(pgid: int) -> bool:
     return False
 
 
+def exit_status(code: int | None) -> str:
+    """How a process ended, from its return code (negative: the signal that killed it, as Popen reports it)."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def excerpt(data: bytes, limit: int = LOG_EXCERPT) -> str:
     text = data[:limit].decode("utf-8", "replace")
     return text + "..." if len(data) > limit else text
@@ -182,6 +197,7 @@ class StdioTransport(Transport):
         *,
         withheld_env: Collection[str] = (),
         grace_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.name = name
@@ -197,7 +213,8 @@ class StdioTransport(Transport):
         self.log = logger or DEFAULT_LOGGER
         self._framer = LineFramer(max_message_bytes)
         self._stderr_framer = LineFramer(STDERR_LINE_CAP)
-        self._last_stderr: collections.deque[str] = collections.deque(maxlen=5)
+        self._clock = clock  # when each stderr line came, to quote only recent ones; a test passes its own
+        self._last_stderr: collections.deque[tuple[float, str]] = collections.deque(maxlen=STDERR_QUOTED_LINES)
         self._proc: asyncio.SubprocessTransport | None = None
         self._pgid: int | None = None
         self._on_message: MessageHandler | None = None
@@ -314,7 +331,7 @@ class StdioTransport(Transport):
         for line in lines:
             text = self._masked(excerpt(line, STDERR_LINE_CAP))
             self.stats.stderr_lines += 1
-            self._last_stderr.append(self._masked(excerpt(line)))
+            self._last_stderr.append((self._clock(), self._masked(excerpt(line))))
             self.log.info("upstream %s stderr: %s", self.name, text)
 
     def _on_pipe_lost(self, fd: int) -> None:
@@ -364,8 +381,14 @@ class StdioTransport(Transport):
         if closed_stdout:
             return TransportClosed(f"upstream {self.name} closed its stdout")
         code = self._proc.get_returncode() if self._proc is not None else None
-        stderr = " | ".join(self._last_stderr) or "(none)"
-        return TransportClosed(f"upstream {self.name} exited with code {code}; last stderr: {stderr}")
+        return TransportClosed(f"upstream {self.name} {exit_status(code)}; {self._recent_stderr()}")
+
+    def _recent_stderr(self) -> str:
+        since = self._clock() - STDERR_RECENT_SECONDS
+        recent = [text for at, text in self._last_stderr if at >= since]
+        if recent:
+            return "last stderr: " + " | ".join(recent)
+        return f"no stderr in its last {STDERR_RECENT_SECONDS:g}s" if self._last_stderr else "last stderr: (none)"
 
     async def _stop_group(self, *, polite: bool) -> None:
         """Close stdin and wait, then SIGTERM the group and wait, then SIGKILL it and wait."""

@@ -16,6 +16,7 @@ from gateway import jsonrpc
 from gateway.app import RELAY_KEY, create_app
 from tests.fixtures.servers.raw_stdio_server import META_RESULT
 from tests.gateway.conftest import echo_upstream, gateway_config, raw_upstream, running_gateway, served
+from tests.gateway.recorder import Recorder
 from tests.gateway.service import running_service
 from tests.gateway.taps import tap, tapped_echo_upstream
 from tests.gateway.test_downstream import JSON_HEADERS, open_session
@@ -218,3 +219,36 @@ async def test_a_late_answer_to_a_cancelled_call_reaches_no_stream_and_the_reuse
     assert rows == [{"tool": "late", "status": "cancelled"}, {"tool": "echo", "status": "ok"}]
     dropped = [r.getMessage() for r in caplog.records if "dropping late or unknown response" in r.getMessage()]
     assert len(dropped) == 1  # the upstream did answer the cancelled call, and only the gateway saw it
+
+
+async def raw_post(url: str, session_id: str, body: dict[str, Any]) -> asyncio.StreamWriter:
+    """POST `body` on a connection of its own, and leave it open: the caller closes it (the client going away)."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    data = orjson.dumps(body)
+    head = (f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json, text/event-stream\r\nMcp-Session-Id: {session_id}\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n")
+    writer.write(head.encode() + data)
+    await writer.drain()
+    return writer
+
+
+async def test_a_client_that_goes_away_mid_call_cancels_it_upstream_and_it_is_recorded_cancelled(
+        tmp_path: Path) -> None:
+    upstream = tapped_echo_upstream("a", tmp_path / "a.fifo")
+    recorder = Recorder()
+    async with tap(tmp_path / "a.fifo") as upstream_in, \
+            running_gateway(gateway_config(upstream), observers=[recorder]) as url, Http() as http:
+        session_id = await open_session(http, url)
+        connection = await raw_post(url, session_id, slow_call(9, 600_000, "never delivered"))
+        forwarded = await upstream_in.wait_for("tools/call")
+        connection.close()  # the client goes away while the upstream is still working on it
+        cancelled = await upstream_in.wait_for("notifications/cancelled")
+        await recorder.wait_until(lambda: len(recorder.calls) == 1)
+        [call] = recorder.calls
+        status, raw = await post(http, url, session_id, slow_call(10, 1, "still served"))
+    assert cancelled["params"]["requestId"] == forwarded["id"] != 9  # the upstream's own id for the call
+    assert (call.status, call.resp_bytes_client) == ("cancelled", 0)
+    assert call.req_bytes_upstream > 0
+    assert status == 200 and text_of(raw) == "still served"  # the session lives on

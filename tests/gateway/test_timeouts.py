@@ -116,8 +116,33 @@ async def test_a_session_that_never_listed_tools_is_told_a_crashed_upstream_is_r
                 await fresh.call_tool("c__echo", {"text": "x"})
             listed = [tool.name for tool in (await fresh.list_tools()).tools]
     assert failed.value.error.code == jsonrpc.UPSTREAM_UNAVAILABLE
-    assert failed.value.error.message.startswith("upstream c is unavailable (restarting: exited with code ")
+    # Killed, or (once its first restart has run) failing to start again since the flag is gone.
+    assert failed.value.error.message.startswith(("upstream c is unavailable (restarting: was killed by SIGKILL; ",
+                                                  "upstream c is unavailable (restarting: exited with code 1; "))
     assert "c__echo" not in listed  # routed, not offered
+
+
+async def test_a_tool_of_an_upstream_that_never_got_ready_is_refused_naming_the_upstream_and_its_state() -> None:
+    """`c` exits at each start, so it never listed its tools: a call to one of them is not an unknown tool but
+    one of an upstream that is not ready, named with what it is doing and why. With every upstream ready, an
+    unknown name is still just unknown."""
+    failing = raw_upstream("c", "--exit-code", "1", "--tools-named", "echo", timeouts=Timeouts(init_seconds=20.0))
+    recorder = Recorder()
+    async with running_gateway(gateway_config(failing, echo_upstream("ok")), observers=[recorder]) as url, \
+            mcp_session(url) as client:
+        with pytest.raises(MCPError) as failed:
+            await client.call_tool("c__echo", {"text": "x"})
+        await recorder.wait_until(lambda: len(recorder.calls) == 1)
+    assert failed.value.error.code == jsonrpc.UPSTREAM_UNAVAILABLE
+    assert failed.value.error.message == (
+        "Unknown tool: c__echo, unless it is one of upstream c, which is not ready (restarting: exited with code 1; "
+        "last stderr: raw server raw starting | fatal: exiting with 1) and has not listed its tools yet; "
+        "retry once it is ready")
+    assert [(call.status, call.upstream) for call in recorder.calls] == [("upstream_error", "")]
+    async with running_gateway(gateway_config(echo_upstream("ok"))) as url, mcp_session(url) as client:
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("c__echo", {"text": "x"})
+    assert (unknown.value.error.code, unknown.value.error.message) == (jsonrpc.INVALID_PARAMS, "Unknown tool: c__echo")
 
 
 async def test_header_secrets_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -199,3 +200,26 @@ async def test_an_http_upstream_that_never_answers_a_post_times_out_the_call() -
                 answer: dict[str, Any] = orjson.loads(await response.read())
     assert answer["error"]["code"] == jsonrpc.REQUEST_TIMEOUT
     assert [call.status for call in recorder.calls] == ["timeout"]
+
+
+async def test_the_sse_priming_events_of_server_everything_over_streamable_http_are_no_invalid_messages(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # server-everything (2025-11-25) opens every SSE stream with the spec's priming event: an id and empty data.
+    from gateway.prometheus import Metrics
+    from tests.fixtures.procs import require_everything, start_everything_http
+
+    require_everything()
+    caplog.set_level(logging.INFO, "tollgate")
+    recorder, metrics = Recorder(), Metrics()
+    url, process = await start_everything_http("streamableHttp")
+    upstream = UpstreamConfig(name="ehttp", type="http", url=url, timeouts=Timeouts(init_seconds=30))
+    try:
+        async with running_gateway(gateway_config(upstream), observers=[recorder, metrics]) as gateway, \
+                mcp_session(gateway) as client:
+            answers = [await client.call_tool("ehttp__echo", {"message": f"call {n}"}) for n in range(3)]
+    finally:
+        await stop_process(process)
+    assert [f"call {n}" in repr(answer.content) for n, answer in enumerate(answers)] == [True] * 3
+    assert "invalid_message" not in recorder.kinds("ehttp")
+    assert not [key for key in metrics.counters["tollgate_upstream_events_total"] if ("kind", "invalid_message") in key]
+    assert not [r.getMessage() for r in caplog.records if "invalid message" in r.getMessage()]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from typing import Any
 
 import orjson
@@ -16,6 +18,7 @@ from gateway.upstreams import client as client_mod
 from gateway.upstreams.client import (
     RESTART_BACKOFF,
     TRANSPORT_EVENTS_PER_MINUTE,
+    State,
     UpstreamClient,
     _prefixed,
     _unnamed,
@@ -117,6 +120,47 @@ async def test_an_upstream_that_stayed_ready_long_enough_restarts_after_the_shor
     monkeypatch.setattr(client_mod, "READY_STABLE_SECONDS", 0.0)  # every start counts as recovered
     delays, _ = await restart_delays(3)
     assert delays == [RESTART_BACKOFF[0]] * 3
+
+
+class Readiness(Quiet):
+    """Sets `again` once the upstream is ready after a restart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.again = asyncio.Event()
+
+    def upstream_changed(self, upstream: UpstreamClient) -> None:
+        if upstream.state is State.READY and upstream.restarts:
+            self.again.set()
+
+
+async def test_a_killed_upstream_is_logged_as_killed_by_its_signal_and_then_as_ready_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tollgate")
+    command, args = raw_stdio_command("--name", "victim", "--tools-named", "echo")
+    config = UpstreamConfig(name="victim", type="stdio", command=command, args=tuple(args),
+                            timeouts=Timeouts(init_seconds=20.0))
+    observer = Readiness()
+
+    async def no_pause(_: float) -> None:
+        return None
+
+    client = UpstreamClient(config, lambda: make_transport(config), observer, sleep=no_pause)
+    client.start()
+    try:
+        assert await client.wait_ready(20)
+        pid = client._transport.pid  # type: ignore[union-attr]
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)
+        await asyncio.wait_for(observer.again.wait(), 20)
+    finally:
+        await client.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == "tollgate.upstream"]
+    crash = "upstream victim was killed by SIGKILL; last stderr: raw server victim starting"
+    assert f"upstream victim unhealthy: {crash}" in logged
+    assert f"upstream victim ready again: 1 tools (2025-11-25); it was down: {crash}" in logged
+    assert logged.index(f"upstream victim unhealthy: {crash}") < logged.index(
+        f"upstream victim ready again: 1 tools (2025-11-25); it was down: {crash}")
 
 
 def test_non_json_lines_are_all_counted_but_recorded_at_most_so_many_a_minute(

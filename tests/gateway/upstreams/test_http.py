@@ -202,6 +202,25 @@ async def test_a_dropped_get_stream_reconnects_with_last_event_id() -> None:
     assert wire.related == [None, None]
 
 
+async def test_a_priming_event_is_no_message_and_its_id_resumes_a_dropped_answer_stream() -> None:
+    gets: list[str | None] = []
+
+    async def post(request: web.Request) -> web.StreamResponse:  # primes the stream, then drops before answering
+        return await sse_response(request, [b"id: p1\ndata:\n\n", b"id: p2\ndata: \n\n"], drop=True)
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        gets.append(request.headers.get("Last-Event-ID"))
+        return await sse_response(request, [b'id: p3\ndata: {"jsonrpc":"2.0","id":4,"result":{}}\n\n'])
+
+    async with fake_upstream(post, get) as fake:
+        wire = await Wire(http(fake.url)).open()
+        answer = await wire.request(4, "ping")
+        await wire.transport.close()
+    assert answer == {"jsonrpc": "2.0", "id": 4, "result": {}}
+    assert gets == ["p2"]  # the priming events' id is kept for the resumption
+    assert wire.raw == [b'{"jsonrpc":"2.0","id":4,"result":{}}'] and wire.transport.stats.messages_in == 1
+
+
 async def test_an_oversized_sse_event_closes_with_message_too_large() -> None:
     async with http_fixture("http") as url:
         wire = await Wire(http(url, max_message_bytes=50_000)).open()

@@ -62,6 +62,30 @@ async def test_the_endpoint_event_is_resolved_against_the_stream_url() -> None:
         await transport.close()
 
 
+async def test_events_with_empty_data_are_no_messages() -> None:
+    answer = b'{"jsonrpc":"2.0","id":1,"result":{}}'
+    stream = asyncio.Event()
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"event: endpoint\ndata: /mcp?s=1\n\nid: 1\ndata:\n\n")
+        await stream.wait()
+        await response.write(b"event: message\ndata: \n\nevent: message\ndata: " + answer + b"\n\n")
+        await asyncio.Event().wait()
+        return response
+
+    async def post(request: web.Request) -> web.StreamResponse:
+        stream.set()
+        return web.Response(status=202)
+
+    async with fake_upstream(post, get) as fake:
+        wire = await Wire(sse(fake.url)).open()
+        assert (await wire.request(1, "ping"))["result"] == {}
+        await wire.transport.close()
+    assert wire.raw == [answer] and wire.transport.stats.messages_in == 1
+
+
 async def test_an_endpoint_on_another_origin_is_refused() -> None:
     async def get(request: web.Request) -> web.StreamResponse:
         return await sse_response(request, [b"event: endpoint\ndata: http://evil.example/steal\n\n"])

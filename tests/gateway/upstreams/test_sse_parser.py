@@ -68,6 +68,17 @@ def test_event_without_data_is_not_dispatched_and_resets_the_type() -> None:
     assert parser.feed(b"event: endpoint\n\ndata: x\n\n") == [SseEvent(event="message", data=b"x", id=None)]
 
 
+def test_the_priming_event_is_dispatched_empty_and_keeps_its_id() -> None:
+    parser = SseParser()
+    primed = parser.feed(b"id: 0-abc\ndata:\n\n")
+    assert primed == [SseEvent(event="message", data=b"", id="0-abc")] and primed[0].empty
+    assert parser.last_event_id == "0-abc"  # resumption starts after it
+    (blank,) = parser.feed(b"data: \ndata:  \n\n")
+    assert blank.empty and blank.id == "0-abc"
+    (message,) = parser.feed(b'id: 1-abc\ndata: {"jsonrpc":"2.0"}\n\n')
+    assert not message.empty and (message.id, parser.last_event_id) == ("1-abc", "1-abc")
+
+
 def test_leading_bom_is_ignored() -> None:
     assert SseParser().feed(b"\xef\xbb\xbfdata: x\n\n") == [SseEvent(event="message", data=b"x", id=None)]
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from gateway.config import load_config
 from gateway.upstreams.base import MessageTooLarge, TransportClosed, TransportError
 from gateway.upstreams.factory import make_transport
-from gateway.upstreams.stdio import LineFramer, StdioTransport
+from gateway.upstreams.stdio import STDERR_RECENT_SECONDS, LineFramer, StdioTransport
 from tests.fixtures.procs import PYTHON, REPO_ROOT, echo_stdio_command, raw_stdio_command, require_everything
 from tests.gateway.upstreams.wire import Wire, text_of
 
@@ -254,6 +255,29 @@ async def test_an_unexpected_exit_reports_the_exit_code_and_last_stderr() -> Non
     assert "exited with code 1" in str(cause) and "fatal: exiting with 1" in str(cause)
     await wire.transport.close()
     assert wire.close_calls == 1
+
+
+async def test_a_process_killed_by_a_signal_is_said_to_be_killed_by_it_with_its_recent_stderr() -> None:
+    wire = await Wire(stdio(raw_stdio_command("--name", "victim"))).open()
+    await wire.initialize()  # its stderr banner came before its answer
+    assert wire.transport.pid is not None
+    os.killpg(wire.transport.pid, signal.SIGKILL)
+    cause = await wire.wait_closed()
+    assert str(cause) == "upstream fixture was killed by SIGKILL; last stderr: raw server victim starting"
+    await wire.transport.close()
+
+
+async def test_a_crash_quotes_only_the_stderr_of_its_last_seconds() -> None:
+    """The start banner is older than STDERR_RECENT_SECONDS by the crash (the transport's clock says so): only
+    the line written as it crashed is quoted."""
+    now = [0.0]
+    wire = await Wire(stdio(raw_stdio_command("--crash-on", "echo"), clock=lambda: now[0])).open()
+    await wire.initialize()
+    now[0] = STDERR_RECENT_SECONDS + 1
+    await wire.transport.send(b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}')
+    cause = await wire.wait_closed()
+    assert str(cause) == "upstream fixture exited with code 3; last stderr: crashing on echo"
+    await wire.transport.close()
 
 
 async def test_raw_fixture_pages_lists_named_tools_and_pins_its_protocol() -> None:
