@@ -321,11 +321,12 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     settings = OtlpSettings(
         max_body_bytes=config.telemetry.max_body_bytes, store_prompt_text=config.telemetry.store_prompt_text,
         auth_tokens=config.server.auth_tokens)
-    otlp = add_otlp_routes(app, writer, settings, on_rows=binder.telemetry_rows)
+    otlp = add_otlp_routes(app, writer, settings, on_rows=binder.telemetry_rows, on_refused=rejections.refused)
     if config.server.otlp_listen:  # the same DNS-rebinding guard, judged by the OTLP listener's own address
         guard = rebinding_guard(replace(config.server, listen=config.server.otlp_listen), rejections)
         service.otlp_app = create_otlp_app(writer, settings, stats=otlp, on_rows=binder.telemetry_rows,
-                                           middlewares=[guard])
+                                           middlewares=[rejections.middleware(), guard],
+                                           on_refused=rejections.refused)
     hub.health_checks["store"] = writer.health
     hub.health_checks["budgets"] = policy.health
     metrics.gauges["tollgate_upstream_up"] = lambda: {
@@ -346,7 +347,8 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     # single session could be told were its own (stdio logs while several sessions have calls in flight).
     metrics.sampled_counters["tollgate_client_messages_ignored"] = lambda: {
         (("reason", k),): float(v) for k, v in app[RELAY_KEY].ignored.items()}
-    # Requests refused at the HTTP edge (token, Host, Origin, media type, size, unknown session), by route and status.
+    # Requests refused at the HTTP edge (every 4xx answer of every route: token, Host, Origin, media type, size,
+    # unknown session, path or method, bad query), by route and status.
     metrics.sampled_counters["tollgate_http_rejections_total"] = lambda: {
         (("route", route), ("status", str(status))): float(n) for (route, status), n in rejections.counts.items()}
     metrics.sampled_counters["tollgate_upstream_notifications_unrouted"] = lambda: {
