@@ -133,7 +133,8 @@ def _usage_reports(reports: Any) -> None:
             sub.add_argument("--user", help="user id, email or account")
             sub.add_argument("--offset", help="rows to skip")
         if name == "calls":
-            sub.add_argument("--session", help="MCP or Claude Code session id")
+            sub.add_argument("--session", help="MCP or Claude Code session id, or the start of exactly one (at "
+                             "least 6 characters)")
         sub.set_defaults(run=_report)
 
 
@@ -511,6 +512,7 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
     from ui.cli_report import fetch_direct, fetch_http, fetch_report, render
 
     require_existing_data(config.store.dsn)
+    configured = {upstream.name for upstream in config.upstreams}
     try:
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:
@@ -520,14 +522,14 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_http(base_url, api_path, api_query, token)
 
-        return render(command, await fetch_report(through_server, path, query, session_id), as_json)
+        return render(command, await fetch_report(through_server, path, query, session_id, configured), as_json)
     try:
         await migrate(store)
 
         async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_direct(store, api_path, api_query)
 
-        return render(command, await fetch_report(direct, path, query, session_id), as_json)
+        return render(command, await fetch_report(direct, path, query, session_id, configured), as_json)
     finally:
         await store.close()
 
