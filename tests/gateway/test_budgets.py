@@ -370,7 +370,7 @@ async def test_apply_config_swaps_rules_and_keeps_spend() -> None:
     assert await policy.admit(call(), {}) is not None
     new = Config(upstreams=(UpstreamConfig(name="docs", type="stdio", command="x",
                                            budget=BudgetConfig(day_calls=2)),))
-    assert policy.apply_config(new) == ["docs: day_calls 1; deny -> day_calls 2; deny"]
+    assert policy.apply_config(new) == ["docs: day_calls 1 (deny) -> day_calls 2 (deny)"]
     assert await policy.admit(call(), {}) is None
 
 
