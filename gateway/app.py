@@ -33,7 +33,8 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
     # Without tokens the bearer guard has nothing to check: leave it out of every request's path.
     bearer = [_bearer_guard(config.server.auth_tokens, rejections)] if config.server.auth_tokens else []
     app = web.Application(client_max_size=config.server.max_body_bytes,
-                          middlewares=[rebinding_guard(config.server, rejections), *bearer, _api_json_errors])
+                          middlewares=[rejections.middleware(), rebinding_guard(config.server, rejections), *bearer,
+                                       _api_json_errors])
     hub = Hub(config, transport_factory, observers)
     relay = Relay(hub, policy)
     app[HUB_KEY] = hub

@@ -1,8 +1,10 @@
-"""Spend that lasts: rebuilds budget spend from the store's `calls` rows, and applies fail_open when it cannot.
+"""Spend that lasts: rebuilds budget day spend from the store's `calls` rows, and applies fail_open when it cannot.
 
 Reads only; rows are written by the accounting observer, and a previous run's rows still in the writer's
 spill are stored first (a `replay` callable), or they would be missing from the spend. Spend counts calls
 not denied: one call each, request plus delivered response bytes, estimated tokens of the delivered result.
+Only day windows are rebuilt: a session window is the client session's, and a restart forgets every session
+(their clients initialize new ones), so the sessions of past calls would only be counted as live ones.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ log = logging.getLogger("tollgate.budgets")
 RETRY_SECONDS = 5.0
 
 SPEND_SQL = """
-SELECT upstream, tool, mcp_session_id,
+SELECT upstream, tool,
        toUnixTimestamp(toStartOfFifteenMinutes(started_at)) AS bucket,
        countIf(status != 'denied') AS calls,
        sumIf(req_bytes_client + resp_bytes_client, status != 'denied') AS bytes,
@@ -30,7 +32,7 @@ SELECT upstream, tool, mcp_session_id,
        countIf(budget_action = 'warn') AS warned
 FROM {db}.calls FINAL
 WHERE started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}
-GROUP BY upstream, tool, mcp_session_id, bucket
+GROUP BY upstream, tool, bucket
 """
 
 
@@ -41,9 +43,10 @@ class Queryable(Protocol):
 
 
 async def load_spend(store: Queryable, budgets: Budgets, *, until: float | None = None) -> int:
-    """Charge `budgets` with the spend of calls that started in the last days, up to `until` (default now).
+    """Charge the day windows of `budgets` with the spend of calls that started in the last days, up to `until`
+    (default now), and no session window: those sessions ended with the process that served them.
 
-    Covers every local day and live session a budget can still see. Returns the number of calls charged."""
+    Covers every local day a budget can still see. Returns the number of calls charged."""
     now = budgets.now()
     since = dt.datetime.fromtimestamp(now - KEEP_SECONDS, dt.UTC)
     end = dt.datetime.fromtimestamp(until if until is not None else now, dt.UTC)
@@ -51,8 +54,7 @@ async def load_spend(store: Queryable, budgets: Budgets, *, until: float | None 
     calls = 0
     for row in rows:
         spend = Spend(*(int(row[k]) for k in ("calls", "bytes", "tokens", "denied", "truncated", "warned")))
-        budgets.record(str(row["upstream"]), str(row["tool"]), str(row["mcp_session_id"]), float(row["bucket"]),
-                       spend)
+        budgets.record(str(row["upstream"]), str(row["tool"]), "", float(row["bucket"]), spend)
         calls += spend.calls
     return calls
 

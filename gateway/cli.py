@@ -135,7 +135,8 @@ def _usage_reports(reports: Any) -> None:
             sub.add_argument("--user", help="user id, email or account")
             sub.add_argument("--offset", help="rows to skip")
         if name == "calls":
-            sub.add_argument("--session", help="MCP or Claude Code session id")
+            sub.add_argument("--session", help="MCP or Claude Code session id, or the start of exactly one (at "
+                             "least 6 characters)")
         sub.set_defaults(run=_report)
 
 
@@ -329,11 +330,12 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     settings = OtlpSettings(
         max_body_bytes=config.telemetry.max_body_bytes, store_prompt_text=config.telemetry.store_prompt_text,
         auth_tokens=config.server.auth_tokens)
-    otlp = add_otlp_routes(app, writer, settings, on_rows=binder.telemetry_rows)
+    otlp = add_otlp_routes(app, writer, settings, on_rows=binder.telemetry_rows, on_refused=rejections.refused)
     if config.server.otlp_listen:  # the same DNS-rebinding guard, judged by the OTLP listener's own address
         guard = rebinding_guard(replace(config.server, listen=config.server.otlp_listen), rejections)
         service.otlp_app = create_otlp_app(writer, settings, stats=otlp, on_rows=binder.telemetry_rows,
-                                           middlewares=[guard])
+                                           middlewares=[rejections.middleware(), guard],
+                                           on_refused=rejections.refused)
     hub.health_checks["store"] = writer.health
     hub.health_checks["budgets"] = policy.health
     metrics.gauges["tollgate_upstream_up"] = lambda: {
@@ -354,7 +356,8 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
     # single session could be told were its own (stdio logs while several sessions have calls in flight).
     metrics.sampled_counters["tollgate_client_messages_ignored"] = lambda: {
         (("reason", k),): float(v) for k, v in app[RELAY_KEY].ignored.items()}
-    # Requests refused at the HTTP edge (token, Host, Origin, media type, size, unknown session), by route and status.
+    # Requests refused at the HTTP edge (every 4xx answer of every route: token, Host, Origin, media type, size,
+    # unknown session, path or method, bad query), by route and status.
     metrics.sampled_counters["tollgate_http_rejections_total"] = lambda: {
         (("route", route), ("status", str(status))): float(n) for (route, status), n in rejections.counts.items()}
     metrics.sampled_counters["tollgate_upstream_notifications_unrouted"] = lambda: {
@@ -517,6 +520,7 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
     from ui.cli_report import fetch_direct, fetch_http, fetch_report, render
 
     require_existing_data(config.store.dsn)
+    configured = {upstream.name for upstream in config.upstreams}
     try:
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:
@@ -526,14 +530,14 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_http(base_url, api_path, api_query, token)
 
-        return render(command, await fetch_report(through_server, path, query, session_id), as_json)
+        return render(command, await fetch_report(through_server, path, query, session_id, configured), as_json)
     try:
         await migrate(store)
 
         async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_direct(store, api_path, api_query)
 
-        return render(command, await fetch_report(direct, path, query, session_id), as_json)
+        return render(command, await fetch_report(direct, path, query, session_id, configured), as_json)
     finally:
         await store.close()
 

@@ -421,13 +421,14 @@ def _read_upstream(
         if key in t:
             r.error(join(path, key), f'not used by type "{kind}"')
     command, url, cwd = r.string(t, "command", path), r.string(t, "url", path), r.string(t, "cwd", path)
-    if kind == "stdio" and not command:
+    if kind == "stdio" and not command and not r.failed(join(path, "command")):
         r.error(join(path, "command"), 'required for type "stdio"')
-    if kind in ("http", "sse") and not url:
+    if kind in ("http", "sse") and not url and not r.failed(join(path, "url")):
         r.error(join(path, "url"), f'required for type "{kind}"')
     elif kind in ("http", "sse") and url and not _valid_http_url(url):
         r.error(join(path, "url"), "expected an http:// or https:// URL")
-    budget = _read_budget(r, t.get("budget"), join(path, "budget"), default_budget, allow_tools=True)
+    budget = _read_budget(r, t.get("budget"), join(path, "budget"), default_budget, allow_tools=True,
+                          enclosing=("budget",))
     return UpstreamConfig(name, kind or "stdio", **present(
         command=_resolve_command(command, base_dir) if command else None,
         args=r.strings(t, "args", path), env=r.string_map(t, "env", path),
@@ -458,15 +459,18 @@ def _valid_http_url(url: str) -> bool:
 def _read_timeouts(r: Reader, t: dict[str, Any], path: str) -> Timeouts:
     r.check_keys(t, path, _TIMEOUT_KEYS)
     timeouts = Timeouts(**present(**{key: r.number(t, key, path) for key in _TIMEOUT_KEYS}))
-    if timeouts.call_max_seconds < timeouts.call_seconds:
+    if timeouts.call_max_seconds < timeouts.call_seconds and not r.failed(
+            join(path, "call_seconds"), join(path, "call_max_seconds")):
         r.error(join(path, "call_max_seconds"), "must be at least call_seconds")
     return timeouts
 
 
 def _read_budget(
-    r: Reader, t: object, path: str, parent: BudgetConfig | None, *, allow_tools: bool
+    r: Reader, t: object, path: str, parent: BudgetConfig | None, *, allow_tools: bool,
+    enclosing: tuple[str, ...] = (),
 ) -> BudgetConfig | None:
-    """One budget table merged over `parent`: keys given here win, the others are inherited."""
+    """One budget table merged over `parent` (read from the `enclosing` tables): keys given here win, the others
+    are inherited."""
     if t is None:
         return parent
     if not isinstance(t, dict):
@@ -485,16 +489,19 @@ def _read_budget(
         fail_open=r.boolean(t, "fail_open", path),
         **{limit: r.integer(t, limit, path) for limit in BUDGET_LIMITS},
     ))
-    if budget.max_result_bytes is None and "action" in t and budget.action == "truncate":
+    unset = budget.max_result_bytes is None and not r.failed(  # a bad one, here or inherited, was said already
+        *(join(table, "max_result_bytes") for table in (*enclosing, path)))
+    if unset and "action" in t and budget.action == "truncate":
         r.error(join(path, "action"), '"truncate" needs max_result_bytes')
     for limit, action in actions.items():
-        if action == "truncate" and (limit != "max_result_bytes" or budget.max_result_bytes is None):
+        if action == "truncate" and (limit != "max_result_bytes" or unset):
             r.error(join(path, "actions", limit), '"truncate" applies to max_result_bytes only, when set')
     tools_path = join(path, "tools")
     tools = {
         tool: tool_budget
         for tool, tool_table in r.table(t, "tools", path).items()
-        if (tool_budget := _read_budget(r, tool_table, join(tools_path, tool), budget, allow_tools=False))
+        if (tool_budget := _read_budget(r, tool_table, join(tools_path, tool), budget, allow_tools=False,
+                                        enclosing=(*enclosing, path)))
     }
     return replace(budget, tools=tools)
 
@@ -551,16 +558,20 @@ def describe_config(config: Config) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         lines.append("  " + "".join(row[i].ljust(widths[i] + 2) for i in range(4)) + row[4])
+    overrides = [(u.name, tool, budget) for u in config.upstreams if u.budget
+                 for tool, budget in sorted(u.budget.tools.items())]
+    if overrides:
+        lines.append("tool budgets (merged with their upstream's):")
+        lines += [f"  {name} tool {tool}: {describe_limits(budget)}" for name, tool, budget in overrides]
     return "\n".join(line.rstrip() for line in lines)
 
 
 def describe_budget(budget: BudgetConfig | None) -> str:
-    """One line: the limits that are set, the action, the zone when not UTC, and tool overrides."""
+    """One line: each limit that is set with the action it takes when exceeded, the zone when not UTC, and how
+    many tools have their own limits (`describe_tool_budgets` lists them)."""
     if budget is None:
         return "-"
-    limits = [f"{limit} {value}" for limit in BUDGET_LIMITS if (value := getattr(budget, limit)) is not None]
-    parts = [", ".join(limits) or "no limits", budget.action]
-    parts += [f"{limit}: {action}" for limit, action in budget.actions.items()]
+    parts = [describe_limits(budget)]
     if budget.timezone != "UTC":
         parts.append(budget.timezone)
     if not budget.fail_open:
@@ -568,6 +579,13 @@ def describe_budget(budget: BudgetConfig | None) -> str:
     if budget.tools:
         parts.append(f"{len(budget.tools)} tool override(s)")
     return "; ".join(parts)
+
+
+def describe_limits(budget: BudgetConfig) -> str:
+    """`max_result_bytes 1000 (truncate), day_calls 10 (deny)`: the effective action of each limit set (a
+    block-wide "truncate" denies on every limit but max_result_bytes)."""
+    return ", ".join(f"{limit} {value} ({budget.action_for(limit)})" for limit in BUDGET_LIMITS
+                     if (value := getattr(budget, limit)) is not None) or "no limits"
 
 
 def _redact_url(url: str) -> str:

@@ -63,9 +63,16 @@ class Reader:
         self.environ = environ  # None: leave ${VAR} references as written
         self.problems: list[str] = [] if problems is None else problems
         self.references: list[tuple[str, str]] = []  # (toml path, variable name) of each ${VAR} expanded
+        self.failed_paths: set[str] = set()
 
     def error(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}" if path else message)
+        self.failed_paths.add(path)
+
+    def failed(self, *paths: str) -> bool:
+        """Whether a problem was already said of any of `paths`: a check that depends on such a value would only
+        follow on from it (its getter returned None, as for an absent key) and says nothing."""
+        return any(path in self.failed_paths for path in paths)
 
     def expand(self, value: str, path: str) -> str | None:
         """`value` with every ${VAR} replaced; None (and one problem per missing variable) if unset."""

@@ -92,6 +92,9 @@ class Reject(Exception):
 OTLP_STATS = web.AppKey("otlp_stats", OtlpStats)
 # Called with each accepted body's rows (table -> rows) after they are durable; must return quickly, never raise.
 RowsHook = Callable[[Mapping[str, Sequence[Mapping[str, Any]]]], None]
+# Told of each body refused with a 4xx (request, status, reason): the gateway's edge counter and rate-limited log.
+# Without one, ingest logs every refusal itself.
+RefusedHook = Callable[[web.Request, int, str], None]
 
 
 def add_otlp_routes(
@@ -100,10 +103,12 @@ def add_otlp_routes(
     settings: OtlpSettings,
     stats: OtlpStats | None = None,
     on_rows: RowsHook | None = None,
+    on_refused: RefusedHook | None = None,
 ) -> OtlpStats:
     """Register the three OTLP/HTTP routes on `app` (the gateway's app, or a standalone one); `on_rows`
-    sees each accepted body's rows after they are durable (its failures are logged, not answered)."""
-    receiver = OtlpReceiver(writer, settings, stats or OtlpStats(), on_rows)
+    sees each accepted body's rows after they are durable (its failures are logged, not answered), `on_refused`
+    each body refused with a 4xx."""
+    receiver = OtlpReceiver(writer, settings, stats or OtlpStats(), on_rows, on_refused)
     app.router.add_post("/v1/logs", receiver.logs)
     app.router.add_post("/v1/metrics", receiver.metrics)
     app.router.add_post("/v1/traces", receiver.traces)
@@ -113,22 +118,24 @@ def add_otlp_routes(
 
 def create_otlp_app(
     writer: RowWriter, settings: OtlpSettings, stats: OtlpStats | None = None, on_rows: RowsHook | None = None,
-    middlewares: Sequence[Any] = (),
+    middlewares: Sequence[Any] = (), on_refused: RefusedHook | None = None,
 ) -> web.Application:
     """A standalone OTLP receiver application (for a second listen address such as :4318): the three OTLP
     routes and nothing else; pass the main app's `stats` to count both addresses together."""
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args=RAW_BODY_HANDLER_ARGS,
                           middlewares=middlewares)
-    add_otlp_routes(app, writer, settings, stats, on_rows)
+    add_otlp_routes(app, writer, settings, stats, on_rows, on_refused)
     return app
 
 
 class OtlpReceiver:
     def __init__(
-        self, writer: RowWriter, settings: OtlpSettings, stats: OtlpStats, on_rows: RowsHook | None = None
+        self, writer: RowWriter, settings: OtlpSettings, stats: OtlpStats, on_rows: RowsHook | None = None,
+        on_refused: RefusedHook | None = None,
     ) -> None:
         self.writer = writer
         self.on_rows = on_rows
+        self.on_refused = on_refused
         self.settings = settings
         self.stats = stats
         self.options = MappingOptions(store_prompt_text=settings.store_prompt_text)
@@ -202,9 +209,12 @@ class OtlpReceiver:
     def _refuse(self, signal: Signal, request: web.Request, encoding: Encoding, reject: Reject) -> web.Response:
         self.stats.requests[(signal, reject.status)] += 1
         self.stats.bad_bodies[reject.status] += 1
-        log.warning(
-            "OTLP %s body refused with %d from %s: %s", signal, reject.status, request.remote, reject.message
-        )
+        if self.on_refused is not None and 400 <= reject.status < 500:
+            self.on_refused(request, reject.status, reject.message)
+        else:
+            log.warning(
+                "OTLP %s body refused with %d from %s: %s", signal, reject.status, request.remote, reject.message
+            )
         return status_response(reject, encoding)
 
 

@@ -81,10 +81,10 @@ SIZES_SQL = "SELECT sumMap(sizes) AS sizes FROM ({source})"
 # Not FINAL (it would merge every partition of the range, whatever the upstream): the largest `fetch` copies, then
 # one per call. A re-delivered call's copies are the same row, so the largest copies are the largest calls.
 LARGEST_SQL = """
-SELECT call_id, upstream, tool, mcp_session_id, tool_use_id, started_at, status, resp_bytes_upstream, text_bytes,
-       est_tokens
-FROM (SELECT call_id, upstream, tool, mcp_session_id, tool_use_id, started_at, toString(status) AS status,
-             resp_bytes_upstream, text_bytes, est_tokens, inserted_at
+SELECT call_id, upstream, tool, mcp_session_id, cc_session_id, tool_use_id, started_at, status, req_bytes_client,
+       resp_bytes_upstream, text_bytes, est_tokens
+FROM (SELECT call_id, upstream, tool, mcp_session_id, cc_session_id, tool_use_id, started_at,
+             toString(status) AS status, req_bytes_client, resp_bytes_upstream, text_bytes, est_tokens, inserted_at
       FROM {db}.calls WHERE {where} ORDER BY resp_bytes_upstream DESC LIMIT {fetch:UInt32})
 ORDER BY resp_bytes_upstream DESC, inserted_at DESC LIMIT 1 BY call_id LIMIT {limit:UInt32}
 """
@@ -177,11 +177,16 @@ async def servers(store: Store, since: dt.datetime | None = None,
     seen = {r["upstream"] for r in rows}
     rows += [{"upstream": name, "calls": 0, "errors": 0} for name in sorted(context) if name not in seen]
     for row in rows:
-        ctx = context.get(row["upstream"], {})
-        row["tool_list_bytes"] = ctx.get("server_bytes", 0)
-        row["tool_list_tools"] = ctx.get("tool_count", 0)
-        row["tool_list_est_tokens"] = ctx.get("est_tokens", 0)
+        _add_tool_list(row, context.get(row["upstream"]))
     return sorted(rows, key=lambda r: r["upstream"])
+
+
+def _add_tool_list(row: dict[str, Any], context: dict[str, Any] | None) -> dict[str, Any]:
+    """The size of the upstream's latest tool list on its totals row (0 when it never listed its tools)."""
+    row["tool_list_bytes"] = context["server_bytes"] if context else 0
+    row["tool_list_tools"] = context["tool_count"] if context else 0
+    row["tool_list_est_tokens"] = context["est_tokens"] if context else 0
+    return row
 
 
 async def server_detail(store: Store, upstream: str, since: dt.datetime | None = None,
@@ -200,7 +205,8 @@ async def server_detail(store: Store, upstream: str, since: dt.datetime | None =
     if context:
         context[0]["tools"] = await tool_definitions(store, upstream, context[0]["snapshot_id"])
     return {
-        "server": totals[0] if totals else {"upstream": upstream, "calls": 0, "errors": 0},
+        "server": _add_tool_list(totals[0] if totals else {"upstream": upstream, "calls": 0, "errors": 0},
+                                 context[0] if context else None),
         "tools": await _source(store, TOOLS_SQL, where, params, mine, per_tool=1),
         "largest_results": await _largest(store, where, params, totals[0]["calls"] if totals else 0),
         "timeline": await _timeline(store, where, params, mine, totals[0] if totals else None),

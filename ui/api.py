@@ -57,6 +57,23 @@ def _time(query: Query, name: str) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
+def _window(query: Query) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """`since` and `until`; a range that ends before (or as) it starts is a 400, not an empty answer."""
+    since, until = _time(query, "since"), _time(query, "until")
+    if since is not None and until is not None and since >= until:
+        raise BadRequest(f"since must be earlier than until (since {query['since']!r}, until {query['until']!r})")
+    return since, until
+
+
+def check_window(query: Query) -> str | None:
+    """Why the API would refuse the query's time range (400), or None: for callers checking before they fetch."""
+    try:
+        _window(query)
+    except BadRequest as exc:
+        return str(exc)
+    return None
+
+
 def _int(query: Query, name: str, default: int, low: int, high: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
@@ -71,9 +88,9 @@ def _int(query: Query, name: str, default: int, low: int, high: int) -> int:
 
 
 async def sessions(store: Store, query: Query, _: Query) -> Answer:
+    since, until = _window(query)
     return 200, await queries_turns.list_sessions(
-        store, user=query.get("user") or None, server=query.get("server") or None,
-        since=_time(query, "since"), until=_time(query, "until"),
+        store, user=query.get("user") or None, server=query.get("server") or None, since=since, until=until,
         limit=_int(query, "limit", 50, 1, 500), offset=_int(query, "offset", 0, 0, 1_000_000))
 
 
@@ -83,23 +100,24 @@ async def session(store: Store, _: Query, match: Query) -> Answer:
 
 
 async def usage(store: Store, query: Query, _: Query) -> Answer:
-    return 200, {"usage": await queries_usage.usage_report(store, _time(query, "since"), _time(query, "until"))}
+    return 200, {"usage": await queries_usage.usage_report(store, *_window(query))}
 
 
 async def servers(store: Store, query: Query, _: Query) -> Answer:
-    return 200, {"servers": await queries_servers.servers(store, _time(query, "since"), _time(query, "until"))}
+    return 200, {"servers": await queries_servers.servers(store, *_window(query))}
 
 
 async def server(store: Store, query: Query, match: Query) -> Answer:
-    detail = await queries_servers.server_detail(store, match["name"], _time(query, "since"),
-                                                 _time(query, "until"), _int(query, "largest", 10, 1, 100))
+    detail = await queries_servers.server_detail(store, match["name"], *_window(query),
+                                                 largest=_int(query, "largest", 10, 1, 100))
     return (404, {"error": f"no server {match['name']!r}"}) if detail is None else (200, detail)
 
 
 async def calls(store: Store, query: Query, _: Query) -> Answer:
+    since, until = _window(query)
     return 200, {"calls": await queries_servers.calls(
         store, server=query.get("server") or None, session=query.get("session") or None,
-        since=_time(query, "since"), until=_time(query, "until"), limit=_int(query, "limit", 100, 1, 1000))}
+        since=since, until=until, limit=_int(query, "limit", 100, 1, 1000))}
 
 
 async def openapi(_: Store, __: Query, ___: Query) -> Answer:

@@ -6,7 +6,7 @@ Knows API documents, never SQL; `gateway/cli.py` decides which source to use and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from store.client import Store
-from ui.api import answer, resolve
+from ui.api import answer, check_window, resolve
 
 Column = tuple[str, str, Callable[[Any], str]]  # (header, key, format)
 Fetch = Callable[[str, Mapping[str, str]], Awaitable[Any]]  # (API path, query) -> document
@@ -58,8 +58,15 @@ async def fetch_http(base_url: str, path: str, query: Mapping[str, str], token: 
                                f"({exc or type(exc).__name__}); pass the config it serves with") from None
 
 
-async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], session_id: str | None = None) -> Any:
-    """The document at `path`; for `report session`, an id no session has is taken as the start of one."""
+async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], session_id: str | None = None,
+                       configured: Collection[str] = ()) -> Any:
+    """The document at `path`; for `report session`, an id no session has is taken as the start of one, as is
+    `report calls --session`'s; a `--server` without calls that no store row or config entry (`configured`)
+    names is an error. A time range ending before it starts is refused before anything is fetched."""
+    if (why := check_window(query)) is not None:
+        raise ReportError(400, why)
+    if path == "/api/calls":
+        return await fetch_calls(fetch, query, configured)
     try:
         return await fetch(path, query)
     except ReportError as exc:
@@ -68,6 +75,23 @@ async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], sessio
         if len(session_id) < MIN_PREFIX:
             raise ReportError(404, f"{exc} (an id prefix needs at least {MIN_PREFIX} characters)") from None
     return await fetch(api_path("session", await resolve_session(fetch, session_id, query)), query)
+
+
+async def fetch_calls(fetch: Fetch, query: Mapping[str, str], configured: Collection[str]) -> Any:
+    """`/api/calls`; when it lists none, an unknown `server` is an error (as `report servers NAME` says it) and a
+    `session` no call has is taken as the start of one session id."""
+    doc = await fetch("/api/calls", query)
+    if doc["calls"]:
+        return doc
+    window = {key: query[key] for key in ("since", "until") if key in query}
+    if (server := query.get("server")) and server not in configured:
+        await fetch(api_path("servers", server=server), window)  # 404: no server {server!r}
+    if not (prefix := query.get("session")):
+        return doc
+    if len(prefix) < MIN_PREFIX:
+        raise ReportError(404, f"no session {prefix!r} (an id prefix needs at least {MIN_PREFIX} characters)")
+    session_id = await resolve_session(fetch, prefix, query)
+    return doc if session_id == prefix else await fetch("/api/calls", {**query, "session": session_id})
 
 
 async def resolve_session(fetch: Fetch, prefix: str, query: Mapping[str, str]) -> str:

@@ -22,7 +22,8 @@ def _param(name: str, description: str, schema: dict[str, Any], where: str = "qu
 
 TIME = {"type": "string", "format": "date-time"}
 SINCE = _param("since", "Start of the time range (ISO 8601, UTC when no offset); default: until - 30 days", TIME)
-UNTIL = _param("until", "End of the time range, exclusive (ISO 8601); default: now", TIME)
+UNTIL = _param("until", "End of the time range, exclusive (ISO 8601); default: now; since must be earlier "
+                        "(else 400)", TIME)
 ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
@@ -155,7 +156,6 @@ SCHEMAS: dict[str, Any] = {
         "cost_usd_micros": INT, "requests_without_cost": INT, "user_id": STR, "app_version": STR,
         "first_at": TIME}),
     "Usage": _object(["usage"], {"usage": _array("UsageRow")}),
-    "ServerTotals": _object(["upstream", "calls", "errors"], SERVER_TOTALS),
     "ServerSummary": _object(["upstream", "calls", "errors", "tool_list_bytes", "tool_list_tools",
                               "tool_list_est_tokens"], {
         **SERVER_TOTALS, "tool_list_bytes": INT, "tool_list_tools": INT, "tool_list_est_tokens": INT}),
@@ -165,9 +165,10 @@ SCHEMAS: dict[str, Any] = {
         "tool": STR, "calls": INT, "errors": INT, "resp_bytes": INT, "resp_bytes_p95": INT, "resp_bytes_max": INT,
         "est_tokens": INT}),
     "LargestResult": _object(["call_id", "upstream", "tool", "mcp_session_id", "started_at", "status",
-                              "resp_bytes_upstream"], {
-        "call_id": STR, "upstream": STR, "tool": STR, "mcp_session_id": STR, "tool_use_id": STR,
-        "started_at": TIME, "status": STATUS, "resp_bytes_upstream": INT, "text_bytes": INT, "est_tokens": INT}),
+                              "req_bytes_client", "resp_bytes_upstream"], {
+        "call_id": STR, "upstream": STR, "tool": STR, "mcp_session_id": STR, "cc_session_id": STR,
+        "tool_use_id": STR, "started_at": TIME, "status": STATUS, "req_bytes_client": INT,
+        "resp_bytes_upstream": INT, "text_bytes": INT, "est_tokens": INT}),
     "ToolDefinition": _object(["tool", "exposed_name", "def_bytes", "est_tokens"], {
         "tool": STR, "exposed_name": STR, "def_bytes": INT, "est_tokens": INT}),
     "ToolListContext": _object(["upstream", "snapshot_id", "server_bytes", "tool_count", "taken_at", "est_tokens",
@@ -184,7 +185,7 @@ SCHEMAS: dict[str, Any] = {
     "SizeBucket": _object(["lo", "hi", "count"], {
         "lo": INT, "hi": INT, "count": {**INT, "description": "results of lo <= bytes < hi"}}),
     "ServerDetail": _object(["server", "tools", "largest_results", "timeline", "sizes", "tool_list_context"], {
-        "server": _ref("ServerTotals"), "tools": _array("ToolSummary"), "largest_results": _array("LargestResult"),
+        "server": _ref("ServerSummary"), "tools": _array("ToolSummary"), "largest_results": _array("LargestResult"),
         "timeline": _ref("Timeline"), "sizes": _array("SizeBucket"),
         "tool_list_context": {"oneOf": [_ref("ToolListContext"), {"type": "null"}]}}),
     "Call": _object(["call_id", "method", "upstream", "tool", "mcp_session_id", "started_at", "status",

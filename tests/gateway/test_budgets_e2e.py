@@ -315,6 +315,34 @@ async def test_a_restart_in_the_middle_of_the_day_keeps_the_spend(tmp_path: Path
     # when the frozen day is the real one, so the CLI report test covers it on the real clock instead)
 
 
+async def test_a_restart_rebuilds_the_days_spend_but_no_session_spend(tmp_path: Path) -> None:
+    """Session windows are the client session's: a restart forgets every session (a client initializes anew), so
+    no past session's spend comes back as a live one, in /api/budgets or in `report budgets` from the store;
+    the day's spend does."""
+    config = gateway_config(budget_upstream("b", BudgetConfig(session_calls=5, day_calls=10)))
+    async with (running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as first,
+                mcp_session(svc.mcp_url) as second):
+        for client, calls in ((first, 3), (second, 1)):
+            for n in range(calls):
+                assert not (await client.call_tool("b__echo", {"text": f"{n}"})).is_error
+        before = await budget_view(svc, "b")  # both sessions still open
+    assert (before["sessions"]["count"], before["sessions"]["busiest"]["calls"], before["day"]["calls"]) == (2, 3, 4)
+
+    def session_windows(view: dict[str, Any]) -> tuple[Any, ...]:
+        return (view["day"]["calls"], view["sessions"]["count"], view["sessions"]["busiest"]["calls"],
+                [(u["limit"], u["used"]) for u in view["usage"]])
+
+    stored = replace(config, store=StoreConfig(dsn=f"chdb://{tmp_path / 'db'}"))
+    (offline,) = (await budgets_report(stored))["upstreams"]
+    assert session_windows(offline) == (4, 0, 0, [("session_calls", 0), ("day_calls", 4)])
+    async with running_service(config, tmp_path / "db") as svc:
+        assert session_windows(await budget_view(svc, "b")) == (4, 0, 0, [("session_calls", 0), ("day_calls", 4)])
+        async with mcp_session(svc.mcp_url) as client:
+            assert not (await client.call_tool("b__echo", {"text": "after"})).is_error
+            assert session_windows(await budget_view(svc, "b")) == (
+                5, 1, 1, [("session_calls", 1), ("day_calls", 5)])
+
+
 async def test_restarts_at_one_second_to_midnight_and_at_midnight_rebuild_the_right_day(
     tmp_path: Path, clock: FrozenClock
 ) -> None:

@@ -132,6 +132,24 @@ def test_serve_with_a_bad_budget_value_exits_2_naming_its_toml_path_before_servi
         probe.bind(("127.0.0.1", port))  # the port it would have listened on is still free
 
 
+def test_check_config_shows_each_limits_effective_action_and_a_bad_value_alone(tmp_path: Path) -> None:
+    budget = ('[upstreams.a.budget]\nmax_result_bytes = 2000\nday_calls = 9\naction = "truncate"\n'
+              '[upstreams.a.budget.actions]\nsession_calls = "warn"\n[upstreams.a.budget.tools.echo]\n'
+              'day_calls = 2\naction = "warn"\n')
+    result = tollgate("check-config", "--offline", "--config", str(echo_config(tmp_path / "t.toml", budget)))
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("  a  "))
+    assert row.endswith("  max_result_bytes 2000 (truncate), day_calls 9 (deny); 1 tool override(s)")
+    assert result.stdout.splitlines()[-2:] == ["tool budgets (merged with their upstream's):",
+                                               "  a tool echo: max_result_bytes 2000 (warn), day_calls 2 (warn)"]
+
+    bad = echo_config(tmp_path / "bad.toml", '[upstreams.a.budget]\nmax_result_bytes = "2k"\naction = "truncate"\n')
+    result = tollgate("check-config", "--offline", "--config", str(bad))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"tollgate: invalid configuration\n1 config problem(s) in {bad}:\n"
+                             "  upstreams.a.budget.max_result_bytes: expected a positive integer, got string\n")
+
+
 def test_import_mcp_json_prints_toml_that_check_config_accepts(tmp_path: Path) -> None:
     mcp_json = tmp_path / ".mcp.json"
     mcp_json.write_text(json.dumps({"mcpServers": {

@@ -295,6 +295,7 @@ async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live
             "SELECT upstream, argMax(server_bytes, taken_at) AS bytes FROM tool_lists FINAL GROUP BY upstream")
         quantiles = {row["upstream"]: row for row in await service.store.query(QUANTILES_SQL)}
         live = [await report(capsys, *command, *argv) for command in report_commands(first)]
+        live_more = [await report_all(capsys, *command, *argv) for command in more_commands(first)]
     finally:
         await runner.cleanup()
         await service.close()
@@ -333,14 +334,53 @@ async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live
         ["a", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
          f"{c['resp_bytes_client']:,}", f"{c['est_tokens']:,}", first[:12] + ".."] for c in newest]
 
+    assert_more_reports(live_more, servers[0], on_a, calls_json)
     direct = [await report(capsys, *command, *argv) for command in report_commands(first)]  # no server: the store
     assert direct == live
+    assert [await report_all(capsys, *command, *argv) for command in more_commands(first)] == live_more
 
 
 def report_commands(session: str) -> list[tuple[str, ...]]:
     """The servers and calls reports the test reads live and then from the store."""
     calls = ("calls", "--server", "a", "--session", session, "--limit", "2")
     return [("servers", "--json"), ("servers",), ("servers", "a", "--json"), (*calls, "--json"), calls]
+
+
+def more_commands(session: str) -> list[tuple[str, ...]]:
+    """One server's table, calls by the start of a session id (as tables cut it), calls of an unknown server."""
+    return [("servers", "a"), ("calls", "--server", "a", "--session", session[:12], "--limit", "2", "--json"),
+            ("calls", "--server", "nope"), ("servers", "nope")]
+
+
+async def report_all(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """A report's exit code, standard output and standard error."""
+    code = await asyncio.to_thread(main, ["--log-level", "warning", "report", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_more_reports(got: list[tuple[int, str, str]], server: dict[str, Any], on_a: list[dict[str, Any]],
+                        calls_json: str) -> None:
+    """`report servers a` fills every column the list's row for `a` fills (its tool-list size too) and the request
+    bytes of each largest result; `--session` takes a prefix; an unknown server errors as `report servers` does."""
+    (code, detail, _), by_prefix, unknown_calls, unknown_server = got
+    assert code == 0
+    (_, totals), (largest_title, largest_header, *largest) = (section.splitlines() for section in
+                                                              detail.split("\n\n")[::2])
+    assert largest_title == "largest results"
+    assert totals.split() == [
+        server["upstream"], *(f"{server[k]:,}" for k in ("calls", "errors", "req_bytes", "req_bytes_p50",
+                                                          "req_bytes_p95", "req_bytes_max", "resp_bytes",
+                                                          "resp_bytes_p50", "resp_bytes_p95", "resp_bytes_max")),
+        server["resp_bytes_max_tool"], *(f"{server[k]:,}" for k in ("est_tokens", "tool_list_bytes",
+                                                                     "tool_list_est_tokens"))]
+    assert re.split(r"\s{2,}", largest_header)[4:6] == ["REQ BYTES", "UPSTREAM BYTES"]
+    assert [row.split()[2:8] for row in largest] == [
+        ["a", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
+         f"{c['est_tokens']:,}"] for c in sorted(on_a, key=lambda c: -c["resp_bytes_upstream"])]
+    assert by_prefix[0] == 0 and orjson.loads(by_prefix[1]) == orjson.loads(calls_json)
+    assert unknown_server == (1, "", "tollgate: report servers: no server 'nope'\n")
+    assert unknown_calls == (1, "", "tollgate: report calls: no server 'nope'\n")
 
 
 async def test_report_calls_shows_a_truncated_result_at_the_upstreams_size_and_at_the_size_delivered(
@@ -431,6 +471,85 @@ async def test_report_session_takes_a_unique_id_prefix_and_names_the_candidates_
                               "characters)\n")
     direct = [await report_session(capsys, *case, *argv) for case in cases]  # no server: the store, same answers
     assert direct == live
+
+
+async def test_report_calls_takes_a_session_id_prefix_as_report_session_does_and_errors_on_an_unknown_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report calls --session` takes the start of one session id (6+ characters) and names the candidates of an
+    ambiguous one; `--server` naming no upstream that has calls, a tool list or a config entry is an error, as in
+    `report servers NAME`, while a configured one with no calls yet is an empty table."""
+    from tests.gateway.conftest import ECHO_SERVER
+
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    now = dt.datetime.now(dt.UTC)
+    mcp_ids = ["9093e8c0" + "1" * 24, "9093e8c0" + "2" * 24, "77aa01bb" + "3" * 24]
+    service.writer.submit("calls", [
+        {"call_id": f"prefix-{n}", "method": "tools/call", "upstream": "a", "tool": "echo", "exposed_name": "a__echo",
+         "mcp_session_id": mcp_id, "status": "ok", "started_at": now - dt.timedelta(minutes=n),
+         "ended_at": now - dt.timedelta(minutes=n)} for n, mcp_id in enumerate(mcp_ids)])
+    await service.writer.flush()
+    argv = ("--config", str(config))
+    cases = [("calls", "--session", "77aa01bb", "--json"), ("calls", "--session", "9093e8c0" + "1" * 4, "--json"),
+             ("calls", "--session", "9093e8c0"), ("calls", "--session", "9093e"),
+             ("calls", "--session", "ffffff", "--since", SINCE),
+             ("calls", "--server", "nope"), ("servers", "nope"), ("calls", "--server", "a", "--json")]
+    try:
+        live = [await report_all(capsys, *case, *argv) for case in cases]
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    def call_ids(result: tuple[int, str, str]) -> list[str]:
+        assert result[0] == 0, result
+        return [c["call_id"] for c in orjson.loads(result[1])["calls"]]
+
+    assert call_ids(live[0]) == ["prefix-2"] and call_ids(live[1]) == ["prefix-0"]
+    assert live[2] == (2, "", f"tollgate: report calls: '9093e8c0' is the start of 2 session ids: {mcp_ids[0]}, "
+                              f"{mcp_ids[1]}; give more characters\n")
+    assert live[3] == (1, "", "tollgate: report calls: no session '9093e' (an id prefix needs at least 6 "
+                              "characters)\n")
+    assert live[4] == (1, "", "tollgate: report calls: no session 'ffffff', and no session id starts with it "
+                              "(looked at sessions since 2026-01-01 00:00:00 UTC; --since looks further back)\n")
+    assert live[5] == (1, "", "tollgate: report calls: no server 'nope'\n")
+    assert live[6] == (1, "", "tollgate: report servers: no server 'nope'\n")
+    assert call_ids(live[7]) == ["prefix-0", "prefix-1", "prefix-2"]
+    assert [await report_all(capsys, *case, *argv) for case in cases] == live  # no server: the store
+    add_upstream(config, "c", ECHO_SERVER)  # configured, never started: no call and no tool list
+    assert await report_all(capsys, "calls", "--server", "c", "--json", *argv) == (0, '{\n  "calls": []\n}\n', "")
+
+
+async def test_a_time_range_that_ends_before_it_starts_is_refused_by_every_report_and_the_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import aiohttp
+
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    backwards = {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01"}
+    said = "since must be earlier than until (since '2026-02-01T00:00:00Z', until '2026-01-01')"
+    argv = ("--config", str(config), "--since", backwards["since"], "--until", backwards["until"])
+    commands = [("sessions",), ("session", "9093e8c0"), ("servers",), ("servers", "a"), ("calls",), ("usage",)]
+    base = f"http://{load_config(config).server.listen}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = []
+            for path in ("/api/sessions", "/api/servers", "/api/servers/a", "/api/calls", "/api/usage"):
+                async with http.get(base + path, params=backwards) as response:
+                    api.append((path, response.status, await response.json()))
+            async with http.get(base + "/api/calls", params={**backwards, "until": backwards["since"]}) as response:
+                same = (response.status, await response.json())
+        live = [await report_all(capsys, *command, *argv) for command in commands]
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    assert api == [(path, 400, {"error": said}) for path, _, _ in api]
+    assert same == (400, {"error": "since must be earlier than until (since '2026-02-01T00:00:00Z', "
+                                   "until '2026-02-01T00:00:00Z')"})
+    assert live == [(2, "", f"tollgate: report {command[0]}: {said}\n") for command in commands]
+    assert [await report_all(capsys, *command, *argv) for command in commands] == live  # no server: the store
 
 
 async def test_reports_find_a_server_started_with_another_listen_than_its_config(

@@ -173,6 +173,32 @@ def test_truncate_needs_max_result_bytes_at_some_level(tmp_path: Path) -> None:
     ]
 
 
+A = '[upstreams.a]\ncommand = "x"\n'
+
+
+@pytest.mark.parametrize(("toml", "said"), [
+    (A + '[upstreams.a.budget]\nmax_result_bytes = -1\naction = "truncate"',
+     "upstreams.a.budget.max_result_bytes: must be a positive integer"),
+    (A + '[upstreams.a.budget]\nmax_result_bytes = "big"\n[upstreams.a.budget.actions]\nmax_result_bytes = "truncate"',
+     "upstreams.a.budget.max_result_bytes: expected a positive integer, got string"),
+    (A + '[upstreams.a.budget]\nmax_result_bytes = 0\n[upstreams.a.budget.tools.t]\naction = "truncate"',
+     "upstreams.a.budget.max_result_bytes: must be a positive integer"),
+    ('[budget]\nmax_result_bytes = 1.5\n' + A + '[upstreams.a.budget]\naction = "truncate"\n'
+     '[upstreams.a.budget.tools.t]\naction = "truncate"',
+     "budget.max_result_bytes: expected a positive integer, got float"),
+    (A + "[upstreams.a.timeouts]\ncall_seconds = -1\ncall_max_seconds = 60",
+     "upstreams.a.timeouts.call_seconds: must be a positive number"),
+    ('[upstreams.a]\ncommand = "${TOLLGATE_UNSET_COMMAND}"',
+     "upstreams.a.command: environment variable TOLLGATE_UNSET_COMMAND is not set"),
+    ('[upstreams.b]\ntype = "http"\nurl = 5', "upstreams.b.url: expected a string, got integer"),
+])
+def test_a_bad_value_is_one_problem_not_also_the_checks_that_depend_on_it(tmp_path: Path, toml: str,
+                                                                          said: str) -> None:
+    """A value that cannot be read is said once: "truncate needs max_result_bytes" (at that level or one that
+    inherits it), "call_max_seconds must be at least call_seconds" and "command/url required" do not follow."""
+    assert problems(tmp_path, toml) == [said]
+
+
 def test_bad_timezone_in_default_budget(tmp_path: Path) -> None:
     assert problems(tmp_path, '[budget]\ntimezone = "Europe/Nowhere"\n') == [
         "budget.timezone: unknown IANA time zone (e.g. UTC, Europe/Berlin)"
@@ -510,6 +536,13 @@ def test_describe_config_shows_upstreams_and_hides_secrets(tmp_path: Path) -> No
         max_result_bytes = 1000
         action = "truncate"
         day_calls = 10
+        session_calls = 5
+        [upstreams.docs.budget.actions]
+        session_calls = "warn"
+        day_bytes = "warn"
+        [upstreams.docs.budget.tools.search]
+        day_calls = 3
+        action = "warn"
         [upstreams.run]
         command = "python3"
         args = ["srv.py", "--flag"]
@@ -522,8 +555,14 @@ def test_describe_config_shows_upstreams_and_hides_secrets(tmp_path: Path) -> No
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["NAME", "TYPE"])
     docs, run = lines[header + 1].split(), lines[header + 2].split()
     assert docs[:4] == ["docs", "http", "https://***@docs.example/mcp?***", "yes"]
-    assert " ".join(docs[4:]) == "max_result_bytes 1000, day_calls 10; truncate"
+    # each limit with the action it takes: a block-wide truncate denies on the counting limits; an action for a
+    # limit not set is not shown; the tool's merged limits on their own line
+    assert " ".join(docs[4:]) == ("max_result_bytes 1000 (truncate), session_calls 5 (warn), day_calls 10 (deny); "
+                                  "1 tool override(s)")
     assert run == ["run", "stdio", "python3", "srv.py", "--flag", "no", "-"]
+    assert lines[header + 3:] == ["tool budgets (merged with their upstream's):",
+                                  "  docs tool search: max_result_bytes 1000 (warn), session_calls 5 (warn), "
+                                  "day_calls 3 (warn)"]
 
 
 def test_the_spill_bound_defaults_to_one_gib_and_is_read_from_the_store_table(tmp_path: Path) -> None:

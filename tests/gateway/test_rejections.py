@@ -1,10 +1,13 @@
-"""Every request refused at the HTTP edge of /mcp and /api leaves one log line (reason, method, client address,
-never the token), rate-limited per route and status, and is counted in /metrics."""
+"""Every request refused at the HTTP edge of any route (/mcp, OTLP, /api, pages, /healthz, /metrics) leaves one log
+line (reason, method, client address, never the token), rate-limited per route and status, and is counted in
+/metrics."""
 
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -13,9 +16,10 @@ from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc
 from gateway import rejections as rejections_mod
+from gateway.config import TelemetryConfig
 from gateway.rejections import LINES_PER_MINUTE
 from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway
-from tests.gateway.service import running_service
+from tests.gateway.service import running_service, serve_app
 from tests.gateway.test_downstream import JSON_HEADERS, initialize, open_session
 
 TOKEN = "s3cret-token-value"
@@ -145,3 +149,72 @@ async def test_a_method_name_cannot_forge_a_log_line(caplog: pytest.LogCaptureFi
         assert response.status == 400
     assert refusals(caplog) == [(logging.INFO, "refused POST /mcp (tools/list\\n2026-01-01 00:00:00,000 INFO tollgate: "
                                                "all fine) from 127.0.0.1: 400 Bad Request: Missing session ID")]
+
+
+async def test_every_4xx_of_every_route_is_counted_under_its_route_and_status_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """OTLP bodies refused (bad protobuf, media type, size, a gzip bomb, on both listen addresses), methods a route
+    does not take, bad API queries and unknown API ids, pages and paths that do not exist: each one counted once
+    under its route and status in /metrics, and logged with the reason its body gave the client."""
+    caplog.set_level(logging.INFO, "tollgate")
+    cap = 4096
+    config = replace(gateway_config(echo_upstream("a"), otlp_listen="127.0.0.1:4318"),
+                     telemetry=TelemetryConfig(max_body_bytes=cap))
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        assert svc.service.otlp_app is not None
+        async with serve_app(svc.service.otlp_app) as otlp_url:
+            statuses = []
+            for method, url, data, headers in [
+                ("POST", svc.base_url + "/v1/logs", b"\xff\xff\xff garbage", protobuf),
+                ("POST", svc.base_url + "/v1/logs", b"{}", {"Content-Type": "text/plain"}),
+                ("POST", svc.base_url + "/v1/metrics", b"\x00" * (cap + 1), protobuf),
+                ("POST", svc.base_url + "/v1/traces", gzip.compress(b"\x00" * (cap * 100)),
+                 {**protobuf, "Content-Encoding": "gzip"}),
+                ("GET", svc.base_url + "/v1/logs", None, {}),
+                ("POST", otlp_url + "/v1/logs", b"{}", {"Content-Type": "text/plain"}),
+                ("GET", svc.base_url + "/api/sessions?limit=lots", None, {}),
+                ("GET", svc.base_url + "/api/sessions/nope", None, {}),
+                ("GET", svc.base_url + "/api/nothing", None, {}),
+                ("POST", svc.base_url + "/api/sessions", b"", {}),
+                ("GET", svc.base_url + "/ui/static/nothing.js", None, {}),
+                ("POST", svc.base_url + "/", b"", {}),
+                ("POST", svc.base_url + "/healthz", b"", {}),
+                ("POST", svc.base_url + "/metrics", b"", {}),
+                ("GET", svc.base_url + "/nothing", None, {}),
+            ]:
+                async with http.request(method, url, data=data, headers=headers) as response:
+                    statuses.append(response.status)
+            async with http.get(svc.base_url + "/metrics") as response:
+                metrics = (await response.text()).splitlines()
+    assert statuses == [400, 415, 413, 413, 405, 415, 400, 404, 404, 405, 404, 405, 405, 405, 404]
+    counted = [line for line in metrics if line.startswith("tollgate_http_rejections_total{")]
+    assert counted == [
+        'tollgate_http_rejections_total{route="/api",status="400"} 1',
+        'tollgate_http_rejections_total{route="/api",status="404"} 2',
+        'tollgate_http_rejections_total{route="/api",status="405"} 1',
+        'tollgate_http_rejections_total{route="/healthz",status="405"} 1',
+        'tollgate_http_rejections_total{route="/metrics",status="405"} 1',
+        'tollgate_http_rejections_total{route="/ui",status="404"} 1',
+        'tollgate_http_rejections_total{route="/ui",status="405"} 1',
+        'tollgate_http_rejections_total{route="/v1",status="400"} 1',
+        'tollgate_http_rejections_total{route="/v1",status="405"} 1',
+        'tollgate_http_rejections_total{route="/v1",status="413"} 2',
+        'tollgate_http_rejections_total{route="/v1",status="415"} 2',
+        'tollgate_http_rejections_total{route="other",status="404"} 1',
+    ]
+    logged = [message for _, message in refusals(caplog)]
+    assert len(logged) == len(statuses)
+    assert [line.split(" from ")[0] for line in logged] == [
+        "refused POST /v1/logs", "refused POST /v1/logs", "refused POST /v1/metrics", "refused POST /v1/traces",
+        "refused GET /v1/logs", "refused POST /v1/logs", "refused GET /api/sessions", "refused GET /api/sessions/nope",
+        "refused GET /api/nothing", "refused POST /api/sessions", "refused GET /ui/static/nothing.js",
+        "refused POST /", "refused POST /healthz", "refused POST /metrics", "refused GET /nothing"]
+    # the reason each body gave: the OTLP Status message, the API's JSON error, aiohttp's text
+    assert logged[1].endswith(": 415 unsupported media type 'text/plain': use application/x-protobuf or "
+                              "application/json")
+    assert logged[3].endswith(f": 413 body inflates past the {cap}-byte limit")
+    assert logged[6].endswith(": 400 limit must be an integer, got 'lots'")
+    assert logged[7].endswith(": 404 no session 'nope'")
+    assert logged[9].endswith(": 405 POST is not allowed on '/api/sessions'")
+    assert logged[12].endswith(": 405 405: Method Not Allowed")

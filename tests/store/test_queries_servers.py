@@ -176,3 +176,31 @@ async def test_the_largest_results_list_each_call_once_when_its_row_was_stored_m
     assert [r["call_id"] for r in detail["largest_results"]] == ["c29", "c28", "c27", "c26"]
     few = await queries_servers.server_detail(store, "u", largest=100)
     assert few is not None and len(few["largest_results"]) == 30
+
+
+async def test_one_servers_detail_fills_every_column_of_its_row_in_the_servers_list(store: Store) -> None:
+    """`report servers NAME` prints the detail's totals row with the list's columns: its tool-list size too (0 for
+    an upstream that never listed its tools), and each largest result its request bytes and bound Claude Code
+    session, as the calls list has them."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=1)
+    await store.insert("calls", [
+        {"call_id": f"c{k}", "mcp_session_id": "m", "cc_session_id": "cc" if k else "", "upstream": upstream,
+         "tool": "t", "method": "tools/call", "status": "ok", "started_at": now, "ended_at": now,
+         "req_bytes_client": 50 + k, "resp_bytes_upstream": 1000 + k}
+        for k, upstream in enumerate(["u", "u", "bare"])])
+    await store.insert("tool_lists", [
+        {"snapshot_id": "s1", "upstream": "u", "taken_at": now, "tool": "t", "exposed_name": "u__t",
+         "def_bytes": 401, "server_bytes": 401, "tool_count": 1}])
+    listed = {row["upstream"]: row for row in await queries_servers.servers(store)}
+    for name in ("u", "bare"):
+        detail = await queries_servers.server_detail(store, name)
+        assert detail is not None
+        assert detail["server"] == listed[name]
+    assert (listed["u"]["tool_list_bytes"], listed["u"]["tool_list_tools"], listed["u"]["tool_list_est_tokens"],
+            listed["bare"]["tool_list_bytes"]) == (401, 1, 101, 0)
+    detail = await queries_servers.server_detail(store, "u")
+    assert detail is not None
+    calls = {c["call_id"]: c for c in await queries_servers.calls(store, server="u")}
+    assert [(r["call_id"], r["req_bytes_client"], r["cc_session_id"]) for r in detail["largest_results"]] == [
+        (k, calls[k]["req_bytes_client"], calls[k]["cc_session_id"]) for k in ("c1", "c0")] == [
+        ("c1", 51, "cc"), ("c0", 50, "")]
