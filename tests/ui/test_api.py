@@ -486,17 +486,12 @@ S1 = Path(__file__).resolve().parents[1] / "data" / "claude_code" / "s1_protobuf
 S1_SESSION = "a9d8ebe2-f51a-4435-afd2-496028308028"  # a capture against its own MCP server, "capture"
 
 
-def tool_lists(detail: dict[str, Any]) -> dict[str, tuple[str, int | None, float | None]]:
-    return {t["upstream"]: (t["snapshot_id"], t["est_session_tokens"], t["est_session_cost_usd"])
-            for t in detail["tool_list_context"]}
-
-
-async def recorded_snapshot(writer: Writer, upstream: str, taken_at: float, sizes: dict[str, int],
+async def recorded_snapshot(into: Writer, upstream: str, taken_at: float, sizes: dict[str, int],
                             snapshot_id: str) -> None:
     """A tool-list snapshot written as the gateway writes one."""
-    StoreRecorder(writer).tool_list_changed(ToolListSnapshot(
+    StoreRecorder(into).tool_list_changed(ToolListSnapshot(
         upstream, taken_at, [(tool, f"{upstream}__{tool}", size) for tool, size in sizes.items()], snapshot_id))
-    await writer.flush()
+    await into.flush()
 
 
 async def test_a_capture_never_connected_to_the_gateway_gets_an_unknown_tool_list_cost_in_the_api_and_report(
