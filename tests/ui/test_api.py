@@ -498,8 +498,9 @@ async def test_a_capture_never_connected_to_the_gateway_gets_an_unknown_tool_lis
         aiohttp_client: Any, post: Post, writer: Writer, store: Store) -> None:  # noqa: F811
     """The real s1 capture (Claude Code against another MCP server, before this gateway had any session) with a
     tool list of the gateway recorded: the list is shown, its session cost is null (not 0) and the answer says
-    why; the report leaves the figures empty. Registered under the capture's own server name, the same session
-    is known to be connected by its telemetry and is charged."""
+    why; the report reads 'unknown' for both figures and prints the reason under its table. Registered under the
+    capture's own server name, the same session is known to be connected by its telemetry and is charged, and the
+    report shows the figures and says they are an upper bound."""
     await post(S1.read_bytes())
     await recorded_snapshot(writer, "everything", time.time(), {"echo": 4000, "add": 344}, "snap-everything")
     for registered, connected in (("tollgate", None), ("capture", "telemetry")):
@@ -516,15 +517,20 @@ async def test_a_capture_never_connected_to_the_gateway_gets_an_unknown_tool_lis
         assert (attribution["connected_by"], attribution["tools_deferred"]) == (connected, True)  # s1 ran ToolSearch
         (row,) = detail["tool_list_context"]
         assert (row["snapshot_id"], row["server_bytes"], row["est_tokens"]) == ("snap-everything", 4344, 1086)
+        lines = render("session", detail, False).splitlines()
+        title = lines.index("tool-list context per server (estimates)")
+        header, shown, note = lines[title + 1], lines[title + 2].split(), lines[title + 3]
+        assert "EST SESSION TOKENS (UP TO)" in header and "EST SESSION COST (UP TO)" in header
+        assert note == "  " + attribution["note"]
         if connected is None:
             assert attribution["note"] == costs.NOT_CONNECTED
             assert (row["est_session_tokens"], row["est_session_cost_usd"]) == (None, None)
-            lines = render("session", detail, False).splitlines()
-            shown = lines[lines.index("tool-list context per server (estimates)") + 2].split()
-            assert shown == ["everything", "2", "4,344", "1,086"]  # no session tokens, no cost
+            assert shown == ["everything", "2", "4,344", "1,086", "unknown", "unknown"]  # not blank, not None
         else:
             assert attribution["note"] == costs.DEFERRED
             assert row["est_session_tokens"] == 1086 * requests and row["est_session_cost_usd"] > 0
+            assert shown == ["everything", "2", "4,344", "1,086", f"{1086 * requests:,}",
+                             f"${row['est_session_cost_usd']:.4f}"]
 
 
 async def test_a_session_bound_through_a_real_call_is_charged_the_snapshot_in_effect_during_it(
