@@ -517,6 +517,7 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
     from store.client import Store, require_existing_data
     from store.errors import StoreLocked
     from store.schema import migrate
+    from ui.api import settings_of
     from ui.cli_report import fetch_direct, fetch_http, fetch_report, render
 
     require_existing_data(config.store.dsn)
@@ -535,7 +536,7 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         await migrate(store)
 
         async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
-            return await fetch_direct(store, api_path, api_query)
+            return await fetch_direct(store, api_path, api_query, settings_of(config))  # as the server has them
 
         return render(command, await fetch_report(direct, path, query, session_id, configured), as_json)
     finally:

@@ -10,8 +10,11 @@ figure derived from it is an estimate and named `est_*`.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+import datetime as dt
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
+
+from store import ties
 
 OUTPUT_RATIO, CACHE_READ_RATIO, CACHE_5M_RATIO, CACHE_1H_RATIO = 5.0, 0.1, 1.25, 2.0
 BYTES_PER_TOKEN = 4
@@ -139,14 +142,76 @@ def startup_overhead(requests: Sequence[dict[str, Any]], results: Sequence[dict[
     return out
 
 
+def tool_lists_in_effect(snapshots: Iterable[dict[str, Any]], start: dt.datetime,
+                         last: dt.datetime) -> list[dict[str, Any]]:
+    """Per upstream, the tool-list snapshot in effect during a session that started at `start` and made its last
+    request at `last`: the latest taken at or before `last`, else (none taken by then, e.g. older ones expired)
+    the first taken after `start`. `snapshots`: one row per snapshot (`queries_servers.tool_list_snapshots`)."""
+    by_upstream: dict[str, list[dict[str, Any]]] = {}
+    for snapshot in snapshots:
+        by_upstream.setdefault(snapshot["upstream"], []).append(snapshot)
+    out = []
+    for _, rows in sorted(by_upstream.items()):
+        before = [s for s in rows if _utc(s["taken_at"]) <= _utc(last)]
+        after = [s for s in rows if _utc(s["taken_at"]) >= _utc(start)]
+        chosen = max(before, key=_taken) if before else min(after, key=_taken, default=None)
+        if chosen is not None:
+            out.append(chosen)
+    return out
+
+
+def _taken(snapshot: dict[str, Any]) -> tuple[dt.datetime, str]:
+    return _utc(snapshot["taken_at"]), snapshot["snapshot_id"]
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+BY_MCP_SESSION, BY_TELEMETRY = "mcp_session", "telemetry"
+TOOL_SEARCH = "ToolSearch"  # Claude Code's tool that loads deferred tools' definitions
+NOT_CONNECTED = ("unknown: not connected through this Tollgate (no MCP session of it is bound to this session, "
+                 "and its telemetry names none of the gateway's MCP server names)")
+UPPER_BOUND = ("up to: each request counted as carrying every server's whole tool list; Claude Code may defer "
+               "MCP tools (its requests then offer ToolSearch and carry only the definitions it loaded)")
+DEFERRED = ("up to: each request counted as carrying every server's whole tool list, but this session loaded "
+            "deferred MCP tools with ToolSearch, so its requests carried only the definitions it loaded")
+
+
+def connected_by(calls: Sequence[dict[str, Any]], bound: Sequence[str], telemetry: Iterable[dict[str, Any]],
+                 gateway_names: Collection[str]) -> str | None:
+    """How a Claude Code session is known to have used this gateway: BY_MCP_SESSION when an MCP session of it is
+    bound to the session (the `sessions` table) or one of its calls ties to it exactly; BY_TELEMETRY when one of
+    the session's requests or tool events names the gateway's MCP server (the name Claude Code registered it
+    under); else None (a window tie is a guess, not knowledge)."""
+    if bound or any(c["tie"] == ties.EXACT for c in calls):
+        return BY_MCP_SESSION
+    if any(row["mcp_server_name"] in gateway_names for row in telemetry):
+        return BY_TELEMETRY
+    return None
+
+
+def tool_list_attribution(connected: str | None, results: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the session's tool-list cost is known, how it is estimated, and why when it is not."""
+    deferred = any(r["tool_name"] == TOOL_SEARCH for r in results)
+    note = NOT_CONNECTED if connected is None else DEFERRED if deferred else UPPER_BOUND
+    return {"connected_by": connected, "tools_deferred": deferred, "note": note}
+
+
 def tool_list_context(lists: Sequence[dict[str, Any]], requests: Sequence[dict[str, Any]],
-                      used: set[str]) -> list[dict[str, Any]]:
-    """Per upstream: its tool definitions' size and what carrying them in every request of the session costs."""
+                      used: set[str], connected: bool) -> list[dict[str, Any]]:
+    """Per upstream: the size of its tool definitions in the snapshot in effect and, for a session known to be
+    connected through this gateway, what carrying them in every request would cost at most (None otherwise:
+    unknown, not zero; the session's tool lists may have come from elsewhere or never been sent)."""
     prices = input_price_micros(requests)
     price = sum(prices.values()) / len(prices) if prices else 0.0
-    return [{
-        "upstream": t["upstream"], "server_bytes": t["server_bytes"], "tool_count": t["tool_count"],
-        "est_tokens": t["est_tokens"], "used_in_session": t["upstream"] in used,
-        "est_session_tokens": t["est_tokens"] * len(requests),
-        "est_session_cost_usd": t["est_tokens"] * len(requests) * price * CACHE_READ_RATIO / 1e6,
-    } for t in lists]
+    out = []
+    for t in lists:
+        tokens = t["est_tokens"] * len(requests) if connected else None
+        out.append({
+            "upstream": t["upstream"], "snapshot_id": t["snapshot_id"], "taken_at": t["taken_at"],
+            "server_bytes": t["server_bytes"], "tool_count": t["tool_count"], "est_tokens": t["est_tokens"],
+            "used_in_session": t["upstream"] in used, "est_session_tokens": tokens,
+            "est_session_cost_usd": None if tokens is None else tokens * price * CACHE_READ_RATIO / 1e6,
+        })
+    return out

@@ -105,6 +105,14 @@ FROM (SELECT upstream, argMax(snapshot_id, taken_at) AS snapshot_id, argMax(serv
 ORDER BY upstream LIMIT 1000
 """
 
+SNAPSHOTS_SQL = """
+SELECT upstream, snapshot_id, taken_at, bytes AS server_bytes, tools AS tool_count,
+       intDiv(bytes + {per_token_minus_1}, {per_token}) AS est_tokens
+FROM (SELECT upstream, snapshot_id, taken_at, any(server_bytes) AS bytes, any(tool_count) AS tools
+      FROM {db}.tool_lists FINAL GROUP BY upstream, snapshot_id, taken_at)
+ORDER BY upstream, taken_at, snapshot_id LIMIT 100000
+"""
+
 # One snapshot's tool definitions (PREWHERE on sort-key columns: every copy of a row shares them).
 DEFINITIONS_SQL = """
 SELECT tool, exposed_name, def_bytes, intDiv(def_bytes + {per_token_minus_1}, {per_token}) AS est_tokens
@@ -133,21 +141,33 @@ def _sql(store: Store, template: str, where: str = "1") -> str:
 async def tool_list_context(store: Store, upstream: str | None = None) -> list[dict[str, Any]]:
     """Latest tool-list snapshot per upstream: definition bytes, tool count, estimated tokens per request.
 
-    Every upstream's (what each session page shows) is kept per embedded store until this process next writes
-    `tool_lists` or runs a command (`Store.written`): it scans every snapshot with FINAL, about 3 ms of each
-    page, for rows that change when an upstream's tool list does. A server store is read every time."""
-    where, params = ("upstream = {upstream:String}", {"upstream": upstream}) if upstream else ("1", {})
-    version = None if upstream else store.written("tool_lists")  # read before the query: a write during it shows
-    kept = _CONTEXT_KEPT.get(store)
+    Every upstream's comes from the kept `tool_list_snapshots`; one upstream's (its server page) is read."""
+    if upstream is None:
+        latest: dict[str, dict[str, Any]] = {}
+        for row in await tool_list_snapshots(store):  # oldest first per upstream
+            latest[row["upstream"]] = row
+        return [latest[name] for name in sorted(latest)]
+    return await store.query(_sql(store, CONTEXT_SQL, "upstream = {upstream:String}"), {"upstream": upstream})
+
+
+async def tool_list_snapshots(store: Store) -> list[dict[str, Any]]:
+    """Every tool-list snapshot, one row each (upstream, snapshot_id, taken_at, server_bytes, tool_count,
+    est_tokens), by upstream and time: what `costs.tool_lists_in_effect` picks a session's snapshot from.
+
+    Kept per embedded store (each session page reads them) until this process next writes `tool_lists` or runs a
+    command (`Store.written`): it scans every snapshot with FINAL, about 3 ms of each page, for rows that change
+    when an upstream's tool list does. A server store is read every time."""
+    version = store.written("tool_lists")  # read before the query: a write during it shows
+    kept = _SNAPSHOTS_KEPT.get(store)
     if version is not None and kept is not None and kept[0] == version:
         return [dict(row) for row in kept[1]]
-    rows = await store.query(_sql(store, CONTEXT_SQL, where), params)
+    rows = await store.query(_sql(store, SNAPSHOTS_SQL))
     if version is not None:
-        _CONTEXT_KEPT[store] = (version, [dict(row) for row in rows])
+        _SNAPSHOTS_KEPT[store] = (version, [dict(row) for row in rows])
     return rows
 
 
-_CONTEXT_KEPT: weakref.WeakKeyDictionary[Store, tuple[int, list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
+_SNAPSHOTS_KEPT: weakref.WeakKeyDictionary[Store, tuple[int, list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
 
 
 async def tool_definitions(store: Store, upstream: str, snapshot_id: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,8 +236,11 @@ async def tied_calls(store: Store, since: dt.datetime, until: dt.datetime,
 # ----- one session ---------------------------------------------------------------------------------------
 
 
-async def session_detail(store: Store, session_id: str) -> dict[str, Any] | None:
+async def session_detail(store: Store, session_id: str,
+                         gateway_names: Collection[str] = ()) -> dict[str, Any] | None:
     """A Claude Code session (or, failing that, an MCP session id): roll-up, turns with their calls, costs.
+    `gateway_names`: the names Claude Code knows this gateway's MCP server by (telemetry naming one of them shows
+    the session was connected, so its tool lists are charged to it; see `costs.connected_by`).
 
     Usually two queries: the session's telemetry by primary key, and the calls of the MCP sessions bound to it or
     carrying its tool_use_ids (`_own_calls`); the tool lists come from a cache. When those calls show that some
@@ -257,16 +261,20 @@ async def session_detail(store: Store, session_id: str) -> dict[str, Any] | None
     bound = own.bound
     mine = _calls_of(all_calls, session_id, bound)
     _place_calls(turn_rows, mine, results)
-    lists = await queries_servers.tool_list_context(store)
     tool_costs = costs.tool_costs(requests, results, mine)
     rollup = _rollup(session_id, turn_rows, mine)
+    connected = costs.connected_by(mine, bound, requests + results + rows["decisions"], gateway_names)
+    last = max((r["event_time"] for r in requests), default=max(times))
+    lists = costs.tool_lists_in_effect(await queries_servers.tool_list_snapshots(store), min(times), last)
     return {
         "session": rollup,
         "turns": turn_rows,
         "calls_outside_turns": [c for c in mine if c.get("turn_index") is None],
         "tool_costs": tool_costs,
         "startup": costs.startup_overhead(requests, results, mine),
-        "tool_list_context": costs.tool_list_context(lists, requests, {c["upstream"] for c in mine}),
+        "tool_list_context": costs.tool_list_context(lists, requests, {c["upstream"] for c in mine},
+                                                     connected is not None),
+        "tool_list_attribution": costs.tool_list_attribution(connected, results),
     }
 
 
@@ -506,7 +514,7 @@ async def mcp_session_detail(store: Store, mcp_session_id: str) -> dict[str, Any
                               "user_id": next((c["auth_identity"] for c in calls if c["auth_identity"]), "")}
     rollup.update(_call_totals(calls))
     return {"session": rollup, "turns": [], "calls_outside_turns": calls, "tool_costs": [],
-            "startup": None, "tool_list_context": []}
+            "startup": None, "tool_list_context": [], "tool_list_attribution": None}
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,7 +44,18 @@ def _default(value: Any) -> Any:
 
 Query = Mapping[str, str]
 Answer = tuple[int, Any]
-Route = Callable[[Store, Query, Query], Awaitable[Answer]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the routes know of the gateway serving them: the names Claude Code knows its MCP server by (the
+    configured `server.registered_name`; none when the store is read without a config)."""
+
+    gateway_names: tuple[str, ...] = ()
+
+
+NO_SETTINGS = Settings()
+Route = Callable[[Store, Query, Query, Settings], Awaitable[Answer]]
 
 
 def _time(query: Query, name: str) -> dt.datetime | None:
@@ -87,40 +99,40 @@ def _int(query: Query, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-async def sessions(store: Store, query: Query, _: Query) -> Answer:
+async def sessions(store: Store, query: Query, _: Query, __: Settings) -> Answer:
     since, until = _window(query)
     return 200, await queries_turns.list_sessions(
         store, user=query.get("user") or None, server=query.get("server") or None, since=since, until=until,
         limit=_int(query, "limit", 50, 1, 500), offset=_int(query, "offset", 0, 0, 1_000_000))
 
 
-async def session(store: Store, _: Query, match: Query) -> Answer:
-    detail = await queries_turns.session_detail(store, match["id"])
+async def session(store: Store, _: Query, match: Query, settings: Settings) -> Answer:
+    detail = await queries_turns.session_detail(store, match["id"], settings.gateway_names)
     return (404, {"error": f"no session {match['id']!r}"}) if detail is None else (200, detail)
 
 
-async def usage(store: Store, query: Query, _: Query) -> Answer:
+async def usage(store: Store, query: Query, _: Query, __: Settings) -> Answer:
     return 200, {"usage": await queries_usage.usage_report(store, *_window(query))}
 
 
-async def servers(store: Store, query: Query, _: Query) -> Answer:
+async def servers(store: Store, query: Query, _: Query, __: Settings) -> Answer:
     return 200, {"servers": await queries_servers.servers(store, *_window(query))}
 
 
-async def server(store: Store, query: Query, match: Query) -> Answer:
+async def server(store: Store, query: Query, match: Query, __: Settings) -> Answer:
     detail = await queries_servers.server_detail(store, match["name"], *_window(query),
                                                  largest=_int(query, "largest", 10, 1, 100))
     return (404, {"error": f"no server {match['name']!r}"}) if detail is None else (200, detail)
 
 
-async def calls(store: Store, query: Query, _: Query) -> Answer:
+async def calls(store: Store, query: Query, _: Query, __: Settings) -> Answer:
     since, until = _window(query)
     return 200, {"calls": await queries_servers.calls(
         store, server=query.get("server") or None, session=query.get("session") or None,
         since=since, until=until, limit=_int(query, "limit", 100, 1, 1000))}
 
 
-async def openapi(_: Store, __: Query, ___: Query) -> Answer:
+async def openapi(_: Store, __: Query, ___: Query, ____: Settings) -> Answer:
     return 200, spec()
 
 
@@ -135,10 +147,11 @@ ROUTES: tuple[tuple[str, Route], ...] = (
 )
 
 
-async def answer(store: Store, route: Route, query: Query, match: Query) -> tuple[int, bytes, dict[str, str]]:
+async def answer(store: Store, route: Route, query: Query, match: Query,
+                 settings: Settings = NO_SETTINGS) -> tuple[int, bytes, dict[str, str]]:
     """Run one route: (status, JSON body, extra headers). The HTTP handlers and the direct CLI share this."""
     try:
-        status, doc = await route(store, query, match)
+        status, doc = await route(store, query, match, settings)
         return status, encode(doc), {}
     except BadRequest as exc:
         return 400, encode({"error": str(exc)}), {}
@@ -150,19 +163,27 @@ async def answer(store: Store, route: Route, query: Query, match: Query) -> tupl
         return 500, encode({"error": f"store error: {exc}"}), {}
 
 
-def _handler(store: Store, route: Route) -> Handler:
+def _handler(store: Store, route: Route, settings: Settings) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        status, body, headers = await answer(store, route, request.query, request.match_info)
+        status, body, headers = await answer(store, route, request.query, request.match_info, settings)
         return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
     return handle
 
 
 def add_api_routes(app: web.Application, store: Store, **extras: Any) -> None:
-    """Mount every `/api/*` route on `app` over `store` (extras are accepted for future routes)."""
+    """Mount every `/api/*` route on `app` over `store`; `config` (the gateway's, among `extras`) names its MCP
+    server."""
     app[STORE_KEY] = store
+    settings = settings_of(extras.get("config"))
     for path, route in ROUTES:
-        app.router.add_get(path, _handler(store, route))
+        app.router.add_get(path, _handler(store, route, settings))
+
+
+def settings_of(config: Any) -> Settings:
+    """The routes' settings from a gateway config (read by attribute: `ui` does not import `gateway`)."""
+    name = getattr(getattr(config, "server", None), "registered_name", None)
+    return Settings(gateway_names=(name,) if isinstance(name, str) and name else ())
 
 
 def resolve(path: str) -> tuple[Route, dict[str, str]] | None:

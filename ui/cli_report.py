@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from store.client import Store
-from ui.api import answer, check_window, resolve
+from ui.api import NO_SETTINGS, Settings, answer, check_window, resolve
 
 Column = tuple[str, str, Callable[[Any], str]]  # (header, key, format)
 Fetch = Callable[[str, Mapping[str, str]], Awaitable[Any]]  # (API path, query) -> document
@@ -38,11 +38,12 @@ def api_path(command: str, session_id: str | None = None, server: str | None = N
     return f"/api/{command}"
 
 
-async def fetch_direct(store: Store, path: str, query: Mapping[str, str]) -> Any:
+async def fetch_direct(store: Store, path: str, query: Mapping[str, str], settings: Settings = NO_SETTINGS) -> Any:
+    """The document the running server would answer: `settings` as it has them from its config (`settings_of`)."""
     resolved = resolve(path)
     if resolved is None:
         raise ReportError(404, f"no API route for {path}")
-    status, body, _ = await answer(store, resolved[0], query, resolved[1])
+    status, body, _ = await answer(store, resolved[0], query, resolved[1], settings)
     return _checked(status, body)
 
 
@@ -134,6 +135,15 @@ def _usd(value: Any) -> str:
     return "" if value is None else f"${float(value):.4f}"
 
 
+def _n_known(value: Any) -> str:
+    """A count that may be unknown (null): 'unknown', never a blank that reads as nothing or 0."""
+    return "unknown" if value is None else _n(value)
+
+
+def _usd_known(value: Any) -> str:
+    return "unknown" if value is None else _usd(value)
+
+
 def _t(value: Any) -> str:
     return "" if not value else str(value).replace("T", " ")[:19]
 
@@ -161,7 +171,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
     """Aligned columns: numbers right, text left; one header line."""
     cells = [[fmt(row.get(key)) for _, key, fmt in columns] for row in rows]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _, _) in enumerate(columns)]
-    right = [fmt in (_n, _usd) for _, _, fmt in columns]
+    right = [fmt in (_n, _usd, _n_known, _usd_known) for _, _, fmt in columns]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True))
@@ -232,10 +242,14 @@ def render_session(doc: Mapping[str, Any]) -> str:
         lines += ["", f"startup overhead (before the first tool call): {_n(st['requests'])} request(s), "
                       f"{_n(st['total_tokens'])} tokens, {_usd(st['cost_usd'])}"]
     if doc.get("tool_list_context"):
+        # The session figures are upper bounds when known, null (unknown) when the session is not known to be
+        # connected through this gateway; the API's note says which and why.
         lines += ["", "tool-list context per server (estimates)", table(doc["tool_list_context"], [
             ("SERVER", "upstream", _s), ("TOOLS", "tool_count", _n), ("BYTES", "server_bytes", _n),
-            ("EST TOKENS/REQ", "est_tokens", _n), ("EST SESSION TOKENS", "est_session_tokens", _n),
-            ("EST SESSION COST", "est_session_cost_usd", _usd)])]
+            ("EST TOKENS/REQ", "est_tokens", _n), ("EST SESSION TOKENS (UP TO)", "est_session_tokens", _n_known),
+            ("EST SESSION COST (UP TO)", "est_session_cost_usd", _usd_known)])]
+        if doc.get("tool_list_attribution"):
+            lines.append(f"  {doc['tool_list_attribution']['note']}")
     return "\n".join(lines)
 
 

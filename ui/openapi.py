@@ -46,6 +46,7 @@ def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
 INT = {"type": "integer"}
 NINT = {"type": ["integer", "null"]}
 NUM = {"type": "number"}
+NNUM = {"type": ["number", "null"]}
 STR = {"type": "string"}
 NSTR = {"type": ["string", "null"]}
 NTIME = {"type": ["string", "null"], "format": "date-time"}
@@ -142,15 +143,28 @@ SCHEMAS: dict[str, Any] = {
     "Startup": _object(["first_tool_call_at", "requests", *KINDS, "total_tokens", "cost_usd", "cost_usd_micros"], {
         "first_tool_call_at": {"type": ["number", "null"], "description": "Unix seconds"}, "requests": INT,
         **{k: INT for k in KINDS}, "total_tokens": INT, "cost_usd": NUM, "cost_usd_micros": INT}),
-    "SessionToolList": _object(["upstream", "server_bytes", "tool_count", "est_tokens", "used_in_session",
-                                "est_session_tokens", "est_session_cost_usd"], {
-        "upstream": STR, "server_bytes": INT, "tool_count": INT, "est_tokens": INT, "used_in_session": BOOL,
-        "est_session_tokens": INT, "est_session_cost_usd": NUM}),
+    "SessionToolList": _object(["upstream", "snapshot_id", "taken_at", "server_bytes", "tool_count", "est_tokens",
+                                "used_in_session", "est_session_tokens", "est_session_cost_usd"], {
+        "upstream": STR, "snapshot_id": {**STR, "description": "the snapshot in effect during the session"},
+        "taken_at": TIME, "server_bytes": INT, "tool_count": INT, "est_tokens": INT, "used_in_session": BOOL,
+        "est_session_tokens": {**NINT, "description": "at most: est_tokens x the session's requests; null (unknown) "
+                                                      "when the session is not known to be connected through this "
+                                                      "gateway (tool_list_attribution says why)"},
+        "est_session_cost_usd": {**NNUM, "description": "est_session_tokens at cache-read price; null as it"}}),
+    "ToolListAttribution": _object(["connected_by", "tools_deferred", "note"], {
+        "connected_by": {"type": ["string", "null"], "enum": ["mcp_session", "telemetry", None],
+                         "description": "how the session is known to be connected through this gateway: an MCP "
+                                        "session of it bound to the session (or a call tied exactly), or telemetry "
+                                        "naming its MCP server; null: not known, so tool-list costs are null"},
+        "tools_deferred": {**BOOL, "description": "the session loaded deferred MCP tools with ToolSearch"},
+        "note": {**STR, "description": "how the tool-list figures are estimated, or why they are unknown"}}),
     "SessionDetail": _object(["session", "turns", "calls_outside_turns", "tool_costs", "startup",
-                              "tool_list_context"], {
+                              "tool_list_context", "tool_list_attribution"], {
         "session": _ref("SessionRollup"), "turns": _array("Turn"), "calls_outside_turns": _array("ToolCall"),
         "tool_costs": _array("ToolCost"), "startup": {"oneOf": [_ref("Startup"), {"type": "null"}]},
-        "tool_list_context": _array("SessionToolList")}),
+        "tool_list_context": _array("SessionToolList"),
+        "tool_list_attribution": {"oneOf": [_ref("ToolListAttribution"), {"type": "null"}],
+                                  "description": "null for an MCP-only session (no telemetry)"}}),
     "UsageRow": _object(["session_id", "model", "requests", "turns", *KINDS, "cost_usd", "cost_usd_micros"], {
         "session_id": STR, "model": STR, "requests": INT, "turns": INT, **TOKENS, "cost_usd": NUM,
         "cost_usd_micros": INT, "requests_without_cost": INT, "user_id": STR, "app_version": STR,

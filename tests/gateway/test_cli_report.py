@@ -126,6 +126,68 @@ async def test_report_session_of_a_client_without_prompt_ids_says_turn_order_in_
         (1, "turn_order", ""), (2, "turn_order", "")]
 
 
+S1 = Path(__file__).resolve().parents[1] / "data" / "claude_code" / "s1_protobuf" / "otlp" / "0001_logs.bin"
+S1_SESSION = "a9d8ebe2-f51a-4435-afd2-496028308028"  # Claude Code against its own MCP server, "capture"
+
+
+@pytest.mark.parametrize(("registered", "connected"), [("tollgate", False), ("capture", True)])
+async def test_report_session_gives_a_tool_list_cost_up_to_its_figure_or_unknown_live_and_from_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], registered: str, connected: bool
+) -> None:
+    """The s1 capture and a tool list of the gateway: under the default registered name the capture never used
+    this gateway, so `report session` reads 'unknown' (not blank, not None) for its session tokens and cost and
+    says why; registered as the capture's own server name, its telemetry shows it connected and the figures are
+    given as an upper bound. The same through the running server and straight from the store (which reads the
+    registered name from the config as the server does), and in the JSON (null when unknown)."""
+    from gateway.accounting import StoreRecorder
+    from gateway.records import ToolListSnapshot
+    from store.costs import NOT_CONNECTED
+
+    config_path = write_config(tmp_path, free_port())
+    text = config_path.read_text()
+    config_path.write_text(text.replace("[server]\n", f'[server]\nregistered_name = "{registered}"\n'))
+    config = load_config(config_path)
+    service = await open_service(config)
+    runner = web.AppRunner(service.app, auto_decompress=False)
+    await runner.setup()
+    host, port = config.server.listen.split(":")
+    await web.TCPSite(runner, host, int(port)).start()
+    try:
+        async with ClientSession() as http, http.post(f"http://{config.server.listen}/v1/logs",
+                                                      data=S1.read_bytes(),
+                                                      headers={"Content-Type": "application/x-protobuf"}) as response:
+            assert response.status == 200
+        StoreRecorder(service.writer).tool_list_changed(ToolListSnapshot(
+            "everything", dt.datetime.now(dt.UTC).timestamp(), [("echo", "everything__echo", 4000)], "snap-1"))
+        await service.writer.flush()
+        code, live = await report(capsys, "session", S1_SESSION, "--config", str(config_path))
+        assert code == 0
+    finally:
+        await runner.cleanup()
+        await service.close()
+    code, direct = await report(capsys, "session", S1_SESSION, "--config", str(config_path))
+    assert code == 0 and direct == live
+    code, out = await report(capsys, "session", S1_SESSION, "--config", str(config_path), "--json")
+    doc = orjson.loads(out)
+    (row,) = doc["tool_list_context"]
+    attribution = doc["tool_list_attribution"]
+    assert attribution["connected_by"] == ("telemetry" if connected else None)
+    lines = live.splitlines()
+    title = lines.index("tool-list context per server (estimates)")
+    header, cells, note = lines[title + 1].split("  "), lines[title + 2].split(), lines[title + 3]
+    assert [h.strip() for h in header if h.strip()][-2:] == ["EST SESSION TOKENS (UP TO)", "EST SESSION COST (UP TO)"]
+    assert cells[:4] == ["everything", "1", "4,000", "1,000"]
+    assert note == f"  {attribution['note']}"
+    if connected:
+        assert row["est_session_tokens"] == 1000 * doc["session"]["requests"] > 0
+        assert cells[4:] == [f"{row['est_session_tokens']:,}", f"${row['est_session_cost_usd']:.4f}"]
+        assert attribution["note"].startswith("up to: ")
+    else:
+        assert (row["est_session_tokens"], row["est_session_cost_usd"]) == (None, None)
+        assert cells[4:] == ["unknown", "unknown"] and "None" not in live
+        assert attribution["note"] == NOT_CONNECTED
+
+
 async def test_report_budgets_reads_the_running_server_then_rebuilds_the_same_view_from_the_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,5 +1,5 @@
 """`store.costs` over hand-made rows: observed and carried tokens of tool results, startup overhead, tool-list
-context. Expected values are computed here from the rows' own numbers."""
+context (its snapshot, whom it is charged to). Expected values are computed here from the rows' own numbers."""
 
 from __future__ import annotations
 
@@ -121,13 +121,54 @@ def test_a_result_starting_before_any_gateway_call_moves_the_startup_boundary_ea
     assert startup["requests"] == 1 and startup["input_tokens"] == by_id("r-pre")["input_tokens"]
 
 
-def test_tool_list_context_costs_its_tokens_in_every_request_at_cache_read_price() -> None:
-    lists = [{"upstream": "up", "server_bytes": 4001, "tool_count": 3, "est_tokens": 1001},
-             {"upstream": "idle", "server_bytes": 40, "tool_count": 1, "est_tokens": 10}]
-    rows = {r["upstream"]: r for r in costs.tool_list_context(lists, REQUESTS, {"up"})}
+def snapshot(upstream: str, snapshot_id: str, second: float, server_bytes: int) -> dict[str, Any]:
+    return {"upstream": upstream, "snapshot_id": snapshot_id, "taken_at": at(second), "server_bytes": server_bytes,
+            "tool_count": 3, "est_tokens": -(-server_bytes // costs.BYTES_PER_TOKEN)}
+
+
+def test_a_connected_sessions_tool_list_context_costs_its_tokens_in_every_request_at_cache_read_price() -> None:
+    lists = [snapshot("up", "s-up", 0, 4001), snapshot("idle", "s-idle", 0, 40)]
+    rows = {r["upstream"]: r for r in costs.tool_list_context(lists, REQUESTS, {"up"}, connected=True)}
     for t in lists:
         row = rows[t["upstream"]]
         assert row["used_in_session"] == (t["upstream"] == "up")
+        assert (row["snapshot_id"], row["taken_at"]) == (t["snapshot_id"], t["taken_at"])
         assert row["est_session_tokens"] == t["est_tokens"] * len(REQUESTS)
         assert row["est_session_cost_usd"] == pytest.approx(t["est_tokens"] * len(REQUESTS) * PRICE
                                                             * costs.CACHE_READ_RATIO / 1e6)
+
+
+def test_a_session_not_known_to_be_connected_gets_no_tool_list_cost_and_says_why() -> None:
+    """Unknown is null, not 0: the gateway's tool lists may never have been in that session's context."""
+    lists = [snapshot("up", "s-up", 0, 4001)]
+    (row,) = costs.tool_list_context(lists, REQUESTS, set(), connected=False)
+    assert (row["est_tokens"], row["est_session_tokens"], row["est_session_cost_usd"]) == (1001, None, None)
+    attribution = costs.tool_list_attribution(None, results())
+    assert attribution == {"connected_by": None, "tools_deferred": False, "note": costs.NOT_CONNECTED}
+
+
+def test_the_snapshot_in_effect_is_the_latest_by_the_last_request_else_the_first_after_the_start() -> None:
+    snaps = [snapshot("a", "a-old", 0, 100), snapshot("a", "a-mid", 5, 200), snapshot("a", "a-new", 20, 300),
+             snapshot("b", "b-late", 30, 400), snapshot("b", "b-later", 40, 500)]
+    chosen = {s["upstream"]: s["snapshot_id"] for s in costs.tool_lists_in_effect(snaps, at(2), at(8))}
+    assert chosen == {"a": "a-mid", "b": "b-late"}
+    assert [s["snapshot_id"] for s in costs.tool_lists_in_effect(snaps, at(2), at(5))] == ["a-mid", "b-late"]
+    assert [s["snapshot_id"] for s in costs.tool_lists_in_effect(snaps, at(50), at(60))] == ["a-new", "b-later"]
+
+
+def test_a_session_is_connected_by_a_bound_or_exactly_tied_mcp_session_or_by_telemetry_naming_the_gateway() -> None:
+    exact, window = {"tie": "tool_use_id"}, {"tie": "telemetry_window"}
+    named = [*REQUESTS, *results()]  # their MCP rows name "tollgate"
+    assert costs.connected_by([], ["mcp-1"], [], ()) == costs.BY_MCP_SESSION
+    assert costs.connected_by([window, exact], [], [], ()) == costs.BY_MCP_SESSION
+    assert costs.connected_by([window], [], named, ("tollgate",)) == costs.BY_TELEMETRY
+    assert costs.connected_by([window], [], named, ("other",)) is None
+    assert costs.connected_by([window], [], named, ()) is None
+
+
+def test_a_session_that_loaded_deferred_tools_says_its_tool_list_figure_is_an_upper_bound() -> None:
+    search = {**results()[0], "tool_use_id": "toolu_s", "tool_name": costs.TOOL_SEARCH, "mcp_server_name": "",
+              "mcp_tool_name": ""}
+    assert costs.tool_list_attribution(costs.BY_MCP_SESSION, [search, *results()]) == {
+        "connected_by": costs.BY_MCP_SESSION, "tools_deferred": True, "note": costs.DEFERRED}
+    assert costs.tool_list_attribution(costs.BY_TELEMETRY, results())["note"] == costs.UPPER_BOUND

@@ -4,6 +4,7 @@ and bad input gets 400/404 rather than an error page."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,20 @@ from aiohttp import ClientSession, web
 from jsonschema import Draft202012Validator, ValidationError
 from openapi_spec_validator import validate
 
+from gateway.accounting import StoreRecorder
 from gateway.budget_report import add_budget_routes
 from gateway.budgets import Budgets
 from gateway.config import BudgetConfig
+from gateway.records import ToolListSnapshot
+from store import costs
 from store.client import Store
 from store.writer import Writer
-from tests.gateway.conftest import echo_upstream, gateway_config
+from tests.gateway.conftest import echo_upstream, gateway_config, mcp_session
 from tests.gateway.service import running_service
 from tests.store.test_queries_turns import Post, post, replay, writer  # noqa: F401 (fixtures)
+from tests.ui.seed import CC_SESSION, ECHO_USE_ID, otlp_logs_now
 from ui.api import ROUTES, add_api_routes
+from ui.cli_report import render
 from ui.openapi import SERVED_BY_GATEWAY, spec
 
 SINCE = "since=2026-01-01T00:00:00Z"
@@ -472,3 +478,88 @@ async def test_a_call_refused_before_routing_names_no_server_in_the_list_or_the_
     session = detail["session"]
     assert (session["tool_calls"], session["tool_errors"], session["servers"]) == (2, 1, ["alpha"])
     assert [s["upstream"] for s in session["by_server"]] == ["alpha"]
+
+
+# ----- tool-list context: charged only to sessions known to be connected, from the snapshot of their time ---------
+
+S1 = Path(__file__).resolve().parents[1] / "data" / "claude_code" / "s1_protobuf" / "otlp" / "0001_logs.bin"
+S1_SESSION = "a9d8ebe2-f51a-4435-afd2-496028308028"  # a capture against its own MCP server, "capture"
+
+
+async def recorded_snapshot(into: Writer, upstream: str, taken_at: float, sizes: dict[str, int],
+                            snapshot_id: str) -> None:
+    """A tool-list snapshot written as the gateway writes one."""
+    StoreRecorder(into).tool_list_changed(ToolListSnapshot(
+        upstream, taken_at, [(tool, f"{upstream}__{tool}", size) for tool, size in sizes.items()], snapshot_id))
+    await into.flush()
+
+
+async def test_a_capture_never_connected_to_the_gateway_gets_an_unknown_tool_list_cost_in_the_api_and_report(
+        aiohttp_client: Any, post: Post, writer: Writer, store: Store) -> None:  # noqa: F811
+    """The real s1 capture (Claude Code against another MCP server, before this gateway had any session) with a
+    tool list of the gateway recorded: the list is shown, its session cost is null (not 0) and the answer says
+    why; the report reads 'unknown' for both figures and prints the reason under its table. Registered under the
+    capture's own server name, the same session is known to be connected by its telemetry and is charged, and the
+    report shows the figures and says they are an upper bound."""
+    await post(S1.read_bytes())
+    await recorded_snapshot(writer, "everything", time.time(), {"echo": 4000, "add": 344}, "snap-everything")
+    for registered, connected in (("tollgate", None), ("capture", "telemetry")):
+        app = web.Application()
+        add_api_routes(app, store, config=gateway_config(registered_name=registered))
+        client = await aiohttp_client(app)
+        response = await client.get(f"/api/sessions/{S1_SESSION}")
+        assert response.status == 200, await response.text()
+        detail = await response.json()
+        validator(spec(), "/api/sessions/{id}").validate(detail)
+        requests = detail["session"]["requests"]
+        assert requests > 0
+        attribution = detail["tool_list_attribution"]
+        assert (attribution["connected_by"], attribution["tools_deferred"]) == (connected, True)  # s1 ran ToolSearch
+        (row,) = detail["tool_list_context"]
+        assert (row["snapshot_id"], row["server_bytes"], row["est_tokens"]) == ("snap-everything", 4344, 1086)
+        lines = render("session", detail, False).splitlines()
+        title = lines.index("tool-list context per server (estimates)")
+        header, shown, note = lines[title + 1], lines[title + 2].split(), lines[title + 3]
+        assert "EST SESSION TOKENS (UP TO)" in header and "EST SESSION COST (UP TO)" in header
+        assert note == "  " + attribution["note"]
+        if connected is None:
+            assert attribution["note"] == costs.NOT_CONNECTED
+            assert (row["est_session_tokens"], row["est_session_cost_usd"]) == (None, None)
+            assert shown == ["everything", "2", "4,344", "1,086", "unknown", "unknown"]  # not blank, not None
+        else:
+            assert attribution["note"] == costs.DEFERRED
+            assert row["est_session_tokens"] == 1086 * requests and row["est_session_cost_usd"] > 0
+            assert shown == ["everything", "2", "4,344", "1,086", f"{1086 * requests:,}",
+                             f"${row['est_session_cost_usd']:.4f}"]
+
+
+async def test_a_session_bound_through_a_real_call_is_charged_the_snapshot_in_effect_during_it(
+        tmp_path: Path) -> None:
+    """A call through the gateway tied exactly to the s2 capture's session: of the gateway's own snapshot at start,
+    a larger one taken at the session's last request and a smaller one after it, the session is charged the one
+    taken at its last request (not the latest), in every request."""
+    async with running_service(gateway_config(echo_upstream("alpha")), tmp_path / "store") as svc:
+        async with mcp_session(svc.mcp_url) as client:
+            result = await client.call_tool("alpha__echo", {"text": "hello"},
+                                            meta={"claudecode/toolUseId": ECHO_USE_ID})
+            assert not result.is_error
+        async with ClientSession() as http, http.post(svc.base_url + "/v1/logs", data=otlp_logs_now(),
+                                                      headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 200, await response.text()
+        await svc.flushed()
+        (last,) = await svc.query("SELECT max(event_time) AS at FROM cc_api_requests FINAL WHERE session_id = "
+                                  "{s:String}", {"s": CC_SESSION})
+        last_at = last["at"].timestamp()
+        await recorded_snapshot(svc.service.writer, "alpha", last_at, {"echo": 8000}, "at-last-request")
+        await recorded_snapshot(svc.service.writer, "alpha", last_at + 60, {"echo": 40}, "after")
+        async with ClientSession() as http, http.get(f"{svc.base_url}/api/sessions/{CC_SESSION}") as response:
+            assert response.status == 200, await response.text()
+            detail = await response.json()
+    validator(spec(), "/api/sessions/{id}").validate(detail)
+    assert detail["session"]["ties"]["tool_use_id"] == 1
+    assert detail["tool_list_attribution"]["connected_by"] == "mcp_session"
+    requests = detail["session"]["requests"]
+    (row,) = detail["tool_list_context"]
+    assert (row["snapshot_id"], row["server_bytes"], row["est_tokens"]) == ("at-last-request", 8000, 2000)
+    assert row["est_session_tokens"] == 2000 * requests > 0 and row["est_session_cost_usd"] > 0
+    assert row["used_in_session"] is True

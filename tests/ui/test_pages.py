@@ -398,12 +398,60 @@ async def test_session_page_rollup_shows_the_apis_totals_servers_and_startup_ove
     assert await page.locator("#tool-lists tbody tr").count() == len(lists) == 2
     for expected in lists:
         row = page.locator(f"#tool-lists tr[data-server='{expected['upstream']}']")
-        for key in ("tool_count", "est_tokens", "est_session_tokens"):
+        for key in ("tool_count", "est_tokens"):
             assert count(await row.locator(f"[data-k={key}]").inner_text()) == expected[key], key
         assert await exact(row.locator("[data-k=server_bytes]")) == expected["server_bytes"]
-        assert await row.locator("[data-k=est_session_cost_usd]").inner_text() == usd(expected["est_session_cost_usd"])
         assert await row.locator("[data-k=used_in_session]").inner_text() == \
             ("yes" if expected["used_in_session"] else "no")
+
+
+def sentence(note: str) -> str:
+    """An API note as the session page shows it: capitalised, with a full stop."""
+    return note[:1].upper() + note[1:] + "."
+
+
+async def tool_list_cells(page: Any, upstream: str) -> tuple[str, str]:
+    row = page.locator(f"#tool-lists tr[data-server='{upstream}']")
+    return (await row.locator("[data-k=est_session_tokens]").inner_text(),
+            await row.locator("[data-k=est_session_cost_usd]").inner_text())
+
+
+async def test_a_connected_sessions_tool_list_cost_shows_as_up_to_the_apis_figures_with_its_note(
+        seeded: tuple[Running, Browser]) -> None:
+    """The capture's session is bound to the gateway's MCP session by its calls: each server's tool-list cost is
+    known but an upper bound (Claude Code may defer MCP tools), so it reads 'up to' the API's figures, and the
+    note under the table is the API's."""
+    svc, browser = seeded
+    detail = await api(svc, f"/api/sessions/{CC_SESSION}")
+    attribution, lists = detail["tool_list_attribution"], detail["tool_list_context"]
+    assert attribution["connected_by"] == "mcp_session" and attribution["note"].startswith("up to: ")
+    assert {t["upstream"] for t in lists} == {"alpha", "beta"}
+    page = await browser.open(f"/ui/sessions/{CC_SESSION}")
+    for expected in lists:
+        assert expected["est_session_tokens"] == expected["est_tokens"] * detail["session"]["requests"] > 0
+        assert await tool_list_cells(page, expected["upstream"]) == (
+            f"up to {expected['est_session_tokens']:,}", f"up to {usd(expected['est_session_cost_usd'])}")
+    assert await page.locator("#tool-lists-note").inner_text() == sentence(attribution["note"])
+
+
+async def test_a_session_not_known_to_be_connected_shows_its_tool_list_cost_as_unknown_and_why(
+        seeded: tuple[Running, Browser]) -> None:
+    """The turn-order session has telemetry only: no MCP session of the gateway is bound to it and its telemetry
+    names no MCP server, so the API's tool-list cost is null, and the page says 'unknown' (not 0, not blank) and
+    gives the API's reason; the definitions themselves still show."""
+    svc, browser = seeded
+    detail = await api(svc, f"/api/sessions/{TURN_ORDER_SESSION}")
+    attribution, lists = detail["tool_list_attribution"], detail["tool_list_context"]
+    assert attribution["connected_by"] is None
+    assert "not connected through this Tollgate" in attribution["note"]
+    assert {t["upstream"] for t in lists} == {"alpha", "beta"}
+    page = await browser.open(f"/ui/sessions/{TURN_ORDER_SESSION}")
+    for expected in lists:
+        assert (expected["est_session_tokens"], expected["est_session_cost_usd"]) == (None, None)
+        assert await tool_list_cells(page, expected["upstream"]) == ("unknown", "unknown")
+        row = page.locator(f"#tool-lists tr[data-server='{expected['upstream']}']")
+        assert count(await row.locator("[data-k=est_tokens]").inner_text()) == expected["est_tokens"] > 0
+    assert await page.locator("#tool-lists-note").inner_text() == sentence(attribution["note"])
 
 
 async def test_session_page_usage_badge_shows_the_turns_usage(seeded: tuple[Running, Browser]) -> None:

@@ -23,7 +23,7 @@ export async function render(sessionId) {
     el("p", { class: "muted" }, summaryLine(s)),
     rollup(s),
     byServer(s.by_server ?? []),
-    startup(detail.startup, detail.tool_list_context ?? []),
+    startup(detail.startup, detail.tool_list_context ?? [], detail.tool_list_attribution),
     el("h2", { id: "turns-title" }, `Turns (${num(turns.filter((t) => t.turn_index > 0).length)})`),
     el("div", { id: "turns", "aria-labelledby": "turns-title" }, turns.map(turnBlock)),
     outside.length ? el("section", { id: "outside", "aria-labelledby": "outside-title" },
@@ -82,7 +82,7 @@ function exactCell(row, key) {
   return numCell(bytes(row[key]), { dataset: { k: key }, title: `${num(row[key])} bytes` });
 }
 
-function startup(overhead, lists) {
+function startup(overhead, lists, attribution) {
   const body = [];
   if (overhead) {
     body.push(el("dl", { class: "stats", id: "startup" },
@@ -91,18 +91,30 @@ function startup(overhead, lists) {
       stat("cost_usd", "Cost", usd(overhead.cost_usd))));
   }
   if (lists.length) {
-    body.push(table("Tool-list context: definitions carried in every request", ["Server", { label: "Tools", num: true },
-      { label: "Definition bytes", num: true }, { label: "Est. tokens per request", num: true },
-      { label: "Est. tokens this session", num: true }, { label: "Est. cost this session", num: true }, "Used"],
+    body.push(table("Tool-list context: definitions a request may carry (the snapshot in effect during the session)",
+      ["Server", { label: "Tools", num: true }, { label: "Definition bytes", num: true },
+        { label: "Est. tokens per request", num: true }, { label: "Est. tokens this session", num: true },
+        { label: "Est. cost this session", num: true }, "Used"],
     lists.map((t) => el("tr", { dataset: { server: t.upstream } },
       el("th", { scope: "row" }, t.upstream), numCell(num(t.tool_count), { dataset: { k: "tool_count" } }),
       exactCell(t, "server_bytes"), numCell(tokens(t.est_tokens), { dataset: { k: "est_tokens" } }),
-      numCell(tokens(t.est_session_tokens), { dataset: { k: "est_session_tokens" } }),
-      numCell(usd(t.est_session_cost_usd), { dataset: { k: "est_session_cost_usd" } }),
+      atMostCell(t, "est_session_tokens", tokens), atMostCell(t, "est_session_cost_usd", usd),
       cell(t.used_in_session ? "yes" : "no", { dataset: { k: "used_in_session" } }))), { class: "data", id: "tool-lists" }));
+    if (attribution) body.push(el("p", { class: "muted", id: "tool-lists-note" }, sentence(attribution.note)));
   }
   return body.length ? el("section", { "aria-labelledby": "startup-title" },
     el("h2", { id: "startup-title" }, "Startup overhead"), body) : null;
+}
+
+// A session's tool-list figure is an upper bound ("up to": Claude Code may defer MCP tools), or unknown (null)
+// when the session is not known to be connected through this Tollgate: never an invented 0.
+function atMostCell(row, key, format) {
+  const value = row[key];
+  return numCell(value == null ? "unknown" : `up to ${format(value)}`, { dataset: { k: key } });
+}
+
+function sentence(note) {
+  return note ? note.charAt(0).toUpperCase() + note.slice(1) + "." : "";
 }
 
 function usageBadge(turn) {
