@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import jsonrpc
 from gateway.config import Config
 from gateway.downstream import McpEndpoint
 from gateway.guards import rebinding_guard
@@ -72,16 +73,27 @@ def _bearer_guard(tokens: tuple[str, ...], rejections: Rejections) -> Any:
 @web.middleware
 async def _api_json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """A path under /api/ that no route serves (or not with this method) answers in the API's JSON error shape,
-    not aiohttp's text/plain page."""
+    and a method /mcp does not take in a JSON-RPC error body, not aiohttp's text/plain page."""
     try:
         response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:
+        if request.path == "/mcp" and exc.status == 405:
+            body = jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, f"Method Not Allowed: {request.method[:20]} "
+                                      "(/mcp takes POST, GET and DELETE)")
+            return web.Response(status=405, body=jsonrpc.encode(body), content_type="application/json",
+                                headers=_allow(exc))
         if exc.status not in (404, 405) or not request.path.startswith("/api/"):
             raise
-        message = (f"no API route {request.path[:200]!r} (see /api/openapi.json)" if exc.status == 404
+        message = (_no_route(request) if exc.status == 404
                    else f"{request.method} is not allowed on {request.path[:200]!r}")
         return web.json_response({"error": message}, status=exc.status, headers=_allow(exc))
     return response
+
+
+def _no_route(request: web.Request) -> str:
+    has_api = any(r.canonical == "/api/openapi.json" for r in request.app.router.resources())
+    hint = "see /api/openapi.json" if has_api else "this server runs no API: it was started without a store"
+    return f"no API route {request.path[:200]!r} ({hint})"
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str]:

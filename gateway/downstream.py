@@ -178,6 +178,14 @@ class McpEndpoint:
 
     def _initialize(self, request: web.Request, message: Message, identity: str) -> web.Response:
         params = message.params
+        assert message.id is not None
+        if not isinstance(params.get("protocolVersion"), str):
+            # Answered like any request's invalid params (200, -32602) and no session made: a client that sends
+            # no version cannot be told one it understands.
+            log.info("initialize refused: no protocolVersion string in its params")
+            return web.Response(body=jsonrpc.encode(jsonrpc.error_body(
+                message.id, jsonrpc.INVALID_PARAMS, "Invalid params: initialize needs params.protocolVersion, a "
+                f"string such as {mcp.LATEST_VERSION!r}")), content_type="application/json")
         version = mcp.negotiate(params.get("protocolVersion"))
         client_info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
         capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
@@ -190,7 +198,6 @@ class McpEndpoint:
             raise HttpError(503, jsonrpc.SERVER_BUSY, f"Service Unavailable: {exc}; retry later", message.id,
                             headers={"Retry-After": str(SESSION_RETRY_AFTER_SECONDS)}) from None
         self.hub.session_started(session)
-        assert message.id is not None
         result = {"protocolVersion": version, "capabilities": mcp.server_capabilities(),
                   "serverInfo": SERVER_INFO, "instructions": self._instructions()}
         log.info("session %s initialized by %s %s (%s)", session.session_id[:8], session.client_name,

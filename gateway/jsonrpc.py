@@ -101,7 +101,16 @@ def _loads(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError(PARSE_ERROR, f"Parse error: {exc}") from None
+        raise ProtocolError(PARSE_ERROR, f"Parse error: {_parse_fault(raw, exc)}") from None
+
+
+def _parse_fault(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    # orjson words invalid UTF-8 as a str fault ("surrogates not allowed"): say what the sender got wrong.
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"the body is not valid UTF-8 (byte 0x{raw[bad.start]:02x} at offset {bad.start})"
+    return str(exc)
 
 
 def _message(body: Any, size: int) -> Message:
@@ -120,9 +129,13 @@ def _element(item: Any) -> Message | ProtocolError:
 def classify(body: dict[str, Any]) -> Kind:
     """Tell request, notification and response apart, checking the envelope on the way."""
     request_id = body.get("id")
-    if not _valid_id(request_id) or body.get("jsonrpc") != "2.0":
-        raise ProtocolError(INVALID_REQUEST, "Invalid Request: missing jsonrpc 2.0 or bad id",
-                            request_id if _valid_id(request_id) else None)
+    if not _valid_id(request_id):
+        raise ProtocolError(INVALID_REQUEST, "Invalid Request: id must be a string or an integer, got "
+                                             f"{_json_type(request_id)} {_excerpt(request_id)}")
+    if body.get("jsonrpc") != "2.0":
+        raise ProtocolError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0", got '
+                                             f"{_excerpt(body['jsonrpc']) if 'jsonrpc' in body else 'none'}",
+                            request_id)
     if "method" in body:
         if not isinstance(body["method"], str) or not body["method"]:
             raise ProtocolError(INVALID_REQUEST, "Invalid Request: method must be a string", request_id)
@@ -137,6 +150,17 @@ def classify(body: dict[str, Any]) -> Kind:
     if request_id is not None and ("result" in body) != ("error" in body):
         return Kind.RESPONSE
     raise ProtocolError(INVALID_REQUEST, "Invalid Request: neither a request nor a response", request_id)
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "a boolean", float: "a number with a fraction", list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _excerpt(value: object) -> str:
+    """A value as JSON, cut short: an error message quotes what was sent, never all of it."""
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _valid_id(value: object) -> bool:

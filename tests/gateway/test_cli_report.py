@@ -37,15 +37,22 @@ def write_config(tmp_path: Path, port: int) -> Path:
     return path
 
 
-async def serve_and_seed(config_path: Path, *, strip_prompt_ids: bool = False) -> tuple[web.AppRunner, Any]:
-    """The real service on the configured port, with the s4 capture posted to its own /v1/logs (without prompt.id,
-    as an older client sends it, with `strip_prompt_ids`)."""
+async def serve(config_path: Path) -> tuple[web.AppRunner, Any]:
+    """The real service of this config, listening on its configured port (the caller cleans the runner up)."""
     config = load_config(config_path)
     service = await open_service(config)
     runner = web.AppRunner(service.app, auto_decompress=False)
     await runner.setup()
     host, port = config.server.listen.split(":")
     await web.TCPSite(runner, host, int(port)).start()
+    return runner, service
+
+
+async def serve_and_seed(config_path: Path, *, strip_prompt_ids: bool = False) -> tuple[web.AppRunner, Any]:
+    """The real service on the configured port, with the s4 capture posted to its own /v1/logs (without prompt.id,
+    as an older client sends it, with `strip_prompt_ids`)."""
+    config = load_config(config_path)
+    runner, service = await serve(config_path)
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
@@ -147,11 +154,7 @@ async def test_report_session_gives_a_tool_list_cost_up_to_its_figure_or_unknown
     text = config_path.read_text()
     config_path.write_text(text.replace("[server]\n", f'[server]\nregistered_name = "{registered}"\n'))
     config = load_config(config_path)
-    service = await open_service(config)
-    runner = web.AppRunner(service.app, auto_decompress=False)
-    await runner.setup()
-    host, port = config.server.listen.split(":")
-    await web.TCPSite(runner, host, int(port)).start()
+    runner, service = await serve(config_path)
     try:
         async with ClientSession() as http, http.post(f"http://{config.server.listen}/v1/logs",
                                                       data=S1.read_bytes(),
@@ -711,11 +714,7 @@ async def test_report_usage_and_api_usage_give_each_sessions_and_models_tokens_a
 ) -> None:
     config_path = write_config(tmp_path, free_port())
     config = load_config(config_path)
-    service = await open_service(config)
-    runner = web.AppRunner(service.app, auto_decompress=False)
-    await runner.setup()
-    host, port = config.server.listen.split(":")
-    await web.TCPSite(runner, host, int(port)).start()
+    runner, service = await serve(config_path)
     bodies = usage_bodies()
     want = expected_usage([doc for _, _, doc in bodies])
     assert len(want) == 4 and len({session for session, _ in want}) == 3
@@ -761,19 +760,19 @@ async def test_a_no_store_gateway_beside_the_server_leaves_its_pid_file_and_setu
     served, bare = free_port(), free_port()
     pid_file = tmp_path / "chdb" / "tollgate.pid"
 
-    async def serve(*argv: str) -> asyncio.subprocess.Process:
+    async def spawn(*argv: str) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "serve", "--config",
                                                     str(config_path), *argv, cwd=ROOT, stderr=asyncio.subprocess.PIPE)
         assert proc.stderr is not None
         return proc
 
-    server = await serve("--listen", f"127.0.0.1:{served}")
+    server = await spawn("--listen", f"127.0.0.1:{served}")
     sibling: asyncio.subprocess.Process | None = None
     try:
         assert server.stderr is not None
         await read_until(server.stderr, "Tollgate listening")
         owner = pid_file.read_text()
-        sibling = await serve("--listen", f"127.0.0.1:{bare}", "--no-store")
+        sibling = await spawn("--listen", f"127.0.0.1:{bare}", "--no-store")
         assert sibling.stderr is not None
         await read_until(sibling.stderr, "--no-store: budgets are off")
         await read_until(sibling.stderr, "Tollgate listening")

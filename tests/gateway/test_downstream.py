@@ -70,6 +70,17 @@ async def test_initialize_echoes_a_supported_version_and_offers_the_latest_other
     assert headers["Mcp-Session-Id"]
 
 
+@pytest.mark.parametrize("params", [None, {}, {"protocolVersion": 20250618, "capabilities": {}}])
+async def test_an_initialize_without_a_protocol_version_gets_invalid_params_and_no_session(
+        endpoint: str, params: dict[str, Any] | None) -> None:
+    async with Http() as http:
+        status, headers, body = await post(http, endpoint, jsonrpc.request_body(3, "initialize", params))
+        assert status == 200 and "Mcp-Session-Id" not in headers
+        assert (body["id"], body["error"]["code"]) == (3, jsonrpc.INVALID_PARAMS)
+        assert "params.protocolVersion" in body["error"]["message"]
+        assert await open_session(http, endpoint)  # a proper initialize still works
+
+
 async def test_a_2024_11_05_session_lists_and_calls_tools(endpoint: str) -> None:
     async with Http() as http:  # a client of that revision sends no MCP-Protocol-Version header
         session_id = await open_session(http, endpoint, "2024-11-05")
@@ -119,15 +130,26 @@ async def test_batches_are_rejected_before_any_dispatch(endpoint: str) -> None:
     assert body["error"]["code"] == jsonrpc.INVALID_REQUEST and body["id"] is None
 
 
-@pytest.mark.parametrize(("raw", "code"), [(b"{not json", jsonrpc.PARSE_ERROR), (b'"text"', jsonrpc.INVALID_REQUEST),
-                                           (b'{"jsonrpc":"2.0","id":true,"method":"x"}', jsonrpc.INVALID_REQUEST),
-                                           (b'{"jsonrpc":"1.0","id":1,"method":"x"}', jsonrpc.INVALID_REQUEST),
-                                           (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', jsonrpc.INVALID_REQUEST)])
-async def test_malformed_messages_get_a_precise_error(endpoint: str, raw: bytes, code: int) -> None:
+@pytest.mark.parametrize(("raw", "code", "says"), [
+    (b"{not json", jsonrpc.PARSE_ERROR, "Parse error: unexpected character"),
+    (b'{"jsonrpc":"2.0","id":1,"method":"p\xffing"}', jsonrpc.PARSE_ERROR,
+     "Parse error: the body is not valid UTF-8 (byte 0xff at offset 35)"),
+    (b'"text"', jsonrpc.INVALID_REQUEST, "Invalid Request: a message must be a JSON object"),
+    (b'{"jsonrpc":"2.0","id":true,"method":"x"}', jsonrpc.INVALID_REQUEST,
+     "Invalid Request: id must be a string or an integer, got a boolean true"),
+    (b'{"jsonrpc":"2.0","id":1.5,"method":"x"}', jsonrpc.INVALID_REQUEST,
+     "Invalid Request: id must be a string or an integer, got a number with a fraction 1.5"),
+    (b'{"jsonrpc":"1.0","id":1,"method":"x"}', jsonrpc.INVALID_REQUEST,
+     'Invalid Request: "jsonrpc" must be "2.0", got "1.0"'),
+    (b'{"id":1,"method":"x"}', jsonrpc.INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0", got none'),
+    (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', jsonrpc.INVALID_REQUEST,
+     "Invalid Request: a request id must not be null")])
+async def test_malformed_messages_get_a_precise_error(endpoint: str, raw: bytes, code: int, says: str) -> None:
     async with Http() as http:
         session_id = await open_session(http, endpoint)
         status, _, body = await post(http, endpoint, raw, session_id)
         assert (status, body["error"]["code"]) == (400, code)
+        assert body["error"]["message"].startswith(says)
         status, _, body = await post(http, endpoint, jsonrpc.request_body(9, "ping"), session_id)
         assert (status, body["result"]) == (200, {})  # and the session keeps serving
 
@@ -243,3 +265,20 @@ async def test_an_initialize_past_max_sessions_gets_503_until_a_session_ends(
     assert "tollgate_sessions_open 3" in metrics.splitlines()
     refusals = [r for r in caplog.records if r.name == "tollgate.downstream" and "refused" in r.getMessage()]
     assert len(refusals) == 1  # rate-limited: one line for the flood
+
+
+async def test_a_method_mcp_does_not_take_gets_405_in_json_rpc_and_an_api_path_says_no_api_runs(
+        endpoint: str) -> None:
+    """The bare gateway (what `serve --no-store` runs) has no API: its 404 must not point at an openapi.json that
+    is not there; a PUT on /mcp is answered in JSON-RPC, as everything on /mcp is, with the methods it takes."""
+    async with Http() as http:
+        async with http.put(endpoint, data=b"{}", headers=JSON_HEADERS) as response:
+            assert response.status == 405 and response.content_type == "application/json"
+            assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"POST", "GET", "DELETE"}
+            body = orjson.loads(await response.read())
+        assert (body["id"], body["error"]["code"]) == (None, jsonrpc.INVALID_REQUEST)
+        assert body["error"]["message"] == "Method Not Allowed: PUT (/mcp takes POST, GET and DELETE)"
+        async with http.get(endpoint.removesuffix("/mcp") + "/api/sessions") as response:
+            assert response.status == 404
+            assert orjson.loads(await response.read()) == {
+                "error": "no API route '/api/sessions' (this server runs no API: it was started without a store)"}

@@ -25,6 +25,18 @@ from tests.ingest.conftest import capture, capture_doc, events_named, expected_l
 WAIT = 30.0
 
 
+
+def config_for_a_server_not_up_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Config]:
+    """A gateway config whose store is a ClickHouse server on a free port nobody listens on yet, with reconnects
+    faster than production's (5 s, backing off to 30 s) so a test's bounded wait stays short."""
+    monkeypatch.setitem(DeferredStore.__init__.__kwdefaults__, "retry_seconds", 0.2)
+    port = free_port()
+    base = gateway_config(echo_upstream("a"))
+    return port, Config(server=base.server, upstreams=base.upstreams,
+                        store=StoreConfig(dsn=f"http://default:pw@127.0.0.1:{port}/tollgate",
+                                          spill_dir=str(tmp_path / "spill"), flush_seconds=0.05))
+
+
 async def test_gateway_starts_and_proxies_while_the_store_server_is_unreachable(tmp_path: Path) -> None:
     base = gateway_config(echo_upstream("a"))
     config = Config(server=base.server, upstreams=base.upstreams,
@@ -47,13 +59,7 @@ async def test_gateway_starts_and_proxies_while_the_store_server_is_unreachable(
 async def test_a_call_spilled_while_the_server_was_down_arrives_once_when_it_comes_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Reconnect and retry faster than production (5 s / up to 30 s) so the bounded wait stays short.
-    monkeypatch.setitem(DeferredStore.__init__.__kwdefaults__, "retry_seconds", 0.2)
-    port = free_port()  # nothing listens here yet
-    base = gateway_config(echo_upstream("a"))
-    config = Config(server=base.server, upstreams=base.upstreams,
-                    store=StoreConfig(dsn=f"http://default:pw@127.0.0.1:{port}/tollgate",
-                                      spill_dir=str(tmp_path / "spill"), flush_seconds=0.05))
+    port, config = config_for_a_server_not_up_yet(tmp_path, monkeypatch)
     service = await open_service(config)
     shim: ClickHouseShim | None = None
     try:
@@ -185,12 +191,7 @@ async def test_healthz_is_degraded_while_the_store_is_unreachable_and_the_log_sa
 async def test_otlp_is_answered_200_while_the_server_is_down_and_its_rows_arrive_once_when_it_comes_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(DeferredStore.__init__.__kwdefaults__, "retry_seconds", 0.2)
-    port = free_port()  # nothing listens here yet
-    base = gateway_config(echo_upstream("a"))
-    config = Config(server=base.server, upstreams=base.upstreams,
-                    store=StoreConfig(dsn=f"http://default:pw@127.0.0.1:{port}/tollgate",
-                                      spill_dir=str(tmp_path / "spill"), flush_seconds=0.05))
+    port, config = config_for_a_server_not_up_yet(tmp_path, monkeypatch)
     logs, metrics = capture_doc("s1_protobuf", "0001_logs"), capture_doc("s1_protobuf", "0002_metrics")
     expected = {"cc_events_raw": len(expected_logs(logs)), "cc_api_requests": len(events_named(logs, "api_request")),
                 "cc_tool_results": len(events_named(logs, "tool_result")),

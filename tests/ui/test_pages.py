@@ -184,7 +184,7 @@ def publish(name: str) -> None:
 
 
 def count(text: str) -> int:
-    """'12,345 B (12.1 KB)' -> 12345: the exact figure a page shows first."""
+    """'12,345 B (12.1 KiB)' -> 12345: the exact figure a page shows first."""
     return int(text.split()[0].replace(",", "").lstrip("$"))
 
 
@@ -717,7 +717,7 @@ async def test_budgets_page_lists_each_upstreams_limits_and_actions_as_the_api_d
     labels = page.locator("section[data-upstream='beta'] table.limits tbody th")
     assert await labels.all_inner_texts() == ["Result size per call", "Calls per day"]
     assert await page.locator("section[data-upstream='beta'] tr[data-limit=max_result_bytes] [data-k=allowed]") \
-        .inner_text() == "49 KB"  # rounded: the exact figure is in the title
+        .inner_text() == "49 KiB"  # rounded: the exact figure is in the title
 
 
 PAGES = ("/", "/ui/sessions", f"/ui/sessions/{CC_SESSION}", "/ui/servers", "/ui/servers/alpha", "/ui/budgets")

@@ -17,7 +17,7 @@ export function usd(value) {
 export function bytes(value) {
   const n = Number(value ?? 0);
   if (n < 1024) return `${num(n)} B`;
-  const units = ["KB", "MB", "GB", "TB"];
+  const units = ["KiB", "MiB", "GiB", "TiB"];  // binary units, named as such
   let scaled = n / 1024;
   let unit = 0;
   while (scaled >= 1024 && unit < units.length - 1) {

@@ -44,7 +44,7 @@ function serverRow(s, budget) {
     cell(busiestShare(budget), { dataset: { k: "budget_use" } }));
 }
 
-// Shown in KB/MB; the exact count is the cell's title.
+// Shown in KiB/MiB; the exact count is the cell's title.
 function byteCell(row, key) {
   return numCell(bytes(row[key]), { dataset: { k: key }, title: `${num(row[key])} bytes` });
 }

@@ -77,7 +77,7 @@ function byServer(servers) {
     rows, { class: "data", id: "by-server" }) : el("p", { class: "empty" }, "No MCP tool calls."));
 }
 
-// Bytes in KB/MB; the exact count is the cell's title.
+// Bytes in KiB/MiB; the exact count is the cell's title.
 function exactCell(row, key) {
   return numCell(bytes(row[key]), { dataset: { k: key }, title: `${num(row[key])} bytes` });
 }
