@@ -130,6 +130,17 @@ async def test_one_bad_upstream_never_empties_the_catalog(caplog: pytest.LogCapt
         assert f"upstream {name} unhealthy: {upstreams[name]['last_error']}" in caplog.text
 
 
+class ListChanged:
+    """A client's message handler that notes `notifications/tools/list_changed` (sent on the GET stream)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def on_message(self, message: Any) -> None:
+        if "tools/list_changed" in repr(message):
+            self.event.set()
+
+
 async def test_a_recovered_upstream_rejoins_the_catalog_and_clients_are_told(tmp_path: Path) -> None:
     flag = tmp_path / "allow"
     # Exits until the flag file exists, then runs the echo server: an upstream that "comes back".
@@ -137,19 +148,15 @@ async def test_a_recovered_upstream_rejoins_the_catalog_and_clients_are_told(tmp
     echo = echo_upstream("late")
     late = UpstreamConfig(name="late", type="stdio", command="sh", args=("-c", script, echo.command or "", *echo.args),
                           timeouts=Timeouts(init_seconds=20.0))
-    changed = asyncio.Event()
-
-    async def on_message(message: Any) -> None:
-        if "list_changed" in repr(message):
-            changed.set()
+    changed = ListChanged()
 
     async with running_gateway(gateway_config(echo_upstream("good"), late)) as url, \
             streamable_http_client(url) as streams, \
-            ClientSession(streams[0], streams[1], message_handler=on_message) as client:
+            ClientSession(streams[0], streams[1], message_handler=changed.on_message) as client:
         await client.initialize()
         before = [tool.name for tool in (await client.list_tools()).tools]
         flag.touch()
-        await asyncio.wait_for(changed.wait(), 30)  # sent on the GET stream when the catalog changes
+        await asyncio.wait_for(changed.event.wait(), 30)  # sent on the GET stream when the catalog changes
         after = [tool.name for tool in (await client.list_tools()).tools]
         answer = await client.call_tool("late__whoami", {})
     assert not any(name.startswith("late__") for name in before)
@@ -161,21 +168,17 @@ async def test_an_http_upstream_refusing_connections_rejoins_once_it_listens_and
     port = free_port()  # nothing listens here until the upstream "comes back"
     late = UpstreamConfig(name="late", type="http", url=f"http://127.0.0.1:{port}/mcp", timeouts=FAST)
     recorder = Recorder()
-    changed = asyncio.Event()
-
-    async def on_message(message: Any) -> None:
-        if "tools/list_changed" in repr(message):
-            changed.set()
+    changed = ListChanged()
 
     async with running_gateway(gateway_config(echo_upstream("good"), late), observers=[recorder]) as url, \
             streamable_http_client(url) as streams, \
-            ClientSession(streams[0], streams[1], message_handler=on_message) as client:
+            ClientSession(streams[0], streams[1], message_handler=changed.on_message) as client:
         await client.initialize()
         before = [tool.name for tool in (await client.list_tools()).tools]
         served = await client.call_tool("good__echo", {"text": "meanwhile"})
         down = (await get_health(url))["upstreams"]["late"]
         async with http_fixture("http", "late", port):
-            await asyncio.wait_for(changed.wait(), 60)  # retried in the background, with backoff
+            await asyncio.wait_for(changed.event.wait(), 60)  # retried in the background, with backoff
             up = (await get_health(url))["upstreams"]["late"]
             after = [tool.name for tool in (await client.list_tools()).tools]
             answer = await client.call_tool("late__whoami", {})
@@ -216,18 +219,14 @@ async def mute_front(target: str, answering: asyncio.Event) -> AsyncIterator[str
 
 async def test_an_http_upstream_that_never_answers_initialize_rejoins_once_it_does() -> None:
     answering = asyncio.Event()
-    changed = asyncio.Event()
+    changed = ListChanged()
     recorder = Recorder()
-
-    async def on_message(message: Any) -> None:
-        if "tools/list_changed" in repr(message):
-            changed.set()
 
     async with http_fixture("http", "late") as target, mute_front(target, answering) as front:
         late = UpstreamConfig(name="late", type="http", url=front, timeouts=FAST)
         async with running_gateway(gateway_config(echo_upstream("good"), late), observers=[recorder]) as url, \
                 streamable_http_client(url) as streams, \
-                ClientSession(streams[0], streams[1], message_handler=on_message) as client:
+                ClientSession(streams[0], streams[1], message_handler=changed.on_message) as client:
             await client.initialize()
             before = [tool.name for tool in (await client.list_tools()).tools]
             served = await client.call_tool("good__echo", {"text": "meanwhile"})
@@ -235,7 +234,7 @@ async def test_an_http_upstream_that_never_answers_initialize_rejoins_once_it_do
             await recorder.wait_until(lambda: "unhealthy" in recorder.kinds("late"))
             down = (await get_health(url))["upstreams"]["late"]
             answering.set()
-            await asyncio.wait_for(changed.wait(), 60)  # the next background attempt is answered
+            await asyncio.wait_for(changed.event.wait(), 60)  # the next background attempt is answered
             up = (await get_health(url))["upstreams"]["late"]
             after = [tool.name for tool in (await client.list_tools()).tools]
             answer = await client.call_tool("late__whoami", {})
