@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,34 +30,39 @@ SPANS_TABLE = "cc_spans"
 # Text the user typed or the model wrote: kept only when `store_prompt_text` is on.
 CONTENT_KEYS = frozenset({"prompt", "prompt_text", "response", "user_prompt"})
 
-# (column, attribute, kind): kind is str | int | uint | float | bool.
+# Largest cost whose micro-USD still fits the Int64 `cost_usd_micros` every read derives from `cost_usd`.
+MAX_COST_USD = INT64_MAX / 1_000_000
+
+# (column, attribute, kind): kind is str | int | uint | float | bool, or one of the quantities that cannot be
+# negative: count (tokens, durations, sizes, lengths, attempts: 0..Int64 max) and usd (a finite cost in
+# 0..MAX_COST_USD). A value outside its kind's range is NULL and an issue, never stored wrapped or negative.
 Column = tuple[str, str, str]
 TYPED_EVENTS: dict[str, tuple[str, tuple[Column, ...]]] = {
     "user_prompt": ("cc_user_prompts", (
-        ("prompt_length", "prompt_length", "int"), ("message_uuid", "message.uuid", "str"),
+        ("prompt_length", "prompt_length", "count"), ("message_uuid", "message.uuid", "str"),
     )),
     "api_request": ("cc_api_requests", (
-        ("model", "model", "str"), ("input_tokens", "input_tokens", "int"),
-        ("output_tokens", "output_tokens", "int"), ("cache_read_tokens", "cache_read_tokens", "int"),
-        ("cache_creation_tokens", "cache_creation_tokens", "int"),
-        ("cache_creation_5m_tokens", "cache_creation_5m_tokens", "int"),
-        ("cache_creation_1h_tokens", "cache_creation_1h_tokens", "int"),
-        ("cost_usd", "cost_usd", "float"), ("cost_usd_micros", "cost_usd_micros", "int"),
-        ("duration_ms", "duration_ms", "int"), ("ttft_ms", "ttft_ms", "int"),
+        ("model", "model", "str"), ("input_tokens", "input_tokens", "count"),
+        ("output_tokens", "output_tokens", "count"), ("cache_read_tokens", "cache_read_tokens", "count"),
+        ("cache_creation_tokens", "cache_creation_tokens", "count"),
+        ("cache_creation_5m_tokens", "cache_creation_5m_tokens", "count"),
+        ("cache_creation_1h_tokens", "cache_creation_1h_tokens", "count"),
+        ("cost_usd", "cost_usd", "usd"), ("cost_usd_micros", "cost_usd_micros", "count"),
+        ("duration_ms", "duration_ms", "count"), ("ttft_ms", "ttft_ms", "count"),
         ("request_id", "request_id", "str"), ("query_source", "query_source", "str"),
         ("speed", "speed", "str"), ("effort", "effort", "str"),
         ("mcp_server_name", "mcp_server.name", "str"), ("mcp_tool_name", "mcp_tool.name", "str"),
     )),
     "api_error": ("cc_api_errors", (
         ("model", "model", "str"), ("error", "error", "str"), ("status_code", "status_code", "str"),
-        ("attempt", "attempt", "int"), ("duration_ms", "duration_ms", "int"),
+        ("attempt", "attempt", "count"), ("duration_ms", "duration_ms", "count"),
         ("request_id", "request_id", "str"), ("query_source", "query_source", "str"), ("speed", "speed", "str"),
     )),
     "tool_result": ("cc_tool_results", (
         ("tool_name", "tool_name", "str"), ("tool_use_id", "tool_use_id", "str"),
-        ("success", "success", "bool"), ("duration_ms", "duration_ms", "int"),
-        ("tool_input_size_bytes", "tool_input_size_bytes", "int"),
-        ("tool_result_size_bytes", "tool_result_size_bytes", "int"),
+        ("success", "success", "bool"), ("duration_ms", "duration_ms", "count"),
+        ("tool_input_size_bytes", "tool_input_size_bytes", "count"),
+        ("tool_result_size_bytes", "tool_result_size_bytes", "count"),
         ("mcp_server_scope", "mcp_server_scope", "str"), ("tool_parameters", "tool_parameters", "str"),
         ("error", "error", "str"), ("decision_source", "decision_source", "str"),
         ("decision_type", "decision_type", "str"), ("request_id", "request_id", "str"),
@@ -148,6 +154,26 @@ def as_int(value: Any, low: int = -INT64_MAX - 1, high: int = INT64_MAX) -> int:
     return number
 
 
+def as_count(value: Any) -> int:
+    """A quantity that cannot be negative (tokens, durations, sizes): an integer in 0..Int64 max."""
+    number = as_int(value)
+    if number < 0:
+        raise BadValue("negative where a count was expected")
+    return number
+
+
+def as_usd(value: Any) -> float:
+    """A cost in USD: finite, not negative, and small enough that its micro-USD fit Int64."""
+    number = to_float(value)
+    if not math.isfinite(number):
+        raise BadValue("not a finite number")
+    if number < 0:
+        raise BadValue("negative cost")
+    if number > MAX_COST_USD:
+        raise BadValue("cost out of range (its micro-USD exceed Int64)")
+    return number + 0.0  # -0.0 would show as $-0.0000
+
+
 def as_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -163,6 +189,8 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "int": as_int,
     "uint": lambda v: as_int(v, 0, UINT64_MAX),
     "float": to_float,
+    "count": as_count,
+    "usd": as_usd,
     "bool": as_bool,
 }
 
@@ -311,7 +339,7 @@ def event_key(name: str, ident: Row, request_id: str, record: LogRecord) -> str:
 
 # --- rows -----------------------------------------------------------------------------------------
 
-_STR, _INT, _FLOAT, _BOOL = "str", "int", "float", "bool"
+_STR, _COUNT, _USD = "str", "count", "usd"
 INT64_MIN = -INT64_MAX - 1
 
 
@@ -366,8 +394,8 @@ def _log_rows(
             row[column] = value if type(value) is str else "" if value is None else as_text(value)
         elif value is None or value == "":
             row[column] = None
-        elif (kind == _INT and type(value) is int and INT64_MIN <= value <= INT64_MAX) or (
-            kind == _FLOAT and type(value) is float
+        elif (kind == _COUNT and type(value) is int and 0 <= value <= INT64_MAX) or (
+            kind == _USD and type(value) is float and 0.0 < value <= MAX_COST_USD  # False for NaN; -0.0 converts
         ):
             row[column] = value  # already its column's type
         else:
@@ -424,6 +452,12 @@ def _point_row(point: MetricPoint, decoded: Decoded) -> Row:
         decoded.note(f"{where}: integer out of range, stored as NULL")
         return None
 
+    def finite(value: float | None, name: str) -> float | None:
+        if value is None or math.isfinite(value):
+            return value
+        decoded.note(f"{where}: {name}: not a finite number, stored as NULL")
+        return None
+
     buckets = [checked(c, 0, UINT64_MAX) for c in point.bucket_counts]
     return {
         **ident,
@@ -439,12 +473,12 @@ def _point_row(point: MetricPoint, decoded: Decoded) -> Row:
         "is_monotonic": point.is_monotonic,
         "start_time": _time(point.start_time_unix_nano, decoded, where),
         "time": _time(point.time_unix_nano, decoded, where),
-        "value": point.value_double,
+        "value": finite(point.value_double, "value"),
         "value_int": checked(point.value_int, -INT64_MAX - 1, INT64_MAX),
         "count": checked(point.count, 0, UINT64_MAX),
-        "sum": point.sum,
-        "min": point.min,
-        "max": point.max,
+        "sum": finite(point.sum, "sum"),
+        "min": finite(point.min, "min"),
+        "max": finite(point.max, "max"),
         "bucket_counts": [c if c is not None else 0 for c in buckets],
         "explicit_bounds": point.explicit_bounds,
         "extra_json": as_text(point.extra) if point.extra else "",

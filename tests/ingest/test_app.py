@@ -507,6 +507,82 @@ async def test_c17_one_bad_value_is_stored_as_null_and_reported_as_partial_succe
                     {"event_sequence": 3, "cost_usd": 0.25, "input_tokens": 30}]
 
 
+# (attribute, AnyValue, column that must be NULL): values no column may hold for that quantity.
+UNSTORABLE = [
+    ("cost_usd", {"doubleValue": 1e300}, "cost_usd"),  # micro-USD would overflow Int64
+    ("cost_usd", {"doubleValue": -3.5}, "cost_usd"),
+    ("cost_usd", {"stringValue": "-5"}, "cost_usd"),
+    ("cost_usd", {"doubleValue": "Infinity"}, "cost_usd"),
+    ("cost_usd", {"stringValue": "NaN"}, "cost_usd"),
+    ("input_tokens", {"stringValue": "-100"}, "input_tokens"),
+    ("input_tokens", {"intValue": "-1"}, "input_tokens"),
+    ("input_tokens", {"stringValue": "1e30"}, "input_tokens"),
+    ("cost_usd_micros", {"intValue": "9223372036854775808"}, "cost_usd_micros"),
+    ("cost_usd_micros", {"intValue": -7}, "cost_usd_micros"),
+    ("duration_ms", {"intValue": -20}, "duration_ms"),
+    ("ttft_ms", {"doubleValue": -1.0}, "ttft_ms"),
+    ("cache_read_tokens", {"doubleValue": 1e300}, "cache_read_tokens"),
+]
+
+
+async def test_values_a_column_cannot_hold_are_null_counted_and_named_and_the_rest_is_kept(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    from ingest.app import OTLP_STATS
+
+    records = [api_record(0, {"doubleValue": 0.5}, {"intValue": 10}, T0)]
+    for seq, (attribute, value, _) in enumerate(UNSTORABLE, start=1):
+        record = api_record(seq, {"doubleValue": 0.5}, {"intValue": 10}, T0 + seq)
+        record["attributes"] = [kv for kv in record["attributes"] if kv["key"] != attribute]
+        record["attributes"].append({"key": attribute, "value": value})
+        records.append(record)
+    client = await otlp_client()
+    response = await client.post("/v1/logs", data=logs_json(records), headers=JSON)
+    assert response.status == 200
+    partial = (await response.json())["partialSuccess"]
+    assert partial["rejectedLogRecords"] == 0
+    assert partial["errorMessage"].startswith(f"{len(UNSTORABLE)} invalid value(s) stored as NULL")
+    assert "'cost_usd': cost out of range" in partial["errorMessage"]
+    assert "'cost_usd': negative cost" in partial["errorMessage"]
+    assert client.app[OTLP_STATS].snapshot()["invalid_values"] == {"logs": len(UNSTORABLE)}
+    rows = await stored("cc_api_requests", "event_sequence, cost_usd, input_tokens, cost_usd_micros, duration_ms, "
+                        "ttft_ms, cache_read_tokens", order="event_sequence")
+    assert len(rows) == len(records)
+    assert rows[0] == {"event_sequence": 0, "cost_usd": 0.5, "input_tokens": 10, "cost_usd_micros": None,
+                       "duration_ms": None, "ttft_ms": None, "cache_read_tokens": None}
+    for row, (attribute, value, column) in zip(rows[1:], UNSTORABLE, strict=True):
+        assert row[column] is None, (attribute, value)
+        kept = {"cost_usd": 0.5, "input_tokens": 10}
+        assert {k: row[k] for k in kept if k != column} == {k: v for k, v in kept.items() if k != column}
+
+
+async def test_negative_sizes_and_non_finite_metric_values_are_null_and_counted(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    tool = {"timeUnixNano": str(T0), "attributes": [
+        {"key": "event.name", "value": {"stringValue": "tool_result"}},
+        {"key": "session.id", "value": {"stringValue": "s-sizes"}},
+        {"key": "event.sequence", "value": {"intValue": 1}},
+        {"key": "tool_result_size_bytes", "value": {"intValue": -4096}},
+        {"key": "tool_input_size_bytes", "value": {"intValue": 12}},
+        {"key": "duration_ms", "value": {"stringValue": "-3"}}]}
+    point = {"timeUnixNano": str(T0), "asDouble": "NaN"}
+    histogram = {"timeUnixNano": str(T0 + 1), "count": "2", "sum": "Infinity", "min": 1.0, "max": "-Infinity"}
+    metrics = orjson.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+        {"name": "g", "gauge": {"dataPoints": [point]}},
+        {"name": "h", "histogram": {"dataPoints": [histogram]}}]}]}]})
+    client = await otlp_client()
+    logs_answer = await client.post("/v1/logs", data=logs_json([tool]), headers=JSON)
+    metrics_answer = await client.post("/v1/metrics", data=metrics, headers=JSON)
+    assert "2 invalid value(s)" in (await logs_answer.json())["partialSuccess"]["errorMessage"]
+    assert "3 invalid value(s)" in (await metrics_answer.json())["partialSuccess"]["errorMessage"]
+    assert await stored("cc_tool_results", "tool_result_size_bytes, tool_input_size_bytes, duration_ms") == [
+        {"tool_result_size_bytes": None, "tool_input_size_bytes": 12, "duration_ms": None}]
+    assert await stored("cc_metric_points", "metric_name, value, sum, min, max", order="metric_name") == [
+        {"metric_name": "g", "value": None, "sum": None, "min": None, "max": None},
+        {"metric_name": "h", "value": None, "sum": None, "min": 1.0, "max": None}]
+
+
 async def test_c17_partial_success_is_answered_in_protobuf_for_protobuf_requests(
     otlp_client: ClientFactory, stored: Any
 ) -> None:
