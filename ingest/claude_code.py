@@ -30,8 +30,9 @@ SPANS_TABLE = "cc_spans"
 # Text the user typed or the model wrote: kept only when `store_prompt_text` is on.
 CONTENT_KEYS = frozenset({"prompt", "prompt_text", "response", "user_prompt"})
 
-# Largest cost whose micro-USD still fits the Int64 `cost_usd_micros` every read derives from `cost_usd`.
-MAX_COST_USD = INT64_MAX / 1_000_000
+# Largest cost accepted: its micro-USD (10^18) fit the Int64 every read derives from `cost_usd` with room to
+# spare; (2^63-1) / 10^6 itself rounds to a float whose micros are 2^63, one past Int64.
+MAX_COST_USD = 1e12
 
 # (column, attribute, kind): kind is str | int | uint | float | bool, or one of the quantities that cannot be
 # negative: count (tokens, durations, sizes, lengths, attempts: 0..Int64 max) and usd (a finite cost in

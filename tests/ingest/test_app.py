@@ -510,6 +510,7 @@ async def test_c17_one_bad_value_is_stored_as_null_and_reported_as_partial_succe
 # (attribute, AnyValue, column that must be NULL): values no column may hold for that quantity.
 UNSTORABLE = [
     ("cost_usd", {"doubleValue": 1e300}, "cost_usd"),  # micro-USD would overflow Int64
+    ("cost_usd", {"doubleValue": 9223372036854.775}, "cost_usd"),  # (2^63-1)/10^6 as a float: 2^63 micros
     ("cost_usd", {"doubleValue": -3.5}, "cost_usd"),
     ("cost_usd", {"stringValue": "-5"}, "cost_usd"),
     ("cost_usd", {"doubleValue": "Infinity"}, "cost_usd"),
