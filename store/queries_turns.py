@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from store import costs, queries_servers, statuses, ties
+from store import costs, queries_servers, statuses, sums, ties
 from store.client import Store
 
 MAX_ROWS = 50_000  # per query: a session page never reads more than this from one table
@@ -22,14 +22,14 @@ PAD = dt.timedelta(minutes=2)  # calls and tool results around a session's telem
 
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
                "cache_creation_5m_tokens", "cache_creation_1h_tokens")
-REQUEST_COLUMNS = """session_id, prompt_id, event_time, ifNull(event_sequence, 0) AS seq, toString(model) AS model,
+REQUEST_COLUMNS = f"""session_id, prompt_id, event_time, ifNull(event_sequence, 0) AS seq, toString(model) AS model,
     toString(query_source) AS query_source, request_id, mcp_server_name, mcp_tool_name,
     ifNull(input_tokens, 0) AS input_tokens, ifNull(output_tokens, 0) AS output_tokens,
     ifNull(cache_read_tokens, 0) AS cache_read_tokens, ifNull(cache_creation_tokens, 0) AS cache_creation_tokens,
     ifNull(cache_creation_5m_tokens, 0) AS cache_creation_5m_tokens,
     ifNull(cache_creation_1h_tokens, 0) AS cache_creation_1h_tokens,
-    ifNull(coalesce(cost_usd, cost_usd_micros / 1000000), 0) AS cost_usd,
-    ifNull(coalesce(cost_usd_micros, toInt64(round(cost_usd * 1000000))), 0) AS cost_usd_micros"""
+    {sums.ROW_USD} AS cost_usd,
+    {sums.ROW_MICROS} AS cost_usd_micros"""
 TOOL_EVENT_COLUMNS = """session_id, prompt_id, event_time, ifNull(event_sequence, 0) AS seq, tool_use_id, tool_name,
     mcp_server_name, mcp_tool_name"""
 CALL_COLUMNS = """call_id, method, upstream, tool, exposed_name, mcp_session_id, client_name, auth_identity,
@@ -114,13 +114,13 @@ LIMIT {4 * MAX_ROWS}"""
 
 def _request(row: dict[str, Any]) -> dict[str, Any]:
     """An api_request row as REQUEST_COLUMNS shapes it (ifNull to 0, cost from micros and back)."""
-    usd, micros = row["cost_usd"], row["cost_usd_micros"]
+    usd, micros = sums.usd(row["cost_usd"]), row["cost_usd_micros"]
     out = {k: row[k] for k in ("session_id", "prompt_id", "event_time", "seq", "model", "query_source", "request_id",
                                "mcp_server_name", "mcp_tool_name")}
     for kind in TOKEN_KINDS:
         out[kind] = row[kind] or 0
     out["cost_usd"] = usd if usd is not None else (micros / 1000000 if micros is not None else 0)
-    out["cost_usd_micros"] = micros if micros is not None else (round(usd * 1000000) if usd is not None else 0)
+    out["cost_usd_micros"] = micros if micros is not None else (sums.micros(usd) if usd is not None else 0)
     out["user_id"] = row["user_id"]
     return out
 
@@ -614,14 +614,15 @@ SESSIONS_PAGE = """SELECT * EXCEPT (keep, kept) FROM (
 WHERE kept ORDER BY last_at DESC, session_id
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}"""
 SESSIONS_COUNT = "SELECT countIf(kept) AS total, countIf(kind = 'mcp') AS unclaimed FROM listed"
-_KIND_SUMS = ", ".join(f"sum(ifNull(row_{k}, 0)) AS {k}" for k in TOKEN_KINDS[:4])
+_KIND_SUMS = ", ".join(f"{sums.int_sum(f'ifNull(row_{k}, 0)')} AS {k}" for k in TOKEN_KINDS[:4])
 SESSIONS_SQL = f"""
 WITH
     requests AS (
         SELECT session_id, min(event_time) AS first_at, max(event_time) AS last_at, count() AS requests,
-               uniqExactIf(prompt_id, prompt_id != '') AS prompt_turns, sum(row_tokens) AS total_tokens,
+               uniqExactIf(prompt_id, prompt_id != '') AS prompt_turns, {sums.int_sum('row_tokens')} AS total_tokens,
                {_KIND_SUMS},
-               sum(row_usd) AS cost_usd, sum(row_micros) AS cost_usd_micros, groupUniqArray(row_model) AS models,
+               sum(row_usd) AS cost_usd, {sums.int_sum('row_micros')} AS cost_usd_micros,
+               groupUniqArray(row_model) AS models,
                any(user_id) AS user_id, any(user_email) AS user_email, any(user_account_uuid) AS account,
                argMaxIf(app_version, event_time, app_version != '') AS app_version,
                argMaxIf(terminal_type, event_time, terminal_type != '') AS terminal_type
@@ -631,10 +632,8 @@ WITH
                    toString(model) AS row_model, input_tokens AS row_input_tokens,
                    output_tokens AS row_output_tokens, cache_read_tokens AS row_cache_read_tokens,
                    cache_creation_tokens AS row_cache_creation_tokens,
-                   ifNull(input_tokens, 0) + ifNull(output_tokens, 0) + ifNull(cache_read_tokens, 0)
-                       + ifNull(cache_creation_tokens, 0) AS row_tokens,
-                   ifNull(coalesce(cost_usd, cost_usd_micros / 1000000), 0) AS row_usd,
-                   ifNull(coalesce(cost_usd_micros, toInt64(round(cost_usd * 1000000))), 0) AS row_micros
+                   {sums.int_add(*(f"ifNull({k}, 0)" for k in TOKEN_KINDS[:4]))} AS row_tokens,
+                   {sums.ROW_USD} AS row_usd, {sums.ROW_MICROS} AS row_micros
             FROM {{db}}.cc_api_requests FINAL
             WHERE event_time >= {{since:DateTime64(6, 'UTC')}} AND event_time < {{until:DateTime64(6, 'UTC')}}
         )

@@ -10,20 +10,21 @@ import datetime as dt
 from typing import Any
 
 from store.client import Store
+from store.sums import ROW_MICROS, ROW_USD, int_sum
 
-USAGE_SQL = """
+USAGE_SQL = f"""
 SELECT
     session_id,
     model,
     count() AS requests,
     uniqExactIf(prompt_id, prompt_id != '') AS turns,
-    sum(ifNull(input_tokens, 0)) AS input_tokens,
-    sum(ifNull(output_tokens, 0)) AS output_tokens,
-    sum(ifNull(cache_read_tokens, 0)) AS cache_read_tokens,
-    sum(ifNull(cache_creation_tokens, 0)) AS cache_creation_tokens,
-    sum(ifNull(cache_creation_5m_tokens, 0)) AS cache_creation_5m_tokens,
-    sum(ifNull(cache_creation_1h_tokens, 0)) AS cache_creation_1h_tokens,
-    sum(micros) AS cost_usd_micros,
+    {int_sum('ifNull(input_tokens, 0)')} AS input_tokens,
+    {int_sum('ifNull(output_tokens, 0)')} AS output_tokens,
+    {int_sum('ifNull(cache_read_tokens, 0)')} AS cache_read_tokens,
+    {int_sum('ifNull(cache_creation_tokens, 0)')} AS cache_creation_tokens,
+    {int_sum('ifNull(cache_creation_5m_tokens, 0)')} AS cache_creation_5m_tokens,
+    {int_sum('ifNull(cache_creation_1h_tokens, 0)')} AS cache_creation_1h_tokens,
+    {int_sum('micros')} AS cost_usd_micros,
     sum(usd) AS cost_usd,
     countIf(no_cost) AS requests_without_cost,
     any(user_id) AS user_id,
@@ -34,11 +35,11 @@ FROM
 (
     SELECT
         *,
-        ifNull(coalesce(cost_usd_micros, toInt64(round(cost_usd * 1000000))), 0) AS micros,
-        ifNull(coalesce(cost_usd, cost_usd_micros / 1000000), 0) AS usd,
+        {ROW_MICROS} AS micros,
+        {ROW_USD} AS usd,
         cost_usd IS NULL AND cost_usd_micros IS NULL AS no_cost
-    FROM {table} FINAL
-    WHERE {where}
+    FROM {{table}} FINAL
+    WHERE {{where}}
 )
 GROUP BY session_id, model
 ORDER BY first_at, session_id, model

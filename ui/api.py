@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from store import queries_servers, queries_turns, queries_usage
+from store import queries_servers, queries_turns, queries_usage, sums
 from store.client import Store
 from store.errors import StoreError, StoreUnavailable
 from ui.openapi import spec
@@ -33,7 +33,23 @@ class BadRequest(Exception):
 
 
 def encode(doc: Any) -> bytes:
-    return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z, default=_default)
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z, default=_default)
+    except orjson.JSONEncodeError:  # an integer past 64 bits (a Python sum of huge values): saturate, not 500
+        return orjson.dumps(_saturated(doc), option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z, default=_default)
+
+
+def _saturated(value: Any) -> Any:
+    """`value` with every integer beyond Int64 saturated into it (orjson, and JSON readers, take 64 bits)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return sums.clamp(value)
+    if isinstance(value, dict):
+        return {k: _saturated(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_saturated(v) for v in value]
+    return value
 
 
 def _default(value: Any) -> Any:

@@ -118,7 +118,11 @@ async def resolve_session(fetch: Fetch, prefix: str, query: Mapping[str, str]) -
 
 
 def _checked(status: int, body: bytes) -> Any:
-    doc = orjson.loads(body)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:  # e.g. an older server's HTML error page: a message, not a traceback
+        raise ReportError(status if status != 200 else 502,
+                          f"the API answered {status} with a body that is not JSON") from None
     if status != 200:
         raise ReportError(status, str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
     return doc

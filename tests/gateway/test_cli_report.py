@@ -796,3 +796,71 @@ async def test_a_no_store_gateway_beside_the_server_leaves_its_pid_file_and_setu
                 proc.terminate()
                 await asyncio.wait_for(proc.wait(), 30)
     assert not pid_file.exists()
+
+
+INT64_MAX = 2**63 - 1
+
+
+def huge_requests(session_id: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """api_request rows with values their columns hold but whose sums pass Int64: a cost of 1e300 USD (micros far
+    past Int64) and token counts and micros at Int64's maximum, twice over."""
+    base = {"event_name": "api_request", "session_id": session_id, "model": "claude-opus-5-5", "ingested_at": now}
+    return [
+        {**base, "event_key": "req:h1", "request_id": "h1", "event_time": now - dt.timedelta(minutes=3),
+         "input_tokens": INT64_MAX, "cost_usd": 1e300},
+        {**base, "event_key": "req:h2", "request_id": "h2", "event_time": now - dt.timedelta(minutes=2),
+         "input_tokens": INT64_MAX, "output_tokens": INT64_MAX, "cost_usd_micros": INT64_MAX},
+    ]
+
+
+async def test_sums_past_int64_saturate_in_the_api_and_every_report_instead_of_wrapping_or_failing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve(config)
+    session_id = "huge-values-session"
+    service.writer.submit("cc_api_requests", huge_requests(session_id, dt.datetime.now(dt.UTC)))
+    await service.writer.flush()
+    base_url = f"http://{load_config(config).server.listen}"
+    argv = ("--config", str(config))
+    try:
+        async with ClientSession() as http:
+            answers = {}
+            for path in ("/api/sessions", f"/api/sessions/{session_id}", "/api/usage"):
+                async with http.get(base_url + path, params={"since": SINCE}) as response:
+                    assert response.status == 200, (path, await response.text())
+                    answers[path] = await response.json()
+        live = [await report_all(capsys, *command, *argv) for command in (
+            ("session", session_id), ("sessions", "--since", SINCE), ("usage", "--since", SINCE))]
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    (listed,) = answers["/api/sessions"]["sessions"]
+    page = answers[f"/api/sessions/{session_id}"]["session"]
+    (usage,) = answers["/api/usage"]["usage"]
+    for doc in (listed, page, usage):
+        assert doc["input_tokens"] == doc["cost_usd_micros"] == INT64_MAX, doc
+        assert doc["cost_usd"] >= 1e300
+    assert listed["total_tokens"] == page["total_tokens"] == INT64_MAX
+    for code, out, err in live:
+        assert (code, err) == (0, ""), (out, err)
+        assert f"{INT64_MAX:,}" in out and "-9,223" not in out
+    direct = [await report_all(capsys, *command, *argv) for command in (("session", session_id),)]
+    assert direct == live[:1]
+
+
+async def test_an_api_answer_that_is_not_json_is_a_report_error_not_a_traceback(aiohttp_server: Any) -> None:
+    from ui.cli_report import ReportError, fetch_http
+
+    async def html_error(_: web.Request) -> web.Response:
+        return web.Response(status=500, text="<html><body>500 Internal Server Error</body></html>",
+                            content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/api/sessions/{id}", html_error)
+    server = await aiohttp_server(app)
+    with pytest.raises(ReportError) as caught:
+        await fetch_http(str(server.make_url("")), "/api/sessions/abc", {})
+    assert caught.value.status == 500
+    assert str(caught.value) == "the API answered 500 with a body that is not JSON"
