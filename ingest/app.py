@@ -304,14 +304,15 @@ def partial_message(decoded: Decoded) -> str:
         parts.append(f"{decoded.invalid_values} invalid value(s) stored as NULL")
     if decoded.rejected:
         parts.append(f"{decoded.rejected} record(s) dropped")
+    parts += [f"{n} {summary}" for summary, n in decoded.remarks.items()]
     shown = "; ".join(decoded.issues[:SHOWN_ISSUES])
     more = len(decoded.issues) - SHOWN_ISSUES
-    return ", ".join(parts) + f": {shown}" + (f"; and {more} more" if more > 0 else "")
+    return ", ".join(parts) + (f": {shown}" if shown else "") + (f"; and {more} more" if more > 0 else "")
 
 
 def export_response(signal: Signal, decoded: Decoded, encoding: Encoding) -> web.Response:
     """200 with Export*ServiceResponse; partial_success only when something was dropped or nulled."""
-    message = partial_message(decoded) if decoded.issues or decoded.rejected else ""
+    message = partial_message(decoded) if decoded.issues or decoded.rejected or decoded.remarks else ""
     if encoding == "json":
         doc: dict[str, Any] = {}
         if message:

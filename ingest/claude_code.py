@@ -85,15 +85,16 @@ class MappingOptions:
 
 def to_rows(decoded: Decoded, options: MappingOptions, received_ns: int | None = None) -> Rows:
     """Rows per table for one decoded body received at `received_ns` (default: now); value problems are noted
-    on `decoded`. The receive time is each row's `ingested_at`, and the `observed_time` of a log record that
-    carries no time; never part of a row's identity, so a re-delivered body replaces its rows."""
+    on `decoded`. The receive time is each row's `ingested_at`, and the `event_time` and `observed_time` of a log
+    record when no record of its body carries a usable time."""
     ingested_at = (time.time_ns() if received_ns is None else received_ns) // 1000
     rows: Rows = {}
     if decoded.logs:
         raw = rows[RAW_TABLE] = []
-        stand_in = UntimedTime(decoded.logs)
+        received = ingested_at * 1000
+        stand_in = UntimedTime(decoded.logs, received)
         for record in decoded.logs:
-            _log_rows(record, decoded, options, ingested_at, stand_in, raw, rows)
+            _log_rows(record, decoded, options, received, stand_in, raw, rows)
     for point in decoded.points:
         row = _point_row(point, decoded)
         row["ingested_at"] = ingested_at
@@ -227,25 +228,47 @@ def _has_content(attributes: Attributes) -> bool:
     return False
 
 
-def own_time(record: LogRecord) -> int:
-    """The record's time, else its observed time, else Claude Code's `event.timestamp`; 0 when it has none."""
-    return record.time_unix_nano or record.observed_time_unix_nano or _iso_ns(record.attributes.get("event.timestamp"))
+# A log record's time is usable from 2000-01-01 up to a day past its receive time: 0 (unset), 1970, a garbled
+# or far-future value would hide the record from every time-ranged list or wrap in DateTime64(9).
+MIN_TIME_NS = 946_684_800 * 1_000_000_000
+FUTURE_SLACK_NS = 86_400 * 1_000_000_000
+TIME_FALLBACK = "record(s) without a usable timeUnixNano dated by a fallback"
+
+
+def usable_time(value: int, received_ns: int) -> bool:
+    return MIN_TIME_NS <= value <= received_ns + FUTURE_SLACK_NS
+
+
+def own_time(record: LogRecord, received_ns: int) -> tuple[int, str]:
+    """The record's first usable time and where it came from: timeUnixNano, else observedTimeUnixNano, else
+    Claude Code's `event.timestamp`; (0, "") when none is usable."""
+    candidates = (
+        ("timeUnixNano", record.time_unix_nano),
+        ("observedTimeUnixNano", record.observed_time_unix_nano),
+        ("event.timestamp", _iso_ns(record.attributes.get("event.timestamp"))),
+    )
+    for source, value in candidates:
+        if usable_time(value, received_ns):
+            return value, source
+    return 0, ""
 
 
 class UntimedTime:
-    """The `event_time` of a record that carries no time: the latest time another record of the same body
-    carries, else 0 (OTLP's "unknown"). Never the receive time: `event_time` is in every log table's ORDER BY,
-    so it must come out the same each time the exporter re-delivers the body. Computed once, on first need."""
+    """The `event_time` of a record that carries no usable time: the latest time another record of the same body
+    carries (an exporter batches records emitted together, and a re-delivered body comes out the same), else the
+    receive time. Computed once, on first need."""
 
-    __slots__ = ("_records", "_time")
+    __slots__ = ("_received_ns", "_records", "_time")
 
-    def __init__(self, records: list[LogRecord]) -> None:
+    def __init__(self, records: list[LogRecord], received_ns: int) -> None:
         self._records = records
+        self._received_ns = received_ns
         self._time: int | None = None
 
     def get(self) -> int:
         if self._time is None:
-            self._time = max((t for r in self._records if 0 < (t := own_time(r)) <= INT64_MAX), default=0)
+            self._time = max((t for r in self._records if (t := own_time(r, self._received_ns)[0])),
+                             default=self._received_ns)
         return self._time
 
 
@@ -345,7 +368,7 @@ INT64_MIN = -INT64_MAX - 1
 
 
 def _log_rows(
-    record: LogRecord, decoded: Decoded, options: MappingOptions, ingested_at: int, untimed: UntimedTime,
+    record: LogRecord, decoded: Decoded, options: MappingOptions, received_ns: int, untimed: UntimedTime,
     raw: list[Row], rows: Rows,
 ) -> None:
     """Append the event's raw row to `raw` and its typed row (if its name has a table) to `rows`.
@@ -356,20 +379,26 @@ def _log_rows(
     name = event_name(record)
     where = f"event {name or '?'} (sequence {attrs.get('event.sequence')})"
     common = identity(attrs, record.origin, decoded, where)
-    event_time = own_time(record)
-    # observed_time says when it was seen: its own, else its time, else (no time at all) when it arrived here.
-    observed = record.observed_time_unix_nano or event_time or ingested_at * 1000
+    event_time, source = own_time(record, received_ns)
     if not event_time:
         event_time = untimed.get()
+        source = "the receive time" if event_time == received_ns else "another record of its body"
+    if source != "timeUnixNano":
+        decoded.remark(TIME_FALLBACK, f"{where}: timeUnixNano {_shown_time(record.time_unix_nano)}, "
+                                      f"dated by {source}")
+    # observed_time says when it was seen: its own, else its own time, else (no time of its own) when it arrived.
+    observed = record.observed_time_unix_nano
+    if not usable_time(observed, received_ns):
+        observed = event_time if source in ("timeUnixNano", "event.timestamp") else received_ns
     request_id = attrs.get("request_id")
     common["event_name"] = name
     common["event_key"] = event_key(
         name, common, request_id if type(request_id) is str else as_text(request_id), record)
-    common["event_time"] = event_time if 0 <= event_time <= INT64_MAX else _time(event_time, decoded, where)
-    common["observed_time"] = observed if 0 <= observed <= INT64_MAX else _time(observed, decoded, where)
+    common["event_time"] = event_time
+    common["observed_time"] = observed
     common["trace_id"] = record.trace_id
     common["span_id"] = record.span_id
-    common["ingested_at"] = ingested_at
+    common["ingested_at"] = received_ns // 1000
     kept = attrs if options.store_prompt_text or not _has_content(attrs) else {
         k: v for k, v in attrs.items() if k not in CONTENT_KEYS}
     origin = record.origin
@@ -406,6 +435,10 @@ def _log_rows(
     if table_rows is None:
         table_rows = rows[table] = []
     table_rows.append(row)
+
+
+def _shown_time(value: int) -> str:
+    return "missing or unreadable" if value == 0 else "out of range (before 2000 or over a day ahead)"
 
 
 def _body(record: LogRecord, name: str, options: MappingOptions) -> str:

@@ -112,6 +112,8 @@ class Decoded:
     rejected: int = 0
     invalid_values: int = 0
     issues: list[str] = field(default_factory=list)
+    # Records kept whole but worth telling the sender about, by what happened ("dated by a fallback time").
+    remarks: dict[str, int] = field(default_factory=dict)
 
     def note(self, issue: str, rejected: bool = False) -> None:
         if rejected:
@@ -119,6 +121,13 @@ class Decoded:
         else:
             self.invalid_values += 1
         if len(self.issues) < MAX_ISSUES:
+            self.issues.append(issue)
+
+    def remark(self, summary: str, issue: str | None = None) -> None:
+        """Count a record under `summary` (shown with its count in partial_success), and list `issue` if given;
+        neither a dropped record nor an invalid value."""
+        self.remarks[summary] = self.remarks.get(summary, 0) + 1
+        if issue is not None and len(self.issues) < MAX_ISSUES:
             self.issues.append(issue)
 
     @property

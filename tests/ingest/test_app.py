@@ -418,28 +418,36 @@ async def test_a_record_without_time_takes_its_observed_time_else_the_latest_tim
     assert before <= rows[0]["ot"] == rows[0]["i"] <= after  # the untimed one: observed when it arrived
 
 
-def untimed_logs_body() -> bytes:
-    """The body of /tmp/audit_store/untimed_redelivery.py: one api_request record with no time of any kind."""
-    record = api_record(1, {"doubleValue": 0.5}, {"intValue": 5}, None)
-    del record["timeUnixNano"]
-    return logs_json([record])
-
-
-async def test_c20_an_untimed_body_delivered_twice_is_stored_once_and_survives_merges(
-    otlp_client: ClientFactory, store: Any, writer: Writer, stored: Any
+async def test_an_unusable_time_falls_back_to_the_observed_time_then_the_receive_time_and_says_so(
+    otlp_client: ClientFactory, stored: Any
 ) -> None:
+    year_3000 = str(32_503_680_000 * 10**9)  # past Int64 nanoseconds and DateTime64(9)
+    times: list[tuple[Any, Any]] = [(None, None), ("abc", None), (year_3000, None), ("0", None),
+                                    (str(946_684_799 * 10**9), None),  # 1999-12-31
+                                    ("abc", str(T0)), (str(7_258_118_400 * 10**9), str(T0 + 1)),  # 2200
+                                    (None, str(T0 + 2))]
+    records = []
+    for seq, (own, observed) in enumerate(times):
+        record = {k: v for k, v in api_record(seq, {"doubleValue": 0.5}, {"intValue": 10}, own).items()
+                  if v is not None}
+        records.append({**record, "observedTimeUnixNano": observed} if observed else record)
     client = await otlp_client()
-    for _ in range(2):
-        assert (await client.post("/v1/logs", data=untimed_logs_body(), headers=JSON)).status == 200
-        await writer.flush()  # two separate inserts, received at two different times
-    tables = ["cc_events_raw", "cc_api_requests"]
-    assert await raw_counts(store, tables) == dict.fromkeys(tables, 2)
-    for table in tables:
-        rows = await stored(table, "event_key, toUnixTimestamp64Nano(event_time) AS t")
-        assert rows == [{"event_key": "req:req_1", "t": 0}]  # OTLP's "unknown", the same on every delivery
-        await store.command(f"OPTIMIZE TABLE {table} FINAL")  # merged: the TTL counts from the arrival, not 1970
-        assert await raw_counts(store, [table]) == {table: 1}
-    assert await stored("cc_api_requests", "input_tokens") == [{"input_tokens": 5}]
+    response = await client.post("/v1/logs", data=logs_json(records), headers=JSON)
+    assert response.status == 200
+    message = (await response.json())["partialSuccess"]["errorMessage"]
+    assert f"{len(times)} record(s) without a usable timeUnixNano dated by a fallback" in message
+    assert message.startswith("3 invalid value(s) stored as NULL")  # the two "abc" and the year 3000
+    rows = await stored("cc_api_requests", "event_sequence, toUnixTimestamp64Nano(event_time) AS t",
+                        order="event_sequence")
+    dated = [r["t"] for r in rows]
+    # The untimed ones take the latest time of their body (T0 + 2); alone in a body, the receive time.
+    assert dated == [T0 + 2] * 5 + [T0, T0 + 1, T0 + 2]
+    alone = api_record(99, {"doubleValue": 0.5}, {"intValue": 10}, "abc")
+    before = time.time_ns() // 1000 * 1000
+    assert (await client.post("/v1/logs", data=logs_json([alone]), headers=JSON)).status == 200
+    after = time.time_ns()
+    (row,) = await stored("cc_api_requests", "toUnixTimestamp64Nano(event_time) AS t", where="event_sequence = 99")
+    assert before <= row["t"] <= after
 
 
 def untimed_metrics_and_traces() -> dict[str, bytes]:

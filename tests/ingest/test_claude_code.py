@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingest.claude_code import MappingOptions, event_key, identity, mcp_names, to_rows
+from ingest.claude_code import TIME_FALLBACK, MappingOptions, event_key, identity, mcp_names, to_rows
 from ingest.otlp import Decoded, LogRecord, Origin, decode
 from tests.ingest.conftest import capture, capture_doc, events_named
 
@@ -15,9 +15,12 @@ def decoded_with(*records: LogRecord) -> Decoded:
     return Decoded("logs", logs=list(records))
 
 
+T = 1_700_000_000_000_000_000  # 2023-11-14: a usable time on any clock this runs on
+
+
 def record(name: str, body: Any = None, **attributes: Any) -> LogRecord:
     attrs = {"event.name": name, "session.id": "s1", **{k.replace("__", "."): v for k, v in attributes.items()}}
-    return LogRecord(ORIGIN, time_unix_nano=1_000, body=body, attributes=attrs)
+    return LogRecord(ORIGIN, time_unix_nano=T, body=body, attributes=attrs)
 
 
 def test_numeric_attributes_get_their_column_type_from_meaning_not_from_arrival() -> None:
@@ -38,20 +41,43 @@ def test_a_value_that_does_not_fit_its_column_is_null_and_counted() -> None:
     assert any("'duration_ms'" in issue for issue in decoded.issues)
 
 
-def test_a_record_without_times_takes_a_time_from_its_body_never_the_receive_time() -> None:
-    def api(request_id: str, **times: int) -> LogRecord:
-        return LogRecord(ORIGIN, body="claude_code.api_request", **times,
-                         attributes={"event.name": "api_request", "session.id": "s1", "request_id": request_id})
+def api(request_id: str, **times: int) -> LogRecord:
+    return LogRecord(ORIGIN, body="claude_code.api_request", **times,
+                     attributes={"event.name": "api_request", "session.id": "s1", "request_id": request_id})
 
-    received = 1_796_322_543_600_123_456
-    mixed = decoded_with(api("r1"), api("r2", observed_time_unix_nano=7_000_000), api("r3", time_unix_nano=9_000))
+
+def test_a_record_without_times_takes_the_latest_time_of_its_body_else_the_receive_time() -> None:
+    received = T + 3_600_123_456_789
+    mixed = decoded_with(api("r1"), api("r2", observed_time_unix_nano=T), api("r3", time_unix_nano=T + 9_000))
     rows = to_rows(mixed, MappingOptions(), received_ns=received)["cc_api_requests"]
+    at_receipt = received // 1000 * 1000  # ingested_at's microseconds
     assert [(r["event_time"], r["observed_time"]) for r in rows] == [
-        (7_000_000, received // 1000 * 1000), (7_000_000, 7_000_000), (9_000, 9_000)]
+        (T + 9_000, at_receipt), (T, T), (T + 9_000, T + 9_000)]
     assert [r["event_key"] for r in rows] == ["req:r1", "req:r2", "req:r3"]
-    alone = [to_rows(decoded_with(api("r1")), MappingOptions(), received_ns=at)["cc_events_raw"][0]
-             for at in (received, received + 10**9)]
-    assert [(r["event_time"], r["event_key"]) for r in alone] == [(0, "req:r1")] * 2
+    assert mixed.remarks == {TIME_FALLBACK: 2} and mixed.invalid_values == 0
+    assert [i.split(": ", 1)[1] for i in mixed.issues] == [
+        "timeUnixNano missing or unreadable, dated by another record of its body",
+        "timeUnixNano missing or unreadable, dated by observedTimeUnixNano"]
+    alone = decoded_with(api("r1"))
+    (row,) = to_rows(alone, MappingOptions(), received_ns=received)["cc_events_raw"]
+    assert (row["event_time"], row["observed_time"], row["event_key"]) == (at_receipt, at_receipt, "req:r1")
+    assert alone.issues[0].endswith("dated by the receive time")
+
+
+def test_a_time_before_2000_or_over_a_day_ahead_is_unusable_and_falls_back_like_a_missing_one() -> None:
+    received = T + 10**9
+    unusable = [1, 9_000, 946_684_799 * 10**9, received + 86_400 * 10**9 + 1, 2**63 - 1, 32_503_680_000 * 10**9]
+    decoded = decoded_with(*(api(f"r{i}", time_unix_nano=t, observed_time_unix_nano=T + i)
+                             for i, t in enumerate(unusable)),
+                           api("late", time_unix_nano=received + 86_400 * 10**9, observed_time_unix_nano=T))
+    rows = to_rows(decoded, MappingOptions(), received_ns=received)["cc_api_requests"]
+    assert [r["event_time"] for r in rows] == [T + i for i in range(len(unusable))] + [received + 86_400 * 10**9]
+    assert decoded.remarks == {TIME_FALLBACK: len(unusable)}
+    assert all("out of range (before 2000 or over a day ahead), dated by observedTimeUnixNano" in i
+               for i in decoded.issues)
+    no_fallback = decoded_with(api("r", time_unix_nano=5, observed_time_unix_nano=7))
+    (row,) = to_rows(no_fallback, MappingOptions(), received_ns=received)["cc_api_requests"]
+    assert (row["event_time"], row["observed_time"]) == (received, received)
 
 
 def test_identity_prefers_log_attributes_then_resource_and_app_version_falls_back() -> None:
