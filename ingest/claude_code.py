@@ -233,6 +233,7 @@ def _has_content(attributes: Attributes) -> bool:
 MIN_TIME_NS = 946_684_800 * 1_000_000_000
 FUTURE_SLACK_NS = 86_400 * 1_000_000_000
 TIME_FALLBACK = "record(s) without a usable timeUnixNano dated by a fallback"
+NO_SESSION = "record(s) carry no session.id (kept; reports show them as '(no session id)')"
 
 
 def usable_time(value: int, received_ns: int) -> bool:
@@ -379,6 +380,8 @@ def _log_rows(
     name = event_name(record)
     where = f"event {name or '?'} (sequence {attrs.get('event.sequence')})"
     common = identity(attrs, record.origin, decoded, where)
+    if not common["session_id"]:  # kept (its tokens and cost count), but the sender should know
+        decoded.remark(NO_SESSION)
     event_time, source = own_time(record, received_ns)
     if not event_time:
         event_time = untimed.get()

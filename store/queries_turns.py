@@ -636,6 +636,7 @@ WITH
                    {sums.ROW_USD} AS row_usd, {sums.ROW_MICROS} AS row_micros
             FROM {{db}}.cc_api_requests FINAL
             WHERE event_time >= {{since:DateTime64(6, 'UTC')}} AND event_time < {{until:DateTime64(6, 'UTC')}}
+              AND session_id != ''  -- no session to open: `report usage` shows such requests
         )
         GROUP BY session_id
     ),
@@ -644,6 +645,7 @@ WITH
                min(event_time) AS first_at, max(event_time) AS last_at
         FROM {{db}}.cc_user_prompts FINAL
         WHERE event_time >= {{since:DateTime64(6, 'UTC')}} AND event_time < {{until:DateTime64(6, 'UTC')}}
+          AND session_id != ''
         GROUP BY session_id
     ),
     exact AS (

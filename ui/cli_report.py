@@ -66,6 +66,9 @@ async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], sessio
     names is an error. A time range ending before it starts is refused before anything is fetched."""
     if (why := check_window(query)) is not None:
         raise ReportError(400, why)
+    if session_id is not None and not session_id.strip():
+        raise ReportError(400, "a session id is required (got an empty one); `report sessions` lists them, and "
+                               "`report usage` shows requests that carry none as '(no session id)'")
     if path == "/api/calls":
         return await fetch_calls(fetch, query, configured)
     try:
@@ -158,6 +161,14 @@ def _s(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+NO_SESSION_LABEL = "(no session id)"
+
+
+def _session(value: Any) -> str:
+    """A usage row's session: requests sent without session.id are grouped under an empty one."""
+    return _s(value) or NO_SESSION_LABEL
+
+
 def _short(value: Any) -> str:
     text = _s(value)
     return text if len(text) <= 14 else text[:12] + ".."
@@ -216,7 +227,7 @@ RECENT_CALL_COLUMNS: list[Column] = [
     ("CC SESSION", "cc_session_id", _short), ("TOOL USE ID", "tool_use_id", _s)]
 LARGEST_COLUMNS = [column for column in RECENT_CALL_COLUMNS if column[1] != "resp_bytes_client"]  # not in those rows
 USAGE_COLUMNS: list[Column] = [
-    ("SESSION", "session_id", _s), ("MODEL", "model", _s), ("REQS", "requests", _n), ("TURNS", "turns", _n),
+    ("SESSION", "session_id", _session), ("MODEL", "model", _s), ("REQS", "requests", _n), ("TURNS", "turns", _n),
     ("INPUT", "input_tokens", _n), ("OUTPUT", "output_tokens", _n), ("CACHE READ", "cache_read_tokens", _n),
     ("CACHE WRITE", "cache_creation_tokens", _n), ("COST", "cost_usd", _usd)]
 

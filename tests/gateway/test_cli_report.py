@@ -864,3 +864,51 @@ async def test_an_api_answer_that_is_not_json_is_a_report_error_not_a_traceback(
         await fetch_http(str(server.make_url("")), "/api/sessions/abc", {})
     assert caught.value.status == 500
     assert str(caught.value) == "the API answered 500 with a body that is not JSON"
+
+
+def api_request_json(request_id: str, session_id: str | None, at_ns: int) -> dict[str, Any]:
+    attributes = {"event.name": "api_request", "request_id": request_id, "model": "claude-opus-5-5",
+                  "input_tokens": 100, "cost_usd": 1.0, **({"session.id": session_id} if session_id else {})}
+    return {"timeUnixNano": str(at_ns), "body": {"stringValue": "claude_code.api_request"}, "attributes": [
+        {"key": k, "value": {"doubleValue": v} if isinstance(v, float) else
+         {"intValue": v} if isinstance(v, int) else {"stringValue": v}} for k, v in attributes.items()]}
+
+
+async def test_requests_without_session_id_are_kept_reported_under_a_label_and_never_listed_as_a_blank_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve(config)
+    base_url = f"http://{load_config(config).server.listen}"
+    now = dt.datetime.now(dt.UTC)
+    at = int(now.timestamp()) * 10**9
+    body = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        api_request_json("anon-1", None, at), api_request_json("named-1", "named-session", at + 1)]}]}]})
+    argv = ("--config", str(config))
+    try:
+        async with ClientSession() as http:
+            async with http.post(base_url + "/v1/logs", data=body,
+                                 headers={"Content-Type": "application/json"}) as response:
+                assert response.status == 200
+                partial = (await response.json())["partialSuccess"]
+            await service.writer.flush()
+            async with http.get(base_url + "/api/sessions", params={"since": SINCE}) as response:
+                listed = (await response.json())["sessions"]
+        usage = await report_all(capsys, "usage", "--since", SINCE, *argv)
+        sessions = await report_all(capsys, "sessions", "--since", SINCE, *argv)
+        empty = await report_all(capsys, "session", "", *argv)
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    assert partial["rejectedLogRecords"] == 0
+    assert partial["errorMessage"].startswith("1 record(s) carry no session.id")
+    assert [s["session_id"] for s in listed] == ["named-session"]
+    assert usage[0] == 0
+    rows = {line.split()[0]: line for line in usage[1].splitlines()[1:]}
+    assert set(rows) == {"(no", "named-session"}
+    assert rows["(no"].startswith("(no session id)") and rows["(no"].endswith("$1.0000")
+    assert sessions[0] == 0 and [line.split()[0] for line in sessions[1].splitlines()[1:-1]] == ["named-session"]
+    code, out, err = empty
+    assert code != 0 and out == ""
+    assert err.startswith("tollgate: report session: a session id is required (got an empty one)")
