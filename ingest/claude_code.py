@@ -11,8 +11,9 @@ import datetime as dt
 import hashlib
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -78,9 +79,28 @@ TYPED_EVENTS: dict[str, tuple[str, tuple[Column, ...]]] = {
 TABLES = (RAW_TABLE, METRICS_TABLE, SPANS_TABLE, *(table for table, _ in TYPED_EVENTS.values()))
 
 
+class FirstSeen:
+    """When each untimed event was first received, so a body re-delivered with no usable time (an exporter retrying
+    after a lost 200) gets the same `event_time`, part of the row's identity, and is stored once. Kept for this
+    process's most recent `capacity` such events: exporters retry within seconds."""
+
+    __slots__ = ("_capacity", "_seen")
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        self._capacity = capacity
+        self._seen: OrderedDict[str, int] = OrderedDict()
+
+    def first(self, key: str, received_ns: int) -> int:
+        seen = self._seen.setdefault(key, received_ns)
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return seen
+
+
 @dataclass(frozen=True)
 class MappingOptions:
     store_prompt_text: bool = False
+    untimed: FirstSeen = field(default_factory=FirstSeen, compare=False)
 
 
 def to_rows(decoded: Decoded, options: MappingOptions, received_ns: int | None = None) -> Rows:
@@ -382,10 +402,14 @@ def _log_rows(
     common = identity(attrs, record.origin, decoded, where)
     if not common["session_id"]:  # kept (its tokens and cost count), but the sender should know
         decoded.remark(NO_SESSION)
+    request_id = attrs.get("request_id")
+    key = event_key(name, common, request_id if type(request_id) is str else as_text(request_id), record)
     event_time, source = own_time(record, received_ns)
     if not event_time:
         event_time = untimed.get()
-        source = "the receive time" if event_time == received_ns else "another record of its body"
+        source = "another record of its body"
+        if event_time == received_ns:
+            event_time, source = options.untimed.first(key, received_ns), "the receive time"
     if source != "timeUnixNano":
         decoded.remark(TIME_FALLBACK, f"{where}: timeUnixNano {_shown_time(record.time_unix_nano)}, "
                                       f"dated by {source}")
@@ -393,10 +417,8 @@ def _log_rows(
     observed = record.observed_time_unix_nano
     if not usable_time(observed, received_ns):
         observed = event_time if source in ("timeUnixNano", "event.timestamp") else received_ns
-    request_id = attrs.get("request_id")
     common["event_name"] = name
-    common["event_key"] = event_key(
-        name, common, request_id if type(request_id) is str else as_text(request_id), record)
+    common["event_key"] = key
     common["event_time"] = event_time
     common["observed_time"] = observed
     common["trace_id"] = record.trace_id

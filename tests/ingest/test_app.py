@@ -803,6 +803,27 @@ async def test_c20_same_export_twice_stores_one_row_per_event(
         expected_points(capture_doc(scenario, "0002_metrics")))
 
 
+async def test_c20_a_body_without_any_usable_time_delivered_twice_is_stored_once(
+    otlp_client: ClientFactory, stored: Any
+) -> None:
+    # No record carries a usable time, so each is dated by its first receive time (its identity), which the
+    # retry must get again; a record with api_request's request_id, one keyed by sequence, one by hash.
+    keyed = {k: v for k, v in api_record(1, {"doubleValue": 0.5}, {"intValue": 10}, None).items() if v is not None}
+    sequenced = {**keyed, "timeUnixNano": "abc", "attributes": [
+        a for a in keyed["attributes"] if a["key"] not in ("request_id", "event.sequence")] + [
+        {"key": "event.sequence", "value": {"intValue": 2}}]}
+    hashed = {**sequenced, "timeUnixNano": "0", "attributes": [
+        a for a in sequenced["attributes"] if a["key"] not in ("session.id", "event.sequence")]}
+    body = logs_json([keyed, sequenced, hashed])
+    client = await otlp_client()
+    for _ in range(2):
+        assert (await client.post("/v1/logs", data=body, headers=JSON)).status == 200
+        await stored("cc_events_raw", "count()")  # flush between deliveries: two separate inserts
+    keys = [r["event_key"] for r in await stored("cc_api_requests", "event_key", order="event_key")]
+    assert len(keys) == len(set(keys)) == 3
+    assert [key.split(":")[0] for key in keys] == ["hash", "req", "seq"]
+
+
 # --- bad bodies, auth, stats ------------------------------------------------------------------------------
 
 CAP = 64 * 1024  # the receiver's body cap in the bad-body tests: the valid capture fits, the bad ones do not
