@@ -37,6 +37,8 @@ SERVER_INFO = {"name": "tollgate", "title": "Tollgate MCP gateway", "version": "
 # A DELETE may free a session any moment, idle expiry only after an hour: a hint that keeps clients from hammering.
 SESSION_RETRY_AFTER_SECONDS = 30
 LIMIT_LOG_SECONDS = 60.0  # at most one log line per this long while initializes are refused
+POST_ANSWER_TYPES = ("application/json", "text/event-stream")  # a POST of a request is answered in either
+GET_ANSWER_TYPES = ("text/event-stream",)
 
 
 class HttpError(Exception):
@@ -148,6 +150,7 @@ class McpEndpoint:
         message: Message | jsonrpc.Batch | None = None
         try:
             identity = self._admit(request)
+            _check_post_accept(request)
             message = await self._read_message(request)
             if isinstance(message, jsonrpc.Batch):
                 return await self._post_batch(request, message)
@@ -344,7 +347,7 @@ class McpEndpoint:
     async def get(self, request: web.Request) -> web.StreamResponse:
         try:
             self._admit(request)
-            if "text/event-stream" not in request.headers.get("Accept", ""):
+            if not accepts(_accept_header(request), GET_ANSWER_TYPES):
                 raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream")
             session = self._session(request, None)
             numbered, after = session.resume_point(request.headers.get("Last-Event-ID"))
@@ -428,6 +431,50 @@ class McpEndpoint:
                             f"Bad Request: unsupported {VERSION_HEADER} {header[:40]!r}", request_id)
         log.info("session %s negotiated %s but sent %s %s", session.session_id[:8],
                  session.protocol_version, VERSION_HEADER, header)
+
+
+def _check_post_accept(request: web.Request) -> None:
+    """406 for a POST whose Accept takes neither answer type. The spec says the client MUST list both, but one
+    that sends no Accept at all is served (many clients omit it; see docs/DESIGN-NOTES.md), as is one that lists
+    only one of them or a wildcard."""
+    header = _accept_header(request)
+    if header.strip() and not accepts(header, POST_ANSWER_TYPES):
+        raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: Accept must include application/json and "
+                        f"text/event-stream (got {_printable_header(header)!r})")
+
+
+def _accept_header(request: web.Request) -> str:
+    """Every Accept header of the request as one list (a client may send several)."""
+    return ", ".join(request.headers.getall("Accept", []))
+
+
+def accepts(header: str, answer_types: tuple[str, ...]) -> bool:
+    """Whether an Accept header lets the answer be one of `answer_types`: a media range naming one, or a wildcard
+    covering one (`*/*`, `application/*`), counts unless its q is 0."""
+    for part in header.split(","):
+        media, *params = (piece.strip().lower() for piece in part.split(";"))
+        if _quality(params) <= 0:
+            continue
+        if media == "*/*" or any(media in (kind, kind.split("/")[0] + "/*") for kind in answer_types):
+            return True
+    return False
+
+
+def _quality(params: list[str]) -> float:
+    """The q of a media range's parameters; 1 when absent, and when unreadable (as lenient as a missing one)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
+def _printable_header(text: str) -> str:
+    """A header value as an error message may quote it: short, printable ASCII."""
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:80])
 
 
 def _printable(text: str) -> str:

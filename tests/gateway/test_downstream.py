@@ -11,7 +11,8 @@ import pytest
 from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc, mcp
-from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway
+from gateway.app import HUB_KEY, create_app
+from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway, served
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
@@ -282,3 +283,29 @@ async def test_a_method_mcp_does_not_take_gets_405_in_json_rpc_and_an_api_path_s
             assert response.status == 404
             assert orjson.loads(await response.read()) == {
                 "error": "no API route '/api/sessions' (this server runs no API: it was started without a store)"}
+
+
+NOT_ACCEPTABLE = "Not Acceptable: Accept must include application/json and text/event-stream (got {!r})"
+
+
+@pytest.mark.parametrize("accept", ["text/html", "image/png, text/plain", "application/json;q=0, text/html",
+                                    "text/plain;q=0.9, text/event-stream;q=0"])
+async def test_a_post_whose_accept_takes_neither_json_nor_sse_gets_406_naming_what_it_must_contain(
+        accept: str) -> None:
+    app = create_app(gateway_config(echo_upstream("a")))
+    async with served(app) as url, Http() as http:
+        status, headers, body = await post(http, url, initialize(), Accept=accept)
+        assert status == 406 and "Mcp-Session-Id" not in headers
+        assert body == jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, NOT_ACCEPTABLE.format(accept))
+        assert len(app[HUB_KEY].sessions) == 0  # refused before anything was made
+
+
+@pytest.mark.parametrize("accept", [None, "", "*/*", "application/*", "text/*", "application/json",
+                                    "text/event-stream", "text/html, application/json;q=0.5", "*/*;q=oops"])
+async def test_a_post_accepting_json_or_sse_or_sending_no_accept_is_served(endpoint: str, accept: str | None) -> None:
+    headers = {"Content-Type": "application/json"} if accept is None else {"Content-Type": "application/json",
+                                                                          "Accept": accept}
+    async with Http(skip_auto_headers=["Accept"]) as http, \
+            http.post(endpoint, data=orjson.dumps(initialize()), headers=headers) as response:
+        assert response.status == 200, await response.text()
+        assert response.headers["Mcp-Session-Id"]
