@@ -155,6 +155,7 @@ class McpEndpoint:
             if isinstance(message, jsonrpc.Batch):
                 return await self._post_batch(request, message)
             if message.method == "initialize" and message.kind is Kind.REQUEST:
+                self._check_no_live_session(request, message)
                 return self._initialize(request, message, identity)
             session = self._session(request, message)
             self._check_version_header(request, session, message.id)
@@ -420,6 +421,16 @@ class McpEndpoint:
             raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Not Found: unknown or expired session "
                             f"{_printable(session_id[:8])}; the client must initialize again", request_id)
         return session
+
+    def _check_no_live_session(self, request: web.Request, message: Message) -> None:
+        """An initialize carrying the id of a live session is refused, not served with a second session that
+        would linger until idle expiry. One carrying an id Tollgate does not know (expired, or from before a
+        restart) starts a new session as one without it does: the answer's Mcp-Session-Id replaces the stale one
+        (see docs/DESIGN-NOTES.md)."""
+        session_id = request.headers.get(SESSION_HEADER)
+        if session_id and self.hub.sessions.get(session_id) is not None:
+            raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: session already initialized; start a new "
+                            f"session without {SESSION_HEADER}", message.id)
 
     def _check_version_header(self, request: web.Request, session: Session,
                               request_id: jsonrpc.RequestId | None) -> None:

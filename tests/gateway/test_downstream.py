@@ -309,3 +309,30 @@ async def test_a_post_accepting_json_or_sse_or_sending_no_accept_is_served(endpo
             http.post(endpoint, data=orjson.dumps(initialize()), headers=headers) as response:
         assert response.status == 200, await response.text()
         assert response.headers["Mcp-Session-Id"]
+
+
+async def test_an_initialize_with_a_live_session_id_is_refused_and_creates_nothing() -> None:
+    app = create_app(gateway_config(echo_upstream("a")))
+    sessions = app[HUB_KEY].sessions
+    async with served(app) as url, Http() as http:
+        session_id = await open_session(http, url)
+        status, headers, body = await post(http, url, initialize(request_id=7), session_id)
+        assert (status, "Mcp-Session-Id" in headers) == (400, False)
+        assert body == jsonrpc.error_body(7, jsonrpc.INVALID_REQUEST, "Bad Request: session already initialized; "
+                                             "start a new session without Mcp-Session-Id")
+        assert [s.session_id for s in sessions] == [session_id]  # nothing new, and the live one goes on
+        status, _, body = await post(http, url, jsonrpc.request_body(8, "tools/list"), session_id)
+        assert status == 200 and body["result"]["tools"]
+
+
+async def test_an_initialize_with_an_unknown_session_id_starts_a_new_session_under_a_new_id() -> None:
+    """As one without the header does: a client that kept an id from before a restart gets a session, and the
+    answer's Mcp-Session-Id (the one it must use from now on) is not the stale one."""
+    app = create_app(gateway_config(echo_upstream("a")))
+    sessions = app[HUB_KEY].sessions
+    stale = "deadbeef-0000-4000-8000-000000000000"
+    async with served(app) as url, Http() as http:
+        status, headers, body = await post(http, url, initialize(request_id=9), stale)
+        assert status == 200 and body["result"]["protocolVersion"] == "2025-11-25"
+        assert headers["Mcp-Session-Id"] != stale
+        assert [s.session_id for s in sessions] == [headers["Mcp-Session-Id"]]
