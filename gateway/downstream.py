@@ -211,7 +211,7 @@ class McpEndpoint:
 
     def _log_refusal(self, exc: SessionLimit) -> None:
         """One warning per LIMIT_LOG_SECONDS however many initializes a flood sends (counted apart, in
-        tollgate_sessions_refused, so `_refuse` leaves them out)."""
+        tollgate_sessions_refused_total, so `_refuse` leaves them out)."""
         if self._limit_log.allow(time.monotonic()):
             log.warning("refused %d initialize request(s): %s", self._limit_log.take_held() + 1, exc)
 

@@ -262,7 +262,7 @@ async def test_an_initialize_past_max_sessions_gets_503_until_a_session_ends(
         assert await open_session(http, url)
         async with http.get(svc.base_url + "/metrics") as response:
             metrics = await response.text()
-    assert "tollgate_sessions_refused 2" in metrics.splitlines()
+    assert "tollgate_sessions_refused_total 2" in metrics.splitlines()
     assert "tollgate_sessions_open 3" in metrics.splitlines()
     refusals = [r for r in caplog.records if r.name == "tollgate.downstream" and "refused" in r.getMessage()]
     assert len(refusals) == 1  # rate-limited: one line for the flood
