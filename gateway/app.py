@@ -35,7 +35,7 @@ def create_app(config: Config, *, observers: list[Observer] | None = None, polic
     bearer = [_bearer_guard(config.server.auth_tokens, rejections)] if config.server.auth_tokens else []
     app = web.Application(client_max_size=config.server.max_body_bytes,
                           middlewares=[rejections.middleware(), rebinding_guard(config.server, rejections), *bearer,
-                                       _api_json_errors])
+                                       _json_errors])
     hub = Hub(config, transport_factory, observers)
     relay = Relay(hub, policy)
     app[HUB_KEY] = hub
@@ -71,29 +71,44 @@ def _bearer_guard(tokens: tuple[str, ...], rejections: Rejections) -> Any:
 
 
 @web.middleware
-async def _api_json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A path under /api/ that no route serves (or not with this method) answers in the API's JSON error shape,
-    and a method /mcp does not take in a JSON-RPC error body, not aiohttp's text/plain page."""
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A path no route serves (or not with this method) answers in JSON like every route's own errors, not with
+    aiohttp's text/plain page: a method /mcp does not take in a JSON-RPC error body, the rest as `{"error": ...}`
+    (the API's shape), with the Allow header. The OTLP routes answer their own (a Status, per OTLP/HTTP)."""
     try:
         response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:
+        if exc.status not in (404, 405):
+            raise
         if request.path == "/mcp" and exc.status == 405:
             body = jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, f"Method Not Allowed: {request.method[:20]} "
                                       "(/mcp takes POST, GET and DELETE)")
             return web.Response(status=405, body=jsonrpc.encode(body), content_type="application/json",
                                 headers=_allow(exc))
-        if exc.status not in (404, 405) or not request.path.startswith("/api/"):
-            raise
-        message = (_no_route(request) if exc.status == 404
-                   else f"{request.method} is not allowed on {request.path[:200]!r}")
+        message = _no_route(request) if exc.status == 404 else _not_allowed(request, exc)
         return web.json_response({"error": message}, status=exc.status, headers=_allow(exc))
     return response
 
 
 def _no_route(request: web.Request) -> str:
-    has_api = any(r.canonical == "/api/openapi.json" for r in request.app.router.resources())
-    hint = "see /api/openapi.json" if has_api else "this server runs no API: it was started without a store"
-    return f"no API route {request.path[:200]!r} ({hint})"
+    path = request.path[:200]
+    if path.startswith("/api/"):
+        has_api = _serves(request, "/api/openapi.json")
+        hint = "see /api/openapi.json" if has_api else "this server runs no API: it was started without a store"
+        return f"no API route {path!r} ({hint})"
+    if path == "/v1" or path.startswith("/v1/"):  # with a store, the OTLP routes answer every /v1 path themselves
+        return f"no route {path!r}: this server runs no OTLP receiver (it was started without a store)"
+    return f"no route {path!r}"
+
+
+def _not_allowed(request: web.Request, exc: web.HTTPException) -> str:
+    allowed = exc.headers.get("Allow", "")
+    return f"{request.method[:20]} is not allowed on {request.path[:200]!r}" + (
+        f" (allowed: {allowed.replace(',', ', ')})" if allowed and not request.path.startswith("/api/") else "")
+
+
+def _serves(request: web.Request, path: str) -> bool:
+    return any(r.canonical == path for r in request.app.router.resources())
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str]:

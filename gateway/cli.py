@@ -344,23 +344,23 @@ def _mount(app: Any, hub: Any, service: Service, config: Config, metrics: Any) -
         (("upstream", name),): float(u.non_json_lines) for name, u in hub.upstreams.items()}
     metrics.gauges["tollgate_sessions_open"] = lambda: {(): float(len(hub.sessions))}
     # initialize requests refused with 503 because server.max_sessions sessions were open
-    metrics.sampled_counters["tollgate_sessions_refused"] = lambda: {(): float(hub.sessions.refused)}
+    metrics.sampled_counters["tollgate_sessions_refused_total"] = lambda: {(): float(hub.sessions.refused)}
     metrics.gauges["tollgate_writer_pending_rows"] = lambda: {(): float(writer.stats().get("queued_rows", 0))}
     metrics.gauges["tollgate_writer_spill_bytes"] = lambda: {(): float(writer.stats().get("spilled_bytes", 0))}
     metrics.gauges["tollgate_writer_max_spill_bytes"] = lambda: {(): float(writer.max_spill_bytes)}
     # Rows dropped since start because the spill was full (a long store outage); only the gateway's own.
-    metrics.sampled_counters["tollgate_writer_dropped_rows"] = lambda: {
+    metrics.sampled_counters["tollgate_writer_dropped_rows_total"] = lambda: {
         (): float(writer.stats().get("dropped_rows", 0))}
     _otlp_series(metrics, otlp)
     # Client messages dropped on purpose (a cancel naming no request id, ...) and upstream notifications that no
     # single session could be told were its own (stdio logs while several sessions have calls in flight).
-    metrics.sampled_counters["tollgate_client_messages_ignored"] = lambda: {
+    metrics.sampled_counters["tollgate_client_messages_ignored_total"] = lambda: {
         (("reason", k),): float(v) for k, v in app[RELAY_KEY].ignored.items()}
     # Requests refused at the HTTP edge (every 4xx answer of every route: token, Host, Origin, media type, size,
     # unknown session, path or method, bad query), by route and status.
     metrics.sampled_counters["tollgate_http_rejections_total"] = lambda: {
         (("route", route), ("status", str(status))): float(n) for (route, status), n in rejections.counts.items()}
-    metrics.sampled_counters["tollgate_upstream_notifications_unrouted"] = lambda: {
+    metrics.sampled_counters["tollgate_upstream_notifications_unrouted_total"] = lambda: {
         (("upstream", name),): float(u.unrouted) for name, u in hub.upstreams.items()}
 
     async def prometheus(_: web.Request) -> web.Response:
@@ -381,9 +381,9 @@ def _otlp_series(metrics: Metrics, otlp: OtlpStats) -> None:
     records dropped whole (`partial_success.rejected_*`) and values stored as NULL."""
     metrics.sampled_counters["tollgate_otlp_requests_total"] = lambda: {
         (("signal", signal), ("status", str(status))): float(n) for (signal, status), n in otlp.requests.items()}
-    metrics.sampled_counters["tollgate_otlp_records_accepted"] = lambda: _by_signal(otlp.records_accepted)
-    metrics.sampled_counters["tollgate_otlp_records_rejected"] = lambda: _by_signal(otlp.records_rejected)
-    metrics.sampled_counters["tollgate_otlp_invalid_values"] = lambda: _by_signal(otlp.invalid_values)
+    metrics.sampled_counters["tollgate_otlp_records_accepted_total"] = lambda: _by_signal(otlp.records_accepted)
+    metrics.sampled_counters["tollgate_otlp_records_rejected_total"] = lambda: _by_signal(otlp.records_rejected)
+    metrics.sampled_counters["tollgate_otlp_invalid_values_total"] = lambda: _by_signal(otlp.invalid_values)
 
 
 def _by_signal(counts: Mapping[str, int]) -> dict[tuple[tuple[str, str], ...], float]:

@@ -37,6 +37,8 @@ SERVER_INFO = {"name": "tollgate", "title": "Tollgate MCP gateway", "version": "
 # A DELETE may free a session any moment, idle expiry only after an hour: a hint that keeps clients from hammering.
 SESSION_RETRY_AFTER_SECONDS = 30
 LIMIT_LOG_SECONDS = 60.0  # at most one log line per this long while initializes are refused
+POST_ANSWER_TYPES = ("application/json", "text/event-stream")  # a POST of a request is answered in either
+GET_ANSWER_TYPES = ("text/event-stream",)
 
 
 class HttpError(Exception):
@@ -148,10 +150,12 @@ class McpEndpoint:
         message: Message | jsonrpc.Batch | None = None
         try:
             identity = self._admit(request)
+            _check_post_accept(request)
             message = await self._read_message(request)
             if isinstance(message, jsonrpc.Batch):
                 return await self._post_batch(request, message)
             if message.method == "initialize" and message.kind is Kind.REQUEST:
+                self._check_no_live_session(request, message)
                 return self._initialize(request, message, identity)
             session = self._session(request, message)
             self._check_version_header(request, session, message.id)
@@ -207,7 +211,7 @@ class McpEndpoint:
 
     def _log_refusal(self, exc: SessionLimit) -> None:
         """One warning per LIMIT_LOG_SECONDS however many initializes a flood sends (counted apart, in
-        tollgate_sessions_refused, so `_refuse` leaves them out)."""
+        tollgate_sessions_refused_total, so `_refuse` leaves them out)."""
         if self._limit_log.allow(time.monotonic()):
             log.warning("refused %d initialize request(s): %s", self._limit_log.take_held() + 1, exc)
 
@@ -344,7 +348,7 @@ class McpEndpoint:
     async def get(self, request: web.Request) -> web.StreamResponse:
         try:
             self._admit(request)
-            if "text/event-stream" not in request.headers.get("Accept", ""):
+            if not accepts(_accept_header(request), GET_ANSWER_TYPES):
                 raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream")
             session = self._session(request, None)
             numbered, after = session.resume_point(request.headers.get("Last-Event-ID"))
@@ -418,6 +422,16 @@ class McpEndpoint:
                             f"{_printable(session_id[:8])}; the client must initialize again", request_id)
         return session
 
+    def _check_no_live_session(self, request: web.Request, message: Message) -> None:
+        """An initialize carrying the id of a live session is refused, not served with a second session that
+        would linger until idle expiry. One carrying an id Tollgate does not know (expired, or from before a
+        restart) starts a new session as one without it does: the answer's Mcp-Session-Id replaces the stale one
+        (see docs/DESIGN-NOTES.md)."""
+        session_id = request.headers.get(SESSION_HEADER)
+        if session_id and self.hub.sessions.get(session_id) is not None:
+            raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: session already initialized; start a new "
+                            f"session without {SESSION_HEADER}", message.id)
+
     def _check_version_header(self, request: web.Request, session: Session,
                               request_id: jsonrpc.RequestId | None) -> None:
         header = request.headers.get(VERSION_HEADER)
@@ -428,6 +442,50 @@ class McpEndpoint:
                             f"Bad Request: unsupported {VERSION_HEADER} {header[:40]!r}", request_id)
         log.info("session %s negotiated %s but sent %s %s", session.session_id[:8],
                  session.protocol_version, VERSION_HEADER, header)
+
+
+def _check_post_accept(request: web.Request) -> None:
+    """406 for a POST whose Accept takes neither answer type. The spec says the client MUST list both, but one
+    that sends no Accept at all is served (many clients omit it; see docs/DESIGN-NOTES.md), as is one that lists
+    only one of them or a wildcard."""
+    header = _accept_header(request)
+    if header.strip() and not accepts(header, POST_ANSWER_TYPES):
+        raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: Accept must include application/json and "
+                        f"text/event-stream (got {_printable_header(header)!r})")
+
+
+def _accept_header(request: web.Request) -> str:
+    """Every Accept header of the request as one list (a client may send several)."""
+    return ", ".join(request.headers.getall("Accept", []))
+
+
+def accepts(header: str, answer_types: tuple[str, ...]) -> bool:
+    """Whether an Accept header lets the answer be one of `answer_types`: a media range naming one, or a wildcard
+    covering one (`*/*`, `application/*`), counts unless its q is 0."""
+    for part in header.split(","):
+        media, *params = (piece.strip().lower() for piece in part.split(";"))
+        if _quality(params) <= 0:
+            continue
+        if media == "*/*" or any(media in (kind, kind.split("/")[0] + "/*") for kind in answer_types):
+            return True
+    return False
+
+
+def _quality(params: list[str]) -> float:
+    """The q of a media range's parameters; 1 when absent, and when unreadable (as lenient as a missing one)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
+def _printable_header(text: str) -> str:
+    """A header value as an error message may quote it: short, printable ASCII."""
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:80])
 
 
 def _printable(text: str) -> str:

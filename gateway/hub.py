@@ -50,6 +50,7 @@ class Hub:
         self._background: set[asyncio.Task[Any]] = set()
         self._finishing: set[asyncio.Task[None]] = set()  # awaited by close: own upstreams stopping, unsubscribes
         self._reaper: asyncio.Task[None] | None = None
+        self._closing = False  # set by close: a background task failing from then on ends with the hub
         self.health_checks: dict[str, HealthCheck] = {}  # added by the composition root
         self._refusals_explained: set[str] = set()  # upstreams whose out-of-call requests were explained in the log
         self._renames_logged: set[Renamed] = set()
@@ -71,6 +72,7 @@ class Hub:
         self._reaper = asyncio.create_task(self._reap_idle_sessions())
 
     async def close(self) -> None:
+        self._closing = True
         if self._reaper is not None:
             self._reaper.cancel()
         for session in list(self.sessions):
@@ -84,7 +86,7 @@ class Hub:
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a fire-and-forget coroutine; its failure is logged, never raised."""
-        task = asyncio.create_task(_logged(coro))
+        task = asyncio.create_task(self._logged(coro))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -212,9 +214,20 @@ class Hub:
 
     def _finish_before_close(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         """Run `work` in the background; `close` awaits it rather than cancelling it (unlike `spawn`)."""
-        task = asyncio.create_task(_logged(work), name=name)
+        task = asyncio.create_task(self._logged(work), name=name)
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
+
+    async def _logged(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Await `coro`, logging its failure rather than raising it. A failure once the hub is closing is the
+        shutdown's doing (the upstream it answers is already gone), not news: logged at debug only."""
+        try:
+            await coro
+        except Exception as exc:
+            if self._closing:
+                log.debug("background task ended by the shutdown: %s", exc)
+            else:
+                log.info("background task failed: %s", exc)
 
     def _broadcast(self, body: dict[str, Any]) -> None:
         data = jsonrpc.encode(body)
@@ -284,13 +297,6 @@ def _session_row(session: Session, ended: bool = False) -> dict[str, Any]:
         "auth_identity": session.auth_identity, "cc_session_id": session.cc_session_id,
         "user_agent": session.user_agent,
     }
-
-
-async def _logged(coro: Coroutine[Any, Any, Any]) -> None:
-    try:
-        await coro
-    except Exception as exc:
-        log.info("background task failed: %s", exc)
 
 
 class _PrivateObserver:

@@ -80,10 +80,10 @@ class Rejections:
                 response = await handler(request)
             except web.HTTPException as exc:
                 if is_refusal(exc.status) and RECORDED not in request:
-                    self.refused(request, exc.status, (exc.text or exc.reason)[:REASON_CHARS])
+                    self.refused(request, exc.status, _unprefixed(exc.status, exc.text or exc.reason)[:REASON_CHARS])
                 raise
             if is_refusal(response.status) and RECORDED not in request:
-                self.refused(request, response.status, _said(response)[:REASON_CHARS])
+                self.refused(request, response.status, _unprefixed(response.status, _said(response))[:REASON_CHARS])
             return response
 
         return record_refusals
@@ -106,6 +106,12 @@ def _said(response: web.StreamResponse) -> str:
     if response.content_type == "text/plain":
         return body.decode("utf-8", "replace").strip() or response.reason
     return response.reason
+
+
+def _unprefixed(status: int, reason: str) -> str:
+    """`reason` without a leading copy of the status (aiohttp's pages say "405: Method Not Allowed"): the log line
+    gives the status already."""
+    return reason.removeprefix(f"{status}: ") or reason
 
 
 def _escaped(text: str) -> str:

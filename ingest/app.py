@@ -12,7 +12,7 @@ import math
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -36,7 +36,8 @@ MEDIA_TYPES: dict[str, Encoding] = {
 }
 CONTENT_TYPES: dict[Encoding, str] = {"protobuf": "application/x-protobuf", "json": "application/json"}
 # google.rpc.Code values for the Status body of an error answer.
-RPC_CODES = {400: 3, 401: 16, 413: 3, 415: 3, 429: 8, 503: 14}
+RPC_CODES = {400: 3, 401: 16, 404: 5, 405: 12, 413: 3, 415: 3, 429: 8, 503: 14}
+OTLP_METHOD = "POST"  # the one method OTLP/HTTP exports use
 SHOWN_ISSUES = 5
 # aiohttp inflates gzip request bodies itself unless told not to, and then cannot report a truncated gzip
 # stream: the app (or AppRunner) that serves these routes should be created with these handler args.
@@ -109,9 +110,12 @@ def add_otlp_routes(
     sees each accepted body's rows after they are durable (its failures are logged, not answered), `on_refused`
     each body refused with a 4xx."""
     receiver = OtlpReceiver(writer, settings, stats or OtlpStats(), on_rows, on_refused)
-    app.router.add_post("/v1/logs", receiver.logs)
-    app.router.add_post("/v1/metrics", receiver.metrics)
-    app.router.add_post("/v1/traces", receiver.traces)
+    # Every method routed here (not POST alone) and every other /v1 path too, so that a wrong method or path is
+    # answered as OTLP/HTTP prescribes (a Status, in the request's encoding) rather than by aiohttp's text page.
+    app.router.add_route("*", "/v1/logs", receiver.logs)
+    app.router.add_route("*", "/v1/metrics", receiver.metrics)
+    app.router.add_route("*", "/v1/traces", receiver.traces)
+    app.router.add_route("*", "/v1/{path:.*}", unrouted_handler(on_refused))
     app[OTLP_STATS] = receiver.stats
     return receiver.stats
 
@@ -125,7 +129,35 @@ def create_otlp_app(
     app = web.Application(client_max_size=settings.max_body_bytes, handler_args=RAW_BODY_HANDLER_ARGS,
                           middlewares=middlewares)
     add_otlp_routes(app, writer, settings, stats, on_rows, on_refused)
+    app.router.add_route("*", "/{path:.*}", unrouted_handler(on_refused))  # this listener serves nothing else
     return app
+
+
+def unrouted_handler(on_refused: RefusedHook | None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The answer to a path no OTLP route serves: 404 with a Status saying where exports go."""
+
+    async def unrouted(request: web.Request) -> web.Response:
+        reject = Reject(404, f"no OTLP route {request.path[:200]!r}: OTLP/HTTP exports are POSTed to "
+                             "/v1/logs, /v1/metrics and /v1/traces")
+        return refuse_request(request, reject, on_refused)
+
+    return unrouted
+
+
+def refuse_request(request: web.Request, reject: Reject, on_refused: RefusedHook | None) -> web.Response:
+    """Refuse a request whose body was never read (a method or path OTLP/HTTP does not have): told to
+    `on_refused` (else logged), answered with a Status in the encoding the request named, JSON when none."""
+    if on_refused is not None:
+        on_refused(request, reject.status, reject.message)
+    else:
+        log.info("OTLP request %s %s refused with %d: %s", request.method, request.path[:200], reject.status,
+                 reject.message)
+    return status_response(reject, answer_encoding(request.headers.get("Content-Type", "")))
+
+
+def answer_encoding(header: str) -> Encoding:
+    """The encoding of an error answer to a request with this Content-Type: its own when OTLP has it, else JSON."""
+    return MEDIA_TYPES.get(header.split(";", 1)[0].strip().lower(), "json")
 
 
 class OtlpReceiver:
@@ -150,6 +182,11 @@ class OtlpReceiver:
         return await self.handle("traces", request)
 
     async def handle(self, signal: Signal, request: web.Request) -> web.Response:
+        if request.method != OTLP_METHOD:
+            self.stats.requests[(signal, 405)] += 1
+            reject = Reject(405, f"{request.method[:20]} is not allowed on {request.path}: OTLP/HTTP exports are "
+                                 f"sent with {OTLP_METHOD}")
+            return refuse_request(request, reject, self.on_refused)
         encoding: Encoding = "json"
         received_ns = time.time_ns()
         try:
@@ -333,6 +370,8 @@ def status_response(reject: Reject, encoding: Encoding) -> web.Response:
         headers["Retry-After"] = str(max(1, math.ceil(reject.retry_after)))
     if reject.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="tollgate"'
+    if reject.status == 405:
+        headers["Allow"] = OTLP_METHOD
     if encoding == "json":
         body = orjson.dumps({"code": code, "message": reject.message})
     else:

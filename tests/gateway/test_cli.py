@@ -18,7 +18,7 @@ import pytest
 
 from gateway.cli import main
 from tests.fixtures.procs import require_everything
-from tests.gateway.conftest import ECHO_SERVER, ROOT, mcp_session
+from tests.gateway.conftest import ECHO_SERVER, RAW_SERVER, ROOT, mcp_session
 from tests.gateway.test_durability import free_port, tollgate_process, write_config
 
 CAPTURED_LOGS = Path(__file__).resolve().parents[1] / "data" / "claude_code" / "s1_protobuf" / "otlp" / "0001_logs.bin"
@@ -90,6 +90,18 @@ def test_check_config_warns_of_a_per_tool_budget_for_a_tool_the_upstream_does_no
     assert warnings == ["tollgate: warning: upstream 'a': the budget has limits for tools it does not list, which "
                         f"never apply: echoo; its tools, closest first: {shown}"]
     assert tollgate("check-config", "--offline", "--config", str(config)).stderr == ""
+
+
+def test_check_config_logs_no_background_failure_for_a_request_that_arrives_while_it_shuts_down(
+        tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    args = [str(RAW_SERVER), "--name", "late", "--roots-on-eof"]
+    config.write_text(f"[upstreams.late]\ncommand = {orjson.dumps(sys.executable).decode()}\n"
+                      f"args = {orjson.dumps(args).decode()}\n")
+    result = tollgate("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "upstream late asked roots/list outside any call" in result.stderr  # the refusal was sent at shutdown
+    assert "background task failed" not in result.stderr
 
 
 def test_report_help_says_the_sessions_list_has_mcp_only_sessions_too() -> None:

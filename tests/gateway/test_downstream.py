@@ -11,7 +11,8 @@ import pytest
 from aiohttp import ClientSession as Http
 
 from gateway import jsonrpc, mcp
-from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway
+from gateway.app import HUB_KEY, create_app
+from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway, served
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
@@ -261,7 +262,7 @@ async def test_an_initialize_past_max_sessions_gets_503_until_a_session_ends(
         assert await open_session(http, url)
         async with http.get(svc.base_url + "/metrics") as response:
             metrics = await response.text()
-    assert "tollgate_sessions_refused 2" in metrics.splitlines()
+    assert "tollgate_sessions_refused_total 2" in metrics.splitlines()
     assert "tollgate_sessions_open 3" in metrics.splitlines()
     refusals = [r for r in caplog.records if r.name == "tollgate.downstream" and "refused" in r.getMessage()]
     assert len(refusals) == 1  # rate-limited: one line for the flood
@@ -282,3 +283,56 @@ async def test_a_method_mcp_does_not_take_gets_405_in_json_rpc_and_an_api_path_s
             assert response.status == 404
             assert orjson.loads(await response.read()) == {
                 "error": "no API route '/api/sessions' (this server runs no API: it was started without a store)"}
+
+
+NOT_ACCEPTABLE = "Not Acceptable: Accept must include application/json and text/event-stream (got {!r})"
+
+
+@pytest.mark.parametrize("accept", ["text/html", "image/png, text/plain", "application/json;q=0, text/html",
+                                    "text/plain;q=0.9, text/event-stream;q=0"])
+async def test_a_post_whose_accept_takes_neither_json_nor_sse_gets_406_naming_what_it_must_contain(
+        accept: str) -> None:
+    app = create_app(gateway_config(echo_upstream("a")))
+    async with served(app) as url, Http() as http:
+        status, headers, body = await post(http, url, initialize(), Accept=accept)
+        assert status == 406 and "Mcp-Session-Id" not in headers
+        assert body == jsonrpc.error_body(None, jsonrpc.INVALID_REQUEST, NOT_ACCEPTABLE.format(accept))
+        assert len(app[HUB_KEY].sessions) == 0  # refused before anything was made
+
+
+@pytest.mark.parametrize("accept", [None, "", "*/*", "application/*", "text/*", "application/json",
+                                    "text/event-stream", "text/html, application/json;q=0.5", "*/*;q=oops"])
+async def test_a_post_accepting_json_or_sse_or_sending_no_accept_is_served(endpoint: str, accept: str | None) -> None:
+    headers = {"Content-Type": "application/json"} if accept is None else {"Content-Type": "application/json",
+                                                                          "Accept": accept}
+    async with Http(skip_auto_headers=["Accept"]) as http, \
+            http.post(endpoint, data=orjson.dumps(initialize()), headers=headers) as response:
+        assert response.status == 200, await response.text()
+        assert response.headers["Mcp-Session-Id"]
+
+
+async def test_an_initialize_with_a_live_session_id_is_refused_and_creates_nothing() -> None:
+    app = create_app(gateway_config(echo_upstream("a")))
+    sessions = app[HUB_KEY].sessions
+    async with served(app) as url, Http() as http:
+        session_id = await open_session(http, url)
+        status, headers, body = await post(http, url, initialize(request_id=7), session_id)
+        assert (status, "Mcp-Session-Id" in headers) == (400, False)
+        assert body == jsonrpc.error_body(7, jsonrpc.INVALID_REQUEST, "Bad Request: session already initialized; "
+                                             "start a new session without Mcp-Session-Id")
+        assert [s.session_id for s in sessions] == [session_id]  # nothing new, and the live one goes on
+        status, _, body = await post(http, url, jsonrpc.request_body(8, "tools/list"), session_id)
+        assert status == 200 and body["result"]["tools"]
+
+
+async def test_an_initialize_with_an_unknown_session_id_starts_a_new_session_under_a_new_id() -> None:
+    """As one without the header does: a client that kept an id from before a restart gets a session, and the
+    answer's Mcp-Session-Id (the one it must use from now on) is not the stale one."""
+    app = create_app(gateway_config(echo_upstream("a")))
+    sessions = app[HUB_KEY].sessions
+    stale = "deadbeef-0000-4000-8000-000000000000"
+    async with served(app) as url, Http() as http:
+        status, headers, body = await post(http, url, initialize(request_id=9), stale)
+        assert status == 200 and body["result"]["protocolVersion"] == "2025-11-25"
+        assert headers["Mcp-Session-Id"] != stale
+        assert [s.session_id for s in sessions] == [headers["Mcp-Session-Id"]]

@@ -206,6 +206,6 @@ async def test_a_full_spill_during_an_outage_refuses_otlp_with_503_and_drops_cal
                 text = await metrics.text()
         dropped = svc.service.writer.stats()["dropped_rows"]
         assert dropped >= 4  # at most one row got in before the spill held something
-        assert f"tollgate_writer_dropped_rows {dropped}" in text
+        assert f"tollgate_writer_dropped_rows_total {dropped}" in text
         assert "tollgate_writer_max_spill_bytes 1" in text
         assert len([r for r in caplog.records if "spill full" in r.message]) == 1  # rate-limited

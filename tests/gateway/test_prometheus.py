@@ -3,6 +3,7 @@ receiver's answers and records."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -135,10 +136,10 @@ async def test_metrics_count_client_messages_ignored_on_purpose(tmp_path: Path) 
                 assert response.status == 202
         async with http.get(svc.base_url + "/metrics") as response:
             text = await response.text()
-    assert series(text, "tollgate_client_messages_ignored") == {
-        'tollgate_client_messages_ignored{reason="cancel_bad_request_id"}': 2.0}
-    assert series(text, "tollgate_upstream_notifications_unrouted") == {
-        'tollgate_upstream_notifications_unrouted{upstream="a"}': 0.0}
+    assert series(text, "tollgate_client_messages_ignored_total") == {
+        'tollgate_client_messages_ignored_total{reason="cancel_bad_request_id"}': 2.0}
+    assert series(text, "tollgate_upstream_notifications_unrouted_total") == {
+        'tollgate_upstream_notifications_unrouted_total{upstream="a"}': 0.0}
 
 
 def test_values_are_written_exactly_and_counters_typed_as_counters() -> None:
@@ -185,8 +186,35 @@ async def test_otlp_answers_and_refusals_are_counted_by_signal_and_status(tmp_pa
         f'tollgate_otlp_requests_total{{signal="{signal}",status="{status}"}}': float(n)
         for signal, status, n in [("logs", 200, 2), ("logs", 429, 1), ("logs", 503, 1), ("logs", 413, 1),
                                   ("metrics", 400, 1), ("traces", 415, 1)]}
-    assert series(text, "tollgate_otlp_records_accepted") == {
-        'tollgate_otlp_records_accepted{signal="logs"}': float(records + 1)}
-    assert series(text, "tollgate_otlp_records_rejected") == {
-        'tollgate_otlp_records_rejected{signal="logs"}': 1.0}
-    assert series(text, "tollgate_otlp_invalid_values") == {'tollgate_otlp_invalid_values{signal="logs"}': 1.0}
+    assert series(text, "tollgate_otlp_records_accepted_total") == {
+        'tollgate_otlp_records_accepted_total{signal="logs"}': float(records + 1)}
+    assert series(text, "tollgate_otlp_records_rejected_total") == {
+        'tollgate_otlp_records_rejected_total{signal="logs"}': 1.0}
+    assert series(text, "tollgate_otlp_invalid_values_total") == {
+        'tollgate_otlp_invalid_values_total{signal="logs"}': 1.0}
+
+
+DOCS = [Path(__file__).resolve().parents[2] / "README.md",
+        *sorted((Path(__file__).resolve().parents[2] / "docs").glob("*.md"))]
+
+
+async def test_every_counter_on_metrics_ends_in_total_and_no_gauge_does_and_the_docs_use_those_names(
+        tmp_path: Path) -> None:
+    """Prometheus naming: a counter's name ends in `_total`, a gauge's does not. Every series a served gateway
+    renders (with a call made, so the call counters exist too) is checked, and no doc names a counter without it."""
+    async with running_service(gateway_config(echo_upstream("a")), tmp_path / "db") as svc, Http() as http:
+        async with mcp_session(svc.mcp_url) as client:
+            await client.call_tool("a__echo", {"text": "hi"})
+        text = await metrics_text(http, svc.base_url)
+    types = {line.split()[2]: line.split()[3] for line in text.splitlines() if line.startswith("# TYPE ")}
+    counters = {name for name, kind in types.items() if kind == "counter"}
+    gauges = {name for name, kind in types.items() if kind == "gauge"}
+    assert {"tollgate_calls_total", "tollgate_sessions_refused_total", "tollgate_writer_dropped_rows_total",
+            "tollgate_otlp_records_accepted_total", "tollgate_otlp_invalid_values_total"} <= counters
+    assert "tollgate_sessions_open" in gauges
+    assert sorted(name for name in counters if not name.endswith("_total")) == []
+    assert sorted(name for name in gauges if name.endswith("_total")) == []
+    for doc in DOCS:
+        said = doc.read_text()
+        stale = [name for name in counters if re.search(rf"\b{name.removesuffix('_total')}\b(?!_total)", said)]
+        assert stale == [], f"{doc.name} names counters without _total"

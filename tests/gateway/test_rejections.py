@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from gateway import jsonrpc
 from gateway import rejections as rejections_mod
 from gateway.config import TelemetryConfig
 from gateway.rejections import LINES_PER_MINUTE
+from ingest.app import encode_status
 from tests.gateway.conftest import echo_upstream, gateway_config, running_gateway
 from tests.gateway.service import running_service, serve_app
 from tests.gateway.test_downstream import JSON_HEADERS, initialize, open_session
@@ -217,4 +219,65 @@ async def test_every_4xx_of_every_route_is_counted_under_its_route_and_status_an
     assert logged[6].endswith(": 400 limit must be an integer, got 'lots'")
     assert logged[7].endswith(": 404 no session 'nope'")
     assert logged[9].endswith(": 405 POST is not allowed on '/api/sessions'")
-    assert logged[12].endswith(": 405 405: Method Not Allowed")
+    assert logged[12].endswith(": 405 POST is not allowed on '/healthz' (allowed: GET, HEAD)")
+    assert not [line for line in logged if re.search(r": (\d{3}) \1\b", line)]  # the status is said once
+
+
+OTLP_WHERE = "OTLP/HTTP exports are POSTed to /v1/logs, /v1/metrics and /v1/traces"
+
+
+async def test_a_method_or_path_no_route_serves_is_answered_in_its_listeners_error_format_with_allow(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """OTLP paths (on both listeners) answer a google.rpc.Status in the request's encoding (JSON for a GET), /mcp
+    JSON-RPC, every other path the JSON `{"error"}` shape: never aiohttp's text page; a 405 names what is allowed."""
+    caplog.set_level(logging.INFO, "tollgate")
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    config = gateway_config(echo_upstream("a"), otlp_listen="127.0.0.1:4318")
+    answers = []
+    async with running_service(config, tmp_path / "db") as svc, Http() as http:
+        assert svc.service.otlp_app is not None
+        async with serve_app(svc.service.otlp_app) as otlp_url:
+            for method, url, headers in [
+                ("GET", svc.base_url + "/v1/logs", {}),
+                ("PUT", otlp_url + "/v1/metrics", {"Content-Type": "application/json"}),
+                ("GET", svc.base_url + "/v1/traces", protobuf),
+                ("POST", svc.base_url + "/v1/nothing", {}),
+                ("GET", otlp_url + "/healthz", {}),
+                ("DELETE", svc.base_url + "/healthz", {}),
+                ("GET", svc.base_url + "/nothing", {}),
+                ("PATCH", svc.base_url + "/ui/sessions", {}),
+            ]:
+                async with http.request(method, url, headers=headers) as response:
+                    answers.append((response.status, response.content_type, response.headers.get("Allow"),
+                                    await response.read()))
+    not_allowed = "is not allowed on {}: OTLP/HTTP exports are sent with POST"
+
+    def status(code: int, message: str) -> bytes:
+        return orjson.dumps({"code": code, "message": message})
+
+    assert answers == [
+        (405, "application/json", "POST", status(12, "GET " + not_allowed.format("/v1/logs"))),
+        (405, "application/json", "POST", status(12, "PUT " + not_allowed.format("/v1/metrics"))),
+        (405, "application/x-protobuf", "POST", encode_status(12, "GET " + not_allowed.format("/v1/traces"))),
+        (404, "application/json", None, status(5, f"no OTLP route '/v1/nothing': {OTLP_WHERE}")),
+        (404, "application/json", None, status(5, f"no OTLP route '/healthz': {OTLP_WHERE}")),
+        (405, "application/json", "GET,HEAD",
+         b'{"error": "DELETE is not allowed on \'/healthz\' (allowed: GET, HEAD)"}'),
+        (404, "application/json", None, b'{"error": "no route \'/nothing\'"}'),
+        (405, "application/json", "GET,HEAD",
+         b'{"error": "PATCH is not allowed on \'/ui/sessions\' (allowed: GET, HEAD)"}'),
+    ]
+    logged = [message.split(" from 127.0.0.1: ")[1] for _, message in refusals(caplog)]
+    assert logged == [
+        "405 GET " + not_allowed.format("/v1/logs"), "405 PUT " + not_allowed.format("/v1/metrics"),
+        "405 GET " + not_allowed.format("/v1/traces"), f"404 no OTLP route '/v1/nothing': {OTLP_WHERE}",
+        f"404 no OTLP route '/healthz': {OTLP_WHERE}", "405 DELETE is not allowed on '/healthz' (allowed: GET, HEAD)",
+        "404 no route '/nothing'", "405 PATCH is not allowed on '/ui/sessions' (allowed: GET, HEAD)"]
+
+
+async def test_otlp_paths_of_a_gateway_without_a_store_say_it_runs_no_otlp_receiver_in_json() -> None:
+    async with running_gateway(gateway_config()) as url, Http() as http, \
+            http.get(url.removesuffix("/mcp") + "/v1/logs") as response:
+        assert (response.status, response.content_type) == (404, "application/json")
+        assert await response.json() == {
+            "error": "no route '/v1/logs': this server runs no OTLP receiver (it was started without a store)"}

@@ -184,6 +184,38 @@ async def test_a_shared_upstreams_request_outside_a_call_is_explained_once_in_th
         ("DEBUG", "upstream s asked roots/list outside any call; refused")]
 
 
+class _Heard(logging.Handler):
+    """Sets `event` when a record containing `text` is logged (records come from the loop's own thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text, self.event, self.records = text, asyncio.Event(), list[logging.LogRecord]()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.records.append(record)
+            self.event.set()
+
+
+async def test_a_refusal_that_fails_while_the_gateway_serves_is_still_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate.hub")
+    app = create_app(gateway_config(raw_upstream("s", "--tools-named", "x"), echo_upstream("b")))
+    hub = app[HUB_KEY]
+    heard = _Heard("background task failed")
+    logging.getLogger("tollgate.hub").addHandler(heard)
+    try:
+        async with served(app) as url, mcp_session(url):
+            await hub.upstreams["s"].close()  # this upstream is gone; the gateway serves on
+            hub.upstream_request(hub.upstreams["s"], {"jsonrpc": "2.0", "id": "roots-9", "method": "roots/list"})
+            async with asyncio.timeout(30):
+                await heard.event.wait()
+    finally:
+        logging.getLogger("tollgate.hub").removeHandler(heard)
+    assert [(r.levelname, r.getMessage()) for r in heard.records] == [
+        ("INFO", "background task failed: upstream s is unavailable: not connected")]
+
+
 async def test_server_everythings_roots_refused_at_its_start_are_asked_again_in_a_call_and_reach_that_client() -> None:
     async def roots(context: Any) -> ListRootsResult:
         return ListRootsResult(roots=[Root(uri=FileUrl("file:///work/project"), name="project")])
