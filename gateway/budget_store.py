@@ -3,6 +3,7 @@
 Reads only; rows are written by the accounting observer, and a previous run's rows still in the writer's
 spill are stored first (a `replay` callable), or they would be missing from the spend. Spend counts calls
 not denied: one call each, request plus delivered response bytes, estimated tokens of the delivered result.
+A row with no upstream (refused before routing) is charged nothing, as live accounting charges it nothing.
 Only day windows are rebuilt: a session window is the client session's, and a restart forgets every session
 (their clients initialize new ones), so the sessions of past calls would only be counted as live ones.
 """
@@ -32,6 +33,7 @@ SELECT upstream, tool,
        countIf(budget_action = 'warn') AS warned
 FROM {db}.calls FINAL
 WHERE started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}
+    AND upstream != ''  -- refused before routing: no upstream to charge (as enforcement.call_finished)
 GROUP BY upstream, tool, bucket
 """
 

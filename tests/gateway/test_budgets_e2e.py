@@ -27,6 +27,7 @@ from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, TextC
 import gateway.records
 from gateway import jsonrpc
 from gateway.budget_cli import budgets_report
+from gateway.budget_report import render_budgets
 from gateway.budgets import ENVELOPE_BYTES
 from gateway.cli import open_service
 from gateway.config import BudgetConfig, Config, StoreConfig, UpstreamConfig, load_config
@@ -341,6 +342,40 @@ async def test_a_restart_rebuilds_the_days_spend_but_no_session_spend(tmp_path: 
             assert not (await client.call_tool("b__echo", {"text": "after"})).is_error
             assert session_windows(await budget_view(svc, "b")) == (
                 5, 1, 1, [("session_calls", 1), ("day_calls", 5)])
+
+
+async def test_spend_after_a_restart_equals_spend_before_it_with_calls_refused_before_routing(
+    tmp_path: Path,
+) -> None:
+    """A call to an unknown tool leaves a protocol_error row with no upstream; live budgets charge it to no one,
+    so the spend rebuilt from the store (by a restarted server and by `report budgets` without one) must not
+    either: no upstream with a blank name, the same day spend per upstream and tool."""
+    config = gateway_config(budget_upstream("b", BudgetConfig(day_calls=10)))
+
+    def spend(snapshot: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [(u["upstream"], u["day"]["calls"], u["day"]["bytes"], u["day"]["tokens"],
+                 [(t["tool"], t["day"]) for t in u["tools"]]) for u in snapshot["upstreams"]]
+
+    async def snapshot(svc: Running) -> dict[str, Any]:
+        async with Http() as http, http.get(svc.base_url + "/api/budgets") as response:
+            return dict(await response.json())
+
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        assert not (await client.call_tool("b__echo", {"text": "routed"})).is_error
+        for unknown in ("bogus", "nonexist__echo", "b__bogus"):
+            with pytest.raises(MCPError):
+                await client.call_tool(unknown, {})
+        assert not (await client.call_tool("b__echo", {"text": "routed again"})).is_error
+        live = spend(await snapshot(svc))
+        unrouted = await svc.query("SELECT count() AS n FROM calls FINAL WHERE upstream = ''")
+    assert unrouted == [{"n": 3}]  # the refused calls are stored, so the rebuild does read them
+    assert [u[0] for u in live] == ["b"] and live[0][1] == 2
+    async with running_service(config, tmp_path / "db") as svc:
+        assert spend(await snapshot(svc)) == live
+    stored = replace(config, store=StoreConfig(dsn=f"chdb://{tmp_path / 'db'}"))
+    offline = await budgets_report(stored)
+    assert spend(offline) == live
+    assert "\n: " not in render_budgets(offline)
 
 
 async def test_restarts_at_one_second_to_midnight_and_at_midnight_rebuild_the_right_day(
