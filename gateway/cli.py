@@ -420,6 +420,7 @@ def _check_config(args: argparse.Namespace) -> int:
 async def _print_exposed_tools(config: Config) -> int:
     from gateway.hub import Hub
     from gateway.upstreams.factory import make_transport
+    from ui.terminal import visible
 
     hub = Hub(config, make_transport)
     await hub.start()
@@ -428,11 +429,11 @@ async def _print_exposed_tools(config: Config) -> int:
         print(f"\nexposed tools ({len(hub.catalog.tools)}):")
         for tool in hub.catalog.tools:
             upstream, original = hub.catalog.tool_routes[tool["name"]]
-            print(f"  {prefix}{tool['name']}  <-  {upstream}/{original}")
+            print(visible(f"  {prefix}{tool['name']}  <-  {upstream}/{original}"))  # names from upstreams
         _warn_unknown_budget_tools(config, hub.catalog)
         unhealthy = [u for u in hub.upstreams.values() if u.state.value != "ready"]
         for client in unhealthy:
-            print(f"upstream {client.name} is {client.state.value}: {client.last_error}")
+            print(visible(f"upstream {client.name} is {client.state.value}: {client.last_error}"))
         return 1 if unhealthy else 0
     finally:
         await hub.close()
@@ -462,6 +463,7 @@ def _reload(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ui.cli_report import ReportError, api_path
+    from ui.terminal import visible
 
     config = _load(args, data_dir=args.data_dir)
     path = api_path(args.report, getattr(args, "session_id", None), getattr(args, "name", None))
@@ -472,7 +474,7 @@ def _report(args: argparse.Namespace) -> int:
             print(asyncio.run(_fetch_report(config, args.report, path, query, args.json,
                                             getattr(args, "session_id", None))))
     except ReportError as exc:
-        print(f"tollgate: report {args.report}: {exc}", file=sys.stderr)
+        print(f"tollgate: report {args.report}: {visible(str(exc))}", file=sys.stderr)  # names stored ids
         return 1 if exc.status == 404 else 2
     except StoreUnavailable as exc:
         return _store_down(config, exc)

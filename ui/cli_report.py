@@ -15,6 +15,7 @@ import orjson
 
 from store.client import Store
 from ui.api import NO_SETTINGS, Settings, answer, check_window, resolve
+from ui.terminal import visible_doc
 
 Column = tuple[str, str, Callable[[Any], str]]  # (header, key, format)
 Fetch = Callable[[str, Mapping[str, str]], Awaitable[Any]]  # (API path, query) -> document
@@ -268,8 +269,10 @@ def render_servers(doc: Mapping[str, Any]) -> str:
 
 
 def render(command: str, doc: Any, as_json: bool) -> str:
+    """JSON as the API sent it, or the command's text with the document's control characters made visible."""
     if as_json:
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+    doc = visible_doc(doc)  # untrusted ids and names: never raw control characters to the terminal
     renderers: dict[str, Callable[[Any], str]] = {
         "sessions": render_sessions, "session": render_session, "servers": render_servers,
         "calls": lambda d: table(d["calls"], RECENT_CALL_COLUMNS), "usage": lambda d: table(d["usage"], USAGE_COLUMNS),

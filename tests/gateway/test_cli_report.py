@@ -796,3 +796,65 @@ async def test_a_no_store_gateway_beside_the_server_leaves_its_pid_file_and_setu
                 proc.terminate()
                 await asyncio.wait_for(proc.wait(), 30)
     assert not pid_file.exists()
+
+
+HOSTILE_SESSION = "cc-\x1b[31mred\x07-\x9b2J"  # ESC colour, BEL, and a C1 CSI that clears the screen
+HOSTILE_MODEL = "claude-\x1b]0;owned\x07-\x7f"  # an OSC title change, DEL
+CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every control character but the renderer's own newline
+
+
+def hostile_logs() -> bytes:
+    """The s2 capture moved to the present, with a session id and model name carrying control characters."""
+    from tests.ui.seed import otlp_logs_now
+
+    doc = orjson.loads(otlp_logs_now())
+    for record in (r for rl in doc["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]):
+        for attr in record["attributes"]:
+            if attr["key"] == "session.id":
+                attr["value"] = {"stringValue": HOSTILE_SESSION}
+            elif attr["key"] == "model":
+                attr["value"] = {"stringValue": HOSTILE_MODEL}
+    return orjson.dumps(doc)
+
+
+async def test_every_text_report_shows_control_characters_from_stored_data_escaped_and_json_keeps_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Session ids and model names from an OTLP sender, server and tool names and MCP session ids in call rows: no
+    raw control character reaches the terminal from any report's text (errors included), each is shown as its
+    escape (ESC as \\x1b); --json keeps the stored strings."""
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve(config)
+    now = dt.datetime.now(dt.UTC)
+    upstream, tool, mcp_id = "up\x1bstream", "to\x9bol\x00", "mcp-\x1b[2K-session"
+    try:
+        async with ClientSession() as http, http.post(f"http://{load_config(config).server.listen}/v1/logs",
+                                                      data=hostile_logs(),
+                                                      headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 200
+        service.writer.submit("calls", [
+            {"call_id": "hostile", "method": "tools/call", "upstream": upstream, "tool": tool, "exposed_name": tool,
+             "mcp_session_id": mcp_id, "cc_session_id": HOSTILE_SESSION, "status": "ok",
+             "started_at": now - dt.timedelta(seconds=1), "ended_at": now, "resp_bytes_upstream": 10}])
+        await service.writer.flush()
+    finally:
+        await runner.cleanup()
+        await service.close()
+    argv = ("--config", str(config), "--since", SINCE)
+    commands = [("sessions",), ("session", HOSTILE_SESSION), ("session", mcp_id), ("usage",), ("servers",),
+                ("servers", upstream), ("calls",), ("calls", "--session", HOSTILE_SESSION), ("budgets",)]
+    texts = [await report_all(capsys, *command, *argv[:2] if command == ("budgets",) else argv)
+             for command in commands]
+    for command, (code, out, err) in zip(commands, texts, strict=True):
+        assert code == 0 and err == "", (command, err)
+        assert not CONTROL.search(out), (command, out)
+    escaped = {HOSTILE_SESSION: "cc-\\x1b[31mred\\x07-\\x9b2J", HOSTILE_MODEL: "claude-\\x1b]0;owned\\x07-\\x7f",
+               upstream: "up\\x1bstream", tool: "to\\x9bol\\x00", mcp_id: "mcp-\\x1b[2K-session"}
+    for name, command in ((HOSTILE_SESSION, 0), (HOSTILE_MODEL, 3), (upstream, 4), (tool, 5), (mcp_id, 2)):
+        assert escaped[name] in texts[command][1], (name, commands[command])
+    assert escaped[tool] in texts[8][1]  # budgets: the tool's day spend, rebuilt from the store
+    code, out, err = await report_all(capsys, "session", "nope-\x1b[31m", *argv)
+    assert code == 1 and out == "" and not CONTROL.search(err.rstrip("\n")) and "nope-\\x1b[31m" in err
+    code, out, _ = await report_all(capsys, "usage", *argv, "--json")
+    assert code == 0 and {(r["session_id"], r["model"]) for r in orjson.loads(out)["usage"]} == {
+        (HOSTILE_SESSION, HOSTILE_MODEL)}
