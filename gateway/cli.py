@@ -471,8 +471,7 @@ def _report(args: argparse.Namespace) -> int:
     query = {k: str(getattr(args, k)) for k in keys if getattr(args, k, None) not in (None, "")}
     try:
         with _store_clients_quiet(args.log_level):
-            print(asyncio.run(_fetch_report(config, args.report, path, query, args.json,
-                                            getattr(args, "session_id", None))))
+            print(asyncio.run(_fetch_report(config, args.report, path, query, args.json)))
     except ReportError as exc:
         print(f"tollgate: report {args.report}: {visible(str(exc))}", file=sys.stderr)  # names stored ids
         return 1 if exc.status == 404 else 2
@@ -512,8 +511,7 @@ def _store_down(config: Config, exc: StoreUnavailable) -> int:
     return 3
 
 
-async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool,
-                        session_id: str | None = None) -> str:
+async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool) -> str:
     """Read through the running server's API when it owns the embedded store, else from the store directly."""
     from gateway.budget_cli import server_url
     from store.client import Store, require_existing_data
@@ -533,14 +531,14 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_http(base_url, api_path, api_query, token)
 
-        return render(command, await fetch_report(through_server, path, query, session_id, configured), as_json)
+        return render(command, await fetch_report(through_server, path, query, configured), as_json)
     try:
         await migrate(store)
 
         async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_direct(store, api_path, api_query, settings_of(config))  # as the server has them
 
-        return render(command, await fetch_report(direct, path, query, session_id, configured), as_json)
+        return render(command, await fetch_report(direct, path, query, configured), as_json)
     finally:
         await store.close()
 

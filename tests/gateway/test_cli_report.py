@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import re
 import socket
 import sys
@@ -858,3 +859,44 @@ async def test_every_text_report_shows_control_characters_from_stored_data_escap
     code, out, _ = await report_all(capsys, "usage", *argv, "--json")
     assert code == 0 and {(r["session_id"], r["model"]) for r in orjson.loads(out)["usage"]} == {
         (HOSTILE_SESSION, HOSTILE_MODEL)}
+
+
+async def rejections(http: Any, base_url: str) -> list[str]:
+    """The server's tollgate_http_rejections_total lines from /metrics."""
+    async with http.get(base_url + "/metrics") as response:
+        return [line for line in (await response.text()).splitlines()
+                if line.startswith("tollgate_http_rejections_total{")]
+
+
+async def test_a_session_id_prefix_resolves_in_one_request_that_is_no_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`report session PREFIX` and `report calls --session PREFIX` through the running server: the API resolves
+    the prefix itself, so a lookup that succeeds logs no refusal and leaves the rejections counter as it was."""
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    base_url = f"http://{load_config(config).server.listen}"
+    now = dt.datetime.now(dt.UTC)
+    mcp_id = "2efeb6c0" + "4" * 24
+    service.writer.submit("calls", [
+        {"call_id": "prefixed", "method": "tools/call", "upstream": "a", "tool": "echo", "exposed_name": "a__echo",
+         "mcp_session_id": mcp_id, "status": "ok", "started_at": now, "ended_at": now}])
+    await service.writer.flush()
+    argv = ("--config", str(config), "--json")
+    try:
+        async with ClientSession() as http:
+            before = await rejections(http, base_url)
+            with caplog.at_level(logging.INFO, logger="tollgate.rejections"):
+                session = await report_all(capsys, "session", "2efeb6", *argv)
+                listed = await report_all(capsys, "calls", "--session", "2efeb6", *argv)
+            after = await rejections(http, base_url)
+            async with http.get(base_url + "/api/sessions/2efeb") as response:  # a real miss is still refused
+                assert response.status == 404
+            missed = await rejections(http, base_url)
+    finally:
+        await runner.cleanup()
+        await service.close()
+    assert session[0] == 0 and orjson.loads(session[1])["session"]["session_id"] == mcp_id, session
+    assert listed[0] == 0 and [c["call_id"] for c in orjson.loads(listed[1])["calls"]] == ["prefixed"], listed
+    assert after == before and not [r for r in caplog.records if r.name == "tollgate.rejections"]
+    assert 'tollgate_http_rejections_total{route="/api",status="404"} 1' in missed
