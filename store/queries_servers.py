@@ -300,10 +300,14 @@ def _buckets(sizes: tuple[list[int], list[int]] | list[Any]) -> list[dict[str, i
 
 
 async def calls(store: Store, *, server: str | None = None, session: str | None = None,
-                since: dt.datetime | None = None, until: dt.datetime | None = None,
-                limit: int = 100) -> list[dict[str, Any]]:
-    """Recent calls, newest first; `session` matches the MCP or the bound Claude Code session id."""
+                call_ids: list[str] | None = None, since: dt.datetime | None = None,
+                until: dt.datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Recent calls as stored, newest first; `session` matches the MCP or the stored Claude Code session id,
+    `call_ids` these calls only. store/queries_calls.py adds the ties of the session page."""
     where, params = _range(since, until)
+    if call_ids is not None:
+        where += " AND call_id IN {call_ids:Array(String)}"
+        params["call_ids"] = call_ids
     if server:
         where += " AND upstream = {server:String}"
         params["server"] = server

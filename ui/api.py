@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from store import queries_servers, queries_turns, queries_usage
+from store import queries_calls, queries_servers, queries_turns, queries_usage
 from store.client import Store
 from store.errors import StoreError, StoreUnavailable
 from ui.openapi import spec
@@ -170,8 +170,8 @@ async def calls(store: Store, query: Query, _: Query, __: Settings) -> Answer:
     session_id = query.get("session") or None
 
     async def listed(session: str | None) -> list[dict[str, Any]]:
-        return await queries_servers.calls(store, server=query.get("server") or None, session=session,
-                                           since=since, until=until, limit=_int(query, "limit", 100, 1, 1000))
+        return await queries_calls.calls(store, server=query.get("server") or None, session=session,
+                                         since=since, until=until, limit=_int(query, "limit", 100, 1, 1000))
 
     rows = await listed(session_id)
     if rows or session_id is None:

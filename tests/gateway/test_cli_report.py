@@ -900,3 +900,50 @@ async def test_a_session_id_prefix_resolves_in_one_request_that_is_no_refusal(
     assert listed[0] == 0 and [c["call_id"] for c in orjson.loads(listed[1])["calls"]] == ["prefixed"], listed
     assert after == before and not [r for r in caplog.records if r.name == "tollgate.rejections"]
     assert 'tollgate_http_rejections_total{route="/api",status="404"} 1' in missed
+
+
+async def test_report_calls_selects_and_names_a_claude_code_session_as_its_session_page_ties_the_calls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first call of an MCP session carries a tool_use_id of the s4 capture and is stored before the gateway
+    knew the Claude Code session (no cc_session_id); the later one is stored with it. The session page lists
+    both; `report calls --session` must list the same calls and `report calls` name that session on each, live
+    and from the store. A call of another MCP session stays out."""
+    from tests.store.test_queries_turns import capture_events
+
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    results = [e for name in BATCHES for e in capture_events(name)
+               if e.get("event.name") == "tool_result" and e["tool_name"] == "mcp_tool"]
+    first = results[0]
+    cc_session = first["session.id"]
+    ended = dt.datetime.fromtimestamp(first["time"] / 1e9, dt.UTC) - dt.timedelta(milliseconds=3)
+
+    def call(call_id: str, mcp_id: str, at: dt.datetime, **ids: str) -> dict[str, Any]:
+        return {"call_id": call_id, "method": "tools/call", "upstream": "capture", "tool": "echo",
+                "exposed_name": "capture__echo", "mcp_session_id": mcp_id, "status": "ok", "started_at": at,
+                "ended_at": at, **ids}
+
+    service.writer.submit("calls", [
+        call("binding", "mcp-tie", ended, tool_use_id=first["tool_use_id"]),
+        call("bound", "mcp-tie", ended + dt.timedelta(seconds=1), cc_session_id=cc_session),
+        call("stranger", "mcp-other", ended + dt.timedelta(hours=2))])
+    await service.writer.flush()
+    argv = ("--config", str(config), "--since", SINCE, "--json")
+    commands = [("session", cc_session), ("calls", "--session", cc_session), ("calls",)]
+    try:
+        live = [await report_all(capsys, *command, *argv) for command in commands]
+    finally:
+        await runner.cleanup()
+        await service.close()
+    direct = [await report_all(capsys, *command, *argv) for command in commands]
+    assert direct == live
+    (code, page, _), (listed_code, listed, _), (all_code, everything, _) = live
+    assert code == listed_code == all_code == 0, live
+    page_doc = orjson.loads(page)
+    on_page = sorted(c["call_id"] for t in page_doc["turns"] for c in t["calls"])
+    on_page += sorted(c["call_id"] for c in page_doc["calls_outside_turns"])
+    assert sorted(on_page) == ["binding", "bound"]
+    assert sorted(c["call_id"] for c in orjson.loads(listed)["calls"]) == sorted(on_page)
+    named = {c["call_id"]: c["cc_session_id"] for c in orjson.loads(everything)["calls"]}
+    assert named == {"binding": cc_session, "bound": cc_session, "stranger": ""}
