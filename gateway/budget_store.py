@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.budgets import KEEP_SECONDS, Budgets, Spend
+from store.kinds import label
 
 log = logging.getLogger("tollgate.budgets")
 RETRY_SECONDS = 5.0
 
 SPEND_SQL = """
-SELECT upstream, tool,
+SELECT upstream, method, tool,
        toUnixTimestamp(toStartOfFifteenMinutes(started_at)) AS bucket,
        countIf(status != 'denied') AS calls,
        sumIf(req_bytes_client + resp_bytes_client, status != 'denied') AS bytes,
@@ -34,7 +35,7 @@ SELECT upstream, tool,
 FROM {db}.calls FINAL
 WHERE started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}
     AND upstream != ''  -- refused before routing: no upstream to charge (as enforcement.call_finished)
-GROUP BY upstream, tool, bucket
+GROUP BY upstream, method, tool, bucket
 """
 
 
@@ -56,7 +57,8 @@ async def load_spend(store: Queryable, budgets: Budgets, *, until: float | None 
     calls = 0
     for row in rows:
         spend = Spend(*(int(row[k]) for k in ("calls", "bytes", "tokens", "denied", "truncated", "warned")))
-        budgets.record(str(row["upstream"]), str(row["tool"]), "", float(row["bucket"]), spend)
+        tool = label(str(row["method"]), str(row["tool"]))  # as enforcement charges it live
+        budgets.record(str(row["upstream"]), tool, "", float(row["bucket"]), spend)
         calls += spend.calls
     return calls
 

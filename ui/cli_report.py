@@ -170,7 +170,8 @@ SERVER_COLUMNS: list[Column] = [
     ("EST TOKENS", "est_tokens", _n), ("TOOL LIST BYTES", "tool_list_bytes", _n),
     ("TOOL LIST TOKENS", "tool_list_est_tokens", _n)]
 RECENT_CALL_COLUMNS: list[Column] = [
-    ("STARTED", "started_at", _t), ("SERVER", "upstream", _s), ("TOOL", "tool", _s), ("STATUS", "status", _s),
+    ("STARTED", "started_at", _t), ("SERVER", "upstream", _s), ("KIND", "kind", _s), ("TOOL", "tool", _s),
+    ("STATUS", "status", _s),
     ("REQ BYTES", "req_bytes_client", _n), *RESULT_SIZES,
     ("EST TOKENS", "est_tokens", _n), ("MCP SESSION", "mcp_session_id", _short),
     ("CC SESSION", "cc_session_id", _short), ("TOOL USE ID", "tool_use_id", _s)]

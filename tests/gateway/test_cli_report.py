@@ -397,7 +397,7 @@ async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live
             for c in got_calls] == [(c["call_id"], c["tool"], c["status"], c["req_bytes_client"],
                                      c["resp_bytes_upstream"]) for c in newest]
     assert [line.split()[2:] for line in calls_table.splitlines()[1:]] == [
-        ["a", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
+        ["a", "tool", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
          f"{c['resp_bytes_client']:,}", f"{c['est_tokens']:,}", first[:12] + ".."] for c in newest]
 
     assert_more_reports(live_more, servers[0], on_a, calls_json)
@@ -440,9 +440,9 @@ def assert_more_reports(got: list[tuple[int, str, str]], server: dict[str, Any],
                                                           "resp_bytes_p50", "resp_bytes_p95", "resp_bytes_max")),
         server["resp_bytes_max_tool"], *(f"{server[k]:,}" for k in ("est_tokens", "tool_list_bytes",
                                                                      "tool_list_est_tokens"))]
-    assert re.split(r"\s{2,}", largest_header)[4:6] == ["REQ BYTES", "UPSTREAM BYTES"]
-    assert [row.split()[2:8] for row in largest] == [
-        ["a", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
+    assert re.split(r"\s{2,}", largest_header)[5:7] == ["REQ BYTES", "UPSTREAM BYTES"]
+    assert [row.split()[2:9] for row in largest] == [
+        ["a", "tool", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
          f"{c['est_tokens']:,}"] for c in sorted(on_a, key=lambda c: -c["resp_bytes_upstream"])]
     assert by_prefix[0] == 0 and orjson.loads(by_prefix[1]) == orjson.loads(calls_json)
     assert unknown_server == (1, "", "tollgate: report servers: no server 'nope'\n")
@@ -487,8 +487,8 @@ async def test_report_calls_shows_a_truncated_result_at_the_upstreams_size_and_a
     assert (call["status"], call["resp_bytes_client"]) == ("truncated", delivered)
     assert call["resp_bytes_upstream"] > 10000 > 2000 + ENVELOPE_BYTES >= delivered  # the result fits 2000
     header, row = text.splitlines()
-    assert re.split(r"\s{2,}", header)[4:8] == ["REQ BYTES", "UPSTREAM BYTES", "DELIVERED BYTES", "EST TOKENS"]
-    assert row.split()[3:8] == ["blob", "truncated", f"{len(body):,}", f"{call['resp_bytes_upstream']:,}",
+    assert re.split(r"\s{2,}", header)[5:9] == ["REQ BYTES", "UPSTREAM BYTES", "DELIVERED BYTES", "EST TOKENS"]
+    assert row.split()[3:9] == ["tool", "blob", "truncated", f"{len(body):,}", f"{call['resp_bytes_upstream']:,}",
                                 f"{delivered:,}"]
 
 
