@@ -152,8 +152,10 @@ async def _report_from_store(config: Config) -> dict[str, Any]:
 
 def print_report(snapshot: dict[str, Any], as_json: bool) -> None:
     from gateway.budget_report import render_budgets
+    from ui.terminal import visible_doc
 
     if as_json:
         print(json.dumps(snapshot, indent=2))
-    else:
-        print(render_budgets(snapshot) + f"\n\n(source: {snapshot.get('source', '?')})")
+    else:  # tool names come from upstreams: no raw control characters to the terminal
+        shown = visible_doc(snapshot)
+        print(render_budgets(shown) + f"\n\n(source: {shown.get('source', '?')})")

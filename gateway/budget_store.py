@@ -3,6 +3,7 @@
 Reads only; rows are written by the accounting observer, and a previous run's rows still in the writer's
 spill are stored first (a `replay` callable), or they would be missing from the spend. Spend counts calls
 not denied: one call each, request plus delivered response bytes, estimated tokens of the delivered result.
+A row with no upstream (refused before routing) is charged nothing, as live accounting charges it nothing.
 Only day windows are rebuilt: a session window is the client session's, and a restart forgets every session
 (their clients initialize new ones), so the sessions of past calls would only be counted as live ones.
 """
@@ -17,12 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.budgets import KEEP_SECONDS, Budgets, Spend
+from store.kinds import label
 
 log = logging.getLogger("tollgate.budgets")
 RETRY_SECONDS = 5.0
 
 SPEND_SQL = """
-SELECT upstream, tool,
+SELECT upstream, method, tool,
        toUnixTimestamp(toStartOfFifteenMinutes(started_at)) AS bucket,
        countIf(status != 'denied') AS calls,
        sumIf(req_bytes_client + resp_bytes_client, status != 'denied') AS bytes,
@@ -32,7 +34,8 @@ SELECT upstream, tool,
        countIf(budget_action = 'warn') AS warned
 FROM {db}.calls FINAL
 WHERE started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}
-GROUP BY upstream, tool, bucket
+    AND upstream != ''  -- refused before routing: no upstream to charge (as enforcement.call_finished)
+GROUP BY upstream, method, tool, bucket
 """
 
 
@@ -54,7 +57,8 @@ async def load_spend(store: Queryable, budgets: Budgets, *, until: float | None 
     calls = 0
     for row in rows:
         spend = Spend(*(int(row[k]) for k in ("calls", "bytes", "tokens", "denied", "truncated", "warned")))
-        budgets.record(str(row["upstream"]), str(row["tool"]), "", float(row["bucket"]), spend)
+        tool = label(str(row["method"]), str(row["tool"]))  # as enforcement charges it live
+        budgets.record(str(row["upstream"]), tool, "", float(row["bucket"]), spend)
         calls += spend.calls
     return calls
 

@@ -245,7 +245,11 @@ class Budgets:
         self.record(reservation.upstream, reservation.tool, reservation.session, started_at, actual)
 
     def record(self, upstream: str, tool: str, session: str, at: float, spend: Spend) -> None:
-        """Charge settled spend (live calls, or history rebuilt from the store)."""
+        """Charge settled spend (live calls, or history rebuilt from the store). A call with no upstream was
+        refused before routing (unknown tool, prompt or resource; bad params): no upstream's budget pays for it,
+        live or rebuilt, so no report shows a blank upstream."""
+        if not upstream:
+            return
         for scope in _scopes(upstream, tool):
             self.ledger.charge(scope, session, at, spend)
 

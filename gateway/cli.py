@@ -420,6 +420,7 @@ def _check_config(args: argparse.Namespace) -> int:
 async def _print_exposed_tools(config: Config) -> int:
     from gateway.hub import Hub
     from gateway.upstreams.factory import make_transport
+    from ui.terminal import visible
 
     hub = Hub(config, make_transport)
     await hub.start()
@@ -428,11 +429,11 @@ async def _print_exposed_tools(config: Config) -> int:
         print(f"\nexposed tools ({len(hub.catalog.tools)}):")
         for tool in hub.catalog.tools:
             upstream, original = hub.catalog.tool_routes[tool["name"]]
-            print(f"  {prefix}{tool['name']}  <-  {upstream}/{original}")
+            print(visible(f"  {prefix}{tool['name']}  <-  {upstream}/{original}"))  # names from upstreams
         _warn_unknown_budget_tools(config, hub.catalog)
         unhealthy = [u for u in hub.upstreams.values() if u.state.value != "ready"]
         for client in unhealthy:
-            print(f"upstream {client.name} is {client.state.value}: {client.last_error}")
+            print(visible(f"upstream {client.name} is {client.state.value}: {client.last_error}"))
         return 1 if unhealthy else 0
     finally:
         await hub.close()
@@ -462,17 +463,22 @@ def _reload(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from ui.cli_report import ReportError, api_path
+    from ui.terminal import visible
 
+    session_id = getattr(args, "session_id", None)
+    if session_id is not None and not session_id.strip():
+        print("tollgate: report session: a session id is required (got an empty one); `report sessions` lists "
+              "them, and `report usage` shows requests that carry none as '(no session id)'", file=sys.stderr)
+        return 2
     config = _load(args, data_dir=args.data_dir)
-    path = api_path(args.report, getattr(args, "session_id", None), getattr(args, "name", None))
+    path = api_path(args.report, session_id, getattr(args, "name", None))
     keys = ("since", "until", "server", "limit", "user", "offset", "session")
     query = {k: str(getattr(args, k)) for k in keys if getattr(args, k, None) not in (None, "")}
     try:
         with _store_clients_quiet(args.log_level):
-            print(asyncio.run(_fetch_report(config, args.report, path, query, args.json,
-                                            getattr(args, "session_id", None))))
+            print(asyncio.run(_fetch_report(config, args.report, path, query, args.json)))
     except ReportError as exc:
-        print(f"tollgate: report {args.report}: {exc}", file=sys.stderr)
+        print(f"tollgate: report {args.report}: {visible(str(exc))}", file=sys.stderr)  # names stored ids
         return 1 if exc.status == 404 else 2
     except StoreUnavailable as exc:
         return _store_down(config, exc)
@@ -510,8 +516,7 @@ def _store_down(config: Config, exc: StoreUnavailable) -> int:
     return 3
 
 
-async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool,
-                        session_id: str | None = None) -> str:
+async def _fetch_report(config: Config, command: str, path: str, query: dict[str, str], as_json: bool) -> str:
     """Read through the running server's API when it owns the embedded store, else from the store directly."""
     from gateway.budget_cli import server_url
     from store.client import Store, require_existing_data
@@ -531,14 +536,14 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_http(base_url, api_path, api_query, token)
 
-        return render(command, await fetch_report(through_server, path, query, session_id, configured), as_json)
+        return render(command, await fetch_report(through_server, path, query, configured), as_json)
     try:
         await migrate(store)
 
         async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_direct(store, api_path, api_query, settings_of(config))  # as the server has them
 
-        return render(command, await fetch_report(direct, path, query, session_id, configured), as_json)
+        return render(command, await fetch_report(direct, path, query, configured), as_json)
     finally:
         await store.close()
 

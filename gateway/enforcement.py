@@ -23,6 +23,7 @@ from gateway.budgets import Budgets, Decision, Reservation, Spend, day_bounds
 from gateway.config import BUDGET_LIMITS, BudgetConfig, Config, describe_budget
 from gateway.records import CallRecord, ToolListSnapshot
 from gateway.truncation import LIST_KEYS, json_size, truncate
+from store.kinds import label  # budgets key a resource or prompt by its label: tool overrides never match it
 
 log = logging.getLogger("tollgate.budgets")
 SPEND_UNKNOWN = "spend_unknown"
@@ -75,7 +76,8 @@ class BudgetPolicy:
                     "few minutes, or ask the user to check that Tollgate's store is reachable.")
         if call.upstream not in self.budgets.rules:
             return None  # nothing to check: no reservation either, the spend is charged when the call ends
-        admission = self.budgets.admit(call.upstream, call.tool, call.mcp_session_id, call.req_bytes_client)
+        admission = self.budgets.admit(call.upstream, label(call.method, call.tool), call.mcp_session_id,
+                                       call.req_bytes_client)
         for decision in admission.decisions:
             self._decided(call, decision)
         denial = admission.denial
@@ -86,10 +88,10 @@ class BudgetPolicy:
         return None
 
     def settle(self, call: CallRecord, result: dict[str, Any], size: int) -> dict[str, Any] | str:
-        if self.budgets.check_result(call.upstream, call.tool, sys.maxsize) is None:
+        if self.budgets.check_result(call.upstream, label(call.method, call.tool), sys.maxsize) is None:
             return result  # no result-size limit applies: skip re-encoding the result to measure it
         original = json_size(result)
-        decision = self.budgets.check_result(call.upstream, call.tool, original)
+        decision = self.budgets.check_result(call.upstream, label(call.method, call.tool), original)
         if decision is None:
             return result
         self._decided(call, decision)
@@ -119,7 +121,8 @@ class BudgetPolicy:
         if reservation is not None:
             self.budgets.settle(reservation, spend, record.started_at)
         else:  # denied before reserving, or an upstream without a budget (spend still shows in reports)
-            self.budgets.record(record.upstream, record.tool, record.mcp_session_id, record.started_at, spend)
+            self.budgets.record(record.upstream, label(record.method, record.tool), record.mcp_session_id,
+                                record.started_at, spend)
 
     def tool_list_changed(self, snapshot: ToolListSnapshot) -> None:
         self._tools[snapshot.upstream] = [tool for tool, _, _ in snapshot.tools]

@@ -1,5 +1,8 @@
 """Per-upstream reports over `calls` and `tool_lists` FINAL: volumes, errors, result sizes, context cost.
 
+Every kind of call counts (tools/call, resources/read, prompts/get: store/kinds.py), a resource or prompt named
+by its label ("resource notes://all") wherever a tool name is shown.
+
 Volumes come from the per-day rollup where it is fresh (store/rollup.py) and from `calls FINAL` for the rest of
 the range. Every query is bounded by a time range and a LIMIT. Used by `/api/servers*`, `/api/calls` and
 `tollgate report servers|calls`; callers format, this module only queries.
@@ -13,6 +16,7 @@ from typing import Any
 
 from store import rollup
 from store.client import Store
+from store.kinds import KIND_SQL, LABEL_SQL
 
 BYTES_PER_TOKEN = 4  # as gateway/metering.py estimates
 DEFAULT_DAYS = 30
@@ -81,17 +85,18 @@ SIZES_SQL = "SELECT sumMap(sizes) AS sizes FROM ({source})"
 # Not FINAL (it would merge every partition of the range, whatever the upstream): the largest `fetch` copies, then
 # one per call. A re-delivered call's copies are the same row, so the largest copies are the largest calls.
 LARGEST_SQL = """
-SELECT call_id, upstream, tool, mcp_session_id, cc_session_id, tool_use_id, started_at, status, req_bytes_client,
-       resp_bytes_upstream, text_bytes, est_tokens
-FROM (SELECT call_id, upstream, tool, mcp_session_id, cc_session_id, tool_use_id, started_at,
-             toString(status) AS status, req_bytes_client, resp_bytes_upstream, text_bytes, est_tokens, inserted_at
+SELECT call_id, upstream, tool, kind, mcp_session_id, cc_session_id, tool_use_id, started_at, status,
+       req_bytes_client, resp_bytes_upstream, text_bytes, est_tokens
+FROM (SELECT call_id, upstream, {label} AS tool, {kind} AS kind, mcp_session_id, cc_session_id, tool_use_id,
+             started_at, toString(status) AS status, req_bytes_client, resp_bytes_upstream, text_bytes, est_tokens,
+             inserted_at
       FROM {db}.calls WHERE {where} ORDER BY resp_bytes_upstream DESC LIMIT {fetch:UInt32})
 ORDER BY resp_bytes_upstream DESC, inserted_at DESC LIMIT 1 BY call_id LIMIT {limit:UInt32}
 """
 
 CALLS_SQL = """
-SELECT call_id, method, upstream, tool, exposed_name, mcp_session_id, cc_session_id, tool_use_id, started_at,
-       ended_at, duration_ms, toString(status) AS status, error, req_bytes_client, req_bytes_upstream,
+SELECT call_id, method, {kind} AS kind, upstream, tool, exposed_name, mcp_session_id, cc_session_id, tool_use_id,
+       started_at, ended_at, duration_ms, toString(status) AS status, error, req_bytes_client, req_bytes_upstream,
        resp_bytes_upstream, resp_bytes_client, text_bytes, est_tokens, toString(budget_action) AS budget_action
 FROM {db}.calls FINAL WHERE {where} ORDER BY started_at DESC LIMIT {limit:UInt32}
 """
@@ -134,7 +139,8 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 def _sql(store: Store, template: str, where: str = "1") -> str:
-    return (template.replace("{db}", store.database).replace("{where}", where)
+    return (template.replace("{db}", store.database).replace("{where}", where).replace("{label}", LABEL_SQL)
+            .replace("{kind}", KIND_SQL)
             .replace("{per_token_minus_1}", str(BYTES_PER_TOKEN - 1)).replace("{per_token}", str(BYTES_PER_TOKEN)))
 
 
@@ -248,7 +254,7 @@ async def _add_max_tools(store: Store, rows: list[dict[str, Any]], where: str, p
 
 async def _largest(store: Store, where: str, params: dict[str, Any], calls: int) -> list[dict[str, Any]]:
     """The `limit` largest results, fetching more copies while re-delivered ones crowd out distinct calls."""
-    sql = _sql(store, LARGEST_SQL, where + " AND method = 'tools/call'")
+    sql = _sql(store, LARGEST_SQL, where)
     fetch = 2 * params["limit"]
     rows = await store.query(sql, {**params, "fetch": fetch})
     while len(rows) < min(params["limit"], calls):  # ends: once fetch covers every copy, all calls are there
@@ -270,7 +276,7 @@ async def _timeline(store: Store, where: str, params: dict[str, Any], mine: str,
     span = (last - first).total_seconds()
     bucket = next((b for b in FINE_BUCKETS if span / b < MAX_POINTS), FINE_BUCKETS[-1])
     narrowed = where + (" AND started_at >= {first:DateTime64(6, 'UTC')}"
-                        " AND started_at <= {last:DateTime64(6, 'UTC')} AND method = 'tools/call'")
+                        " AND started_at <= {last:DateTime64(6, 'UTC')}")
     points = await store.query(_sql(store, FINE_SQL, narrowed), {**params, "first": first, "last": last,
                                                                   "bucket": bucket})
     return {"bucket_seconds": bucket, "points": _filled(points, bucket)}
@@ -300,10 +306,14 @@ def _buckets(sizes: tuple[list[int], list[int]] | list[Any]) -> list[dict[str, i
 
 
 async def calls(store: Store, *, server: str | None = None, session: str | None = None,
-                since: dt.datetime | None = None, until: dt.datetime | None = None,
-                limit: int = 100) -> list[dict[str, Any]]:
-    """Recent calls, newest first; `session` matches the MCP or the bound Claude Code session id."""
+                call_ids: list[str] | None = None, since: dt.datetime | None = None,
+                until: dt.datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Recent calls as stored, newest first; `session` matches the MCP or the stored Claude Code session id,
+    `call_ids` these calls only. store/queries_calls.py adds the ties of the session page."""
     where, params = _range(since, until)
+    if call_ids is not None:
+        where += " AND call_id IN {call_ids:Array(String)}"
+        params["call_ids"] = call_ids
     if server:
         where += " AND upstream = {server:String}"
         params["server"] = server

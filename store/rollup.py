@@ -1,4 +1,5 @@
-"""The per-day rollup of tools/call rows (migration 0004): refreshing it, and the row source the servers views read.
+"""The per-day rollup of calls (migration 0004; every kind since 0006, per tool under its store/kinds.py label):
+refreshing it, and the row source the servers views read.
 
 A day's rollup rows are used only while the day's insert mark still equals the one seen when they were computed;
 every other day in a range is read from `calls FINAL`, so late or re-delivered rows are never missed nor doubled.
@@ -14,6 +15,7 @@ from typing import Any
 from store import statuses
 from store.client import Store
 from store.errors import StoreQueryError
+from store.kinds import LABEL_SQL
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,10 @@ ORDER BY day DESC LIMIT {{limit:UInt32}}
 REFRESH_SQL = f"""
 INSERT INTO {{db}}.calls_rollup (marks_seen, {COLUMNS})
 SELECT m.marked, s.* FROM (
-    SELECT {_fill(STATES, per_tool="toUInt8(1 - grouping(tool))", tool="tool")} FROM {{db}}.calls FINAL
-    WHERE started_at >= {{first:DateTime64(6, 'UTC')}} AND started_at < {{end:DateTime64(6, 'UTC')}}
-        AND toDate(started_at) IN {{days:Array(Date)}} AND method = 'tools/call'
+    SELECT {_fill(STATES, per_tool="toUInt8(1 - grouping(tool))", tool="tool")} FROM (
+        SELECT * REPLACE ({LABEL_SQL} AS tool) FROM {{db}}.calls FINAL
+        WHERE started_at >= {{first:DateTime64(6, 'UTC')}} AND started_at < {{end:DateTime64(6, 'UTC')}}
+            AND toDate(started_at) IN {{days:Array(Date)}})
     GROUP BY GROUPING SETS ((day, upstream, tool), (day, upstream))) AS s
 INNER JOIN (SELECT arrayJoin(arrayZip({{days:Array(Date)}}, {{marks:Array(DateTime64(6, 'UTC'))}})) AS p,
                    p.1 AS day, p.2 AS marked) AS m ON m.day = s.day
@@ -78,8 +81,9 @@ SOURCE = f"""
 SELECT {COLUMNS} FROM {{db}}.calls_rollup FINAL
 WHERE day IN {{fresh:Array(Date)}} AND per_tool = {{per_tool_value}} AND {{rollup_where}}
 UNION ALL
-SELECT {STATES} FROM {{db}}.calls FINAL
-WHERE {{where}} AND ({{gaps}}) AND method = 'tools/call' AND toDate(started_at) NOT IN {{fresh:Array(Date)}}
+SELECT {STATES} FROM (
+    SELECT * REPLACE ({LABEL_SQL} AS tool) FROM {{db}}.calls FINAL
+    WHERE {{where}} AND ({{gaps}}) AND toDate(started_at) NOT IN {{fresh:Array(Date)}})
 GROUP BY {{group_by}}
 """
 MAX_GAPS = 16  # time intervals spelled out for the calls read; past that the index is not worth a long condition

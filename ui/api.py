@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from store import queries_servers, queries_turns, queries_usage, sums
+from store import queries_calls, queries_servers, queries_turns, queries_usage, sums
 from store.client import Store
 from store.errors import StoreError, StoreUnavailable
 from ui.openapi import spec
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 STORE_KEY = web.AppKey("api_store", Store)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MIN_PREFIX = 6  # reports and the UI show ids cut to 8 or 12 characters
+PREFIX_PAGES, PAGE = 4, 500  # a prefix is looked up in at most this many pages of the sessions list
 
 
 class BadRequest(Exception):
@@ -122,9 +124,46 @@ async def sessions(store: Store, query: Query, _: Query, __: Settings) -> Answer
         limit=_int(query, "limit", 50, 1, 500), offset=_int(query, "offset", 0, 0, 1_000_000))
 
 
-async def session(store: Store, _: Query, match: Query, settings: Settings) -> Answer:
+async def session(store: Store, query: Query, match: Query, settings: Settings) -> Answer:
+    """A session by its id, or by the start of exactly one id (looked up in the query's time range), so the CLI
+    and the UI resolve a prefix in one request instead of a refused one (404) and a second."""
     detail = await queries_turns.session_detail(store, match["id"], settings.gateway_names)
+    if detail is not None:
+        return 200, detail
+    resolved = await resolve_prefix(store, match["id"], query)
+    if isinstance(resolved, tuple):
+        return resolved
+    detail = await queries_turns.session_detail(store, resolved, settings.gateway_names)
     return (404, {"error": f"no session {match['id']!r}"}) if detail is None else (200, detail)
+
+
+async def resolve_prefix(store: Store, prefix: str, query: Query) -> str | Answer:
+    """`prefix` when it is a whole session id, else the one session id starting with it among the listed
+    sessions (in the query's time range, at most PREFIX_PAGES pages) and the MCP and Claude Code session ids of
+    the latest 1,000 calls; else the answer refusing it: 404 when none (or the prefix is too short to be taken
+    as one), 409 naming the candidates."""
+    since, until = _window(query)
+    found: dict[str, None] = {}  # ordered: newest first
+    for page in range(PREFIX_PAGES):
+        doc = await queries_turns.list_sessions(store, since=since, until=until, limit=PAGE, offset=page * PAGE)
+        found.update(dict.fromkeys(s["session_id"] for s in doc["sessions"] if s["session_id"].startswith(prefix)))
+        if doc["next_offset"] is None:
+            break
+    recent = await queries_servers.calls(store, since=since, until=until, limit=1000)
+    found.update(dict.fromkeys(
+        i for c in recent for i in (c["mcp_session_id"], c.get("cc_session_id") or "") if i.startswith(prefix)))
+    if prefix in found:  # a whole id (a session with no calls on one server, say), whatever its length
+        return prefix
+    if len(prefix) < MIN_PREFIX:
+        return 404, {"error": f"no session {prefix!r} (an id prefix needs at least {MIN_PREFIX} characters)"}
+    if len(found) == 1:
+        return next(iter(found))
+    if not found:
+        looked = str(doc["since"]).replace("T", " ")[:19]
+        return 404, {"error": f"no session {prefix!r}, and no session id starts with it (looked at sessions "
+                              f"since {looked} UTC; --since looks further back)"}
+    listed = ", ".join(list(found)[:10]) + (f", ... ({len(found) - 10} more)" if len(found) > 10 else "")
+    return 409, {"error": f"{prefix!r} is the start of {len(found)} session ids: {listed}; give more characters"}
 
 
 async def usage(store: Store, query: Query, _: Query, __: Settings) -> Answer:
@@ -142,10 +181,21 @@ async def server(store: Store, query: Query, match: Query, __: Settings) -> Answ
 
 
 async def calls(store: Store, query: Query, _: Query, __: Settings) -> Answer:
+    """Recent calls; a `session` no call has is taken as the start of one session id (`resolve_prefix`)."""
     since, until = _window(query)
-    return 200, {"calls": await queries_servers.calls(
-        store, server=query.get("server") or None, session=query.get("session") or None,
-        since=since, until=until, limit=_int(query, "limit", 100, 1, 1000))}
+    session_id = query.get("session") or None
+
+    async def listed(session: str | None) -> list[dict[str, Any]]:
+        return await queries_calls.calls(store, server=query.get("server") or None, session=session,
+                                         since=since, until=until, limit=_int(query, "limit", 100, 1, 1000))
+
+    rows = await listed(session_id)
+    if rows or session_id is None:
+        return 200, {"calls": rows}
+    resolved = await resolve_prefix(store, session_id, query)
+    if isinstance(resolved, tuple):
+        return resolved
+    return 200, {"calls": rows if resolved == session_id else await listed(resolved)}
 
 
 async def openapi(_: Store, __: Query, ___: Query, ____: Settings) -> Answer:

@@ -15,11 +15,10 @@ import orjson
 
 from store.client import Store
 from ui.api import NO_SETTINGS, Settings, answer, check_window, resolve
+from ui.terminal import visible_doc
 
 Column = tuple[str, str, Callable[[Any], str]]  # (header, key, format)
 Fetch = Callable[[str, Mapping[str, str]], Awaitable[Any]]  # (API path, query) -> document
-MIN_PREFIX = 6  # reports and the UI show ids cut to 8 or 12 characters
-PREFIX_PAGES, PAGE = 4, 500  # a prefix is looked up in at most this many pages of the sessions list
 
 
 class ReportError(Exception):
@@ -59,65 +58,27 @@ async def fetch_http(base_url: str, path: str, query: Mapping[str, str], token: 
                                f"({exc or type(exc).__name__}); pass the config it serves with") from None
 
 
-async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], session_id: str | None = None,
-                       configured: Collection[str] = ()) -> Any:
-    """The document at `path`; for `report session`, an id no session has is taken as the start of one, as is
-    `report calls --session`'s; a `--server` without calls that no store row or config entry (`configured`)
-    names is an error. A time range ending before it starts is refused before anything is fetched."""
+async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], configured: Collection[str] = ()) -> Any:
+    """The document at `path`; `report session` and `report calls --session` take the start of one session id,
+    which the API resolves itself (one request, no refusal). A `--server` without calls that no store row or
+    config entry (`configured`) names is an error. A time range ending before it starts is refused before
+    anything is fetched."""
     if (why := check_window(query)) is not None:
         raise ReportError(400, why)
-    if session_id is not None and not session_id.strip():
-        raise ReportError(400, "a session id is required (got an empty one); `report sessions` lists them, and "
-                               "`report usage` shows requests that carry none as '(no session id)'")
     if path == "/api/calls":
         return await fetch_calls(fetch, query, configured)
-    try:
-        return await fetch(path, query)
-    except ReportError as exc:
-        if session_id is None or exc.status != 404:
-            raise
-        if len(session_id) < MIN_PREFIX:
-            raise ReportError(404, f"{exc} (an id prefix needs at least {MIN_PREFIX} characters)") from None
-    return await fetch(api_path("session", await resolve_session(fetch, session_id, query)), query)
+    return await fetch(path, query)
 
 
 async def fetch_calls(fetch: Fetch, query: Mapping[str, str], configured: Collection[str]) -> Any:
-    """`/api/calls`; when it lists none, an unknown `server` is an error (as `report servers NAME` says it) and a
-    `session` no call has is taken as the start of one session id."""
+    """`/api/calls`; when it lists none, an unknown `server` is an error (as `report servers NAME` says it)."""
     doc = await fetch("/api/calls", query)
     if doc["calls"]:
         return doc
     window = {key: query[key] for key in ("since", "until") if key in query}
     if (server := query.get("server")) and server not in configured:
         await fetch(api_path("servers", server=server), window)  # 404: no server {server!r}
-    if not (prefix := query.get("session")):
-        return doc
-    if len(prefix) < MIN_PREFIX:
-        raise ReportError(404, f"no session {prefix!r} (an id prefix needs at least {MIN_PREFIX} characters)")
-    session_id = await resolve_session(fetch, prefix, query)
-    return doc if session_id == prefix else await fetch("/api/calls", {**query, "session": session_id})
-
-
-async def resolve_session(fetch: Fetch, prefix: str, query: Mapping[str, str]) -> str:
-    """The one session id starting with `prefix` among the listed sessions (in the query's time range, at most
-    PREFIX_PAGES pages) and the MCP and Claude Code session ids of the latest 1,000 calls."""
-    window = {key: query[key] for key in ("since", "until") if key in query}
-    found: dict[str, None] = {}  # ordered: newest first
-    for page in range(PREFIX_PAGES):
-        doc = await fetch("/api/sessions", {**window, "limit": str(PAGE), "offset": str(page * PAGE)})
-        found.update(dict.fromkeys(s["session_id"] for s in doc["sessions"] if s["session_id"].startswith(prefix)))
-        if doc["next_offset"] is None:
-            break
-    calls = (await fetch("/api/calls", {**window, "limit": "1000"}))["calls"]
-    found.update(dict.fromkeys(
-        i for c in calls for i in (c["mcp_session_id"], c.get("cc_session_id") or "") if i.startswith(prefix)))
-    if len(found) == 1:
-        return next(iter(found))
-    if not found:
-        raise ReportError(404, f"no session {prefix!r}, and no session id starts with it (looked at sessions "
-                               f"since {_t(doc['since'])} UTC; --since looks further back)")
-    listed = ", ".join(list(found)[:10]) + (f", ... ({len(found) - 10} more)" if len(found) > 10 else "")
-    raise ReportError(409, f"{prefix!r} is the start of {len(found)} session ids: {listed}; give more characters")
+    return doc
 
 
 def _checked(status: int, body: bytes) -> Any:
@@ -221,7 +182,8 @@ SERVER_COLUMNS: list[Column] = [
     ("EST TOKENS", "est_tokens", _n), ("TOOL LIST BYTES", "tool_list_bytes", _n),
     ("TOOL LIST TOKENS", "tool_list_est_tokens", _n)]
 RECENT_CALL_COLUMNS: list[Column] = [
-    ("STARTED", "started_at", _t), ("SERVER", "upstream", _s), ("TOOL", "tool", _s), ("STATUS", "status", _s),
+    ("STARTED", "started_at", _t), ("SERVER", "upstream", _s), ("KIND", "kind", _s), ("TOOL", "tool", _s),
+    ("STATUS", "status", _s),
     ("REQ BYTES", "req_bytes_client", _n), *RESULT_SIZES,
     ("EST TOKENS", "est_tokens", _n), ("MCP SESSION", "mcp_session_id", _short),
     ("CC SESSION", "cc_session_id", _short), ("TOOL USE ID", "tool_use_id", _s)]
@@ -283,8 +245,10 @@ def render_servers(doc: Mapping[str, Any]) -> str:
 
 
 def render(command: str, doc: Any, as_json: bool) -> str:
+    """JSON as the API sent it, or the command's text with the document's control characters made visible."""
     if as_json:
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+    doc = visible_doc(doc)  # untrusted ids and names: never raw control characters to the terminal
     renderers: dict[str, Callable[[Any], str]] = {
         "sessions": render_sessions, "session": render_session, "servers": render_servers,
         "calls": lambda d: table(d["calls"], RECENT_CALL_COLUMNS), "usage": lambda d: table(d["usage"], USAGE_COLUMNS),

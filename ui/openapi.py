@@ -242,8 +242,9 @@ def spec() -> dict[str, Any]:
                 _param("offset", "rows to skip (default 0)", {"type": "integer", "minimum": 0})],
                 _ok("One page of sessions", "SessionPage")),
             "/api/sessions/{id}": _get("A session: roll-up, turns with their tool calls, per-tool cost", [
-                _param("id", "Claude Code session.id, or an MCP session id no Claude Code session claims", STR,
-                       where="path")], _ok("The session", "SessionDetail"), not_found=True),
+                _param("id", "Claude Code session.id, or an MCP session id no Claude Code session claims, or the "
+                             "start (6+ characters) of exactly one such id in the time range (409 when several)",
+                       STR, where="path"), SINCE, UNTIL], _ok("The session", "SessionDetail"), not_found=True),
             "/api/usage": _get("Tokens, spend and requests per session and model", [SINCE, UNTIL],
                                _ok("Usage rows", "Usage")),
             "/api/servers": _get("Per upstream: calls, errors, bytes (p50/p95/max), est tokens, tool-list size",
@@ -255,7 +256,9 @@ def spec() -> dict[str, Any]:
                 _ok("The server", "ServerDetail"), not_found=True),
             "/api/calls": _get("Recent tool calls, newest first", [
                 _param("server", "upstream name", STR),
-                _param("session", "MCP session id or bound Claude Code session id", STR), SINCE, UNTIL,
+                _param("session", "MCP session id or bound Claude Code session id; when no call has it, the start "
+                                  "(6+ characters) of exactly one session id (404 when none, 409 when several)",
+                       STR), SINCE, UNTIL,
                 _param("limit", "rows (1-1000, default 100)", {**limit, "maximum": 1000})],
                 _ok("Calls", "Calls")),
             "/api/budgets": {"get": {

@@ -445,7 +445,7 @@ async def test_fail_closed_refuses_calls_until_the_store_answers() -> None:
             "action": "deny", "used": 0.0, "limit": 0.0, "window": "", "reset_at": None, "gateway_id": "g"}
         assert counts.seen == [{"name": "tollgate_budget_decisions_total", "upstream": "docs", "action": "deny",
                                 "limit": SPEND_UNKNOWN}]
-        store.answer = [{"upstream": "docs", "tool": "search", "bucket": clock() - 60,
+        store.answer = [{"upstream": "docs", "method": "tools/call", "tool": "search", "bucket": clock() - 60,
                          "calls": 4, "bytes": 10, "tokens": 1, "denied": 0, "truncated": 0, "warned": 0}]
         await asyncio.wait_for(loader.loaded.wait(), 5)
         assert await policy.admit(call(), {}) is None
@@ -468,9 +468,9 @@ async def test_fail_open_serves_from_zero_when_the_store_is_down() -> None:
 async def test_load_spend_charges_days_and_no_session() -> None:
     clock = Clock(dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC))
     store = BrokenStore()
-    store.answer = [{"upstream": "docs", "tool": "a", "bucket": clock() - 86400,
+    store.answer = [{"upstream": "docs", "method": "tools/call", "tool": "a", "bucket": clock() - 86400,
                      "calls": 2, "bytes": 5, "tokens": 1, "denied": 1, "truncated": 0, "warned": 0},
-                    {"upstream": "docs", "tool": "a", "bucket": clock() - 900,
+                    {"upstream": "docs", "method": "tools/call", "tool": "a", "bucket": clock() - 900,
                      "calls": 3, "bytes": 7, "tokens": 2, "denied": 0, "truncated": 1, "warned": 0}]
     b = Budgets({"docs": BudgetConfig()}, clock)
     assert await load_spend(store, b) == 5

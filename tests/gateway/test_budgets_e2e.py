@@ -27,6 +27,7 @@ from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, TextC
 import gateway.records
 from gateway import jsonrpc
 from gateway.budget_cli import budgets_report
+from gateway.budget_report import render_budgets
 from gateway.budgets import ENVELOPE_BYTES
 from gateway.cli import open_service
 from gateway.config import BudgetConfig, Config, StoreConfig, UpstreamConfig, load_config
@@ -341,6 +342,40 @@ async def test_a_restart_rebuilds_the_days_spend_but_no_session_spend(tmp_path: 
             assert not (await client.call_tool("b__echo", {"text": "after"})).is_error
             assert session_windows(await budget_view(svc, "b")) == (
                 5, 1, 1, [("session_calls", 1), ("day_calls", 5)])
+
+
+async def test_spend_after_a_restart_equals_spend_before_it_with_calls_refused_before_routing(
+    tmp_path: Path,
+) -> None:
+    """A call to an unknown tool leaves a protocol_error row with no upstream; live budgets charge it to no one,
+    so the spend rebuilt from the store (by a restarted server and by `report budgets` without one) must not
+    either: no upstream with a blank name, the same day spend per upstream and tool."""
+    config = gateway_config(budget_upstream("b", BudgetConfig(day_calls=10)))
+
+    def spend(snapshot: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [(u["upstream"], u["day"]["calls"], u["day"]["bytes"], u["day"]["tokens"],
+                 [(t["tool"], t["day"]) for t in u["tools"]]) for u in snapshot["upstreams"]]
+
+    async def snapshot(svc: Running) -> dict[str, Any]:
+        async with Http() as http, http.get(svc.base_url + "/api/budgets") as response:
+            return dict(await response.json())
+
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        assert not (await client.call_tool("b__echo", {"text": "routed"})).is_error
+        for unknown in ("bogus", "nonexist__echo", "b__bogus"):
+            with pytest.raises(MCPError):
+                await client.call_tool(unknown, {})
+        assert not (await client.call_tool("b__echo", {"text": "routed again"})).is_error
+        live = spend(await snapshot(svc))
+        unrouted = await svc.query("SELECT count() AS n FROM calls FINAL WHERE upstream = ''")
+    assert unrouted == [{"n": 3}]  # the refused calls are stored, so the rebuild does read them
+    assert [u[0] for u in live] == ["b"] and live[0][1] == 2
+    async with running_service(config, tmp_path / "db") as svc:
+        assert spend(await snapshot(svc)) == live
+    stored = replace(config, store=StoreConfig(dsn=f"chdb://{tmp_path / 'db'}"))
+    offline = await budgets_report(stored)
+    assert spend(offline) == live
+    assert "\n: " not in render_budgets(offline)
 
 
 async def test_restarts_at_one_second_to_midnight_and_at_midnight_rebuild_the_right_day(
@@ -750,3 +785,40 @@ async def test_concurrent_calls_with_bounded_results_pass_a_session_bytes_limit_
     assert {r["status"] for r in served} == {"truncated"} and largest <= 1000 + ENVELOPE_BYTES
     assert 1500 < charged <= 1500 + largest  # past the limit by the last admitted call's result at most
     assert {r["budget_limit"] for r in rows if r["status"] == "denied"} == {"session_bytes"}
+
+
+async def test_servers_budgets_and_calls_count_resource_reads_and_prompts_alike_and_label_them(
+    tmp_path: Path
+) -> None:
+    """tools/call, resources/read and prompts/get each leave one row and are one call in every view: the servers
+    list and page, the budget spend (live and rebuilt from the store) and the calls list agree on the count; a
+    resource or prompt is labelled as such, never shown as a tool."""
+    config = gateway_config(budget_upstream("b", BudgetConfig(day_calls=100)))
+
+    async def get(svc: Running, path: str) -> Any:
+        async with Http() as http, http.get(svc.base_url + path) as response:
+            assert response.status == 200, path
+            return await response.json()
+
+    async with running_service(config, tmp_path / "db") as svc, mcp_session(svc.mcp_url) as client:
+        for text in ("one", "two"):
+            assert not (await client.call_tool("b__echo", {"text": text})).is_error
+        await client.read_resource(RESOURCE_URI)
+        await client.get_prompt("b__long_prompt", {"repeat": "1"})
+        await svc.flushed()
+        (server,) = [s for s in (await get(svc, "/api/servers"))["servers"] if s["upstream"] == "b"]
+        page = await get(svc, "/api/servers/b")
+        listed = (await get(svc, "/api/calls?server=b"))["calls"]
+        spent = await budget_view(svc, "b")
+    labels = {"echo": 2, f"resource {RESOURCE_URI}": 1, "prompt long_prompt": 1}
+    assert server["calls"] == page["server"]["calls"] == spent["day"]["calls"] == len(listed) == 4
+    assert {t["tool"]: t["calls"] for t in page["tools"]} == labels
+    assert {t["tool"]: t["day"]["calls"] for t in spent["tools"]} == labels
+    assert sorted((c["kind"], c["tool"]) for c in listed) == [
+        ("prompt", "long_prompt"), ("resource", RESOURCE_URI), ("tool", "echo"), ("tool", "echo")]
+    assert {(r["kind"], r["tool"]) for r in page["largest_results"]} == {
+        ("tool", "echo"), ("resource", f"resource {RESOURCE_URI}"), ("prompt", "prompt long_prompt")}
+    assert sum(p["calls"] for p in page["timeline"]["points"]) == 4
+    stored = replace(config, store=StoreConfig(dsn=f"chdb://{tmp_path / 'db'}"))
+    (rebuilt,) = (await budgets_report(stored))["upstreams"]
+    assert rebuilt["day"]["calls"] == 4 and {t["tool"]: t["day"]["calls"] for t in rebuilt["tools"]} == labels

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import re
 import socket
 import sys
@@ -396,7 +397,7 @@ async def test_report_servers_and_calls_show_the_gateways_own_calls_exactly_live
             for c in got_calls] == [(c["call_id"], c["tool"], c["status"], c["req_bytes_client"],
                                      c["resp_bytes_upstream"]) for c in newest]
     assert [line.split()[2:] for line in calls_table.splitlines()[1:]] == [
-        ["a", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
+        ["a", "tool", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
          f"{c['resp_bytes_client']:,}", f"{c['est_tokens']:,}", first[:12] + ".."] for c in newest]
 
     assert_more_reports(live_more, servers[0], on_a, calls_json)
@@ -439,9 +440,9 @@ def assert_more_reports(got: list[tuple[int, str, str]], server: dict[str, Any],
                                                           "resp_bytes_p50", "resp_bytes_p95", "resp_bytes_max")),
         server["resp_bytes_max_tool"], *(f"{server[k]:,}" for k in ("est_tokens", "tool_list_bytes",
                                                                      "tool_list_est_tokens"))]
-    assert re.split(r"\s{2,}", largest_header)[4:6] == ["REQ BYTES", "UPSTREAM BYTES"]
-    assert [row.split()[2:8] for row in largest] == [
-        ["a", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
+    assert re.split(r"\s{2,}", largest_header)[5:7] == ["REQ BYTES", "UPSTREAM BYTES"]
+    assert [row.split()[2:9] for row in largest] == [
+        ["a", "tool", c["tool"], c["status"], f"{c['req_bytes_client']:,}", f"{c['resp_bytes_upstream']:,}",
          f"{c['est_tokens']:,}"] for c in sorted(on_a, key=lambda c: -c["resp_bytes_upstream"])]
     assert by_prefix[0] == 0 and orjson.loads(by_prefix[1]) == orjson.loads(calls_json)
     assert unknown_server == (1, "", "tollgate: report servers: no server 'nope'\n")
@@ -486,8 +487,8 @@ async def test_report_calls_shows_a_truncated_result_at_the_upstreams_size_and_a
     assert (call["status"], call["resp_bytes_client"]) == ("truncated", delivered)
     assert call["resp_bytes_upstream"] > 10000 > 2000 + ENVELOPE_BYTES >= delivered  # the result fits 2000
     header, row = text.splitlines()
-    assert re.split(r"\s{2,}", header)[4:8] == ["REQ BYTES", "UPSTREAM BYTES", "DELIVERED BYTES", "EST TOKENS"]
-    assert row.split()[3:8] == ["blob", "truncated", f"{len(body):,}", f"{call['resp_bytes_upstream']:,}",
+    assert re.split(r"\s{2,}", header)[5:9] == ["REQ BYTES", "UPSTREAM BYTES", "DELIVERED BYTES", "EST TOKENS"]
+    assert row.split()[3:9] == ["tool", "blob", "truncated", f"{len(body):,}", f"{call['resp_bytes_upstream']:,}",
                                 f"{delivered:,}"]
 
 
@@ -912,3 +913,153 @@ async def test_requests_without_session_id_are_kept_reported_under_a_label_and_n
     code, out, err = empty
     assert code != 0 and out == ""
     assert err.startswith("tollgate: report session: a session id is required (got an empty one)")
+
+
+HOSTILE_SESSION = "cc-\x1b[31mred\x07-\x9b2J"  # ESC colour, BEL, and a C1 CSI that clears the screen
+HOSTILE_MODEL = "claude-\x1b]0;owned\x07-\x7f"  # an OSC title change, DEL
+CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every control character but the renderer's own newline
+
+
+def hostile_logs() -> bytes:
+    """The s2 capture moved to the present, with a session id and model name carrying control characters."""
+    from tests.ui.seed import otlp_logs_now
+
+    doc = orjson.loads(otlp_logs_now())
+    for record in (r for rl in doc["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]):
+        for attr in record["attributes"]:
+            if attr["key"] == "session.id":
+                attr["value"] = {"stringValue": HOSTILE_SESSION}
+            elif attr["key"] == "model":
+                attr["value"] = {"stringValue": HOSTILE_MODEL}
+    return orjson.dumps(doc)
+
+
+async def test_every_text_report_shows_control_characters_from_stored_data_escaped_and_json_keeps_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Session ids and model names from an OTLP sender, server and tool names and MCP session ids in call rows: no
+    raw control character reaches the terminal from any report's text (errors included), each is shown as its
+    escape (ESC as \\x1b); --json keeps the stored strings."""
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve(config)
+    now = dt.datetime.now(dt.UTC)
+    upstream, tool, mcp_id = "up\x1bstream", "to\x9bol\x00", "mcp-\x1b[2K-session"
+    try:
+        async with ClientSession() as http, http.post(f"http://{load_config(config).server.listen}/v1/logs",
+                                                      data=hostile_logs(),
+                                                      headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 200
+        service.writer.submit("calls", [
+            {"call_id": "hostile", "method": "tools/call", "upstream": upstream, "tool": tool, "exposed_name": tool,
+             "mcp_session_id": mcp_id, "cc_session_id": HOSTILE_SESSION, "status": "ok",
+             "started_at": now - dt.timedelta(seconds=1), "ended_at": now, "resp_bytes_upstream": 10}])
+        await service.writer.flush()
+    finally:
+        await runner.cleanup()
+        await service.close()
+    argv = ("--config", str(config), "--since", SINCE)
+    commands = [("sessions",), ("session", HOSTILE_SESSION), ("session", mcp_id), ("usage",), ("servers",),
+                ("servers", upstream), ("calls",), ("calls", "--session", HOSTILE_SESSION), ("budgets",)]
+    texts = [await report_all(capsys, *command, *argv[:2] if command == ("budgets",) else argv)
+             for command in commands]
+    for command, (code, out, err) in zip(commands, texts, strict=True):
+        assert code == 0 and err == "", (command, err)
+        assert not CONTROL.search(out), (command, out)
+    escaped = {HOSTILE_SESSION: "cc-\\x1b[31mred\\x07-\\x9b2J", HOSTILE_MODEL: "claude-\\x1b]0;owned\\x07-\\x7f",
+               upstream: "up\\x1bstream", tool: "to\\x9bol\\x00", mcp_id: "mcp-\\x1b[2K-session"}
+    for name, command in ((HOSTILE_SESSION, 0), (HOSTILE_MODEL, 3), (upstream, 4), (tool, 5), (mcp_id, 2)):
+        assert escaped[name] in texts[command][1], (name, commands[command])
+    assert escaped[tool] in texts[8][1]  # budgets: the tool's day spend, rebuilt from the store
+    code, out, err = await report_all(capsys, "session", "nope-\x1b[31m", *argv)
+    assert code == 1 and out == "" and not CONTROL.search(err.rstrip("\n")) and "nope-\\x1b[31m" in err
+    code, out, _ = await report_all(capsys, "usage", *argv, "--json")
+    assert code == 0 and {(r["session_id"], r["model"]) for r in orjson.loads(out)["usage"]} == {
+        (HOSTILE_SESSION, HOSTILE_MODEL)}
+
+
+async def rejections(http: Any, base_url: str) -> list[str]:
+    """The server's tollgate_http_rejections_total lines from /metrics."""
+    async with http.get(base_url + "/metrics") as response:
+        return [line for line in (await response.text()).splitlines()
+                if line.startswith("tollgate_http_rejections_total{")]
+
+
+async def test_a_session_id_prefix_resolves_in_one_request_that_is_no_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`report session PREFIX` and `report calls --session PREFIX` through the running server: the API resolves
+    the prefix itself, so a lookup that succeeds logs no refusal and leaves the rejections counter as it was."""
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    base_url = f"http://{load_config(config).server.listen}"
+    now = dt.datetime.now(dt.UTC)
+    mcp_id = "2efeb6c0" + "4" * 24
+    service.writer.submit("calls", [
+        {"call_id": "prefixed", "method": "tools/call", "upstream": "a", "tool": "echo", "exposed_name": "a__echo",
+         "mcp_session_id": mcp_id, "status": "ok", "started_at": now, "ended_at": now}])
+    await service.writer.flush()
+    argv = ("--config", str(config), "--json")
+    try:
+        async with ClientSession() as http:
+            before = await rejections(http, base_url)
+            with caplog.at_level(logging.INFO, logger="tollgate.rejections"):
+                session = await report_all(capsys, "session", "2efeb6", *argv)
+                listed = await report_all(capsys, "calls", "--session", "2efeb6", *argv)
+            after = await rejections(http, base_url)
+            async with http.get(base_url + "/api/sessions/2efeb") as response:  # a real miss is still refused
+                assert response.status == 404
+            missed = await rejections(http, base_url)
+    finally:
+        await runner.cleanup()
+        await service.close()
+    assert session[0] == 0 and orjson.loads(session[1])["session"]["session_id"] == mcp_id, session
+    assert listed[0] == 0 and [c["call_id"] for c in orjson.loads(listed[1])["calls"]] == ["prefixed"], listed
+    assert after == before and not [r for r in caplog.records if r.name == "tollgate.rejections"]
+    assert 'tollgate_http_rejections_total{route="/api",status="404"} 1' in missed
+
+
+async def test_report_calls_selects_and_names_a_claude_code_session_as_its_session_page_ties_the_calls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first call of an MCP session carries a tool_use_id of the s4 capture and is stored before the gateway
+    knew the Claude Code session (no cc_session_id); the later one is stored with it. The session page lists
+    both; `report calls --session` must list the same calls and `report calls` name that session on each, live
+    and from the store. A call of another MCP session stays out."""
+    from tests.store.test_queries_turns import capture_events
+
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    results = [e for name in BATCHES for e in capture_events(name)
+               if e.get("event.name") == "tool_result" and e["tool_name"] == "mcp_tool"]
+    first = results[0]
+    cc_session = first["session.id"]
+    ended = dt.datetime.fromtimestamp(first["time"] / 1e9, dt.UTC) - dt.timedelta(milliseconds=3)
+
+    def call(call_id: str, mcp_id: str, at: dt.datetime, **ids: str) -> dict[str, Any]:
+        return {"call_id": call_id, "method": "tools/call", "upstream": "capture", "tool": "echo",
+                "exposed_name": "capture__echo", "mcp_session_id": mcp_id, "status": "ok", "started_at": at,
+                "ended_at": at, **ids}
+
+    service.writer.submit("calls", [
+        call("binding", "mcp-tie", ended, tool_use_id=first["tool_use_id"]),
+        call("bound", "mcp-tie", ended + dt.timedelta(seconds=1), cc_session_id=cc_session),
+        call("stranger", "mcp-other", ended + dt.timedelta(hours=2))])
+    await service.writer.flush()
+    argv = ("--config", str(config), "--since", SINCE, "--json")
+    commands = [("session", cc_session), ("calls", "--session", cc_session), ("calls",)]
+    try:
+        live = [await report_all(capsys, *command, *argv) for command in commands]
+    finally:
+        await runner.cleanup()
+        await service.close()
+    direct = [await report_all(capsys, *command, *argv) for command in commands]
+    assert direct == live
+    (code, page, _), (listed_code, listed, _), (all_code, everything, _) = live
+    assert code == listed_code == all_code == 0, live
+    page_doc = orjson.loads(page)
+    on_page = sorted(c["call_id"] for t in page_doc["turns"] for c in t["calls"])
+    on_page += sorted(c["call_id"] for c in page_doc["calls_outside_turns"])
+    assert sorted(on_page) == ["binding", "bound"]
+    assert sorted(c["call_id"] for c in orjson.loads(listed)["calls"]) == sorted(on_page)
+    named = {c["call_id"]: c["cc_session_id"] for c in orjson.loads(everything)["calls"]}
+    assert named == {"binding": cc_session, "bound": cc_session, "stranger": ""}

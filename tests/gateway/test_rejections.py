@@ -217,7 +217,7 @@ async def test_every_4xx_of_every_route_is_counted_under_its_route_and_status_an
                               "application/json")
     assert logged[3].endswith(f": 413 body inflates past the {cap}-byte limit")
     assert logged[6].endswith(": 400 limit must be an integer, got 'lots'")
-    assert logged[7].endswith(": 404 no session 'nope'")
+    assert logged[7].endswith(": 404 no session 'nope' (an id prefix needs at least 6 characters)")
     assert logged[9].endswith(": 405 POST is not allowed on '/api/sessions'")
     assert logged[12].endswith(": 405 POST is not allowed on '/healthz' (allowed: GET, HEAD)")
     assert not [line for line in logged if re.search(r": (\d{3}) \1\b", line)]  # the status is said once

@@ -523,7 +523,8 @@ async def test_an_unknown_sessions_page_shows_the_apis_own_message(seeded: tuple
     page = await browser.context.new_page()
     await page.goto(f"{svc.base_url}/ui/sessions/nope?token={TOKEN}")
     await page.wait_for_selector("html[data-state=ready] .error", timeout=WAIT_MS)
-    assert await page.locator(".error p").inner_text() == "no session 'nope'"  # not "/api/sessions/nope: HTTP 404"
+    assert await page.locator(".error p").inner_text() == (  # the API's own words, not
+        "no session 'nope' (an id prefix needs at least 6 characters)")  # "/api/sessions/nope: HTTP 404"
 
 
 async def test_session_page_byte_badge_opens_with_enter_and_shows_the_calls_bytes(
