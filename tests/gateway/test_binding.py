@@ -74,8 +74,9 @@ async def test_the_first_exact_tie_tags_the_mcp_sessions_later_calls_with_the_cl
     tmp_path: Path,
 ) -> None:
     """A call carrying `claudecode/toolUseId`, then the real captured OTLP/JSON body whose tool_result names that id
-    (s2), then a call with no id: the second call's row carries the Claude Code session id as it is stored, so
-    `/api/calls?session=<Claude Code id>` finds it without any query-time tie."""
+    (s2), then a call with no id: the second call's row carries the Claude Code session id as it is stored, and
+    `/api/calls?session=<Claude Code id>` lists both calls under it, as the session page does (the first by its
+    tool_use_id tie)."""
     async with running_service(gateway_config(echo_upstream("alpha")), tmp_path / "db") as svc:
         async with mcp_session(svc.mcp_url) as client:
             await client.call_tool("alpha__echo", {"text": "first"}, meta={"claudecode/toolUseId": ECHO_USE_ID})
@@ -89,6 +90,7 @@ async def test_the_first_exact_tie_tags_the_mcp_sessions_later_calls_with_the_cl
         async with Http() as http, http.get(f"{svc.base_url}/api/calls?session={CC_SESSION}") as response:
             assert response.status == 200
             found = orjson.loads(await response.read())["calls"]
-        assert [(c["call_id"], c["cc_session_id"]) for c in found] == [(rows[1]["call_id"], CC_SESSION)]
+        assert sorted((c["call_id"], c["cc_session_id"]) for c in found) == sorted(
+            (row["call_id"], CC_SESSION) for row in rows)
         bound = await svc.query("SELECT cc_session_id FROM sessions FINAL WHERE cc_session_id != ''")
         assert bound == [{"cc_session_id": CC_SESSION}]
