@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from store import queries_calls, queries_servers, queries_turns, queries_usage, sums
+from store import queries_calls, queries_servers, queries_turns, queries_usage, sums, times
 from store.client import Store
 from store.errors import StoreError, StoreUnavailable
 from ui.openapi import spec
@@ -84,7 +84,11 @@ def _time(query: Query, name: str) -> dt.datetime | None:
         value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(f"{name} must be an ISO-8601 time, got {raw!r}") from None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+    value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+    if not times.EARLIEST <= value <= times.LATEST:  # nothing is stored outside, and arithmetic on it may overflow
+        raise BadRequest(f"{name} must be between {times.EARLIEST:%Y-%m-%d} and {times.LATEST:%Y-%m-%d}"
+                         f" (the times the store holds), got {raw!r}")
+    return value
 
 
 def _window(query: Query) -> tuple[dt.datetime | None, dt.datetime | None]:

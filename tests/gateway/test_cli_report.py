@@ -618,6 +618,51 @@ async def test_a_time_range_that_ends_before_it_starts_is_refused_by_every_repor
     assert [await report_all(capsys, *command, *argv) for command in commands] == live  # no server: the store
 
 
+async def test_times_the_store_cannot_hold_are_refused_and_ranges_at_its_edges_are_served(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Year 1 or 9999 was a 500 (a Python overflow while padding the range, or ClickHouse refusing the bound). Times
+    outside what the store holds are now a 400 naming the range, and ranges at its edges (a default window reaching
+    30 days before 1900-01-02; padding past 2262-04-01) are served."""
+    import aiohttp
+
+    config = write_config(tmp_path, free_port())
+    runner, service = await serve_and_seed(config)
+    paths = ("/api/sessions", "/api/sessions/9093e8c0", "/api/servers", "/api/servers/a", "/api/calls", "/api/usage")
+    far = [{"since": "0001-01-01"}, {"until": "0001-01-02"}, {"until": "9999-12-31T23:59:59-01:00"},
+           {"since": "1899-12-31T23:59:59Z"}, {"until": "2262-04-01T00:00:01Z"}]
+    edges = [{"until": "1900-01-02"}, {"since": "1900-01-01", "until": "2262-04-01"}]
+    commands = [("sessions",), ("servers",), ("servers", "a"), ("calls",), ("usage",)]
+    base = f"http://{load_config(config).server.listen}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            refused, served = [], []
+            for params in far + edges:
+                for path in paths:
+                    async with http.get(base + path, params=params) as response:
+                        answer = (path, params, response.status, response.content_type)
+                        (refused if params in far else served).append((*answer, await response.json()))
+        live = [await report_all(capsys, *command, "--config", str(config), "--until", "0001-01-02")
+                for command in commands]
+    finally:
+        await runner.cleanup()
+        await service.close()
+
+    for path, params, status, kind, doc in refused:
+        (name, raw), = params.items()
+        assert (status, kind) == (400, "application/json"), (path, params, doc)
+        assert doc == {"error": f"{name} must be between 1900-01-01 and 2262-04-01 (the times the store "
+                                f"holds), got {raw!r}"}
+    # The seed's sessions are in 2026: the widest range holds them, the one ending in 1900 nothing.
+    assert [(path, params, status) for path, params, status, _, _ in served] == [
+        (path, params, 404 if path in ("/api/sessions/9093e8c0", "/api/servers/a") else 200)  # the seed has neither
+        for params in edges for path in paths]
+    sessions = {str(params): doc for path, params, _, _, doc in served if path == "/api/sessions"}
+    assert sessions[str(edges[0])]["sessions"] == [] and sessions[str(edges[1])]["sessions"] != []
+    said = "until must be between 1900-01-01 and 2262-04-01 (the times the store holds), got '0001-01-02'"
+    assert live == [(2, "", f"tollgate: report {command[0]}: {said}\n") for command in commands]
+
+
 async def test_reports_find_a_server_started_with_another_listen_than_its_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
