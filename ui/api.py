@@ -231,6 +231,9 @@ async def answer(store: Store, route: Route, query: Query, match: Query,
     except StoreError as exc:
         log.warning("API route %s failed: %s", getattr(route, "__name__", route), exc)
         return 500, encode({"error": f"store error: {exc}"}), {}
+    except Exception as exc:  # a bug of ours: still a JSON answer (the UI and CLI read JSON), and a traceback logged
+        log.exception("API route %s failed", getattr(route, "__name__", route))
+        return 500, encode({"error": f"internal error ({type(exc).__name__}); the server log has the details"}), {}
 
 
 def _handler(store: Store, route: Route, settings: Settings) -> Handler:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import ClientSession, web
 from jsonschema import Draft202012Validator, ValidationError
@@ -563,3 +564,19 @@ async def test_a_session_bound_through_a_real_call_is_charged_the_snapshot_in_ef
     assert (row["snapshot_id"], row["server_bytes"], row["est_tokens"]) == ("at-last-request", 8000, 2000)
     assert row["est_session_tokens"] == 2000 * requests > 0 and row["est_session_cost_usd"] > 0
     assert row["used_in_session"] is True
+
+
+async def test_a_route_that_fails_unexpectedly_still_answers_json_and_logs_its_traceback(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """The boundary every route goes through: a bug (here a route raising what no route should) is a JSON 500 that
+    the UI and CLI can show, never aiohttp's plain-text page, and its traceback is in the log."""
+    from ui.api import answer
+
+    async def broken(*_: Any) -> tuple[int, Any]:
+        raise OverflowError("date value out of range")
+
+    status, body, headers = await answer(store, broken, {}, {})
+    assert (status, headers) == (500, {})
+    assert orjson.loads(body) == {"error": "internal error (OverflowError); the server log has the details"}
+    (record,) = [r for r in caplog.records if r.name == "ui.api"]
+    assert record.getMessage() == "API route broken failed" and record.exc_info is not None
