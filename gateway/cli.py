@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway, OTLP endpoint, API and UI")
     _config_args(serve)
-    serve.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
+    serve.add_argument("--listen", type=listen_arg(free_port=True),
+                       help="HOST:PORT (overrides server.listen; port 0 picks a free one)")
     serve.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
     serve.add_argument("--no-store", action="store_true",
                        help="run the bare gateway for benchmarks: calls are relayed but not metered or "
@@ -87,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("client", choices=["claude"])
     _config_args(setup)
     setup.add_argument("--write", choices=["user", "project"], help="merge into Claude Code settings.json")
-    setup.add_argument("--listen", help="HOST:PORT Tollgate serves (default: the running server's, else the config's)")
+    setup.add_argument("--listen", type=listen_arg(free_port=False),
+                       help="HOST:PORT Tollgate serves (default: the running server's, else the config's)")
     setup.add_argument("--data-dir", help="the running server's data directory (overrides the config)")
     setup.set_defaults(run=_setup)
 
@@ -138,6 +140,22 @@ def _usage_reports(reports: Any) -> None:
             sub.add_argument("--session", help="MCP or Claude Code session id, or the start of exactly one (at "
                              "least 6 characters)")
         sub.set_defaults(run=_report)
+
+
+def listen_arg(*, free_port: bool) -> Callable[[str], str]:
+    """The argparse type of every command's --listen: HOST:PORT as the config's `server.listen` is checked
+    (`parse_listen`), so a typo is a usage error (exit 2) rather than an address printed or served. Port 0 only
+    where Tollgate binds (`free_port`)."""
+    from gateway.config import parse_listen
+
+    def check(value: str) -> str:
+        try:
+            parse_listen(value, free_port=free_port)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}: got {value!r} (for example 127.0.0.1:8765)") from None
+        return value
+
+    return check
 
 
 def _config_args(parser: argparse.ArgumentParser, why: str = "") -> None:

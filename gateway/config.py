@@ -206,15 +206,18 @@ def mcp_json_to_toml(json_text: str, problems: list[str] | None = None, *, serve
         raise ConfigError(list(exc.problems)) from None
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:PORT`) to (host, port); ValueError when malformed."""
+def parse_listen(value: str, *, free_port: bool = True) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:PORT`) to (host, port); ValueError when malformed. Port 0 (a free one) only
+    with `free_port`, where Tollgate binds: an address a client is told to connect to needs its real port."""
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port.isdigit():
         raise ValueError("expected HOST:PORT")
-    if not 0 <= int(port) <= 65535:
+    if free_port and not 0 <= int(port) <= 65535:
         raise ValueError(f"port {port} is out of range (0-65535; 0 picks a free port)")
+    if not free_port and not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is out of range (1-65535)")
     return host, int(port)
 
 
