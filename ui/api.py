@@ -30,6 +30,9 @@ MIN_PREFIX = 6  # reports and the UI show ids cut to 8 or 12 characters
 PREFIX_PAGES, PAGE = 4, 500  # a prefix is looked up in at most this many pages of the sessions list
 
 
+# Messages name query parameters as the API takes them, in backticks (`since`): the CLI shows them as its flags.
+
+
 class BadRequest(Exception):
     """A query parameter the API cannot use: 400 with the reason."""
 
@@ -161,7 +164,7 @@ async def resolve_prefix(store: Store, prefix: str, query: Query) -> str | Answe
     if not found:
         looked = str(doc["since"]).replace("T", " ")[:19]
         return 404, {"error": f"no session {prefix!r}, and no session id starts with it (looked at sessions "
-                              f"since {looked} UTC; --since looks further back)"}
+                              f"since {looked} UTC; an earlier `since` looks further back)"}
     listed = ", ".join(list(found)[:10]) + (f", ... ({len(found) - 10} more)" if len(found) > 10 else "")
     return 409, {"error": f"{prefix!r} is the start of {len(found)} session ids: {listed}; give more characters"}
 

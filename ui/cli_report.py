@@ -6,6 +6,7 @@ Knows API documents, never SQL; `gateway/cli.py` decides which source to use and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -88,8 +89,16 @@ def _checked(status: int, body: bytes) -> Any:
         raise ReportError(status if status != 200 else 502,
                           f"the API answered {status} with a body that is not JSON") from None
     if status != 200:
-        raise ReportError(status, str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
+        raise ReportError(status, as_flags(str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc)))
     return doc
+
+
+API_PARAMETER = re.compile(r"`(since|until|server|session|limit|offset|user)`")  # those `report` has as flags
+
+
+def as_flags(message: str) -> str:
+    """An API message for the CLI: the query parameters it names (`since`) as the flags setting them (--since)."""
+    return API_PARAMETER.sub(r"--\1", message)
 
 
 # ----- formatting ----------------------------------------------------------------------------------------

@@ -399,6 +399,14 @@ async def test_bad_requests_get_a_status_and_a_reason(api: Any, url: str, status
     assert "error" in await response.json()
 
 
+async def test_an_api_message_names_the_apis_parameter_not_a_cli_flag(api: Any) -> None:
+    response = await api.get(f"/api/sessions/ffffff00?{SINCE}")
+    error = (await response.json())["error"]
+    assert response.status == 404
+    assert error.endswith("(looked at sessions since 2026-01-01 00:00:00 UTC; an earlier `since` looks further back)")
+    assert "--" not in error
+
+
 async def test_assets_are_versioned_and_a_versioned_asset_is_kept_by_the_browser(aiohttp_client: Any) -> None:
     import re
 
