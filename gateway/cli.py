@@ -544,7 +544,6 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
     from ui.cli_report import fetch_direct, fetch_http, fetch_report, render
 
     require_existing_data(config.store.dsn)
-    configured = {upstream.name for upstream in config.upstreams}
     try:
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:
@@ -554,14 +553,14 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_http(base_url, api_path, api_query, token)
 
-        return render(command, await fetch_report(through_server, path, query, configured), as_json)
+        return render(command, await fetch_report(through_server, path, query), as_json)
     try:
         await migrate(store)
 
         async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_direct(store, api_path, api_query, settings_of(config))  # as the server has them
 
-        return render(command, await fetch_report(direct, path, query, configured), as_json)
+        return render(command, await fetch_report(direct, path, query), as_json)
     finally:
         await store.close()
 

@@ -70,9 +70,10 @@ Answer = tuple[int, Any]
 @dataclass(frozen=True)
 class Settings:
     """What the routes know of the gateway serving them: the names Claude Code knows its MCP server by (the
-    configured `server.registered_name`; none when the store is read without a config)."""
+    configured `server.registered_name`; none when the store is read without a config) and its upstreams."""
 
     gateway_names: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()  # the configured upstream names: known servers even before any call
 
 
 NO_SETTINGS = Settings()
@@ -180,19 +181,34 @@ async def servers(store: Store, query: Query, _: Query, __: Settings) -> Answer:
 async def server(store: Store, query: Query, match: Query, __: Settings) -> Answer:
     detail = await queries_servers.server_detail(store, match["name"], *_window(query),
                                                  largest=_int(query, "largest", 10, 1, 100))
-    return (404, {"error": f"no server {match['name']!r}"}) if detail is None else (200, detail)
+    return _no_server(match["name"]) if detail is None else (200, detail)
 
 
-async def calls(store: Store, query: Query, _: Query, __: Settings) -> Answer:
-    """Recent calls; a `session` no call has is taken as the start of one session id (`resolve_prefix`)."""
+def _no_server(name: str) -> Answer:
+    return 404, {"error": f"no server {name!r}"}
+
+
+async def _known_server(store: Store, name: str, query: Query, settings: Settings) -> bool:
+    """Whether `name` is a server: configured, or named by a store row or tool list (as `/api/servers/{name}`
+    finds it in the query's time range). The one rule for a `server` filter that matches no call."""
+    if name in settings.upstreams:
+        return True
+    return await queries_servers.server_detail(store, name, *_window(query), largest=1) is not None
+
+
+async def calls(store: Store, query: Query, _: Query, settings: Settings) -> Answer:
+    """Recent calls; a `session` no call has is taken as the start of one session id (`resolve_prefix`); a
+    `server` no call has that is no server at all is a 404, as `/api/servers/{name}` answers it."""
     since, until = _window(query)
-    session_id = query.get("session") or None
+    session_id, server_name = query.get("session") or None, query.get("server") or None
 
     async def listed(session: str | None) -> list[dict[str, Any]]:
-        return await queries_calls.calls(store, server=query.get("server") or None, session=session,
+        return await queries_calls.calls(store, server=server_name, session=session,
                                          since=since, until=until, limit=_int(query, "limit", 100, 1, 1000))
 
     rows = await listed(session_id)
+    if not rows and server_name is not None and not await _known_server(store, server_name, query, settings):
+        return _no_server(server_name)
     if rows or session_id is None:
         return 200, {"calls": rows}
     resolved = await resolve_prefix(store, session_id, query)
@@ -252,7 +268,8 @@ def add_api_routes(app: web.Application, store: Store, **extras: Any) -> None:
 def settings_of(config: Any) -> Settings:
     """The routes' settings from a gateway config (read by attribute: `ui` does not import `gateway`)."""
     name = getattr(getattr(config, "server", None), "registered_name", None)
-    return Settings(gateway_names=(name,) if isinstance(name, str) and name else ())
+    upstreams = tuple(n for u in getattr(config, "upstreams", ()) if isinstance(n := getattr(u, "name", None), str))
+    return Settings(gateway_names=(name,) if isinstance(name, str) and name else (), upstreams=upstreams)
 
 
 def resolve(path: str) -> tuple[Route, dict[str, str]] | None:

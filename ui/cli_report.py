@@ -7,7 +7,7 @@ Knows API documents, never SQL; `gateway/cli.py` decides which source to use and
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -59,27 +59,13 @@ async def fetch_http(base_url: str, path: str, query: Mapping[str, str], token: 
                                f"({exc or type(exc).__name__}); pass the config it serves with") from None
 
 
-async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], configured: Collection[str] = ()) -> Any:
+async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str]) -> Any:
     """The document at `path`; `report session` and `report calls --session` take the start of one session id,
-    which the API resolves itself (one request, no refusal). A `--server` without calls that no store row or
-    config entry (`configured`) names is an error. A time range ending before it starts is refused before
-    anything is fetched."""
+    which the API resolves itself (one request, no refusal), as it refuses a `--server` that is no server. A time
+    range ending before it starts is refused before anything is fetched."""
     if (why := check_window(query)) is not None:
         raise ReportError(400, why)
-    if path == "/api/calls":
-        return await fetch_calls(fetch, query, configured)
     return await fetch(path, query)
-
-
-async def fetch_calls(fetch: Fetch, query: Mapping[str, str], configured: Collection[str]) -> Any:
-    """`/api/calls`; when it lists none, an unknown `server` is an error (as `report servers NAME` says it)."""
-    doc = await fetch("/api/calls", query)
-    if doc["calls"]:
-        return doc
-    window = {key: query[key] for key in ("since", "until") if key in query}
-    if (server := query.get("server")) and server not in configured:
-        await fetch(api_path("servers", server=server), window)  # 404: no server {server!r}
-    return doc
 
 
 def _checked(status: int, body: bytes) -> Any:
