@@ -475,7 +475,9 @@ def _reload(args: argparse.Namespace) -> int:
     if pid is None:
         print(f"tollgate: no running server found (no live pid in {path})", file=sys.stderr)
         return 1
-    print(f"sent SIGHUP to tollgate (pid {pid}); its log lists the budget changes")
+    # The server, not this command, knows the settings it serves: only its log can say what changed.
+    print(f"sent SIGHUP to tollgate (pid {pid}); its log lists the budget changes it applied and every other "
+          "changed setting, which takes effect after a restart")
     return 0
 
 

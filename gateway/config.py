@@ -143,6 +143,9 @@ class Config:
     budget_default: BudgetConfig | None = None
     source: Path | None = None
     import_mcp_servers: tuple[Path, ...] = ()
+    # Not settings: how this config was read, so a reload reads the file the same way and names no secret.
+    overrides: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # the CLI's listen and data_dir
+    from_env: frozenset[str] = field(default=frozenset(), compare=False)  # TOML paths a ${VAR} filled
 
 
 _TOP_KEYS = ("server", "store", "telemetry", "budget", "upstreams", "import_mcp_servers")
@@ -179,10 +182,13 @@ def load_config(
             raise ConfigError([f"{path}: invalid TOML: {exc}"], path) from None
     base_dir = path.resolve().parent if path is not None else Path.cwd()
     reader = Reader(os.environ if environ is None else environ)
-    config = _read_config(reader, raw, base_dir, {k: v for k, v in (overrides or {}).items() if v})
+    given = {k: v for k, v in (overrides or {}).items() if v}
+    config = _read_config(reader, raw, base_dir, given)
     if reader.problems:
         raise ConfigError(reader.problems, path)
-    return replace(config, source=path.resolve() if path is not None else None)
+    return replace(config, source=path.resolve() if path is not None else None,
+                   overrides=tuple((k, str(v)) for k, v in sorted(given.items())),
+                   from_env=frozenset(p for p, _ in reader.references))
 
 
 def mcp_json_to_toml(json_text: str, problems: list[str] | None = None, *, server: ServerConfig | None = None,
