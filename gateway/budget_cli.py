@@ -13,7 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, UpstreamConfig, load_config
+from gateway.config_diff import unapplied_changes
 
 log = logging.getLogger("tollgate.budgets")
 PID_FILE = "tollgate.pid"
@@ -96,7 +97,7 @@ class BudgetReloader:
             log.warning("reload: started without a config file; nothing to re-read")
             return False
         try:
-            new = load_config(source)
+            new = load_config(source, overrides=dict(self.config.overrides))  # as served: --listen, --data-dir
         except ConfigError as exc:
             log.error("reload: %s is invalid; the old budgets stay:\n%s", source, exc)
             return False
@@ -104,14 +105,19 @@ class BudgetReloader:
         for line in changes:
             log.info("reload: budget %s", line)
         log.info("reload: %s re-read, %d budget change(s)", source, len(changes))
-        if _without_budgets(new) != _without_budgets(self.config):
-            log.warning("reload: changes other than budgets (upstreams, server, store) need a restart")
-        self.config = new
+        for line in unapplied_changes(self.config, new):
+            log.warning("reload: %s", line)
+        # Compared with the settings served, not the last file read: a setting changed and changed back is
+        # served as it was, and one still changed is said again at each reload until a restart.
+        self.config = dataclasses.replace(self.config, upstreams=_with_budgets_of(self.config.upstreams, new),
+                                          budget_default=new.budget_default)
         return True
 
 
-def _without_budgets(config: Config) -> tuple[Any, ...]:
-    return tuple(dataclasses.replace(u, budget=None) for u in config.upstreams)
+def _with_budgets_of(served: tuple[UpstreamConfig, ...], new: Config) -> tuple[UpstreamConfig, ...]:
+    """The served upstreams, each with the budget `new` gives it (the part a reload applies)."""
+    budgets = {upstream.name: upstream.budget for upstream in new.upstreams}
+    return tuple(dataclasses.replace(u, budget=budgets.get(u.name)) for u in served)
 
 
 async def budgets_report(config: Config) -> dict[str, Any]:

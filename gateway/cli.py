@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway, OTLP endpoint, API and UI")
     _config_args(serve)
-    serve.add_argument("--listen", help="HOST:PORT (overrides server.listen)")
+    serve.add_argument("--listen", type=listen_arg(free_port=True),
+                       help="HOST:PORT (overrides server.listen; port 0 picks a free one)")
     serve.add_argument("--data-dir", help="embedded store directory (overrides store.dsn)")
     serve.add_argument("--no-store", action="store_true",
                        help="run the bare gateway for benchmarks: calls are relayed but not metered or "
@@ -87,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("client", choices=["claude"])
     _config_args(setup)
     setup.add_argument("--write", choices=["user", "project"], help="merge into Claude Code settings.json")
-    setup.add_argument("--listen", help="HOST:PORT Tollgate serves (default: the running server's, else the config's)")
+    setup.add_argument("--listen", type=listen_arg(free_port=False),
+                       help="HOST:PORT Tollgate serves (default: the running server's, else the config's)")
     setup.add_argument("--data-dir", help="the running server's data directory (overrides the config)")
     setup.set_defaults(run=_setup)
 
@@ -138,6 +140,22 @@ def _usage_reports(reports: Any) -> None:
             sub.add_argument("--session", help="MCP or Claude Code session id, or the start of exactly one (at "
                              "least 6 characters)")
         sub.set_defaults(run=_report)
+
+
+def listen_arg(*, free_port: bool) -> Callable[[str], str]:
+    """The argparse type of every command's --listen: HOST:PORT as the config's `server.listen` is checked
+    (`parse_listen`), so a typo is a usage error (exit 2) rather than an address printed or served. Port 0 only
+    where Tollgate binds (`free_port`)."""
+    from gateway.config import parse_listen
+
+    def check(value: str) -> str:
+        try:
+            parse_listen(value, free_port=free_port)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}: got {value!r} (for example 127.0.0.1:8765)") from None
+        return value
+
+    return check
 
 
 def _config_args(parser: argparse.ArgumentParser, why: str = "") -> None:
@@ -457,7 +475,9 @@ def _reload(args: argparse.Namespace) -> int:
     if pid is None:
         print(f"tollgate: no running server found (no live pid in {path})", file=sys.stderr)
         return 1
-    print(f"sent SIGHUP to tollgate (pid {pid}); its log lists the budget changes")
+    # The server, not this command, knows the settings it serves: only its log can say what changed.
+    print(f"sent SIGHUP to tollgate (pid {pid}); its log lists the budget changes it applied and every other "
+          "changed setting, which takes effect after a restart")
     return 0
 
 
@@ -526,7 +546,6 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
     from ui.cli_report import fetch_direct, fetch_http, fetch_report, render
 
     require_existing_data(config.store.dsn)
-    configured = {upstream.name for upstream in config.upstreams}
     try:
         store = await Store.open(config.store.dsn, cluster=config.store.cluster)
     except StoreLocked:
@@ -536,14 +555,14 @@ async def _fetch_report(config: Config, command: str, path: str, query: dict[str
         async def through_server(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_http(base_url, api_path, api_query, token)
 
-        return render(command, await fetch_report(through_server, path, query, configured), as_json)
+        return render(command, await fetch_report(through_server, path, query), as_json)
     try:
         await migrate(store)
 
         async def direct(api_path: str, api_query: Mapping[str, str]) -> Any:
             return await fetch_direct(store, api_path, api_query, settings_of(config))  # as the server has them
 
-        return render(command, await fetch_report(direct, path, query, configured), as_json)
+        return render(command, await fetch_report(direct, path, query), as_json)
     finally:
         await store.close()
 

@@ -143,6 +143,9 @@ class Config:
     budget_default: BudgetConfig | None = None
     source: Path | None = None
     import_mcp_servers: tuple[Path, ...] = ()
+    # Not settings: how this config was read, so a reload reads the file the same way and names no secret.
+    overrides: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # the CLI's listen and data_dir
+    from_env: frozenset[str] = field(default=frozenset(), compare=False)  # TOML paths a ${VAR} filled
 
 
 _TOP_KEYS = ("server", "store", "telemetry", "budget", "upstreams", "import_mcp_servers")
@@ -179,10 +182,13 @@ def load_config(
             raise ConfigError([f"{path}: invalid TOML: {exc}"], path) from None
     base_dir = path.resolve().parent if path is not None else Path.cwd()
     reader = Reader(os.environ if environ is None else environ)
-    config = _read_config(reader, raw, base_dir, {k: v for k, v in (overrides or {}).items() if v})
+    given = {k: v for k, v in (overrides or {}).items() if v}
+    config = _read_config(reader, raw, base_dir, given)
     if reader.problems:
         raise ConfigError(reader.problems, path)
-    return replace(config, source=path.resolve() if path is not None else None)
+    return replace(config, source=path.resolve() if path is not None else None,
+                   overrides=tuple((k, str(v)) for k, v in sorted(given.items())),
+                   from_env=frozenset(p for p, _ in reader.references))
 
 
 def mcp_json_to_toml(json_text: str, problems: list[str] | None = None, *, server: ServerConfig | None = None,
@@ -206,15 +212,18 @@ def mcp_json_to_toml(json_text: str, problems: list[str] | None = None, *, serve
         raise ConfigError(list(exc.problems)) from None
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 as `[::1]:PORT`) to (host, port); ValueError when malformed."""
+def parse_listen(value: str, *, free_port: bool = True) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:PORT`) to (host, port); ValueError when malformed. Port 0 (a free one) only
+    with `free_port`, where Tollgate binds: an address a client is told to connect to needs its real port."""
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port.isdigit():
         raise ValueError("expected HOST:PORT")
-    if not 0 <= int(port) <= 65535:
+    if free_port and not 0 <= int(port) <= 65535:
         raise ValueError(f"port {port} is out of range (0-65535; 0 picks a free port)")
+    if not free_port and not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is out of range (1-65535)")
     return host, int(port)
 
 

@@ -128,18 +128,17 @@ class Hub:
         Refused rather than answered for the clients (an empty roots list, say): the upstream would take that as
         every client's answer, and server-everything caches it and never asks again during a call."""
         method = body.get("method")
-        error = jsonrpc.error_body(body.get("id"), jsonrpc.METHOD_NOT_FOUND, (
-            f"Tollgate cannot route {method} outside a call: the upstream {upstream.name} is shared by all client "
-            "sessions, so no one client can be asked (expected; during a call it reaches that call's client; mark "
-            "the upstream stateful to give each session its own)"))
+        error = jsonrpc.error_body(body.get("id"), jsonrpc.METHOD_NOT_FOUND,
+                                   f"Tollgate cannot route {method} outside a call: {_refusal_reason(upstream)}")
         self.spawn(upstream.respond(error))
         if upstream.name in self._refusals_explained:
             log.debug("upstream %s asked %s outside any call; refused", upstream.name, method)
             return
         self._refusals_explained.add(upstream.name)
-        log.info("upstream %s asked %s outside any call: refused, as expected for a shared upstream (no one client "
-                 "session can be asked; during a call it reaches that call's client). Harmless: an error the upstream "
-                 "logs about it is this refusal", upstream.name, method)
+        kind = "a stateful upstream's catalog instance" if upstream.config.stateful else "a shared upstream"
+        log.info("upstream %s asked %s outside any call: refused, as expected for %s (no one client session can "
+                 "be asked; during a call it reaches that call's client). Harmless: an error the upstream logs about "
+                 "it is this refusal", upstream.name, method, kind)
 
     def offer_server_request(self, session: Session, upstream: UpstreamClient, body: dict[str, Any],
                              deliver: Callable[[dict[str, Any]], None]) -> None:
@@ -297,6 +296,16 @@ def _session_row(session: Session, ended: bool = False) -> dict[str, Any]:
         "auth_identity": session.auth_identity, "cc_session_id": session.cc_session_id,
         "user_agent": session.user_agent,
     }
+
+
+def _refusal_reason(upstream: UpstreamClient) -> str:
+    """Why the hub's own instance of `upstream` cannot ask a client. A stateful upstream already gives each
+    session its own instance (which does ask its session): advising to mark it stateful would be wrong."""
+    if upstream.config.stateful:
+        return (f"this instance of the stateful upstream {upstream.name} only lists its tools for all client "
+                "sessions, so no one client can be asked (expected; each session's own instance asks that session)")
+    return (f"the upstream {upstream.name} is shared by all client sessions, so no one client can be asked (expected; "
+            "during a call it reaches that call's client; mark the upstream stateful to give each session its own)")
 
 
 class _PrivateObserver:

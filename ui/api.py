@@ -30,6 +30,9 @@ MIN_PREFIX = 6  # reports and the UI show ids cut to 8 or 12 characters
 PREFIX_PAGES, PAGE = 4, 500  # a prefix is looked up in at most this many pages of the sessions list
 
 
+# Messages name query parameters as the API takes them, in backticks (`since`): the CLI shows them as its flags.
+
+
 class BadRequest(Exception):
     """A query parameter the API cannot use: 400 with the reason."""
 
@@ -67,9 +70,10 @@ Answer = tuple[int, Any]
 @dataclass(frozen=True)
 class Settings:
     """What the routes know of the gateway serving them: the names Claude Code knows its MCP server by (the
-    configured `server.registered_name`; none when the store is read without a config)."""
+    configured `server.registered_name`; none when the store is read without a config) and its upstreams."""
 
     gateway_names: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()  # the configured upstream names: known servers even before any call
 
 
 NO_SETTINGS = Settings()
@@ -165,7 +169,7 @@ async def resolve_prefix(store: Store, prefix: str, query: Query) -> str | Answe
     if not found:
         looked = str(doc["since"]).replace("T", " ")[:19]
         return 404, {"error": f"no session {prefix!r}, and no session id starts with it (looked at sessions "
-                              f"since {looked} UTC; --since looks further back)"}
+                              f"since {looked} UTC; an earlier `since` looks further back)"}
     listed = ", ".join(list(found)[:10]) + (f", ... ({len(found) - 10} more)" if len(found) > 10 else "")
     return 409, {"error": f"{prefix!r} is the start of {len(found)} session ids: {listed}; give more characters"}
 
@@ -181,19 +185,34 @@ async def servers(store: Store, query: Query, _: Query, __: Settings) -> Answer:
 async def server(store: Store, query: Query, match: Query, __: Settings) -> Answer:
     detail = await queries_servers.server_detail(store, match["name"], *_window(query),
                                                  largest=_int(query, "largest", 10, 1, 100))
-    return (404, {"error": f"no server {match['name']!r}"}) if detail is None else (200, detail)
+    return _no_server(match["name"]) if detail is None else (200, detail)
 
 
-async def calls(store: Store, query: Query, _: Query, __: Settings) -> Answer:
-    """Recent calls; a `session` no call has is taken as the start of one session id (`resolve_prefix`)."""
+def _no_server(name: str) -> Answer:
+    return 404, {"error": f"no server {name!r}"}
+
+
+async def _known_server(store: Store, name: str, query: Query, settings: Settings) -> bool:
+    """Whether `name` is a server: configured, or named by a store row or tool list (as `/api/servers/{name}`
+    finds it in the query's time range). The one rule for a `server` filter that matches no call."""
+    if name in settings.upstreams:
+        return True
+    return await queries_servers.server_detail(store, name, *_window(query), largest=1) is not None
+
+
+async def calls(store: Store, query: Query, _: Query, settings: Settings) -> Answer:
+    """Recent calls; a `session` no call has is taken as the start of one session id (`resolve_prefix`); a
+    `server` no call has that is no server at all is a 404, as `/api/servers/{name}` answers it."""
     since, until = _window(query)
-    session_id = query.get("session") or None
+    session_id, server_name = query.get("session") or None, query.get("server") or None
 
     async def listed(session: str | None) -> list[dict[str, Any]]:
-        return await queries_calls.calls(store, server=query.get("server") or None, session=session,
+        return await queries_calls.calls(store, server=server_name, session=session,
                                          since=since, until=until, limit=_int(query, "limit", 100, 1, 1000))
 
     rows = await listed(session_id)
+    if not rows and server_name is not None and not await _known_server(store, server_name, query, settings):
+        return _no_server(server_name)
     if rows or session_id is None:
         return 200, {"calls": rows}
     resolved = await resolve_prefix(store, session_id, query)
@@ -256,7 +275,8 @@ def add_api_routes(app: web.Application, store: Store, **extras: Any) -> None:
 def settings_of(config: Any) -> Settings:
     """The routes' settings from a gateway config (read by attribute: `ui` does not import `gateway`)."""
     name = getattr(getattr(config, "server", None), "registered_name", None)
-    return Settings(gateway_names=(name,) if isinstance(name, str) and name else ())
+    upstreams = tuple(n for u in getattr(config, "upstreams", ()) if isinstance(n := getattr(u, "name", None), str))
+    return Settings(gateway_names=(name,) if isinstance(name, str) and name else (), upstreams=upstreams)
 
 
 def resolve(path: str) -> tuple[Route, dict[str, str]] | None:

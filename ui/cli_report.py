@@ -6,7 +6,8 @@ Knows API documents, never SQL; `gateway/cli.py` decides which source to use and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -58,27 +59,13 @@ async def fetch_http(base_url: str, path: str, query: Mapping[str, str], token: 
                                f"({exc or type(exc).__name__}); pass the config it serves with") from None
 
 
-async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str], configured: Collection[str] = ()) -> Any:
+async def fetch_report(fetch: Fetch, path: str, query: Mapping[str, str]) -> Any:
     """The document at `path`; `report session` and `report calls --session` take the start of one session id,
-    which the API resolves itself (one request, no refusal). A `--server` without calls that no store row or
-    config entry (`configured`) names is an error. A time range ending before it starts is refused before
-    anything is fetched."""
+    which the API resolves itself (one request, no refusal), as it refuses a `--server` that is no server. A time
+    range ending before it starts is refused before anything is fetched."""
     if (why := check_window(query)) is not None:
         raise ReportError(400, why)
-    if path == "/api/calls":
-        return await fetch_calls(fetch, query, configured)
     return await fetch(path, query)
-
-
-async def fetch_calls(fetch: Fetch, query: Mapping[str, str], configured: Collection[str]) -> Any:
-    """`/api/calls`; when it lists none, an unknown `server` is an error (as `report servers NAME` says it)."""
-    doc = await fetch("/api/calls", query)
-    if doc["calls"]:
-        return doc
-    window = {key: query[key] for key in ("since", "until") if key in query}
-    if (server := query.get("server")) and server not in configured:
-        await fetch(api_path("servers", server=server), window)  # 404: no server {server!r}
-    return doc
 
 
 def _checked(status: int, body: bytes) -> Any:
@@ -88,8 +75,16 @@ def _checked(status: int, body: bytes) -> Any:
         raise ReportError(status if status != 200 else 502,
                           f"the API answered {status} with a body that is not JSON") from None
     if status != 200:
-        raise ReportError(status, str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
+        raise ReportError(status, as_flags(str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc)))
     return doc
+
+
+API_PARAMETER = re.compile(r"`(since|until|server|session|limit|offset|user)`")  # those `report` has as flags
+
+
+def as_flags(message: str) -> str:
+    """An API message for the CLI: the query parameters it names (`since`) as the flags setting them (--since)."""
+    return API_PARAMETER.sub(r"--\1", message)
 
 
 # ----- formatting ----------------------------------------------------------------------------------------

@@ -255,12 +255,13 @@ def spec() -> dict[str, Any]:
                 _param("largest", "how many largest results (1-100, default 10)", {**limit, "maximum": 100})],
                 _ok("The server", "ServerDetail"), not_found=True),
             "/api/calls": _get("Recent tool calls, newest first", [
-                _param("server", "upstream name", STR),
+                _param("server", "upstream name (404 when no call has it and it is no server: neither configured "
+                                 "nor named by a call or tool list in the time range)", STR),
                 _param("session", "MCP session id or bound Claude Code session id; when no call has it, the start "
                                   "(6+ characters) of exactly one session id (404 when none, 409 when several)",
                        STR), SINCE, UNTIL,
                 _param("limit", "rows (1-1000, default 100)", {**limit, "maximum": 1000})],
-                _ok("Calls", "Calls")),
+                _ok("Calls", "Calls"), not_found=True),
             "/api/budgets": {"get": {
                 "summary": "Per upstream: budget limits and actions, spend today and in the busiest live session, "
                            "denials, truncations, time to reset (served by the gateway: live figures)",

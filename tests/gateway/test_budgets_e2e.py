@@ -500,6 +500,60 @@ async def test_tollgate_serve_writes_a_pid_file_and_tollgate_reload_applies_new_
     assert not (tmp_path / "db" / "tollgate.pid").exists()
 
 
+def reload_test_config(port: int, db: Path, *, idle: int, name_arg: str, token: str, env: str, init: int,
+                       more: str, calls: int) -> str:
+    """A config for the reload test: the values it changes are parameters."""
+    upstream = f'command = "{sys.executable}"\nargs = ["{BUDGET_SERVER}", "--name", "{name_arg}"]\n'
+    return (f'[server]\nlisten = "127.0.0.1:{port}"\nsession_idle_seconds = {idle}\nauth_tokens = ["{token}"]\n'
+            f'[store]\ndsn = "chdb://{db}"\n[upstreams.b]\n{upstream}timeouts.init_seconds = {init}\n'
+            f'env = {{ KEY = "{env}" }}\n[upstreams.b.budget]\nday_calls = {calls}\n{more}')
+
+
+async def test_tollgate_reload_names_every_setting_it_does_not_apply_and_shows_no_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from gateway.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path, db = tmp_path / "tollgate.toml", tmp_path / "db"
+    first = {"idle": 3600, "name_arg": "${TG_TEST_NAME}", "token": "${TG_TEST_TOKEN}", "env": "env-old-secret",
+             "init": 30, "more": "", "calls": 1}
+    path.write_text(reload_test_config(1, db, **first))  # served on --listen: a reload must not see it as changed
+    secrets = {"TG_TEST_NAME": "name-secret", "TG_TEST_TOKEN": "tok-old-secret", "TG_TEST_TOKEN2": "tok-new-secret"}
+    for name, value in secrets.items():  # the server's and `tollgate reload`'s (which reads the config too)
+        monkeypatch.setenv(name, value)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}",
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+    assert server.stderr is not None
+    added = f'[upstreams.c]\ncommand = "{sys.executable}"\nargs = ["{BUDGET_SERVER}"]\n'
+    try:
+        await read_until(server.stderr, "Tollgate listening")
+        path.write_text(reload_test_config(1, db, **{
+            **first, "idle": 60, "name_arg": "x${TG_TEST_NAME}", "token": "${TG_TEST_TOKEN2}",
+            "env": "env-new-secret", "init": 45, "more": added, "calls": 2}))
+        assert main(["reload", "--config", str(path), "--data-dir", str(db)]) == 0
+        said = [await read_until(server.stderr, "reload: ")]
+        while "upstreams.b.timeouts" not in said[-1]:  # the last line, as they are sorted
+            said.append(await read_until(server.stderr, "reload: "))
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
+    lines = [line.split("reload: ", 1)[1].strip() for line in said]
+    assert lines[0].startswith("budget b: ") and lines[1].endswith("re-read, 1 budget change(s)")
+    assert lines[2:] == [
+        "upstream c added: takes effect after a restart",
+        "server.auth_tokens changed (value not shown): takes effect after a restart",
+        "server.session_idle_seconds changed (3600 -> 60): takes effect after a restart",
+        "upstreams.b.args changed (value not shown): takes effect after a restart",
+        "upstreams.b.env changed (value not shown): takes effect after a restart",
+        "upstreams.b.timeouts.init_seconds changed (30 -> 45): takes effect after a restart"]
+    assert not any("secret" in line for line in lines)  # nor server.listen, which --listen kept as served
+
+
 async def test_session_bytes_deny_once_a_session_spent_them_and_a_new_session_starts_from_zero(
     tmp_path: Path
 ) -> None:

@@ -376,3 +376,27 @@ async def test_the_demo_config_serves_both_demo_upstreams(tmp_path: Path) -> Non
     assert {name: u["state"] for name, u in health["upstreams"].items()} == {"everything": "ready", "notes": "ready"}
     assert {"everything__echo", "notes__add_note", "notes__search_notes"} <= set(tools)
     assert {name.split("__", 1)[0] for name in tools} == {"everything", "notes"}
+
+
+@pytest.mark.parametrize(("command", "listen", "why"), [
+    ("setup", "nonsense", "expected HOST:PORT"), ("setup", "127.0.0.1:", "expected HOST:PORT"),
+    ("setup", "127.0.0.1:0", "port 0 is out of range (1-65535)"),
+    ("setup", "127.0.0.1:70000", "port 70000 is out of range (1-65535)"),
+    ("serve", "nonsense", "expected HOST:PORT"), ("serve", "127.0.0.1:70000", "port 70000 is out of range (0-65535"),
+])
+def test_every_listen_flag_refuses_what_is_not_host_and_port_as_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, listen: str, why: str) -> None:
+    argv = [command, "claude"] if command == "setup" else [command]
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--config", str(tmp_path / "absent.toml"), "--data-dir", str(tmp_path), "--listen", listen])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert f"argument --listen: {why}" in captured.err and repr(listen) in captured.err
+    assert "http://" not in captured.out  # nothing printed for a client to use
+
+
+def test_setup_claude_takes_a_valid_listen_as_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text(f'[store]\ndsn = "chdb://{tmp_path}/data"\n')
+    assert main(["setup", "claude", "--config", str(config), "--listen", "[::1]:9123"]) == 0
+    assert "http://[::1]:9123/mcp" in capsys.readouterr().out

@@ -529,8 +529,8 @@ async def test_report_session_takes_a_unique_id_prefix_and_names_the_candidates_
     assert table.splitlines()[0].startswith(f"session {cc_session} (claude_code;")
     code, _, err = live[2]
     assert code == 1 and err == (f"tollgate: report session: no session '{cc_session[:8]}', and no session id "
-                                 "starts with it (looked at sessions since 2026-01-01 00:00:00 UTC; --since looks "
-                                 "further back)\n")
+                                 "starts with it (looked at sessions since 2026-01-01 00:00:00 UTC; an earlier --since "
+                                 "looks further back)\n")
     assert live[3] == (2, "", f"tollgate: report session: '9093e8c0' is the start of 2 session ids: {mcp_ids[0]}, "
                               f"{mcp_ids[1]}; give more characters\n")
     assert live[4] == (1, "", "tollgate: report session: no session '9093e' (an id prefix needs at least 6 "
@@ -577,7 +577,8 @@ async def test_report_calls_takes_a_session_id_prefix_as_report_session_does_and
     assert live[3] == (1, "", "tollgate: report calls: no session '9093e' (an id prefix needs at least 6 "
                               "characters)\n")
     assert live[4] == (1, "", "tollgate: report calls: no session 'ffffff', and no session id starts with it "
-                              "(looked at sessions since 2026-01-01 00:00:00 UTC; --since looks further back)\n")
+                              "(looked at sessions since 2026-01-01 00:00:00 UTC; an earlier --since looks further "
+                              "back)\n")
     assert live[5] == (1, "", "tollgate: report calls: no server 'nope'\n")
     assert live[6] == (1, "", "tollgate: report servers: no server 'nope'\n")
     assert call_ids(live[7]) == ["prefix-0", "prefix-1", "prefix-2"]

@@ -184,6 +184,30 @@ async def test_a_shared_upstreams_request_outside_a_call_is_explained_once_in_th
         ("DEBUG", "upstream s asked roots/list outside any call; refused")]
 
 
+async def test_a_stateful_upstreams_catalog_instance_refusal_does_not_advise_marking_it_stateful(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "tollgate.hub")
+    app = create_app(gateway_config(raw_upstream("s", *ROOTS_ON_INIT, stateful=True)))
+    catalog_instance = app[HUB_KEY].upstreams["s"]
+    answered, sent = asyncio.Event(), list[dict[str, Any]]()
+    respond = catalog_instance.respond
+
+    async def respond_and_tell(body: dict[str, Any]) -> None:
+        sent.append(body)
+        answered.set()
+        await respond(body)
+
+    catalog_instance.respond = respond_and_tell  # type: ignore[method-assign]
+    async with served(app):
+        async with asyncio.timeout(30):
+            await answered.wait()  # the catalog instance asks for roots once initialized, outside any call
+    message = sent[0]["error"]["message"]
+    assert "stateful upstream s" in message and "each session's own instance asks that session" in message
+    said = [r.getMessage() for r in caplog.records if "outside any call" in r.getMessage()]
+    assert len(said) == 1 and "as expected for a stateful upstream's catalog instance" in said[0]
+    assert not any("shared" in text or "mark the upstream stateful" in text for text in [message, *said])
+
+
 class _Heard(logging.Handler):
     """Sets `event` when a record containing `text` is logged (records come from the loop's own thread)."""
 

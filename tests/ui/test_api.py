@@ -400,6 +400,27 @@ async def test_bad_requests_get_a_status_and_a_reason(api: Any, url: str, status
     assert "error" in await response.json()
 
 
+async def test_calls_of_a_server_that_is_none_is_a_404_as_the_servers_page_says(
+        api: Any, aiohttp_client: Any, store: Store) -> None:
+    for url in (f"/api/calls?server=nope&{SINCE}", f"/api/servers/nope?{SINCE}"):
+        response = await api.get(url)
+        assert (response.status, await response.json()) == (404, {"error": "no server 'nope'"}), url
+    known = await api.get(f"/api/calls?server=capture&{SINCE}&until=2026-01-02T00:00:00Z")  # a server, no call then
+    assert (known.status, await known.json()) == (200, {"calls": []})
+    app = web.Application()
+    add_api_routes(app, store, config=gateway_config(echo_upstream("configured")))  # configured, never called
+    configured = await (await aiohttp_client(app)).get(f"/api/calls?server=configured&{SINCE}")
+    assert (configured.status, await configured.json()) == (200, {"calls": []})
+
+
+async def test_an_api_message_names_the_apis_parameter_not_a_cli_flag(api: Any) -> None:
+    response = await api.get(f"/api/sessions/ffffff00?{SINCE}")
+    error = (await response.json())["error"]
+    assert response.status == 404
+    assert error.endswith("(looked at sessions since 2026-01-01 00:00:00 UTC; an earlier `since` looks further back)")
+    assert "--" not in error
+
+
 async def test_assets_are_versioned_and_a_versioned_asset_is_kept_by_the_browser(aiohttp_client: Any) -> None:
     import re
 
