@@ -135,10 +135,13 @@ class Hub:
             log.debug("upstream %s asked %s outside any call; refused", upstream.name, method)
             return
         self._refusals_explained.add(upstream.name)
-        kind = "a stateful upstream's catalog instance" if upstream.config.stateful else "a shared upstream"
+        if upstream.config.stateful:
+            kind, instead = "a stateful upstream's catalog instance", "each session's own instance asks that session"
+        else:
+            kind, instead = "a shared upstream", "during a call it reaches that call's client"
         log.info("upstream %s asked %s outside any call: refused, as expected for %s (no one client session can "
-                 "be asked; during a call it reaches that call's client). Harmless: an error the upstream logs about "
-                 "it is this refusal", upstream.name, method, kind)
+                 "be asked; %s). Harmless: an error the upstream logs about it is this refusal",
+                 upstream.name, method, kind, instead)
 
     def offer_server_request(self, session: Session, upstream: UpstreamClient, body: dict[str, Any],
                              deliver: Callable[[dict[str, Any]], None]) -> None:

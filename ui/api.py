@@ -30,11 +30,9 @@ MIN_PREFIX = 6  # reports and the UI show ids cut to 8 or 12 characters
 PREFIX_PAGES, PAGE = 4, 500  # a prefix is looked up in at most this many pages of the sessions list
 
 
-# Messages name query parameters as the API takes them, in backticks (`since`): the CLI shows them as its flags.
-
-
 class BadRequest(Exception):
-    """A query parameter the API cannot use: 400 with the reason."""
+    """A query parameter the API cannot use: 400 with the reason. Messages name query parameters as the API takes
+    them, in backticks (`since`): the CLI shows them as its flags (ui/cli_report.as_flags)."""
 
 
 def encode(doc: Any) -> bytes:
